@@ -1,0 +1,610 @@
+//! One settings tree: built-in defaults, then a TOML file (`--config` / `AUTHLINK_CONFIG`), then
+//! `AUTHLINK__SECTION__KEY` environment variables. Secrets can come from files (`*_file`).
+//! `Settings` is what the operator writes; `Config` is what the daemon runs with, produced by
+//! `Settings::validate`, which reports every problem at once with the setting's name.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use figment::Figment;
+use figment::providers::{Env, Format, Serialized, Toml};
+use secrecy::{ExposeSecret, SecretString};
+use serde::{Deserialize, Serialize};
+use url::Url;
+
+use crate::crypto::{EncryptionKeys, KeyEntry, SigningKeys, sha256_hex};
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Settings {
+    /// The externally visible base URL: links and callback URLs are built from it.
+    pub public_url: String,
+    /// Address to listen on.
+    pub listen: String,
+    /// `pretty` for a terminal, `json` for production log collectors.
+    pub log_format: LogFormat,
+    pub store: StoreSettings,
+    pub keys: KeySettings,
+    pub sessions: SessionSettings,
+    pub http: HttpSettings,
+    pub system_apps: SystemApps,
+}
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    #[default]
+    Pretty,
+    Json,
+}
+
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct StoreSettings {
+    /// `redis://…` or `rediss://…`. Unset: the embedded in-memory store (one process, nothing
+    /// persisted).
+    pub redis_url: Option<String>,
+    /// Prefix of every Redis key, so several deployments can share one Redis.
+    pub key_prefix: Option<String>,
+}
+
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct KeySettings {
+    /// `id:base64` entries; the first signs, all verify. From `authlink keygen`.
+    pub signing: Vec<String>,
+    /// A file with one `id:base64` entry per line (alternative to `signing`).
+    pub signing_file: Option<PathBuf>,
+    /// `id:base64` entries; the first encrypts, all decrypt.
+    pub encryption: Vec<String>,
+    pub encryption_file: Option<PathBuf>,
+    /// SHA-256 (hex) of the operator key, as printed by `authlink keygen`.
+    pub operator_key_sha256: Option<String>,
+    /// A file containing the operator key itself.
+    pub operator_key_file: Option<PathBuf>,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SessionSettings {
+    pub default_ttl_seconds: u32,
+    /// How long a finished or expired session stays readable.
+    pub retention_seconds: u32,
+    pub idempotency_ttl_seconds: u32,
+    /// Longest `?wait=` accepted.
+    pub max_wait_seconds: u32,
+}
+
+impl Default for SessionSettings {
+    fn default() -> Self {
+        Self {
+            default_ttl_seconds: 900,
+            retention_seconds: 86_400,
+            idempotency_ttl_seconds: 86_400,
+            max_wait_seconds: 60,
+        }
+    }
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct HttpSettings {
+    pub body_limit_bytes: usize,
+    /// Per-request deadline (long-polls get their wait on top).
+    pub request_timeout_seconds: u64,
+    /// Timeout for calls to providers (token, identity, revoke).
+    pub provider_timeout_seconds: u64,
+}
+
+impl Default for HttpSettings {
+    fn default() -> Self {
+        Self {
+            body_limit_bytes: 64 * 1024,
+            request_timeout_seconds: 30,
+            provider_timeout_seconds: 15,
+        }
+    }
+}
+
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SystemApps {
+    pub salesforce: Option<AppSettings>,
+    pub oauth2: Option<AppSettings>,
+}
+
+/// An OAuth app the operator configured. For Salesforce only the client and `login_host` are
+/// needed; the generic provider needs its endpoint URLs.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AppSettings {
+    pub client_id: String,
+    pub client_secret: Option<String>,
+    pub client_secret_file: Option<PathBuf>,
+    /// Salesforce: `https://login.salesforce.com` (default), `https://test.salesforce.com`, or a
+    /// My Domain host.
+    pub login_host: Option<String>,
+    pub authorize_url: Option<String>,
+    pub token_url: Option<String>,
+    pub userinfo_url: Option<String>,
+    pub revoke_url: Option<String>,
+    pub scopes: Option<Vec<String>>,
+    /// `basic` (HTTP Basic, the default) or `body` (client_id/client_secret form fields).
+    pub client_auth: Option<String>,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Self {
+            public_url: "http://127.0.0.1:8080".into(),
+            listen: "127.0.0.1:8080".into(),
+            log_format: LogFormat::Pretty,
+            store: StoreSettings::default(),
+            keys: KeySettings::default(),
+            sessions: SessionSettings::default(),
+            http: HttpSettings::default(),
+            system_apps: SystemApps::default(),
+        }
+    }
+}
+
+/// One problem with the configuration, named by the setting to fix.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Problem {
+    pub setting: String,
+    pub message: String,
+}
+
+impl std::fmt::Display for Problem {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}: {}", self.setting, self.message)
+    }
+}
+
+impl Settings {
+    /// Defaults, then the TOML file (if any), then `AUTHLINK__…` variables.
+    pub fn load(file: Option<&Path>) -> Result<Self, Vec<Problem>> {
+        let mut fig = Figment::from(Serialized::defaults(Settings::default()));
+        if let Some(path) = file {
+            if !path.exists() {
+                return Err(vec![Problem {
+                    setting: "--config".into(),
+                    message: format!("file {} does not exist", path.display()),
+                }]);
+            }
+            fig = fig.merge(Toml::file_exact(path));
+        }
+        fig = fig.merge(Env::prefixed("AUTHLINK__").split("__"));
+        fig.extract().map_err(|errors| {
+            errors
+                .into_iter()
+                .map(|e| Problem {
+                    setting: if e.path.is_empty() {
+                        "config".into()
+                    } else {
+                        e.path.join(".")
+                    },
+                    message: e.kind.to_string(),
+                })
+                .collect()
+        })
+    }
+
+    /// Whether the operator configured keys at all (if not, `serve` may run ephemerally).
+    pub fn has_keys(&self) -> bool {
+        let k = &self.keys;
+        !k.signing.is_empty()
+            || k.signing_file.is_some()
+            || !k.encryption.is_empty()
+            || k.encryption_file.is_some()
+            || k.operator_key_sha256.is_some()
+            || k.operator_key_file.is_some()
+    }
+
+    /// Check everything and produce the runtime `Config`, or every problem found.
+    pub fn validate(&self) -> Result<Config, Vec<Problem>> {
+        let mut p = Problems::default();
+
+        let public_url = p.check("public_url", parse_base_url(&self.public_url));
+        let listen = p.check(
+            "listen",
+            self.listen
+                .parse::<SocketAddr>()
+                .map_err(|e| format!("{e} (expected host:port, e.g. 0.0.0.0:8080)")),
+        );
+        let store = p.check("store", store_config(&self.store));
+        let signing = p.check(
+            "keys.signing",
+            key_list(&self.keys.signing, self.keys.signing_file.as_deref())
+                .and_then(|k| SigningKeys::new(k).map_err(|e| e.to_string())),
+        );
+        let encryption = p.check(
+            "keys.encryption",
+            key_list(&self.keys.encryption, self.keys.encryption_file.as_deref())
+                .and_then(|k| EncryptionKeys::new(k).map_err(|e| e.to_string())),
+        );
+        let operator = p.check("keys.operator_key_sha256", operator_hash(&self.keys));
+        let s = &self.sessions;
+        if !(60..=86_400).contains(&s.default_ttl_seconds) {
+            p.add("sessions.default_ttl_seconds", "must be between 60 and 86400");
+        }
+        if s.max_wait_seconds == 0 || s.max_wait_seconds > 300 {
+            p.add("sessions.max_wait_seconds", "must be between 1 and 300");
+        }
+        if self.http.body_limit_bytes < 1024 {
+            p.add("http.body_limit_bytes", "must be at least 1024");
+        }
+        let salesforce = self.system_apps.salesforce.as_ref().and_then(|a| {
+            p.check(
+                "system_apps.salesforce",
+                app_config(a, crate::domain::bot::ProviderKind::Salesforce),
+            )
+        });
+        let oauth2 = self.system_apps.oauth2.as_ref().and_then(|a| {
+            p.check(
+                "system_apps.oauth2",
+                app_config(a, crate::domain::bot::ProviderKind::Oauth2),
+            )
+        });
+
+        if !p.0.is_empty() {
+            return Err(p.0);
+        }
+        let (
+            Some(public_url),
+            Some(listen),
+            Some(store),
+            Some(signing),
+            Some(encryption),
+            Some(operator_key_sha256),
+        ) = (public_url, listen, store, signing, encryption, operator)
+        else {
+            unreachable!("every None above recorded a problem");
+        };
+        Ok(Config {
+            public_url,
+            listen,
+            log_format: self.log_format,
+            store,
+            signing,
+            encryption,
+            operator_key_sha256,
+            default_ttl: Duration::from_secs(s.default_ttl_seconds.into()),
+            retention: Duration::from_secs(s.retention_seconds.into()),
+            idempotency_ttl: Duration::from_secs(s.idempotency_ttl_seconds.into()),
+            max_wait: Duration::from_secs(s.max_wait_seconds.into()),
+            body_limit: self.http.body_limit_bytes,
+            request_timeout: Duration::from_secs(self.http.request_timeout_seconds),
+            provider_timeout: Duration::from_secs(self.http.provider_timeout_seconds),
+            salesforce,
+            oauth2,
+        })
+    }
+}
+
+#[derive(Default)]
+struct Problems(Vec<Problem>);
+
+impl Problems {
+    fn add(&mut self, setting: &str, message: impl Into<String>) {
+        self.0.push(Problem {
+            setting: setting.into(),
+            message: message.into(),
+        });
+    }
+    fn check<T>(&mut self, setting: &str, r: Result<T, String>) -> Option<T> {
+        r.map_err(|m| self.add(setting, m)).ok()
+    }
+}
+
+/// What the daemon runs with.
+#[derive(Clone, Debug)]
+pub struct Config {
+    pub public_url: Url,
+    pub listen: SocketAddr,
+    pub log_format: LogFormat,
+    pub store: StoreConfig,
+    pub signing: SigningKeys,
+    pub encryption: EncryptionKeys,
+    pub operator_key_sha256: String,
+    pub default_ttl: Duration,
+    pub retention: Duration,
+    pub idempotency_ttl: Duration,
+    pub max_wait: Duration,
+    pub body_limit: usize,
+    pub request_timeout: Duration,
+    pub provider_timeout: Duration,
+    pub salesforce: Option<AppConfig>,
+    pub oauth2: Option<AppConfig>,
+}
+
+impl Config {
+    /// Browsers only send `Secure` cookies over https; local http runs use plain names.
+    pub fn is_https(&self) -> bool {
+        self.public_url.scheme() == "https"
+    }
+}
+
+#[derive(Clone, Debug)]
+pub enum StoreConfig {
+    Memory,
+    Redis { url: String, prefix: String },
+}
+
+/// A validated OAuth app.
+#[derive(Clone, Debug)]
+pub struct AppConfig {
+    pub client_id: String,
+    pub client_secret: SecretString,
+    pub authorize_url: Url,
+    pub token_url: Url,
+    pub userinfo_url: Option<Url>,
+    pub revoke_url: Option<Url>,
+    pub scopes: Vec<String>,
+    pub client_auth_in_body: bool,
+}
+
+/// Salesforce scopes when none are configured: `refresh_token` is explicit because `full` alone
+/// never yields a refresh token.
+pub const SALESFORCE_DEFAULT_SCOPES: [&str; 3] = ["api", "refresh_token", "id"];
+
+fn parse_base_url(s: &str) -> Result<Url, String> {
+    let url = Url::parse(s).map_err(|e| format!("{e}: {s:?}"))?;
+    if !matches!(url.scheme(), "http" | "https") || url.host().is_none() {
+        return Err("must be an http(s) URL with a host".into());
+    }
+    if url.query().is_some() || url.fragment().is_some() || !url.username().is_empty() {
+        return Err("must not contain a query, fragment or credentials".into());
+    }
+    Ok(url)
+}
+
+/// Is `url` acceptable for talking to a provider: https, or http to a loopback host (local runs
+/// and tests against a provider on this machine)?
+pub fn secure_or_loopback(url: &Url) -> bool {
+    url.scheme() == "https"
+        || (url.scheme() == "http"
+            && match url.host() {
+                Some(url::Host::Domain(d)) => d == "localhost",
+                Some(url::Host::Ipv4(ip)) => ip.is_loopback(),
+                Some(url::Host::Ipv6(ip)) => ip.is_loopback(),
+                None => false,
+            })
+}
+
+fn endpoint(name: &str, s: &str) -> Result<Url, String> {
+    let url = Url::parse(s).map_err(|e| format!("{name}: {e}"))?;
+    if !secure_or_loopback(&url) {
+        return Err(format!("{name}: must be https (http only for loopback hosts)"));
+    }
+    if !url.username().is_empty() || url.password().is_some() {
+        return Err(format!("{name}: must not contain credentials"));
+    }
+    Ok(url)
+}
+
+fn store_config(s: &StoreSettings) -> Result<StoreConfig, String> {
+    let prefix = s.key_prefix.clone().unwrap_or_else(|| "authlink".into());
+    if prefix.is_empty() || prefix.contains(['{', '}', ' ']) {
+        return Err("key_prefix must be non-empty without braces or spaces".into());
+    }
+    match &s.redis_url {
+        None => Ok(StoreConfig::Memory),
+        Some(url) => {
+            let parsed = Url::parse(url).map_err(|e| format!("redis_url: {e}"))?;
+            if !matches!(parsed.scheme(), "redis" | "rediss" | "redis+unix" | "unix") {
+                return Err("redis_url must start with redis:// or rediss://".into());
+            }
+            Ok(StoreConfig::Redis {
+                url: url.clone(),
+                prefix,
+            })
+        }
+    }
+}
+
+fn key_list(inline: &[String], file: Option<&Path>) -> Result<Vec<KeyEntry>, String> {
+    let from_file;
+    let lines: Vec<&str> = match file {
+        Some(path) => {
+            from_file = std::fs::read_to_string(path)
+                .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+            from_file
+                .lines()
+                .map(str::trim)
+                .filter(|l| !l.is_empty() && !l.starts_with('#'))
+                .collect()
+        }
+        None => inline.iter().map(String::as_str).collect(),
+    };
+    if lines.is_empty() {
+        return Err("no keys configured (run `authlink keygen`)".into());
+    }
+    lines
+        .iter()
+        .map(|l| {
+            let (id, key) = l
+                .split_once(':')
+                .ok_or_else(|| "each key must be written id:base64".to_string())?;
+            KeyEntry::parse(id.trim(), key.trim()).map_err(|e| e.to_string())
+        })
+        .collect()
+}
+
+fn operator_hash(k: &KeySettings) -> Result<String, String> {
+    match (&k.operator_key_sha256, &k.operator_key_file) {
+        (Some(h), None) => {
+            let h = h.trim().to_ascii_lowercase();
+            if h.len() == 64 && h.bytes().all(|b| b.is_ascii_hexdigit()) {
+                Ok(h)
+            } else {
+                Err("must be 64 hex digits (the SHA-256 printed by `authlink keygen`)".into())
+            }
+        }
+        (None, Some(path)) => {
+            let key = std::fs::read_to_string(path)
+                .map_err(|e| format!("operator_key_file: cannot read {}: {e}", path.display()))?;
+            if key.trim().len() < 32 {
+                return Err("operator_key_file: the key must be at least 32 characters".into());
+            }
+            Ok(sha256_hex(key.trim().as_bytes()))
+        }
+        (Some(_), Some(_)) => Err("set operator_key_sha256 or operator_key_file, not both".into()),
+        (None, None) => Err("no operator key configured (run `authlink keygen`)".into()),
+    }
+}
+
+fn read_secret(inline: &Option<String>, file: &Option<PathBuf>) -> Result<SecretString, String> {
+    match (inline, file) {
+        (Some(s), None) if !s.is_empty() => Ok(s.clone().into()),
+        (None, Some(path)) => std::fs::read_to_string(path)
+            .map(|s| s.trim().to_owned().into())
+            .map_err(|e| format!("client_secret_file: cannot read {}: {e}", path.display())),
+        (Some(_), Some(_)) => Err("set client_secret or client_secret_file, not both".into()),
+        _ => Err("client_secret (or client_secret_file) is required".into()),
+    }
+}
+
+fn app_config(a: &AppSettings, kind: crate::domain::bot::ProviderKind) -> Result<AppConfig, String> {
+    use crate::domain::bot::ProviderKind;
+    if a.client_id.is_empty() {
+        return Err("client_id is required".into());
+    }
+    let client_secret = read_secret(&a.client_secret, &a.client_secret_file)?;
+    let client_auth_in_body = match a.client_auth.as_deref() {
+        None | Some("basic") => false,
+        Some("body") => true,
+        Some(other) => return Err(format!("client_auth must be basic or body, not {other:?}")),
+    };
+    let opt = |name: &str, v: &Option<String>| v.as_deref().map(|s| endpoint(name, s)).transpose();
+    match kind {
+        ProviderKind::Salesforce => {
+            let host = endpoint(
+                "login_host",
+                a.login_host.as_deref().unwrap_or("https://login.salesforce.com"),
+            )?;
+            let at = |path: &str| host.join(path).map_err(|e| e.to_string());
+            Ok(AppConfig {
+                client_id: a.client_id.clone(),
+                client_secret,
+                authorize_url: at("/services/oauth2/authorize")?,
+                token_url: at("/services/oauth2/token")?,
+                userinfo_url: Some(at("/services/oauth2/userinfo")?),
+                revoke_url: Some(at("/services/oauth2/revoke")?),
+                scopes: a.scopes.clone().unwrap_or_else(|| {
+                    SALESFORCE_DEFAULT_SCOPES.map(String::from).to_vec()
+                }),
+                client_auth_in_body,
+            })
+        }
+        ProviderKind::Oauth2 => Ok(AppConfig {
+            client_id: a.client_id.clone(),
+            client_secret,
+            authorize_url: opt("authorize_url", &a.authorize_url)?
+                .ok_or("authorize_url is required")?,
+            token_url: opt("token_url", &a.token_url)?.ok_or("token_url is required")?,
+            userinfo_url: opt("userinfo_url", &a.userinfo_url)?,
+            revoke_url: opt("revoke_url", &a.revoke_url)?,
+            scopes: a.scopes.clone().unwrap_or_default(),
+            client_auth_in_body,
+        }),
+    }
+}
+
+/// Fresh keys for `authlink keygen` and for an unconfigured development run.
+pub struct GeneratedKeys {
+    pub signing: String,
+    pub encryption: String,
+    pub operator_key: SecretString,
+    pub operator_key_sha256: String,
+}
+
+impl GeneratedKeys {
+    pub fn new() -> Self {
+        let (sid, skey) = KeyEntry::generate();
+        let (eid, ekey) = KeyEntry::generate();
+        let operator_key = format!("alo_{}", crate::crypto::random_token::<32>());
+        let operator_key_sha256 = sha256_hex(operator_key.as_bytes());
+        Self {
+            signing: format!("{sid}:{skey}"),
+            encryption: format!("{eid}:{ekey}"),
+            operator_key: operator_key.into(),
+            operator_key_sha256,
+        }
+    }
+
+    /// TOML that pastes straight into the config file.
+    pub fn to_toml(&self) -> String {
+        format!(
+            "# Operator key (store it in your secret manager; only its hash goes into the config):\n\
+             #   {}\n\
+             [keys]\n\
+             signing = [\"{}\"]\n\
+             encryption = [\"{}\"]\n\
+             operator_key_sha256 = \"{}\"\n",
+            self.operator_key.expose_secret(),
+            self.signing,
+            self.encryption,
+            self.operator_key_sha256
+        )
+    }
+
+    /// Put these keys into `settings` (ephemeral development run).
+    pub fn apply(&self, settings: &mut Settings) {
+        settings.keys.signing = vec![self.signing.clone()];
+        settings.keys.encryption = vec![self.encryption.clone()];
+        settings.keys.operator_key_sha256 = Some(self.operator_key_sha256.clone());
+    }
+}
+
+impl Default for GeneratedKeys {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_problem_is_reported_with_its_setting() {
+        let s = Settings {
+            public_url: "ftp://x".into(),
+            listen: "nowhere".into(),
+            ..Settings::default()
+        };
+        let problems = s.validate().unwrap_err();
+        let names: Vec<&str> = problems.iter().map(|p| p.setting.as_str()).collect();
+        for expected in ["public_url", "listen", "keys.signing", "keys.encryption", "keys.operator_key_sha256"] {
+            assert!(names.contains(&expected), "{expected} missing from {names:?}");
+        }
+    }
+
+    #[test]
+    fn generated_keys_validate() {
+        let mut s = Settings::default();
+        GeneratedKeys::new().apply(&mut s);
+        let c = s.validate().unwrap();
+        assert!(matches!(c.store, StoreConfig::Memory));
+        assert!(!c.is_https());
+    }
+
+    #[test]
+    fn salesforce_app_defaults_to_login_host_and_refresh_scope() {
+        let a = AppSettings {
+            client_id: "cid".into(),
+            client_secret: Some("sec".into()),
+            ..AppSettings::default()
+        };
+        let c = app_config(&a, crate::domain::bot::ProviderKind::Salesforce).unwrap();
+        assert_eq!(c.token_url.as_str(), "https://login.salesforce.com/services/oauth2/token");
+        assert!(c.scopes.contains(&"refresh_token".to_string()));
+        let insecure = AppSettings {
+            login_host: Some("http://login.example.com".into()),
+            ..a
+        };
+        assert!(app_config(&insecure, crate::domain::bot::ProviderKind::Salesforce).is_err());
+    }
+}

@@ -1,0 +1,172 @@
+//! Tenancy: bots, their API keys, and their integrations (which provider, which mode, which app).
+
+use serde::{Deserialize, Serialize};
+use time::OffsetDateTime;
+use url::Url;
+
+use super::session::Verification;
+use super::{BotId, IntegrationName};
+
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct Bot {
+    pub id: BotId,
+    pub name: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub webhook_url: Option<Url>,
+    /// Hosts `return_url` may point to (`example.com` or `*.example.com`).
+    #[serde(default)]
+    pub allowed_return_hosts: Vec<String>,
+    /// When non-empty, webhook URLs must point to one of these hosts.
+    #[serde(default)]
+    pub allowed_webhook_hosts: Vec<String>,
+    #[serde(with = "time::serde::rfc3339")]
+    pub created_at: OffsetDateTime,
+    #[serde(with = "time::serde::rfc3339")]
+    pub updated_at: OffsetDateTime,
+}
+
+/// Does `host` match one of `patterns` (exact, or `*.suffix` for strict subdomains)?
+pub fn host_allowed(patterns: &[String], host: &str) -> bool {
+    let host = host.to_ascii_lowercase();
+    patterns.iter().any(|p| {
+        let p = p.to_ascii_lowercase();
+        match p.strip_prefix("*.") {
+            Some(suffix) => host.len() > suffix.len() + 1 && host.ends_with(&format!(".{suffix}")),
+            None => host == p,
+        }
+    })
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum KeyRole {
+    /// Runtime: sessions and tokens of its bot.
+    Runtime,
+    /// Manages its bot's integrations and profiles as well.
+    Admin,
+}
+
+/// A bot API key as stored: only the SHA-256 of the key (keys are 256-bit random, so a fast hash
+/// is the right one; there is nothing to brute-force).
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct ApiKey {
+    pub id: String,
+    pub bot: BotId,
+    pub role: KeyRole,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    pub hash: String,
+    #[serde(with = "time::serde::rfc3339")]
+    pub created_at: OffsetDateTime,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ProviderKind {
+    Salesforce,
+    Oauth2,
+}
+
+impl ProviderKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ProviderKind::Salesforce => "salesforce",
+            ProviderKind::Oauth2 => "oauth2",
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Mode {
+    /// Each end user authorizes through a link.
+    #[default]
+    User,
+    /// An admin authorizes once; every conversation uses the bot-wide grant.
+    PreAuthorized,
+}
+
+/// Which OAuth app: the operator's system app for the provider, or a bot's custom profile.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub enum ProfileRef {
+    #[default]
+    System,
+    Custom(String),
+}
+
+impl Serialize for ProfileRef {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        match self {
+            ProfileRef::System => s.serialize_str("system"),
+            ProfileRef::Custom(id) => s.serialize_str(id),
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for ProfileRef {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        Ok(if s == "system" {
+            ProfileRef::System
+        } else {
+            ProfileRef::Custom(s)
+        })
+    }
+}
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SalesforceEnvironment {
+    #[default]
+    Production,
+    Sandbox,
+    MyDomain,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SalesforceSettings {
+    #[serde(default)]
+    pub environment: SalesforceEnvironment,
+    /// For `my_domain`: `https://<name>.my.salesforce.com`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub host: Option<Url>,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct Integration {
+    pub bot: BotId,
+    pub name: IntegrationName,
+    pub provider: ProviderKind,
+    pub mode: Mode,
+    pub profile: ProfileRef,
+    /// Requested scopes; `None` uses the app's defaults.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub scopes: Option<Vec<String>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub link_ttl_seconds: Option<u32>,
+    #[serde(default)]
+    pub verification: Verification,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub salesforce: Option<SalesforceSettings>,
+    #[serde(with = "time::serde::rfc3339")]
+    pub created_at: OffsetDateTime,
+    #[serde(with = "time::serde::rfc3339")]
+    pub updated_at: OffsetDateTime,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn host_patterns_match_exactly_or_strict_subdomains() {
+        let p = vec!["chat.example.com".to_string(), "*.corp.test".to_string()];
+        assert!(host_allowed(&p, "chat.example.com"));
+        assert!(host_allowed(&p, "CHAT.example.com"));
+        assert!(host_allowed(&p, "a.corp.test"));
+        assert!(!host_allowed(&p, "corp.test"));
+        assert!(!host_allowed(&p, "evilcorp.test"));
+        assert!(!host_allowed(&p, "example.com"));
+    }
+}

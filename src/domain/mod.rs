@@ -1,0 +1,13 @@
+//! Pure types of the flow: identifiers parsed at the edge, the session and its status machine,
+//! the signed link, grants and events. No I/O here.
+
+pub mod bot;
+pub mod event;
+pub mod grant;
+pub mod identity;
+pub mod ids;
+pub mod link;
+pub mod session;
+pub mod state;
+
+pub use ids::{BotId, IntegrationName, Partition, SessionId, Subject, UserId};

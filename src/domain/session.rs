@@ -1,0 +1,218 @@
+//! The auth session: what the dialog engine asked for, and a status machine whose transitions
+//! are explicit — a status can only change along the edges `Status::can_become` allows.
+
+use serde::{Deserialize, Serialize};
+use time::OffsetDateTime;
+use url::Url;
+
+use super::{BotId, IntegrationName, SessionId, Subject};
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Status {
+    Pending,
+    InProgress,
+    AwaitingCode,
+    Completed,
+    Failed,
+    Expired,
+    Cancelled,
+}
+
+impl Status {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Status::Pending => "pending",
+            Status::InProgress => "in_progress",
+            Status::AwaitingCode => "awaiting_code",
+            Status::Completed => "completed",
+            Status::Failed => "failed",
+            Status::Expired => "expired",
+            Status::Cancelled => "cancelled",
+        }
+    }
+    pub fn parse(s: &str) -> Option<Self> {
+        Some(match s {
+            "pending" => Status::Pending,
+            "in_progress" => Status::InProgress,
+            "awaiting_code" => Status::AwaitingCode,
+            "completed" => Status::Completed,
+            "failed" => Status::Failed,
+            "expired" => Status::Expired,
+            "cancelled" => Status::Cancelled,
+            _ => return None,
+        })
+    }
+    pub fn is_final(self) -> bool {
+        matches!(
+            self,
+            Status::Completed | Status::Failed | Status::Expired | Status::Cancelled
+        )
+    }
+    /// The statuses a session may be in for a transition to `to`.
+    pub fn sources_of(to: Status) -> &'static [Status] {
+        use Status::*;
+        match to {
+            Pending => &[],
+            // A second attempt (the person pressed Continue again) is allowed.
+            InProgress => &[Pending, InProgress],
+            AwaitingCode => &[InProgress],
+            Completed => &[InProgress, AwaitingCode],
+            Failed => &[Pending, InProgress, AwaitingCode],
+            Expired | Cancelled => &[Pending, InProgress, AwaitingCode],
+        }
+    }
+    pub fn can_become(self, to: Status) -> bool {
+        Status::sources_of(to).contains(&self)
+    }
+}
+
+/// Why a session failed (or was stopped); `code` is stable and machine-readable.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SessionError {
+    pub code: FailureCode,
+    pub description: String,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum FailureCode {
+    AccessDenied,
+    ProviderError,
+    ExchangeFailed,
+    IdentityMismatch,
+    VerificationFailed,
+    StateInvalid,
+}
+
+impl FailureCode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            FailureCode::AccessDenied => "access_denied",
+            FailureCode::ProviderError => "provider_error",
+            FailureCode::ExchangeFailed => "exchange_failed",
+            FailureCode::IdentityMismatch => "identity_mismatch",
+            FailureCode::VerificationFailed => "verification_failed",
+            FailureCode::StateInvalid => "state_invalid",
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Verification {
+    #[default]
+    None,
+    Code,
+}
+
+/// Who the person is expected to be (SPEC §6). Compared with the provider's identity after the
+/// exchange.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ExpectedIdentity {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub email: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub username: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub user_id: Option<String>,
+}
+
+/// What the dialog engine asked for; fixed when the session is created.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct SessionSpec {
+    pub id: SessionId,
+    pub bot: BotId,
+    pub integration: IntegrationName,
+    pub subject: Subject,
+    pub conversation_id: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub context: Option<serde_json::Value>,
+    /// Fixed at creation (the session's own, else the bot's at that moment).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub webhook_url: Option<Url>,
+    pub scopes: Vec<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub login_hint: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub locale: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub return_url: Option<Url>,
+    #[serde(default)]
+    pub verification: Verification,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expected_identity: Option<ExpectedIdentity>,
+    /// The provider configuration (callback path) this session's attempts use.
+    pub provider_config: String,
+    #[serde(with = "time::serde::rfc3339")]
+    pub created_at: OffsetDateTime,
+    #[serde(with = "time::serde::rfc3339")]
+    pub expires_at: OffsetDateTime,
+}
+
+/// A session as stored: the spec plus its mutable part.
+#[derive(Clone, Debug)]
+pub struct Session {
+    pub spec: SessionSpec,
+    pub status: Status,
+    pub error: Option<SessionError>,
+    pub updated_at: OffsetDateTime,
+}
+
+impl Session {
+    /// The status a reader should see at `now`: a live session past its deadline is expired even
+    /// before the expiry sweeper has recorded it.
+    pub fn status_at(&self, now: OffsetDateTime) -> Status {
+        if !self.status.is_final() && now >= self.spec.expires_at {
+            Status::Expired
+        } else {
+            self.status
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Status::*;
+    use super::*;
+
+    #[test]
+    fn final_statuses_never_change() {
+        for from in [Completed, Failed, Expired, Cancelled] {
+            for to in [Pending, InProgress, AwaitingCode, Completed, Failed, Expired, Cancelled] {
+                assert!(!from.can_become(to), "{from:?} -> {to:?}");
+            }
+        }
+    }
+
+    #[test]
+    fn the_flow_edges_exist() {
+        assert!(Pending.can_become(InProgress));
+        assert!(InProgress.can_become(InProgress));
+        assert!(InProgress.can_become(Completed));
+        assert!(InProgress.can_become(AwaitingCode));
+        assert!(AwaitingCode.can_become(Completed));
+        assert!(!Pending.can_become(Completed), "no completion without an attempt");
+    }
+
+    #[test]
+    fn status_names_round_trip() {
+        for s in [Pending, InProgress, AwaitingCode, Completed, Failed, Expired, Cancelled] {
+            assert_eq!(Status::parse(s.as_str()), Some(s));
+            assert_eq!(serde_json::to_value(s).unwrap(), s.as_str());
+        }
+    }
+}
+
+/// One press of "Continue": the PKCE verifier (sealed) waiting for the callback. Single-use: the
+/// callback takes it from the store atomically, and any failed check destroys it.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct Attempt {
+    pub id: String,
+    pub session: SessionId,
+    /// PKCE verifier, sealed with the encryption keys.
+    pub verifier: String,
+    #[serde(with = "time::serde::rfc3339")]
+    pub created_at: OffsetDateTime,
+}

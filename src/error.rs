@@ -1,0 +1,117 @@
+//! The single mapping from failures to HTTP: RFC 9457 problem+json for the API. Causes of 5xx are
+//! logged here and never sent to the client. (Browser pages have their own renderer in
+//! `routes::pages`.)
+
+use axum::Json;
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use serde_json::json;
+
+use crate::store::{StoreError, TransitionError};
+
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    #[error("{0}")]
+    BadRequest(String),
+    /// A body that parsed but is not acceptable (RFC 9457 `validation`).
+    #[error("{0}")]
+    Invalid(String),
+    #[error("missing or invalid API key")]
+    Unauthorized,
+    #[error("this key may not do that")]
+    Forbidden,
+    #[error("{0} not found")]
+    NotFound(&'static str),
+    /// The access-token API found no usable grant.
+    #[error("the user has not authorized this integration (or must authorize again)")]
+    AuthorizationRequired,
+    #[error("{0}")]
+    Conflict(String),
+    #[error("request body is larger than {0} bytes")]
+    TooLarge(usize),
+    #[error("content type must be application/json")]
+    UnsupportedMediaType,
+    #[error("the store is unavailable; retry shortly")]
+    Unavailable,
+    #[error("internal error")]
+    Internal(#[source] anyhow::Error),
+}
+
+impl ApiError {
+    fn parts(&self) -> (StatusCode, &'static str) {
+        match self {
+            ApiError::BadRequest(_) => (StatusCode::BAD_REQUEST, "bad_request"),
+            ApiError::Invalid(_) => (StatusCode::UNPROCESSABLE_ENTITY, "validation_failed"),
+            ApiError::Unauthorized => (StatusCode::UNAUTHORIZED, "unauthorized"),
+            ApiError::Forbidden => (StatusCode::FORBIDDEN, "forbidden"),
+            ApiError::NotFound(_) => (StatusCode::NOT_FOUND, "not_found"),
+            ApiError::AuthorizationRequired => (StatusCode::NOT_FOUND, "authorization_required"),
+            ApiError::Conflict(_) => (StatusCode::CONFLICT, "conflict"),
+            ApiError::TooLarge(_) => (StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large"),
+            ApiError::UnsupportedMediaType => {
+                (StatusCode::UNSUPPORTED_MEDIA_TYPE, "unsupported_media_type")
+            }
+            ApiError::Unavailable => (StatusCode::SERVICE_UNAVAILABLE, "store_unavailable"),
+            ApiError::Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, "internal"),
+        }
+    }
+}
+
+impl From<StoreError> for ApiError {
+    fn from(e: StoreError) -> Self {
+        match e {
+            StoreError::Unavailable(cause) => {
+                tracing::warn!(%cause, "store unavailable");
+                ApiError::Unavailable
+            }
+            StoreError::Corrupt(_) => ApiError::Internal(e.into()),
+        }
+    }
+}
+
+impl From<TransitionError> for ApiError {
+    fn from(e: TransitionError) -> Self {
+        match e {
+            TransitionError::NotFound => ApiError::NotFound("auth session"),
+            TransitionError::Expired => ApiError::Conflict("the auth session has expired".into()),
+            TransitionError::Conflict(s) => ApiError::Conflict(format!(
+                "the auth session is {} and cannot change that way",
+                s.as_str()
+            )),
+            TransitionError::Store(e) => e.into(),
+        }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let (status, code) = self.parts();
+        if let ApiError::Internal(cause) = &self {
+            tracing::error!(error = ?cause, "internal error");
+        }
+        let body = json!({
+            "type": format!("https://authlink.dev/problems/{code}"),
+            "title": status.canonical_reason().unwrap_or("error"),
+            "status": status.as_u16(),
+            "code": code,
+            "detail": self.to_string(),
+        });
+        let mut resp = (status, Json(body)).into_response();
+        let headers = resp.headers_mut();
+        headers.insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/problem+json"),
+        );
+        headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+        if status == StatusCode::SERVICE_UNAVAILABLE {
+            headers.insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+        }
+        if status == StatusCode::UNAUTHORIZED {
+            headers.insert(
+                header::WWW_AUTHENTICATE,
+                HeaderValue::from_static("Bearer realm=\"authlink\""),
+            );
+        }
+        resp
+    }
+}

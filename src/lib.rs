@@ -1,0 +1,28 @@
+//! authlink: OAuth authorization links for chatbots and AI agents.
+//!
+//! The flow, and where each step lives:
+//!
+//! ① `routes::sessions` — a dialog engine creates an auth session and gets a short signed link.
+//! ② `routes::link` — the person opens the link: `GET` shows an interstitial and changes nothing
+//!    (chat unfurlers are harmless); `POST` starts an attempt (PKCE, signed state, binding cookie)
+//!    and redirects to the provider.
+//! ③ `routes::callback` — the provider redirects back; the state is verified before any store
+//!    access, the attempt is consumed once, the code is exchanged (`oauth`), and the grant, the
+//!    new status and the resume event are written in one atomic store operation.
+//! ④ `store` — the outbox that the event lands in (delivery is `webhook`'s job).
+//! ⑤ `routes::sessions` long-poll / status — the dialog engine resumes.
+//!
+//! Around the flow: `config` (settings), `crypto` (signing and encryption keys), `domain` (pure
+//! types), `store` (the only code that knows Redis), `startup` (the `Application`), `error`
+//! (the one HTTP error mapping).
+
+pub mod clock;
+pub mod config;
+pub mod crypto;
+pub mod domain;
+pub mod error;
+pub mod oauth;
+pub mod routes;
+pub mod startup;
+pub mod store;
+pub mod telemetry;

@@ -1,0 +1,158 @@
+//! The `authlink` binary: parse the command line, load the configuration, start the application.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use secrecy::ExposeSecret;
+
+use authlink::config::{GeneratedKeys, Settings};
+use authlink::startup::Application;
+use authlink::telemetry;
+
+#[derive(Parser)]
+#[command(name = "authlink", version, about = "OAuth authorization links for chatbots and AI agents")]
+struct Cli {
+    /// TOML configuration file.
+    #[arg(long, short, global = true, env = "AUTHLINK_CONFIG")]
+    config: Option<PathBuf>,
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the daemon (the default).
+    Serve,
+    /// Print fresh signing and encryption keys and an operator key, as TOML for the config file.
+    Keygen,
+    /// Check the configuration and report every problem; exit code 1 if there is any.
+    CheckConfig,
+    /// Print the version.
+    Version,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match cli.command.unwrap_or(Command::Serve) {
+        Command::Version => {
+            println!("authlink {}", env!("CARGO_PKG_VERSION"));
+            ExitCode::SUCCESS
+        }
+        Command::Keygen => {
+            print!("{}", GeneratedKeys::new().to_toml());
+            ExitCode::SUCCESS
+        }
+        Command::CheckConfig => check_config(cli.config),
+        Command::Serve => serve(cli.config),
+    }
+}
+
+fn report(problems: &[authlink::config::Problem]) {
+    eprintln!("authlink: the configuration has {} problem(s):", problems.len());
+    for p in problems {
+        eprintln!("  - {p}");
+    }
+}
+
+fn check_config(file: Option<PathBuf>) -> ExitCode {
+    let result = Settings::load(file.as_deref()).and_then(|s| s.validate());
+    match result {
+        Ok(config) => {
+            println!(
+                "configuration OK: public_url {}, listen {}, store {}",
+                config.public_url,
+                config.listen,
+                match config.store {
+                    authlink::config::StoreConfig::Memory => "memory (embedded)".to_string(),
+                    authlink::config::StoreConfig::Redis { prefix, .. } => format!("redis (prefix {prefix})"),
+                }
+            );
+            ExitCode::SUCCESS
+        }
+        Err(problems) => {
+            report(&problems);
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn serve(file: Option<PathBuf>) -> ExitCode {
+    let mut settings = match Settings::load(file.as_deref()) {
+        Ok(s) => s,
+        Err(problems) => {
+            report(&problems);
+            return ExitCode::FAILURE;
+        }
+    };
+    // No configuration at all: a development run with throw-away keys.
+    let ephemeral = (file.is_none() && !settings.has_keys()).then(|| {
+        let keys = GeneratedKeys::new();
+        keys.apply(&mut settings);
+        keys
+    });
+    let config = match settings.validate() {
+        Ok(c) => c,
+        Err(problems) => {
+            report(&problems);
+            return ExitCode::FAILURE;
+        }
+    };
+    telemetry::init(config.log_format);
+    if let Some(keys) = &ephemeral {
+        eprintln!(
+            "\n  !! authlink is running WITHOUT configuration: ephemeral keys, embedded store.\n  \
+             !! Every session, key and token is lost when it stops. Not for production.\n  \
+             !! Operator key for this run: {}\n",
+            keys.operator_key.expose_secret()
+        );
+    }
+    if matches!(config.store, authlink::config::StoreConfig::Memory) {
+        tracing::warn!("using the embedded in-memory store: one process, nothing persisted");
+    }
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("authlink: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let result = runtime.block_on(async {
+        let app = Application::build(config).await?;
+        tracing::info!(addr = %app.local_addr(), "authlink listening");
+        app.run_until_stopped(shutdown_signal()).await
+    });
+    match result {
+        Ok(()) => {
+            tracing::info!("authlink stopped");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("authlink: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// SIGTERM or Ctrl-C.
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => {},
+        () = term => {},
+    }
+    tracing::info!("shutdown requested; finishing in-flight requests");
+}

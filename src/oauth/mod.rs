@@ -1,0 +1,352 @@
+//! Talking to OAuth providers: building the authorize URL, exchanging the code (PKCE), and
+//! learning who signed in. `salesforce` adds what Salesforce needs on top of the generic client.
+//! Every call goes through one HTTP client that never follows redirects (SSRF) and times out.
+
+pub mod salesforce;
+
+use std::time::Duration;
+
+use oauth2::basic::{
+    BasicErrorResponse, BasicRevocationErrorResponse, BasicTokenIntrospectionResponse,
+    BasicTokenType,
+};
+use oauth2::{
+    AuthType, AuthUrl, AuthorizationCode, Client, ClientId, ClientSecret, CsrfToken,
+    EndpointMaybeSet, EndpointNotSet, EndpointSet, ExtraTokenFields, PkceCodeChallenge,
+    PkceCodeVerifier, RedirectUrl, RequestTokenError, RevocationUrl, Scope, StandardRevocableToken,
+    StandardTokenResponse, TokenResponse, TokenUrl,
+};
+use secrecy::{ExposeSecret, SecretString};
+use serde::{Deserialize, Serialize};
+use time::OffsetDateTime;
+use url::Url;
+
+use crate::config::{AppConfig, Config};
+use crate::domain::bot::{Integration, ProfileRef, ProviderKind, SalesforceEnvironment};
+use crate::domain::grant::{Identity, Tokens};
+
+/// Fields some providers add to the token response; all optional so one type serves every
+/// provider. Salesforce sends `instance_url`, `id`, `issued_at`, `signature` and no `expires_in`.
+#[derive(Clone, Debug, Default, Deserialize, Serialize)]
+pub struct ExtraFields {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub instance_url: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub id: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub issued_at: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub signature: Option<String>,
+}
+impl ExtraTokenFields for ExtraFields {}
+
+type TokenResponseT = StandardTokenResponse<ExtraFields, BasicTokenType>;
+type OAuthClient = Client<
+    BasicErrorResponse,
+    TokenResponseT,
+    BasicTokenIntrospectionResponse,
+    StandardRevocableToken,
+    BasicRevocationErrorResponse,
+    EndpointSet,
+    EndpointNotSet,
+    EndpointNotSet,
+    EndpointMaybeSet,
+    EndpointSet,
+>;
+
+/// The HTTP client for provider calls: no redirects, bounded time.
+pub fn http_client(timeout: Duration) -> reqwest::Client {
+    reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .timeout(timeout)
+        .connect_timeout(timeout.min(Duration::from_secs(5)))
+        .user_agent(concat!("authlink/", env!("CARGO_PKG_VERSION")))
+        .build()
+        .expect("static reqwest configuration is valid")
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ResolveError {
+    #[error("no system app is configured for provider {0}")]
+    NoSystemApp(&'static str),
+    #[error("custom authorization profiles are not available yet")]
+    CustomProfile,
+    #[error("{0}")]
+    Invalid(String),
+}
+
+/// One OAuth app, resolved for one integration: the endpoints, the client, and the callback.
+#[derive(Clone, Debug)]
+pub struct Provider {
+    pub kind: ProviderKind,
+    /// Names the app; the callback path is `/oauth/callback/{config_id}` (mix-up defence: each app
+    /// has its own redirect URI, and a state issued for one app is refused on another's path).
+    pub config_id: String,
+    pub app: AppConfig,
+    pub redirect_uri: Url,
+}
+
+impl Provider {
+    pub fn resolve(config: &Config, integration: &Integration) -> Result<Self, ResolveError> {
+        let kind = integration.provider;
+        let mut app = match &integration.profile {
+            ProfileRef::System => match kind {
+                ProviderKind::Salesforce => config.salesforce.clone(),
+                ProviderKind::Oauth2 => config.oauth2.clone(),
+            }
+            .ok_or(ResolveError::NoSystemApp(kind.as_str()))?,
+            ProfileRef::Custom(_) => return Err(ResolveError::CustomProfile),
+        };
+        if kind == ProviderKind::Salesforce
+            && let Some(sf) = &integration.salesforce
+        {
+            let host = match sf.environment {
+                SalesforceEnvironment::Production => salesforce::PRODUCTION.parse().ok(),
+                SalesforceEnvironment::Sandbox => salesforce::SANDBOX.parse().ok(),
+                SalesforceEnvironment::MyDomain => sf.host.clone(),
+            }
+            .ok_or_else(|| ResolveError::Invalid("salesforce.host is required".into()))?;
+            salesforce::with_host(&mut app, &host);
+        }
+        if let Some(scopes) = &integration.scopes {
+            app.scopes = scopes.clone();
+        }
+        let config_id = kind.as_str().to_owned();
+        let redirect_uri = callback_url(&config.public_url, &config_id);
+        Ok(Self {
+            kind,
+            config_id,
+            app,
+            redirect_uri,
+        })
+    }
+
+    fn client(&self) -> OAuthClient {
+        Client::new(ClientId::new(self.app.client_id.clone()))
+            .set_client_secret(ClientSecret::new(
+                self.app.client_secret.expose_secret().to_owned(),
+            ))
+            .set_auth_uri(AuthUrl::from_url(self.app.authorize_url.clone()))
+            .set_token_uri(TokenUrl::from_url(self.app.token_url.clone()))
+            .set_revocation_url_option(self.app.revoke_url.clone().map(RevocationUrl::from_url))
+            .set_redirect_uri(RedirectUrl::from_url(self.redirect_uri.clone()))
+            .set_auth_type(if self.app.client_auth_in_body {
+                AuthType::RequestBody
+            } else {
+                AuthType::BasicAuth
+            })
+    }
+
+    /// The provider's authorize URL for one attempt, and the PKCE verifier to keep.
+    pub fn authorize_url(
+        &self,
+        state: String,
+        scopes: &[String],
+        login_hint: Option<&str>,
+    ) -> (Url, SecretString) {
+        let (challenge, verifier) = PkceCodeChallenge::new_random_sha256();
+        let scopes = if scopes.is_empty() {
+            &self.app.scopes
+        } else {
+            scopes
+        };
+        let client = self.client();
+        let mut req = client
+            .authorize_url(move || CsrfToken::new(state))
+            .add_scopes(scopes.iter().map(|s| Scope::new(s.clone())))
+            .set_pkce_challenge(challenge);
+        if let Some(hint) = login_hint {
+            req = req.add_extra_param("login_hint", hint.to_owned());
+        }
+        let (url, _) = req.url();
+        (url, verifier.secret().clone().into())
+    }
+
+    /// Exchange the authorization code, then check and enrich the response (Salesforce
+    /// signature and hosts; identity from the provider).
+    pub async fn exchange(
+        &self,
+        http: &reqwest::Client,
+        code: String,
+        verifier: SecretString,
+        now: OffsetDateTime,
+    ) -> Result<TokenSet, ExchangeError> {
+        let response = self
+            .client()
+            .exchange_code(AuthorizationCode::new(code))
+            .set_pkce_verifier(PkceCodeVerifier::new(verifier.expose_secret().to_owned()))
+            .request_async(http)
+            .await
+            .map_err(classify)?;
+        let mut set = TokenSet::from_response(&response, now);
+        match self.kind {
+            ProviderKind::Salesforce => {
+                salesforce::check_response(&self.app, response.extra_fields())?;
+                set.instance_url = response.extra_fields().instance_url.clone();
+                set.identity = salesforce::fetch_identity(
+                    http,
+                    &self.app,
+                    response.extra_fields(),
+                    &set.tokens.access_token,
+                )
+                .await?;
+            }
+            ProviderKind::Oauth2 => {
+                if let Some(url) = &self.app.userinfo_url {
+                    set.identity = fetch_userinfo(http, url, &set.tokens.access_token).await?;
+                }
+            }
+        }
+        Ok(set)
+    }
+}
+
+/// The redirect URI registered at the provider for an app.
+pub fn callback_url(public_url: &Url, config_id: &str) -> Url {
+    let mut url = public_url.clone();
+    let base = url.path().trim_end_matches('/').to_owned();
+    url.set_path(&format!("{base}/oauth/callback/{config_id}"));
+    url
+}
+
+/// What an exchange produced.
+#[derive(Debug)]
+pub struct TokenSet {
+    pub tokens: Tokens,
+    pub scopes: Vec<String>,
+    pub access_expires_at: Option<OffsetDateTime>,
+    pub instance_url: Option<String>,
+    pub identity: Identity,
+}
+
+impl TokenSet {
+    fn from_response(r: &TokenResponseT, now: OffsetDateTime) -> Self {
+        Self {
+            tokens: Tokens {
+                access_token: r.access_token().secret().clone().into(),
+                refresh_token: r.refresh_token().map(|t| t.secret().clone().into()),
+                token_type: "Bearer".into(),
+            },
+            scopes: r
+                .scopes()
+                .map(|s| s.iter().map(|s| s.to_string()).collect())
+                .unwrap_or_default(),
+            access_expires_at: r
+                .expires_in()
+                .and_then(|d| time::Duration::try_from(d).ok())
+                .map(|d| now + d),
+            instance_url: None,
+            identity: Identity::default(),
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ExchangeError {
+    /// The provider answered with an OAuth error (`invalid_grant`, …).
+    #[error("provider rejected the request: {error}")]
+    Rejected {
+        error: String,
+        description: Option<String>,
+    },
+    /// Network error, timeout, 5xx, or an unparseable answer.
+    #[error("provider unavailable: {0}")]
+    Unavailable(String),
+    /// The answer failed a check (Salesforce signature, foreign host, identity call).
+    #[error("provider response rejected: {0}")]
+    Untrusted(String),
+}
+
+fn classify(
+    e: RequestTokenError<oauth2::HttpClientError<reqwest::Error>, BasicErrorResponse>,
+) -> ExchangeError {
+    match e {
+        RequestTokenError::ServerResponse(r) => ExchangeError::Rejected {
+            error: r.error().to_string(),
+            description: r.error_description().cloned(),
+        },
+        RequestTokenError::Request(e) => ExchangeError::Unavailable(e.to_string()),
+        RequestTokenError::Parse(e, _) => {
+            ExchangeError::Unavailable(format!("unparseable token response: {e}"))
+        }
+        RequestTokenError::Other(e) => ExchangeError::Unavailable(e),
+    }
+}
+
+/// OIDC-style userinfo: `sub`, `email`, `preferred_username`, `name`.
+async fn fetch_userinfo(
+    http: &reqwest::Client,
+    url: &Url,
+    access_token: &SecretString,
+) -> Result<Identity, ExchangeError> {
+    #[derive(Deserialize)]
+    struct UserInfo {
+        sub: Option<String>,
+        email: Option<String>,
+        preferred_username: Option<String>,
+        name: Option<String>,
+    }
+    let info: UserInfo = get_json(http, url.clone(), access_token).await?;
+    Ok(Identity {
+        user_id: info.sub,
+        org_id: None,
+        username: info.preferred_username,
+        email: info.email,
+        display_name: info.name,
+    })
+}
+
+/// GET a JSON document with the access token.
+pub(crate) async fn get_json<T: serde::de::DeserializeOwned>(
+    http: &reqwest::Client,
+    url: Url,
+    access_token: &SecretString,
+) -> Result<T, ExchangeError> {
+    let resp = http
+        .get(url)
+        .bearer_auth(access_token.expose_secret())
+        .header(reqwest::header::ACCEPT, "application/json")
+        .send()
+        .await
+        .map_err(|e| ExchangeError::Unavailable(e.without_url().to_string()))?;
+    let status = resp.status();
+    if status.is_server_error() {
+        return Err(ExchangeError::Unavailable(format!("identity call answered {status}")));
+    }
+    if !status.is_success() {
+        return Err(ExchangeError::Untrusted(format!("identity call answered {status}")));
+    }
+    resp.json()
+        .await
+        .map_err(|e| ExchangeError::Untrusted(format!("identity response: {}", e.without_url())))
+}
+
+impl Provider {
+    /// Revoke a token at the provider (RFC 7009; Salesforce's revoke endpoint). `Ok(false)` when
+    /// the app has no revocation endpoint.
+    pub async fn revoke(
+        &self,
+        http: &reqwest::Client,
+        token: &SecretString,
+        is_refresh: bool,
+    ) -> Result<bool, ExchangeError> {
+        let client = self.client();
+        let token = token.expose_secret().to_owned();
+        let revocable = if is_refresh {
+            StandardRevocableToken::RefreshToken(oauth2::RefreshToken::new(token))
+        } else {
+            StandardRevocableToken::AccessToken(oauth2::AccessToken::new(token))
+        };
+        let Ok(req) = client.revoke_token(revocable) else {
+            return Ok(false);
+        };
+        req.request_async(http).await.map_err(|e| match e {
+            RequestTokenError::ServerResponse(r) => ExchangeError::Rejected {
+                error: r.error().to_string(),
+                description: r.error_description().cloned(),
+            },
+            other => ExchangeError::Unavailable(other.to_string()),
+        })?;
+        Ok(true)
+    }
+}

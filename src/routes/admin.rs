@@ -1,0 +1,354 @@
+//! Tenancy administration: bots and their keys (operator), integrations (operator or the bot's
+//! admin key).
+
+use axum::Json;
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use serde::Deserialize;
+use serde_json::{Value, json};
+use url::Url;
+
+use super::auth::{Caller, bot_id};
+use super::{ApiJson, AppState};
+use crate::clock;
+use crate::crypto::{random_token, sha256_hex};
+use crate::domain::IntegrationName;
+use crate::domain::bot::{
+    ApiKey, Bot, Integration, KeyRole, Mode, ProfileRef, ProviderKind, SalesforceEnvironment,
+    SalesforceSettings,
+};
+use crate::domain::session::Verification;
+use crate::error::ApiError;
+use crate::oauth::Provider;
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BotBody {
+    name: String,
+    #[serde(default)]
+    webhook_url: Option<Url>,
+    #[serde(default)]
+    allowed_return_hosts: Vec<String>,
+    #[serde(default)]
+    allowed_webhook_hosts: Vec<String>,
+}
+
+fn check_hosts(field: &str, hosts: &[String]) -> Result<(), ApiError> {
+    let ok = |h: &str| {
+        let h = h.strip_prefix("*.").unwrap_or(h);
+        !h.is_empty()
+            && h.len() <= 253
+            && h.bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'.' || b == b'-')
+    };
+    match hosts.iter().find(|h| !ok(h)) {
+        Some(bad) => Err(ApiError::Invalid(format!(
+            "{field}: {bad:?} is not a host name (use example.com or *.example.com)"
+        ))),
+        None if hosts.len() > 100 => Err(ApiError::Invalid(format!("{field}: at most 100 hosts"))),
+        None => Ok(()),
+    }
+}
+
+pub fn check_webhook_url(url: &Url) -> Result<(), ApiError> {
+    if !matches!(url.scheme(), "http" | "https") || url.host().is_none() {
+        return Err(ApiError::Invalid("webhook_url must be an http(s) URL".into()));
+    }
+    if !url.username().is_empty() || url.password().is_some() {
+        return Err(ApiError::Invalid("webhook_url must not contain credentials".into()));
+    }
+    Ok(())
+}
+
+pub async fn put_bot(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(bot): Path<String>,
+    ApiJson(body): ApiJson<BotBody>,
+) -> Result<(StatusCode, Json<Bot>), ApiError> {
+    // Creating a bot: a malformed id is a validation error, not a 404.
+    let id = crate::domain::BotId::parse(&bot).map_err(|e| ApiError::Invalid(e.to_string()))?;
+    caller.operator(&id)?;
+    if body.name.trim().is_empty() || body.name.len() > 200 {
+        return Err(ApiError::Invalid("name must be 1-200 characters".into()));
+    }
+    if let Some(url) = &body.webhook_url {
+        check_webhook_url(url)?;
+    }
+    check_hosts("allowed_return_hosts", &body.allowed_return_hosts)?;
+    check_hosts("allowed_webhook_hosts", &body.allowed_webhook_hosts)?;
+    let now = clock::now();
+    let existing = state.store.get_bot(&id).await?;
+    let bot = Bot {
+        id,
+        name: body.name.trim().to_owned(),
+        webhook_url: body.webhook_url,
+        allowed_return_hosts: body.allowed_return_hosts,
+        allowed_webhook_hosts: body.allowed_webhook_hosts,
+        created_at: existing.as_ref().map_or(now, |b| b.created_at),
+        updated_at: now,
+    };
+    state.store.put_bot(&bot).await?;
+    let status = if existing.is_some() {
+        StatusCode::OK
+    } else {
+        StatusCode::CREATED
+    };
+    Ok((status, Json(bot)))
+}
+
+pub async fn get_bot(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(bot): Path<String>,
+) -> Result<Json<Bot>, ApiError> {
+    let id = bot_id(&bot)?;
+    caller.runtime(&id)?;
+    state
+        .store
+        .get_bot(&id)
+        .await?
+        .map(Json)
+        .ok_or(ApiError::NotFound("bot"))
+}
+
+pub async fn delete_bot(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(bot): Path<String>,
+) -> Result<StatusCode, ApiError> {
+    let id = bot_id(&bot)?;
+    caller.operator(&id)?;
+    if state.store.delete_bot(&id).await? {
+        Ok(StatusCode::NO_CONTENT)
+    } else {
+        Err(ApiError::NotFound("bot"))
+    }
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct KeyBody {
+    #[serde(default)]
+    role: Option<KeyRole>,
+    #[serde(default)]
+    name: Option<String>,
+}
+
+pub async fn create_api_key(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(bot): Path<String>,
+    body: axum::body::Bytes,
+) -> Result<(StatusCode, Json<Value>), ApiError> {
+    let id = bot_id(&bot)?;
+    caller.operator(&id)?;
+    state
+        .store
+        .get_bot(&id)
+        .await?
+        .ok_or(ApiError::NotFound("bot"))?;
+    // The body is optional: an empty POST creates a runtime key.
+    let body: KeyBody = if body.is_empty() {
+        KeyBody::default()
+    } else {
+        serde_json::from_slice(&body).map_err(|e| ApiError::Invalid(e.to_string()))?
+    };
+    if body.name.as_ref().is_some_and(|n| n.len() > 200) {
+        return Err(ApiError::Invalid("name must be at most 200 characters".into()));
+    }
+    let secret = format!("alk_{}", random_token::<32>());
+    let key = ApiKey {
+        id: format!("key_{}", random_token::<9>()),
+        bot: id,
+        role: body.role.unwrap_or(KeyRole::Runtime),
+        name: body.name,
+        hash: sha256_hex(secret.as_bytes()),
+        created_at: clock::now(),
+    };
+    state.store.put_api_key(&key).await?;
+    Ok((
+        StatusCode::CREATED,
+        Json(json!({
+            "id": key.id,
+            "bot": key.bot,
+            "role": key.role,
+            "name": key.name,
+            "created_at": key.created_at.format(&time::format_description::well_known::Rfc3339).unwrap_or_default(),
+            "key": secret,
+            "note": "the key is shown once; store it now",
+        })),
+    ))
+}
+
+fn key_view(k: &ApiKey) -> Value {
+    json!({
+        "id": k.id,
+        "bot": k.bot,
+        "role": k.role,
+        "name": k.name,
+        "created_at": k.created_at.format(&time::format_description::well_known::Rfc3339).unwrap_or_default(),
+    })
+}
+
+pub async fn list_api_keys(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(bot): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    let id = bot_id(&bot)?;
+    caller.admin(&id)?;
+    let keys = state.store.list_api_keys(&id).await?;
+    Ok(Json(json!({"keys": keys.iter().map(key_view).collect::<Vec<_>>() })))
+}
+
+pub async fn delete_api_key(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path((bot, key)): Path<(String, String)>,
+) -> Result<StatusCode, ApiError> {
+    let id = bot_id(&bot)?;
+    caller.admin(&id)?;
+    if state.store.delete_api_key(&id, &key).await? {
+        Ok(StatusCode::NO_CONTENT)
+    } else {
+        Err(ApiError::NotFound("api key"))
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct IntegrationBody {
+    provider: ProviderKind,
+    #[serde(default)]
+    mode: Mode,
+    #[serde(default)]
+    profile: ProfileRef,
+    #[serde(default)]
+    scopes: Option<Vec<String>>,
+    #[serde(default)]
+    link_ttl_seconds: Option<u32>,
+    #[serde(default)]
+    verification: Verification,
+    #[serde(default)]
+    salesforce: Option<SalesforceSettings>,
+}
+
+pub fn check_scopes(scopes: &[String]) -> Result<(), ApiError> {
+    let ok = |s: &String| {
+        !s.is_empty() && s.len() <= 200 && s.bytes().all(|b| b.is_ascii_graphic() && b != b'"' && b != b'\\')
+    };
+    if scopes.len() > 50 || !scopes.iter().all(ok) {
+        return Err(ApiError::Invalid(
+            "scopes must be at most 50 printable tokens without spaces".into(),
+        ));
+    }
+    Ok(())
+}
+
+pub async fn put_integration(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path((bot, name)): Path<(String, String)>,
+    ApiJson(body): ApiJson<IntegrationBody>,
+) -> Result<(StatusCode, Json<Integration>), ApiError> {
+    let bot = bot_id(&bot)?;
+    caller.admin(&bot)?;
+    let name = IntegrationName::parse(&name).map_err(|e| ApiError::Invalid(e.to_string()))?;
+    state
+        .store
+        .get_bot(&bot)
+        .await?
+        .ok_or(ApiError::NotFound("bot"))?;
+    if let Some(scopes) = &body.scopes {
+        check_scopes(scopes)?;
+    }
+    if let Some(ttl) = body.link_ttl_seconds
+        && !(60..=86_400).contains(&ttl)
+    {
+        return Err(ApiError::Invalid("link_ttl_seconds must be 60-86400".into()));
+    }
+    if body.verification == Verification::Code {
+        return Err(ApiError::Invalid(
+            "verification \"code\" is not available yet".into(),
+        ));
+    }
+    if let Some(sf) = &body.salesforce {
+        if body.provider != ProviderKind::Salesforce {
+            return Err(ApiError::Invalid("salesforce settings need provider salesforce".into()));
+        }
+        match (&sf.environment, &sf.host) {
+            (SalesforceEnvironment::MyDomain, Some(h)) if crate::oauth::salesforce::is_my_domain(h) => {}
+            (SalesforceEnvironment::MyDomain, _) => {
+                return Err(ApiError::Invalid(
+                    "salesforce.host must be https://<name>.my.salesforce.com for my_domain".into(),
+                ));
+            }
+            (_, Some(_)) => {
+                return Err(ApiError::Invalid(
+                    "salesforce.host is only used with environment my_domain".into(),
+                ));
+            }
+            _ => {}
+        }
+    }
+    let now = clock::now();
+    let existing = state.store.get_integration(&bot, &name).await?;
+    let integration = Integration {
+        bot,
+        name,
+        provider: body.provider,
+        mode: body.mode,
+        profile: body.profile,
+        scopes: body.scopes,
+        link_ttl_seconds: body.link_ttl_seconds,
+        verification: body.verification,
+        salesforce: body.salesforce,
+        created_at: existing.as_ref().map_or(now, |i| i.created_at),
+        updated_at: now,
+    };
+    // The app must exist now, not fail later in the middle of someone's sign-in.
+    Provider::resolve(&state.config, &integration).map_err(|e| ApiError::Invalid(e.to_string()))?;
+    state.store.put_integration(&integration).await?;
+    let status = if existing.is_some() {
+        StatusCode::OK
+    } else {
+        StatusCode::CREATED
+    };
+    Ok((status, Json(integration)))
+}
+
+pub async fn get_integration(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path((bot, name)): Path<(String, String)>,
+) -> Result<Json<Value>, ApiError> {
+    let bot = bot_id(&bot)?;
+    caller.runtime(&bot)?;
+    let name = IntegrationName::parse(&name).map_err(|_| ApiError::NotFound("integration"))?;
+    let integration = state
+        .store
+        .get_integration(&bot, &name)
+        .await?
+        .ok_or(ApiError::NotFound("integration"))?;
+    let mut view = json!(integration);
+    if let Ok(p) = Provider::resolve(&state.config, &integration) {
+        view["callback_url"] = json!(p.redirect_uri);
+    }
+    Ok(Json(view))
+}
+
+pub async fn delete_integration(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path((bot, name)): Path<(String, String)>,
+) -> Result<StatusCode, ApiError> {
+    let bot = bot_id(&bot)?;
+    caller.admin(&bot)?;
+    let name = IntegrationName::parse(&name).map_err(|_| ApiError::NotFound("integration"))?;
+    if state.store.delete_integration(&bot, &name).await? {
+        Ok(StatusCode::NO_CONTENT)
+    } else {
+        Err(ApiError::NotFound("integration"))
+    }
+}

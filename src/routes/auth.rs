@@ -1,0 +1,75 @@
+//! Who is calling: the operator (key from the config) or a bot key (created through the API,
+//! stored as a SHA-256). A bot key used on another bot's path is answered 404, exactly as if that
+//! bot did not exist.
+
+use axum::extract::FromRequestParts;
+use axum::http::header::AUTHORIZATION;
+use axum::http::request::Parts;
+
+use super::AppState;
+use crate::crypto::{ct_eq, sha256_hex};
+use crate::domain::BotId;
+use crate::domain::bot::{ApiKey, KeyRole};
+use crate::error::ApiError;
+
+pub enum Caller {
+    Operator,
+    Bot(ApiKey),
+}
+
+impl FromRequestParts<AppState> for Caller {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
+        let key = parts
+            .headers
+            .get(AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer ").or_else(|| v.strip_prefix("bearer ")))
+            .map(str::trim)
+            .filter(|k| !k.is_empty() && k.len() <= 256)
+            .ok_or(ApiError::Unauthorized)?;
+        let hash = sha256_hex(key.as_bytes());
+        if ct_eq(&hash, &state.config.operator_key_sha256) {
+            return Ok(Caller::Operator);
+        }
+        match state.store.find_api_key(&hash).await? {
+            Some(k) => Ok(Caller::Bot(k)),
+            None => Err(ApiError::Unauthorized),
+        }
+    }
+}
+
+impl Caller {
+    /// Runtime access to `bot`: the operator, or any key of that bot.
+    pub fn runtime(&self, bot: &BotId) -> Result<(), ApiError> {
+        match self {
+            Caller::Operator => Ok(()),
+            Caller::Bot(k) if &k.bot == bot => Ok(()),
+            Caller::Bot(_) => Err(ApiError::NotFound("bot")),
+        }
+    }
+
+    /// Managing `bot`'s integrations: the operator, or an admin key of that bot.
+    pub fn admin(&self, bot: &BotId) -> Result<(), ApiError> {
+        self.runtime(bot)?;
+        match self {
+            Caller::Bot(k) if k.role != KeyRole::Admin => Err(ApiError::Forbidden),
+            _ => Ok(()),
+        }
+    }
+
+    /// Creating, changing and deleting bots and their keys: the operator only.
+    pub fn operator(&self, bot: &BotId) -> Result<(), ApiError> {
+        self.runtime(bot)?;
+        match self {
+            Caller::Operator => Ok(()),
+            Caller::Bot(_) => Err(ApiError::Forbidden),
+        }
+    }
+}
+
+/// Parse a path segment that names a bot.
+pub fn bot_id(s: &str) -> Result<BotId, ApiError> {
+    BotId::parse(s).map_err(|_| ApiError::NotFound("bot"))
+}

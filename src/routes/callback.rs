@@ -1,0 +1,268 @@
+//! ③ The provider sends the person back here. Order matters:
+//! 1. verify the state's signature and expiry — a forged or expired state never touches the store;
+//! 2. the callback path must be the app the state was issued for (mix-up defence);
+//! 3. the browser must present the binding cookie set when it pressed Continue;
+//! 4. take the attempt from the store atomically — of two concurrent callbacks exactly one
+//!    proceeds to the code exchange;
+//! 5. exchange the code (PKCE), check the response, learn the identity, check it if expected;
+//! 6. store the grant, set the status and enqueue the event in one atomic store operation.
+
+use axum::extract::{Path, Query, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use serde::Deserialize;
+use time::OffsetDateTime;
+use tracing::Instrument;
+
+use super::AppState;
+use super::link::{cookie_name, invalid_page, settled_page};
+use super::pages::{Lang, Msg, Page, esc};
+use crate::clock;
+use crate::crypto::{b64url, ct_eq, sha256};
+use crate::domain::event::Event;
+use crate::domain::grant::{Grant, GrantStatus};
+use crate::domain::identity;
+use crate::domain::session::{FailureCode, Session, SessionError, Status};
+use crate::domain::state::{StateClaims, StateError};
+use crate::oauth::{ExchangeError, Provider, TokenSet};
+use crate::store::{SideWrite, Transition, TransitionError};
+
+#[derive(Deserialize)]
+pub struct CallbackQuery {
+    code: Option<String>,
+    state: Option<String>,
+    error: Option<String>,
+    error_description: Option<String>,
+}
+
+pub async fn callback(
+    State(state): State<AppState>,
+    Path(config_id): Path<String>,
+    query: Result<Query<CallbackQuery>, axum::extract::rejection::QueryRejection>,
+    headers: HeaderMap,
+) -> Response {
+    let browser = Lang::pick(None, &headers);
+    let Ok(Query(q)) = query else {
+        return Page::new(StatusCode::BAD_REQUEST, browser, Msg::InvalidTitle, Msg::InvalidBody).into_response();
+    };
+    let now = clock::now();
+    // 1. Signature and expiry, no store access.
+    let claims = match q.state.as_deref().map(|s| StateClaims::decode(&state.config.signing, s, now)) {
+        Some(Ok(c)) => c,
+        Some(Err(StateError::Expired)) => {
+            return Page::new(StatusCode::GONE, browser, Msg::ExpiredTitle, Msg::ExpiredBody).into_response();
+        }
+        Some(Err(StateError::Invalid)) | None => {
+            tracing::warn!("callback with a missing or forged state");
+            return Page::new(StatusCode::BAD_REQUEST, browser, Msg::InvalidTitle, Msg::InvalidBody).into_response();
+        }
+    };
+    // 2. Mix-up defence.
+    if claims.cfg != config_id {
+        tracing::warn!(session_id = %claims.sub, "state presented on another app's callback");
+        return Page::new(StatusCode::BAD_REQUEST, browser, Msg::InvalidTitle, Msg::InvalidBody).into_response();
+    }
+    // 3. Browser binding.
+    let cookie = read_cookie(&headers, &cookie_name(state.config.is_https(), &claims.att));
+    if !cookie.is_some_and(|c| ct_eq(&b64url(&sha256(c.as_bytes())), &claims.bnd)) {
+        tracing::warn!(session_id = %claims.sub, "callback without the binding cookie");
+        return Page::new(StatusCode::FORBIDDEN, browser, Msg::BrowserTitle, Msg::BrowserBody).into_response();
+    }
+    let span = tracing::info_span!("callback", session_id = %claims.sub, config = %config_id);
+    finish(&state, claims, q, &headers, now).instrument(span).await
+}
+
+async fn finish(state: &AppState, claims: StateClaims, q: CallbackQuery, headers: &HeaderMap, now: OffsetDateTime) -> Response {
+    let browser = Lang::pick(None, headers);
+    let unavailable = || Page::new(StatusCode::SERVICE_UNAVAILABLE, browser, Msg::ErrorTitle, Msg::ErrorBody).into_response();
+    // 4. Single use: exactly one callback gets the attempt.
+    let attempt = match state.store.take_attempt(claims.sub, &claims.att).await {
+        Ok(Some(a)) => a,
+        Ok(None) => {
+            tracing::warn!(session_id = %claims.sub, "callback for an attempt that was used or expired");
+            return invalid_page(browser).into_response();
+        }
+        Err(_) => return unavailable(),
+    };
+    let session = match state.store.get_session(claims.sub).await {
+        Ok(Some(s)) => s,
+        Ok(None) => return invalid_page(browser).into_response(),
+        Err(_) => return unavailable(),
+    };
+    let lang = Lang::pick(session.spec.locale.as_deref(), headers);
+
+    if let Some(error) = q.error.as_deref() {
+        let (code, page) = if matches!(error, "access_denied" | "access-denied") {
+            (FailureCode::AccessDenied, Page::new(StatusCode::OK, lang, Msg::DeniedTitle, Msg::DeniedBody))
+        } else {
+            (FailureCode::ProviderError, Page::new(StatusCode::BAD_GATEWAY, lang, Msg::ErrorTitle, Msg::ErrorBody))
+        };
+        let description = q.error_description.as_deref().unwrap_or(error);
+        return fail(state, &session, code, &truncate(description), now, page).await;
+    }
+    let Some(code) = q.code else {
+        let page = Page::new(StatusCode::BAD_GATEWAY, lang, Msg::ErrorTitle, Msg::ErrorBody);
+        return fail(state, &session, FailureCode::ProviderError, "callback without code", now, page).await;
+    };
+    let provider = match state.store.get_integration(&session.spec.bot, &session.spec.integration).await {
+        Ok(Some(i)) => Provider::resolve(&state.config, &i).ok().filter(|p| p.config_id == claims.cfg),
+        Ok(None) => None,
+        Err(_) => return unavailable(),
+    };
+    let error_page = Page::new(StatusCode::BAD_GATEWAY, lang, Msg::ErrorTitle, Msg::ErrorBody);
+    let Some(provider) = provider else {
+        return fail(state, &session, FailureCode::StateInvalid, "the integration changed its app during sign-in", now, error_page).await;
+    };
+    let aad = format!("attempt|{}|{}", session.spec.id, attempt.id);
+    let Ok(verifier) = state.config.encryption.open(&aad, &attempt.verifier) else {
+        return fail(state, &session, FailureCode::StateInvalid, "attempt record cannot be opened", now, error_page).await;
+    };
+    let verifier = String::from_utf8_lossy(&verifier).into_owned().into();
+
+    // 5. Exchange and check.
+    let started = std::time::Instant::now();
+    let set = match provider.exchange(&state.http, code, verifier, now).await {
+        Ok(set) => set,
+        Err(e) => {
+            tracing::warn!(session_id = %session.spec.id, error = %e, "code exchange failed");
+            let code = match e {
+                ExchangeError::Rejected { .. } => FailureCode::ExchangeFailed,
+                ExchangeError::Unavailable(_) | ExchangeError::Untrusted(_) => FailureCode::ProviderError,
+            };
+            return fail(state, &session, code, &truncate(&e.to_string()), now, error_page).await;
+        }
+    };
+    tracing::info!(session_id = %session.spec.id, elapsed_ms = started.elapsed().as_millis() as u64, "code exchanged");
+    if let Some(expected) = &session.spec.expected_identity
+        && !identity::matches(expected, &set.identity)
+    {
+        revoke_all(state, &provider, &set).await;
+        tracing::warn!(session_id = %session.spec.id, "signed-in identity does not match the expected one");
+        return fail(state, &session, FailureCode::IdentityMismatch, "the account that signed in is not the expected one", now, error_page).await;
+    }
+
+    // 6. Grant + status + event, atomically.
+    let spec = &session.spec;
+    let grant = Grant {
+        bot: spec.bot.clone(),
+        integration: spec.integration.clone(),
+        subject: spec.subject.clone(),
+        provider_config: provider.config_id.clone(),
+        status: GrantStatus::Active,
+        identity: set.identity.clone(),
+        scopes: if set.scopes.is_empty() { requested_scopes(&provider, &session) } else { set.scopes.clone() },
+        instance_url: set.instance_url.clone(),
+        access_expires_at: set.access_expires_at,
+        created_at: now,
+        refreshed_at: None,
+        last_error: None,
+        generation: 1,
+        sealed_tokens: set.tokens.seal(&state.config.encryption, &Grant::aad(&spec.bot, &spec.integration, &spec.subject)),
+    };
+    let mut completed = session.clone();
+    completed.status = Status::Completed;
+    completed.error = None;
+    let event = Event::for_session(&completed, Some(&grant.identity), now);
+    let result = state
+        .store
+        .transition(Transition {
+            id: spec.id,
+            to: Status::Completed,
+            error: None,
+            write: SideWrite::Grant(&grant),
+            event: Some(&event),
+            now,
+        })
+        .await;
+    match result {
+        Ok(_) => {
+            tracing::info!(session_id = %spec.id, bot = %spec.bot, integration = %spec.integration, "auth session completed");
+            success_page(lang, &session).into_response()
+        }
+        Err(e) => {
+            // Cancelled or expired while the person was at the provider: nothing is stored, and
+            // the fresh tokens are not left alive at the provider either.
+            revoke_all(state, &provider, &set).await;
+            match e {
+                TransitionError::Conflict(s) => settled_page(s, lang).into_response(),
+                TransitionError::Expired => settled_page(Status::Expired, lang).into_response(),
+                TransitionError::NotFound => invalid_page(lang).into_response(),
+                TransitionError::Store(_) => unavailable(),
+            }
+        }
+    }
+}
+
+/// Best-effort revocation of tokens we will not keep.
+async fn revoke_all(state: &AppState, provider: &Provider, set: &TokenSet) {
+    let result = match &set.tokens.refresh_token {
+        Some(rt) => provider.revoke(&state.http, rt, true).await,
+        None => provider.revoke(&state.http, &set.tokens.access_token, false).await,
+    };
+    if let Err(e) = result {
+        tracing::warn!(error = %e, "could not revoke discarded tokens");
+    }
+}
+
+fn requested_scopes(provider: &Provider, session: &Session) -> Vec<String> {
+    if session.spec.scopes.is_empty() {
+        provider.app.scopes.clone()
+    } else {
+        session.spec.scopes.clone()
+    }
+}
+
+fn truncate(s: &str) -> String {
+    s.chars().filter(|c| !c.is_control()).take(300).collect()
+}
+
+async fn fail(state: &AppState, session: &Session, code: FailureCode, description: &str, now: OffsetDateTime, page: Page) -> Response {
+    let error = SessionError { code, description: description.to_owned() };
+    let mut failed = session.clone();
+    failed.status = Status::Failed;
+    failed.error = Some(error.clone());
+    let event = Event::for_session(&failed, None, now);
+    let result = state
+        .store
+        .transition(Transition {
+            id: session.spec.id,
+            to: Status::Failed,
+            error: Some(&error),
+            write: SideWrite::None,
+            event: Some(&event),
+            now,
+        })
+        .await;
+    match result {
+        Ok(_) => {
+            tracing::info!(session_id = %session.spec.id, code = code.as_str(), "auth session failed");
+            page.into_response()
+        }
+        Err(TransitionError::Conflict(s)) => settled_page(s, page.lang).into_response(),
+        Err(TransitionError::Expired) => settled_page(Status::Expired, page.lang).into_response(),
+        Err(_) => page.into_response(),
+    }
+}
+
+fn success_page(lang: Lang, session: &Session) -> Page {
+    let mut page = Page::new(StatusCode::OK, lang, Msg::SuccessTitle, Msg::SuccessBody);
+    if let Some(url) = &session.spec.return_url {
+        page.extra_html = format!(
+            "<p><a class=\"button\" href=\"{}\" rel=\"noreferrer\">{}</a></p>\n",
+            esc(url.as_str()),
+            esc(&page.t(Msg::BackToConversation))
+        );
+    }
+    page
+}
+
+fn read_cookie<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
+    headers
+        .get_all(header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .filter_map(|pair| pair.trim().split_once('='))
+        .find(|(k, _)| *k == name)
+        .map(|(_, v)| v)
+}

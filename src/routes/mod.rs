@@ -1,0 +1,104 @@
+//! The HTTP edge: thin handlers, one file per flow step. Handlers parse input into domain types,
+//! call the store / providers, and map failures through `ApiError` (API) or `pages` (browsers).
+
+pub mod admin;
+pub mod auth;
+pub mod callback;
+pub mod health;
+pub mod link;
+pub mod pages;
+pub mod sessions;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::extract::rejection::JsonRejection;
+use axum::extract::{DefaultBodyLimit, FromRequest};
+use axum::http::{StatusCode, header};
+use axum::routing::{get, post, put};
+use axum::Router;
+use tower_http::limit::RequestBodyLimitLayer;
+use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
+use tower_http::sensitive_headers::SetSensitiveRequestHeadersLayer;
+use tower_http::timeout::TimeoutLayer;
+use tower_http::trace::TraceLayer;
+
+use crate::config::Config;
+use crate::error::ApiError;
+use crate::store::Store;
+
+/// Everything a handler needs. Cheap to clone; no per-replica state that another replica would
+/// need lives here.
+#[derive(Clone)]
+pub struct AppState {
+    pub config: Arc<Config>,
+    pub store: Arc<dyn Store>,
+    /// Provider calls: no redirects, bounded time.
+    pub http: reqwest::Client,
+}
+
+/// JSON body whose rejections become our problem+json (400 syntax, 422 shape, 413 size, 415 type).
+#[derive(FromRequest)]
+#[from_request(via(axum::Json), rejection(ApiError))]
+pub struct ApiJson<T>(pub T);
+
+impl From<JsonRejection> for ApiError {
+    fn from(r: JsonRejection) -> Self {
+        match r.status() {
+            StatusCode::PAYLOAD_TOO_LARGE => ApiError::TooLarge(0),
+            StatusCode::UNSUPPORTED_MEDIA_TYPE => ApiError::UnsupportedMediaType,
+            StatusCode::UNPROCESSABLE_ENTITY => ApiError::Invalid(r.body_text()),
+            _ => ApiError::BadRequest(r.body_text()),
+        }
+    }
+}
+
+pub fn router(state: AppState) -> Router {
+    let config = state.config.clone();
+    // Long-polls hold a request for up to `max_wait`; the deadline covers that plus the work.
+    let deadline = config.request_timeout + config.max_wait;
+    Router::new()
+        .route("/healthz", get(health::healthz))
+        .route("/readyz", get(health::readyz))
+        .route(
+            "/v1/bots/{bot}",
+            put(admin::put_bot).get(admin::get_bot).delete(admin::delete_bot),
+        )
+        .route(
+            "/v1/bots/{bot}/api-keys",
+            post(admin::create_api_key).get(admin::list_api_keys),
+        )
+        .route(
+            "/v1/bots/{bot}/api-keys/{key}",
+            axum::routing::delete(admin::delete_api_key),
+        )
+        .route(
+            "/v1/bots/{bot}/integrations/{integration}",
+            put(admin::put_integration)
+                .get(admin::get_integration)
+                .delete(admin::delete_integration),
+        )
+        .route("/v1/bots/{bot}/auth-sessions", post(sessions::create))
+        .route(
+            "/v1/bots/{bot}/auth-sessions/{id}",
+            get(sessions::status).delete(sessions::cancel),
+        )
+        .route("/l/{link}", get(link::interstitial).post(link::start))
+        .route("/oauth/callback/{config}", get(callback::callback))
+        .fallback(|| async { ApiError::NotFound("route") })
+        .with_state(state)
+        .layer(DefaultBodyLimit::disable())
+        .layer(RequestBodyLimitLayer::new(config.body_limit))
+        .layer(TimeoutLayer::with_status_code(
+            StatusCode::SERVICE_UNAVAILABLE,
+            deadline + Duration::from_secs(1),
+        ))
+        .layer(TraceLayer::new_for_http())
+        .layer(SetSensitiveRequestHeadersLayer::new([
+            header::AUTHORIZATION,
+            header::COOKIE,
+            header::SET_COOKIE,
+        ]))
+        .layer(PropagateRequestIdLayer::x_request_id())
+        .layer(SetRequestIdLayer::x_request_id(MakeRequestUuid))
+}

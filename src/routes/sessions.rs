@@ -1,0 +1,402 @@
+//! ① and ⑤: a dialog engine creates an auth session (and gets the link), reads its status —
+//! optionally long-polling until it settles — and can cancel it.
+
+use std::time::Duration;
+
+use axum::Json;
+use axum::body::Bytes;
+use axum::extract::{Path, Query, State};
+use axum::http::{HeaderMap, StatusCode};
+use serde::Deserialize;
+use serde_json::value::RawValue;
+use serde_json::{Value, json};
+use time::OffsetDateTime;
+use time::format_description::well_known::Rfc3339;
+use url::Url;
+
+use super::admin::{check_scopes, check_webhook_url};
+use super::auth::{Caller, bot_id};
+use super::AppState;
+use crate::clock;
+use crate::crypto::sha256_hex;
+use crate::domain::bot::{Bot, Integration, Mode, host_allowed};
+use crate::domain::event::Event;
+use crate::domain::link;
+use crate::domain::session::{
+    ExpectedIdentity, Session, SessionSpec, Status, Verification,
+};
+use crate::domain::{IntegrationName, Partition, SessionId, Subject, UserId};
+use crate::error::ApiError;
+use crate::oauth::Provider;
+use crate::store::{CreateOutcome, Idempotency, NewSession, SideWrite, Transition, TransitionError};
+
+const MAX_CONTEXT: usize = 8 * 1024;
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CreateBody {
+    integration: IntegrationName,
+    user_id: UserId,
+    #[serde(default)]
+    conversation_id: Option<String>,
+    #[serde(default)]
+    context: Option<Box<RawValue>>,
+    #[serde(default)]
+    webhook_url: Option<Url>,
+    #[serde(default)]
+    ttl_seconds: Option<u32>,
+    #[serde(default)]
+    scopes: Option<Vec<String>>,
+    #[serde(default)]
+    login_hint: Option<String>,
+    #[serde(default)]
+    locale: Option<String>,
+    #[serde(default)]
+    return_url: Option<Url>,
+    #[serde(default)]
+    verification: Option<Verification>,
+    #[serde(default)]
+    expected_identity: Option<ExpectedIdentity>,
+    #[serde(default)]
+    force: bool,
+}
+
+fn check_text(field: &str, v: &Option<String>, max: usize) -> Result<(), ApiError> {
+    match v {
+        Some(s) if s.is_empty() || s.len() > max || s.chars().any(char::is_control) => Err(
+            ApiError::Invalid(format!("{field} must be 1-{max} characters without control characters")),
+        ),
+        _ => Ok(()),
+    }
+}
+
+/// Bot and integration for a runtime call, or 404s.
+pub(crate) async fn bot_and_integration(
+    state: &AppState,
+    caller: &Caller,
+    bot: &str,
+    integration: &IntegrationName,
+) -> Result<(Bot, Integration), ApiError> {
+    let bot = bot_id(bot)?;
+    caller.runtime(&bot)?;
+    let b = state
+        .store
+        .get_bot(&bot)
+        .await?
+        .ok_or(ApiError::NotFound("bot"))?;
+    let i = state
+        .store
+        .get_integration(&bot, integration)
+        .await?
+        .ok_or(ApiError::NotFound("integration"))?;
+    Ok((b, i))
+}
+
+pub async fn create(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(bot): Path<String>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<(StatusCode, Json<Value>), ApiError> {
+    if !headers
+        .get(axum::http::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("application/json"))
+    {
+        return Err(ApiError::UnsupportedMediaType);
+    }
+    let req: CreateBody = serde_json::from_slice(&body).map_err(|e| match e.classify() {
+        serde_json::error::Category::Data => ApiError::Invalid(e.to_string()),
+        _ => ApiError::BadRequest(e.to_string()),
+    })?;
+    let (bot, integration) = bot_and_integration(&state, &caller, &bot, &req.integration).await?;
+    if integration.mode != Mode::User {
+        return Err(ApiError::Conflict(
+            "this integration is pre-authorized by an admin; users do not sign in".into(),
+        ));
+    }
+    check_text("conversation_id", &req.conversation_id, 256)?;
+    check_text("login_hint", &req.login_hint, 256)?;
+    check_text("locale", &req.locale, 35)?;
+    if req.context.as_ref().is_some_and(|c| c.get().len() > MAX_CONTEXT) {
+        return Err(ApiError::Invalid(format!("context must be at most {MAX_CONTEXT} bytes of JSON")));
+    }
+    if let Some(scopes) = &req.scopes {
+        check_scopes(scopes)?;
+    }
+    let webhook_url = req.webhook_url.or_else(|| bot.webhook_url.clone());
+    if let Some(url) = &webhook_url {
+        check_webhook_url(url)?;
+        let host = url.host_str().unwrap_or_default();
+        if !bot.allowed_webhook_hosts.is_empty() && !host_allowed(&bot.allowed_webhook_hosts, host) {
+            return Err(ApiError::Invalid(format!("webhook_url host {host} is not allowed for this bot")));
+        }
+    }
+    if let Some(url) = &req.return_url {
+        let host = url.host_str().unwrap_or_default();
+        if !matches!(url.scheme(), "https" | "http") || !host_allowed(&bot.allowed_return_hosts, host) {
+            return Err(ApiError::Invalid(format!(
+                "return_url host {host:?} is not in the bot's allowed_return_hosts"
+            )));
+        }
+    }
+    let verification = req.verification.unwrap_or(integration.verification);
+    if verification == Verification::Code {
+        return Err(ApiError::Invalid("verification \"code\" is not available yet".into()));
+    }
+    if req.expected_identity.as_ref().is_some_and(|e| {
+        e.email.is_none() && e.username.is_none() && e.user_id.is_none()
+    }) {
+        return Err(ApiError::Invalid("expected_identity needs email, username or user_id".into()));
+    }
+    let ttl = req
+        .ttl_seconds
+        .or(integration.link_ttl_seconds)
+        .map_or(state.config.default_ttl, |s| Duration::from_secs(s.into()));
+    if !(60..=86_400).contains(&ttl.as_secs()) {
+        return Err(ApiError::Invalid("ttl_seconds must be 60-86400".into()));
+    }
+    let provider =
+        Provider::resolve(&state.config, &integration).map_err(|e| ApiError::Conflict(e.to_string()))?;
+
+    let now = clock::now();
+    let subject = Subject::User(req.user_id);
+    let id = SessionId::new(Partition::of(&bot.id, &integration.name, &subject));
+    let session = Session {
+        spec: SessionSpec {
+            id,
+            bot: bot.id.clone(),
+            integration: integration.name.clone(),
+            subject,
+            conversation_id: req.conversation_id,
+            context: req
+                .context
+                .map(|c| serde_json::from_str(c.get()))
+                .transpose()
+                .map_err(|e| ApiError::Invalid(e.to_string()))?,
+            webhook_url,
+            scopes: req.scopes.unwrap_or_default(),
+            login_hint: req.login_hint,
+            locale: req.locale,
+            return_url: req.return_url,
+            verification,
+            expected_identity: req.expected_identity,
+            provider_config: provider.config_id.clone(),
+            created_at: now,
+            expires_at: now + ttl,
+        },
+        status: Status::Pending,
+        error: None,
+        updated_at: now,
+    };
+    let idempotency = idempotency(&headers, &body, state.config.idempotency_ttl)?;
+    let outcome = state
+        .store
+        .create_session(NewSession {
+            session: &session,
+            idempotency: idempotency.as_ref(),
+            retention: state.config.retention,
+            unless_authorized_by: (!req.force).then_some(provider.config_id.as_str()),
+        })
+        .await?;
+    match outcome {
+        CreateOutcome::Created => {
+            tracing::info!(session_id = %id, bot = %bot.id, integration = %integration.name, "auth session created");
+            Ok((StatusCode::CREATED, Json(view(&state, &session, now, true))))
+        }
+        CreateOutcome::Replayed { id, fingerprint } => {
+            let same = idempotency.is_some_and(|i| i.fingerprint == fingerprint);
+            if !same {
+                return Err(ApiError::Invalid(
+                    "Idempotency-Key was already used with a different request body".into(),
+                ));
+            }
+            let prior = state
+                .store
+                .get_session(id)
+                .await?
+                .ok_or(ApiError::NotFound("auth session"))?;
+            Ok((StatusCode::CREATED, Json(view(&state, &prior, now, true))))
+        }
+        CreateOutcome::AlreadyAuthorized(grant) => Ok((
+            StatusCode::OK,
+            Json(json!({
+                "status": "already_authorized",
+                "integration": session.spec.integration,
+                "user_id": session.spec.subject,
+                "conversation_id": session.spec.conversation_id,
+                "connection": {
+                    "identity": grant.identity,
+                    "scopes": grant.scopes,
+                    "created_at": fmt_time(grant.created_at),
+                },
+            })),
+        )),
+    }
+}
+
+fn idempotency(headers: &HeaderMap, body: &[u8], ttl: Duration) -> Result<Option<Idempotency>, ApiError> {
+    let Some(value) = headers.get("idempotency-key") else {
+        return Ok(None);
+    };
+    let key = value
+        .to_str()
+        .ok()
+        .filter(|k| !k.is_empty() && k.len() <= 255)
+        .ok_or_else(|| ApiError::BadRequest("Idempotency-Key must be 1-255 visible characters".into()))?;
+    Ok(Some(Idempotency {
+        key: key.to_owned(),
+        fingerprint: sha256_hex(body),
+        ttl,
+    }))
+}
+
+pub fn fmt_time(t: OffsetDateTime) -> String {
+    t.format(&Rfc3339).unwrap_or_default()
+}
+
+/// The API view of a session (no secrets, no attempt data).
+pub fn view(state: &AppState, s: &Session, now: OffsetDateTime, with_link: bool) -> Value {
+    let spec = &s.spec;
+    let status = s.status_at(now);
+    let mut v = json!({
+        "id": spec.id,
+        "status": status,
+        "integration": spec.integration,
+        "user_id": spec.subject,
+        "conversation_id": spec.conversation_id,
+        "context": spec.context,
+        "created_at": fmt_time(spec.created_at),
+        "updated_at": fmt_time(s.updated_at),
+        "expires_at": fmt_time(spec.expires_at),
+    });
+    if let Some(err) = &s.error {
+        v["error"] = json!(err);
+    }
+    if with_link && !status.is_final() {
+        let token = link::encode(&state.config.signing, spec.id, spec.expires_at);
+        v["link"] = json!(link_url(state, &token));
+    }
+    v
+}
+
+pub fn link_url(state: &AppState, token: &str) -> String {
+    let base = state.config.public_url.as_str().trim_end_matches('/');
+    format!("{base}/l/{token}")
+}
+
+#[derive(Deserialize)]
+pub struct StatusQuery {
+    wait: Option<u32>,
+}
+
+/// Load a session of `bot`, or 404 (also for another bot's session).
+async fn load(state: &AppState, caller: &Caller, bot: &str, id: &str) -> Result<Session, ApiError> {
+    let bot = bot_id(bot)?;
+    caller.runtime(&bot)?;
+    let id = SessionId::parse(id).map_err(|_| ApiError::NotFound("auth session"))?;
+    match state.store.get_session(id).await? {
+        Some(s) if s.spec.bot == bot => Ok(s),
+        _ => Err(ApiError::NotFound("auth session")),
+    }
+}
+
+/// Record the expiry of a session whose deadline passed (exactly one replica wins; the others
+/// see a conflict, which is fine).
+pub(crate) async fn settle_expiry(state: &AppState, s: Session, now: OffsetDateTime) -> Result<Session, ApiError> {
+    if s.status.is_final() || s.status_at(now) != Status::Expired {
+        return Ok(s);
+    }
+    let mut expired = s.clone();
+    expired.status = Status::Expired;
+    let event = Event::for_session(&expired, None, now);
+    match state
+        .store
+        .transition(Transition {
+            id: s.spec.id,
+            to: Status::Expired,
+            error: None,
+            write: SideWrite::None,
+            event: Some(&event),
+            now,
+        })
+        .await
+    {
+        Ok(updated) => Ok(updated),
+        Err(TransitionError::Conflict(_)) => Ok(state.store.get_session(s.spec.id).await?.unwrap_or(s)),
+        Err(e) => Err(e.into()),
+    }
+}
+
+pub async fn status(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path((bot, id)): Path<(String, String)>,
+    query: Result<Query<StatusQuery>, axum::extract::rejection::QueryRejection>,
+) -> Result<Json<Value>, ApiError> {
+    let Query(q) = query.map_err(|e| ApiError::BadRequest(e.body_text()))?;
+    let wait = Duration::from_secs(q.wait.unwrap_or(0).into());
+    if wait > state.config.max_wait {
+        return Err(ApiError::BadRequest(format!(
+            "wait must be at most {} seconds",
+            state.config.max_wait.as_secs()
+        )));
+    }
+    let mut session = load(&state, &caller, &bot, &id).await?;
+    let deadline = tokio::time::Instant::now() + wait;
+    let listener = state.store.listen(session.spec.id);
+    loop {
+        let changed = listener.next_change();
+        let now = clock::now();
+        session = settle_expiry(&state, session, now).await?;
+        let settled = !matches!(session.status_at(now), Status::Pending | Status::InProgress);
+        if settled || tokio::time::Instant::now() >= deadline {
+            return Ok(Json(view(&state, &session, now, false)));
+        }
+        // Wake on a change, at the deadline, at the session's own expiry, or after a short
+        // safety interval (a pub/sub message can be lost while Redis reconnects).
+        let until_expiry = (session.spec.expires_at - now).try_into().unwrap_or(Duration::ZERO);
+        let nap = (deadline - tokio::time::Instant::now())
+            .min(until_expiry + Duration::from_millis(5))
+            .min(Duration::from_secs(5));
+        let _ = tokio::time::timeout(nap, changed).await;
+        session = state
+            .store
+            .get_session(session.spec.id)
+            .await?
+            .ok_or(ApiError::NotFound("auth session"))?;
+    }
+}
+
+pub async fn cancel(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path((bot, id)): Path<(String, String)>,
+) -> Result<Json<Value>, ApiError> {
+    let session = load(&state, &caller, &bot, &id).await?;
+    let now = clock::now();
+    let session = settle_expiry(&state, session, now).await?;
+    if session.status.is_final() {
+        return Err(ApiError::Conflict(format!(
+            "the auth session is already {}",
+            session.status.as_str()
+        )));
+    }
+    let mut cancelled = session.clone();
+    cancelled.status = Status::Cancelled;
+    let event = Event::for_session(&cancelled, None, now);
+    let updated = state
+        .store
+        .transition(Transition {
+            id: session.spec.id,
+            to: Status::Cancelled,
+            error: None,
+            write: SideWrite::None,
+            event: Some(&event),
+            now,
+        })
+        .await?;
+    tracing::info!(session_id = %updated.spec.id, "auth session cancelled");
+    Ok(Json(view(&state, &updated, now, false)))
+}

@@ -1,0 +1,67 @@
+//! The application: builds the store and the router from a `Config`, binds its own listener
+//! (port 0 in tests), and serves until told to stop.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use anyhow::Context;
+use tokio::net::TcpListener;
+
+use crate::config::{Config, StoreConfig};
+use crate::oauth::http_client;
+use crate::routes::{AppState, router};
+use crate::store::memory::MemoryStore;
+use crate::store::redis::RedisStore;
+use crate::store::Store;
+
+pub struct Application {
+    listener: TcpListener,
+    state: AppState,
+}
+
+impl Application {
+    /// Bind the listen address and connect the store (lazily: a daemon whose Redis is down starts,
+    /// answers `/readyz` with 503, and recovers when Redis comes back).
+    pub async fn build(config: Config) -> anyhow::Result<Self> {
+        let store: Arc<dyn Store> = match &config.store {
+            StoreConfig::Memory => Arc::new(MemoryStore::new()),
+            StoreConfig::Redis { url, prefix } => Arc::new(
+                RedisStore::connect(url, prefix).context("store.redis_url: cannot use this Redis URL")?,
+            ),
+        };
+        Self::with_store(config, store).await
+    }
+
+    /// Like `build`, with a store made elsewhere (tests share one memory store between replicas).
+    pub async fn with_store(config: Config, store: Arc<dyn Store>) -> anyhow::Result<Self> {
+        let listener = TcpListener::bind(config.listen)
+            .await
+            .with_context(|| format!("listen: cannot bind {}", config.listen))?;
+        let state = AppState {
+            http: http_client(config.provider_timeout),
+            config: Arc::new(config),
+            store,
+        };
+        Ok(Self { listener, state })
+    }
+
+    pub fn local_addr(&self) -> SocketAddr {
+        self.listener
+            .local_addr()
+            .expect("a bound listener has an address")
+    }
+
+    pub fn state(&self) -> &AppState {
+        &self.state
+    }
+
+    /// Serve until `shutdown` completes, then finish in-flight requests.
+    pub async fn run_until_stopped(self, shutdown: impl Future<Output = ()> + Send + 'static) -> anyhow::Result<()> {
+        let app = router(self.state);
+        axum::serve(self.listener, app)
+            .with_graceful_shutdown(shutdown)
+            .await
+            .context("server error")
+    }
+}

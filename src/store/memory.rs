@@ -1,0 +1,297 @@
+//! The embedded store: everything in one process's memory, nothing persisted. The default when no
+//! Redis is configured, for local runs and single-process trials. Semantics match the Redis store
+//! (same conformance suite); TTLs are enforced on read.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use time::OffsetDateTime;
+
+use super::notify::{Hub, Listener};
+use super::{
+    CreateOutcome, NewSession, SideWrite, Store, StoreError, Transition, TransitionError,
+    record_ttl,
+};
+use crate::clock;
+use crate::domain::bot::{ApiKey, Bot, Integration};
+use crate::domain::event::Event;
+use crate::domain::grant::Grant;
+use crate::domain::session::{Attempt, Session, Status};
+use crate::domain::{BotId, IntegrationName, Partition, SessionId, Subject};
+
+type GrantKey = (BotId, IntegrationName, Subject);
+
+/// A value with a deadline (`None`: no deadline).
+struct Timed<T> {
+    value: T,
+    until: Option<OffsetDateTime>,
+}
+
+impl<T> Timed<T> {
+    fn new(value: T, ttl: Option<Duration>, now: OffsetDateTime) -> Self {
+        Self {
+            value,
+            until: ttl.map(|t| now + t),
+        }
+    }
+    fn live(&self, now: OffsetDateTime) -> bool {
+        self.until.is_none_or(|u| now < u)
+    }
+}
+
+#[derive(Default)]
+struct Data {
+    bots: HashMap<BotId, Bot>,
+    keys: HashMap<String, ApiKey>,
+    integrations: HashMap<(BotId, IntegrationName), Integration>,
+    sessions: HashMap<SessionId, Timed<Session>>,
+    attempts: HashMap<(SessionId, String), Timed<Attempt>>,
+    grants: HashMap<GrantKey, Grant>,
+    idempotency: HashMap<(BotId, String), Timed<(SessionId, String)>>,
+    outbox: HashMap<Partition, VecDeque<Event>>,
+    writes: u64,
+}
+
+impl Data {
+    /// Drop dead entries now and then, so an idle process does not keep expired data forever.
+    fn sweep(&mut self, now: OffsetDateTime) {
+        self.writes += 1;
+        if self.writes % 1024 == 0 {
+            self.sessions.retain(|_, v| v.live(now));
+            self.attempts.retain(|_, v| v.live(now));
+            self.idempotency.retain(|_, v| v.live(now));
+        }
+    }
+}
+
+#[derive(Clone, Default)]
+pub struct MemoryStore {
+    data: Arc<Mutex<Data>>,
+    hub: Arc<Hub>,
+}
+
+impl MemoryStore {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    fn data(&self) -> MutexGuard<'_, Data> {
+        // A panic while holding the lock cannot leave a half-written record (each operation
+        // completes its writes without awaiting), so the data is still consistent.
+        self.data.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+#[async_trait]
+impl Store for MemoryStore {
+    async fn ping(&self) -> Result<(), StoreError> {
+        Ok(())
+    }
+
+    async fn put_bot(&self, bot: &Bot) -> Result<(), StoreError> {
+        self.data().bots.insert(bot.id.clone(), bot.clone());
+        Ok(())
+    }
+
+    async fn get_bot(&self, id: &BotId) -> Result<Option<Bot>, StoreError> {
+        Ok(self.data().bots.get(id).cloned())
+    }
+
+    async fn delete_bot(&self, id: &BotId) -> Result<bool, StoreError> {
+        let mut d = self.data();
+        d.keys.retain(|_, k| &k.bot != id);
+        d.integrations.retain(|(b, _), _| b != id);
+        Ok(d.bots.remove(id).is_some())
+    }
+
+    async fn put_api_key(&self, key: &ApiKey) -> Result<(), StoreError> {
+        self.data().keys.insert(key.hash.clone(), key.clone());
+        Ok(())
+    }
+
+    async fn find_api_key(&self, hash: &str) -> Result<Option<ApiKey>, StoreError> {
+        Ok(self.data().keys.get(hash).cloned())
+    }
+
+    async fn list_api_keys(&self, bot: &BotId) -> Result<Vec<ApiKey>, StoreError> {
+        let mut keys: Vec<ApiKey> = self
+            .data()
+            .keys
+            .values()
+            .filter(|k| &k.bot == bot)
+            .cloned()
+            .collect();
+        keys.sort_by_key(|k| k.created_at);
+        Ok(keys)
+    }
+
+    async fn delete_api_key(&self, bot: &BotId, id: &str) -> Result<bool, StoreError> {
+        let mut d = self.data();
+        let before = d.keys.len();
+        d.keys.retain(|_, k| !(&k.bot == bot && k.id == id));
+        Ok(d.keys.len() != before)
+    }
+
+    async fn put_integration(&self, integration: &Integration) -> Result<(), StoreError> {
+        self.data().integrations.insert(
+            (integration.bot.clone(), integration.name.clone()),
+            integration.clone(),
+        );
+        Ok(())
+    }
+
+    async fn get_integration(
+        &self,
+        bot: &BotId,
+        name: &IntegrationName,
+    ) -> Result<Option<Integration>, StoreError> {
+        Ok(self
+            .data()
+            .integrations
+            .get(&(bot.clone(), name.clone()))
+            .cloned())
+    }
+
+    async fn delete_integration(
+        &self,
+        bot: &BotId,
+        name: &IntegrationName,
+    ) -> Result<bool, StoreError> {
+        Ok(self
+            .data()
+            .integrations
+            .remove(&(bot.clone(), name.clone()))
+            .is_some())
+    }
+
+    async fn create_session(&self, new: NewSession<'_>) -> Result<CreateOutcome, StoreError> {
+        let session = new.session;
+        let spec = &session.spec;
+        let now = session.updated_at;
+        let mut d = self.data();
+        d.sweep(now);
+        let idem_key = new
+            .idempotency
+            .map(|i| (spec.bot.clone(), i.key.clone()));
+        if let Some(k) = &idem_key
+            && let Some(t) = d.idempotency.get(k).filter(|t| t.live(now))
+        {
+            let (id, fingerprint) = t.value.clone();
+            return Ok(CreateOutcome::Replayed { id, fingerprint });
+        }
+        if let Some(config) = new.unless_authorized_by {
+            let gk = (spec.bot.clone(), spec.integration.clone(), spec.subject.clone());
+            if let Some(g) = d.grants.get(&gk).filter(|g| g.is_working(config)) {
+                return Ok(CreateOutcome::AlreadyAuthorized(Box::new(g.clone())));
+            }
+        }
+        let ttl = record_ttl(session, now, new.retention);
+        d.sessions
+            .insert(spec.id, Timed::new(session.clone(), Some(ttl), now));
+        if let (Some(k), Some(i)) = (idem_key, new.idempotency) {
+            d.idempotency.insert(
+                k,
+                Timed::new((spec.id, i.fingerprint.clone()), Some(i.ttl), now),
+            );
+        }
+        Ok(CreateOutcome::Created)
+    }
+
+    async fn get_session(&self, id: SessionId) -> Result<Option<Session>, StoreError> {
+        let now = clock::now();
+        Ok(self
+            .data()
+            .sessions
+            .get(&id)
+            .filter(|t| t.live(now))
+            .map(|t| t.value.clone()))
+    }
+
+    async fn transition(&self, t: Transition<'_>) -> Result<Session, TransitionError> {
+        let updated = {
+            let mut d = self.data();
+            d.sweep(t.now);
+            let entry = d
+                .sessions
+                .get_mut(&t.id)
+                .filter(|e| e.live(t.now))
+                .ok_or(TransitionError::NotFound)?;
+            let s = &mut entry.value;
+            if !s.status.can_become(t.to) {
+                return Err(TransitionError::Conflict(s.status));
+            }
+            if t.to != Status::Expired && t.now >= s.spec.expires_at {
+                return Err(TransitionError::Expired);
+            }
+            s.status = t.to;
+            s.error = t.error.cloned();
+            s.updated_at = t.now;
+            let updated = s.clone();
+            match t.write {
+                SideWrite::None => {}
+                SideWrite::Attempt(a, until) => {
+                    let ttl = (until - t.now).try_into().unwrap_or(Duration::ZERO);
+                    d.attempts
+                        .insert((t.id, a.id.clone()), Timed::new(a.clone(), Some(ttl), t.now));
+                }
+                SideWrite::Grant(g) => {
+                    d.grants.insert(
+                        (g.bot.clone(), g.integration.clone(), g.subject.clone()),
+                        g.clone(),
+                    );
+                }
+            }
+            if let Some(e) = t.event {
+                d.outbox
+                    .entry(t.id.partition())
+                    .or_default()
+                    .push_back(e.clone());
+            }
+            updated
+        };
+        self.hub.notify(t.id);
+        Ok(updated)
+    }
+
+    async fn take_attempt(
+        &self,
+        session: SessionId,
+        attempt: &str,
+    ) -> Result<Option<Attempt>, StoreError> {
+        let now = clock::now();
+        Ok(self
+            .data()
+            .attempts
+            .remove(&(session, attempt.to_owned()))
+            .filter(|t| t.live(now))
+            .map(|t| t.value))
+    }
+
+    async fn get_grant(
+        &self,
+        bot: &BotId,
+        integration: &IntegrationName,
+        subject: &Subject,
+    ) -> Result<Option<Grant>, StoreError> {
+        Ok(self
+            .data()
+            .grants
+            .get(&(bot.clone(), integration.clone(), subject.clone()))
+            .cloned())
+    }
+
+    async fn outbox(&self, partition: Partition, limit: usize) -> Result<Vec<Event>, StoreError> {
+        Ok(self
+            .data()
+            .outbox
+            .get(&partition)
+            .map(|q| q.iter().take(limit).cloned().collect())
+            .unwrap_or_default())
+    }
+
+    fn listen(&self, id: SessionId) -> Listener {
+        self.hub.listen(id)
+    }
+}

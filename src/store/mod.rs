@@ -1,0 +1,152 @@
+//! ④ The narrow store contract, and the only code that knows how data is laid out. Two
+//! implementations pass one conformance suite (`tests/store.rs`): `redis` for production
+//! (any number of replicas) and `memory`, the embedded default for a single process.
+//!
+//! Every operation that must be atomic is one call here: creating a session (with its idempotency
+//! key and the `already_authorized` check), starting an attempt, consuming an attempt, and
+//! transitioning a session together with its grant and its outbox event.
+
+pub mod memory;
+pub mod notify;
+pub mod redis;
+
+use std::time::Duration;
+
+use async_trait::async_trait;
+use time::OffsetDateTime;
+
+use crate::domain::bot::{ApiKey, Bot, Integration};
+use crate::domain::event::Event;
+use crate::domain::grant::Grant;
+use crate::domain::session::{Attempt, Session, SessionError, Status};
+use crate::domain::{BotId, IntegrationName, Partition, SessionId, Subject};
+pub use notify::Listener;
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// The backing store cannot be reached or timed out. Maps to 503.
+    #[error("store unavailable: {0}")]
+    Unavailable(String),
+    /// A stored value could not be decoded.
+    #[error("store data is corrupt: {0}")]
+    Corrupt(String),
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum TransitionError {
+    #[error("session not found")]
+    NotFound,
+    #[error("session has expired")]
+    Expired,
+    #[error("session is {} and cannot change that way", .0.as_str())]
+    Conflict(Status),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// `Idempotency-Key` of a create request, scoped to the bot.
+#[derive(Clone, Debug)]
+pub struct Idempotency {
+    pub key: String,
+    /// Hash of the request body: the same key with another body is a client error.
+    pub fingerprint: String,
+    pub ttl: Duration,
+}
+
+pub struct NewSession<'a> {
+    pub session: &'a Session,
+    pub idempotency: Option<&'a Idempotency>,
+    /// How long the record stays readable after it expires.
+    pub retention: Duration,
+    /// `Some(provider_config)`: do not create if the subject already has a working grant issued
+    /// by that app (the `already_authorized` answer). `None` (`force`): create regardless.
+    pub unless_authorized_by: Option<&'a str>,
+}
+
+#[derive(Debug)]
+pub enum CreateOutcome {
+    Created,
+    /// The idempotency key was used before: the earlier session and the earlier body's hash.
+    Replayed { id: SessionId, fingerprint: String },
+    AlreadyAuthorized(Box<Grant>),
+}
+
+/// What a transition writes besides the new status, all in the same atomic step.
+pub enum SideWrite<'a> {
+    None,
+    /// Park an attempt (status → in_progress) until `expires`.
+    Attempt(&'a Attempt, OffsetDateTime),
+    /// Store the grant (status → completed / awaiting_code).
+    Grant(&'a Grant),
+}
+
+pub struct Transition<'a> {
+    pub id: SessionId,
+    pub to: Status,
+    pub error: Option<&'a SessionError>,
+    pub write: SideWrite<'a>,
+    /// Appended to the outbox in the same atomic step.
+    pub event: Option<&'a Event>,
+    pub now: OffsetDateTime,
+}
+
+#[async_trait]
+pub trait Store: Send + Sync + 'static {
+    /// Is the store reachable? (`/readyz`)
+    async fn ping(&self) -> Result<(), StoreError>;
+
+    async fn put_bot(&self, bot: &Bot) -> Result<(), StoreError>;
+    async fn get_bot(&self, id: &BotId) -> Result<Option<Bot>, StoreError>;
+    /// Deletes the bot with its keys and integrations. Grants expire with their own TTL.
+    async fn delete_bot(&self, id: &BotId) -> Result<bool, StoreError>;
+
+    async fn put_api_key(&self, key: &ApiKey) -> Result<(), StoreError>;
+    async fn find_api_key(&self, hash: &str) -> Result<Option<ApiKey>, StoreError>;
+    async fn list_api_keys(&self, bot: &BotId) -> Result<Vec<ApiKey>, StoreError>;
+    async fn delete_api_key(&self, bot: &BotId, id: &str) -> Result<bool, StoreError>;
+
+    async fn put_integration(&self, integration: &Integration) -> Result<(), StoreError>;
+    async fn get_integration(
+        &self,
+        bot: &BotId,
+        name: &IntegrationName,
+    ) -> Result<Option<Integration>, StoreError>;
+    async fn delete_integration(
+        &self,
+        bot: &BotId,
+        name: &IntegrationName,
+    ) -> Result<bool, StoreError>;
+
+    async fn create_session(&self, new: NewSession<'_>) -> Result<CreateOutcome, StoreError>;
+    async fn get_session(&self, id: SessionId) -> Result<Option<Session>, StoreError>;
+    /// Change the status if the current one allows it (`Status::sources_of`) and the session has
+    /// not expired (expiring it is always allowed), with the side write and the event.
+    async fn transition(&self, t: Transition<'_>) -> Result<Session, TransitionError>;
+    /// Remove and return an attempt; `None` if it never existed, expired, or was taken already.
+    async fn take_attempt(
+        &self,
+        session: SessionId,
+        attempt: &str,
+    ) -> Result<Option<Attempt>, StoreError>;
+
+    async fn get_grant(
+        &self,
+        bot: &BotId,
+        integration: &IntegrationName,
+        subject: &Subject,
+    ) -> Result<Option<Grant>, StoreError>;
+
+    /// Events in a partition's outbox, oldest first (delivery reads these).
+    async fn outbox(&self, partition: Partition, limit: usize) -> Result<Vec<Event>, StoreError>;
+
+    /// Wakes when the session changes, on any replica. Create it *before* reading the session.
+    fn listen(&self, id: SessionId) -> Listener;
+}
+
+/// Session record lifetime in the store: until it expires, plus the retention period.
+pub(crate) fn record_ttl(session: &Session, now: OffsetDateTime, retention: Duration) -> Duration {
+    let live = (session.spec.expires_at - now)
+        .try_into()
+        .unwrap_or(Duration::ZERO);
+    live + retention
+}

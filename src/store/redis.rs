@@ -1,0 +1,523 @@
+//! The Redis store: any number of authlink replicas share one Redis (standalone, and laid out for
+//! Cluster). Key layout — the only place it is written down:
+//!
+//! | key | type | what |
+//! |---|---|---|
+//! | `P:{pNN}:s:<session>` | hash `d` spec JSON, `st` status, `err` error JSON, `up` ms, `exp` ms | session |
+//! | `P:{pNN}:a:<session>:<attempt>` | string, PX | pending attempt (sealed PKCE verifier) |
+//! | `P:{pNN}:g:<bot>:<integration>:<subject>` | hash `j` JSON, `st`, `cfg`, `gen` | grant |
+//! | `P:{pNN}:outbox` | stream, field `e` | events |
+//! | `P:{pNN}:deadlines` | zset session → expiry ms | live sessions, for the expiry sweeper |
+//! | `P:{pNN}:i:<bot>:<sha256(key)>` | string, PX | idempotency key → `session fingerprint` |
+//! | `P:{b:<bot>}:bot`, `:ints` (hash), `:keys` (hash id → key hash) | | tenancy |
+//! | `P:k:<sha256(key)>` | string | API key lookup |
+//!
+//! `{pNN}` is the partition (see `Partition`): the Cluster hash tag that keeps every key one
+//! atomic step touches in one slot. Atomic steps are Lua scripts. Changes are published on
+//! `P:changes` so long-polls on other replicas wake up.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use futures_util::StreamExt;
+use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use redis::{AsyncCommands, Script};
+
+use super::notify::{Hub, Listener};
+use super::{
+    CreateOutcome, NewSession, SideWrite, Store, StoreError, Transition, TransitionError,
+    record_ttl,
+};
+use crate::clock::{from_unix_ms, unix_ms};
+use crate::domain::bot::{ApiKey, Bot, Integration};
+use crate::domain::event::Event;
+use crate::domain::grant::Grant;
+use crate::domain::session::{Attempt, Session, SessionError, SessionSpec, Status};
+use crate::domain::{BotId, IntegrationName, Partition, SessionId, Subject};
+
+/// Create a session unless the idempotency key was used or a working grant exists.
+/// KEYS: session, deadlines, idempotency, grant. ARGV: spec, status, now, expires, record ttl ms,
+/// session id, use-idempotency, idempotency value, idempotency ttl ms, provider config or "".
+const CREATE: &str = r#"
+if ARGV[7] == '1' then
+  local prior = redis.call('GET', KEYS[3])
+  if prior then return {'replayed', prior} end
+end
+if ARGV[10] ~= '' then
+  local g = redis.call('HMGET', KEYS[4], 'st', 'cfg', 'j')
+  if g[1] == 'active' and g[2] == ARGV[10] then return {'authorized', g[3]} end
+end
+redis.call('HSET', KEYS[1], 'd', ARGV[1], 'st', ARGV[2], 'err', '', 'up', ARGV[3], 'exp', ARGV[4])
+redis.call('PEXPIRE', KEYS[1], ARGV[5])
+redis.call('ZADD', KEYS[2], ARGV[4], ARGV[6])
+if ARGV[7] == '1' then redis.call('SET', KEYS[3], ARGV[8], 'PX', ARGV[9]) end
+return {'created'}
+"#;
+
+/// Change a session's status with its side write and outbox event, or explain why not.
+/// KEYS: session, outbox, deadlines, side key. ARGV: allowed sources (",a,b,"), target, error JSON,
+/// now ms, event JSON or "", side kind ("", "attempt", "grant"), side value, side ttl ms or grant
+/// status, grant config, channel, session id.
+const TRANSITION: &str = r#"
+local cur = redis.call('HMGET', KEYS[1], 'st', 'exp')
+local st, exp = cur[1], cur[2]
+if not st then return {'missing'} end
+if not string.find(ARGV[1], ',' .. st .. ',', 1, true) then return {'conflict', st} end
+if ARGV[2] ~= 'expired' and tonumber(ARGV[4]) >= tonumber(exp) then return {'expired'} end
+redis.call('HSET', KEYS[1], 'st', ARGV[2], 'err', ARGV[3], 'up', ARGV[4])
+if ARGV[6] == 'attempt' then
+  redis.call('SET', KEYS[4], ARGV[7], 'PX', ARGV[8])
+elseif ARGV[6] == 'grant' then
+  redis.call('HSET', KEYS[4], 'j', ARGV[7], 'st', ARGV[8], 'cfg', ARGV[9])
+  redis.call('HINCRBY', KEYS[4], 'gen', 1)
+end
+if ARGV[2] == 'completed' or ARGV[2] == 'failed' or ARGV[2] == 'expired' or ARGV[2] == 'cancelled' then
+  redis.call('ZREM', KEYS[3], ARGV[11])
+end
+if ARGV[5] ~= '' then redis.call('XADD', KEYS[2], '*', 'e', ARGV[5]) end
+if st ~= ARGV[2] then redis.call('PUBLISH', ARGV[10], 's ' .. ARGV[11]) end
+return {'ok'}
+"#;
+
+#[derive(Clone)]
+pub struct RedisStore {
+    conn: ConnectionManager,
+    prefix: Arc<str>,
+    hub: Arc<Hub>,
+    create: Arc<Script>,
+    transition: Arc<Script>,
+}
+
+impl RedisStore {
+    /// Connects lazily (the daemon starts and reports not-ready while Redis is down) and starts
+    /// the change subscription. Commands fail fast when Redis is unreachable: one reconnect try,
+    /// short timeouts — callers get a 503, not a hang.
+    pub fn connect(url: &str, prefix: &str) -> Result<Self, StoreError> {
+        let client = redis::Client::open(url).map_err(|e| StoreError::Unavailable(e.to_string()))?;
+        let config = ConnectionManagerConfig::new()
+            .set_number_of_retries(1)
+            .set_max_delay(Duration::from_millis(200))
+            .set_connection_timeout(Some(Duration::from_millis(1000)))
+            .set_response_timeout(Some(Duration::from_millis(1500)));
+        let conn = client
+            .get_connection_manager_lazy(config)
+            .map_err(|e| StoreError::Unavailable(e.to_string()))?;
+        let store = Self {
+            conn,
+            prefix: prefix.into(),
+            hub: Arc::default(),
+            create: Arc::new(Script::new(CREATE)),
+            transition: Arc::new(Script::new(TRANSITION)),
+        };
+        tokio::spawn(subscribe(client, store.channel(), store.hub.clone()));
+        Ok(store)
+    }
+
+    fn channel(&self) -> String {
+        format!("{}:changes", self.prefix)
+    }
+    fn part(&self, p: Partition) -> String {
+        format!("{}:{{p{:02}}}", self.prefix, p.index())
+    }
+    fn session_key(&self, id: SessionId) -> String {
+        format!("{}:s:{id}", self.part(id.partition()))
+    }
+    fn attempt_key(&self, id: SessionId, attempt: &str) -> String {
+        format!("{}:a:{id}:{attempt}", self.part(id.partition()))
+    }
+    fn grant_key(&self, bot: &BotId, integration: &IntegrationName, subject: &Subject) -> String {
+        let p = Partition::of(bot, integration, subject);
+        format!("{}:g:{bot}:{integration}:{}", self.part(p), subject.as_str())
+    }
+    fn outbox_key(&self, p: Partition) -> String {
+        format!("{}:outbox", self.part(p))
+    }
+    fn deadlines_key(&self, p: Partition) -> String {
+        format!("{}:deadlines", self.part(p))
+    }
+    fn bot_key(&self, bot: &BotId, what: &str) -> String {
+        format!("{}:{{b:{bot}}}:{what}", self.prefix)
+    }
+    fn api_key_key(&self, hash: &str) -> String {
+        format!("{}:k:{hash}", self.prefix)
+    }
+
+    fn conn(&self) -> ConnectionManager {
+        self.conn.clone()
+    }
+}
+
+/// Keeps one pub/sub subscription alive and forwards change notices to the hub. After a lost
+/// subscription everybody is woken once: they re-read the store and miss nothing.
+async fn subscribe(client: redis::Client, channel: String, hub: Arc<Hub>) {
+    let mut backoff = Duration::from_millis(100);
+    loop {
+        match client.get_async_pubsub().await {
+            Ok(mut pubsub) => {
+                if pubsub.subscribe(&channel).await.is_ok() {
+                    backoff = Duration::from_millis(100);
+                    hub.notify_all();
+                    let mut messages = pubsub.on_message();
+                    while let Some(msg) = messages.next().await {
+                        let Ok(payload) = msg.get_payload::<String>() else {
+                            continue;
+                        };
+                        if let Some(id) = payload
+                            .strip_prefix("s ")
+                            .and_then(|s| SessionId::parse(s).ok())
+                        {
+                            hub.notify(id);
+                        }
+                    }
+                }
+                tracing::warn!("redis change subscription lost; reconnecting");
+            }
+            Err(e) => tracing::debug!(error = %e, "redis change subscription cannot connect"),
+        }
+        hub.notify_all();
+        tokio::time::sleep(backoff).await;
+        backoff = (backoff * 2).min(Duration::from_secs(5));
+    }
+}
+
+fn unavailable(e: redis::RedisError) -> StoreError {
+    StoreError::Unavailable(e.to_string())
+}
+
+fn corrupt(what: &str, e: impl std::fmt::Display) -> StoreError {
+    StoreError::Corrupt(format!("{what}: {e}"))
+}
+
+fn to_json<T: serde::Serialize>(v: &T) -> String {
+    serde_json::to_string(v).expect("store records serialize")
+}
+
+fn from_json<T: serde::de::DeserializeOwned>(what: &str, s: &str) -> Result<T, StoreError> {
+    serde_json::from_str(s).map_err(|e| corrupt(what, e))
+}
+
+fn ms(d: Duration) -> u64 {
+    d.as_millis().max(1) as u64
+}
+
+#[async_trait]
+impl Store for RedisStore {
+    async fn ping(&self) -> Result<(), StoreError> {
+        redis::cmd("PING")
+            .query_async::<()>(&mut self.conn())
+            .await
+            .map_err(unavailable)
+    }
+
+    async fn put_bot(&self, bot: &Bot) -> Result<(), StoreError> {
+        self.conn()
+            .set::<_, _, ()>(self.bot_key(&bot.id, "bot"), to_json(bot))
+            .await
+            .map_err(unavailable)
+    }
+
+    async fn get_bot(&self, id: &BotId) -> Result<Option<Bot>, StoreError> {
+        let raw: Option<String> = self
+            .conn()
+            .get(self.bot_key(id, "bot"))
+            .await
+            .map_err(unavailable)?;
+        raw.map(|r| from_json("bot", &r)).transpose()
+    }
+
+    async fn delete_bot(&self, id: &BotId) -> Result<bool, StoreError> {
+        let mut conn = self.conn();
+        let hashes: Vec<String> = conn
+            .hvals(self.bot_key(id, "keys"))
+            .await
+            .map_err(unavailable)?;
+        for h in hashes {
+            conn.del::<_, ()>(self.api_key_key(&h))
+                .await
+                .map_err(unavailable)?;
+        }
+        let removed: u32 = conn
+            .del(&[
+                self.bot_key(id, "bot"),
+                self.bot_key(id, "ints"),
+                self.bot_key(id, "keys"),
+            ])
+            .await
+            .map_err(unavailable)?;
+        Ok(removed > 0)
+    }
+
+    async fn put_api_key(&self, key: &ApiKey) -> Result<(), StoreError> {
+        let mut conn = self.conn();
+        conn.hset::<_, _, _, ()>(self.bot_key(&key.bot, "keys"), &key.id, &key.hash)
+            .await
+            .map_err(unavailable)?;
+        conn.set::<_, _, ()>(self.api_key_key(&key.hash), to_json(key))
+            .await
+            .map_err(unavailable)
+    }
+
+    async fn find_api_key(&self, hash: &str) -> Result<Option<ApiKey>, StoreError> {
+        let raw: Option<String> = self
+            .conn()
+            .get(self.api_key_key(hash))
+            .await
+            .map_err(unavailable)?;
+        raw.map(|r| from_json("api key", &r)).transpose()
+    }
+
+    async fn list_api_keys(&self, bot: &BotId) -> Result<Vec<ApiKey>, StoreError> {
+        let mut conn = self.conn();
+        let hashes: Vec<String> = conn
+            .hvals(self.bot_key(bot, "keys"))
+            .await
+            .map_err(unavailable)?;
+        let mut keys = Vec::with_capacity(hashes.len());
+        for h in hashes {
+            if let Some(k) = self.find_api_key(&h).await? {
+                keys.push(k);
+            }
+        }
+        keys.sort_by_key(|k| k.created_at);
+        Ok(keys)
+    }
+
+    async fn delete_api_key(&self, bot: &BotId, id: &str) -> Result<bool, StoreError> {
+        let mut conn = self.conn();
+        let index = self.bot_key(bot, "keys");
+        let hash: Option<String> = conn.hget(&index, id).await.map_err(unavailable)?;
+        let Some(hash) = hash else { return Ok(false) };
+        conn.del::<_, ()>(self.api_key_key(&hash))
+            .await
+            .map_err(unavailable)?;
+        conn.hdel::<_, _, ()>(&index, id).await.map_err(unavailable)?;
+        Ok(true)
+    }
+
+    async fn put_integration(&self, integration: &Integration) -> Result<(), StoreError> {
+        self.conn()
+            .hset::<_, _, _, ()>(
+                self.bot_key(&integration.bot, "ints"),
+                integration.name.as_str(),
+                to_json(integration),
+            )
+            .await
+            .map_err(unavailable)
+    }
+
+    async fn get_integration(
+        &self,
+        bot: &BotId,
+        name: &IntegrationName,
+    ) -> Result<Option<Integration>, StoreError> {
+        let raw: Option<String> = self
+            .conn()
+            .hget(self.bot_key(bot, "ints"), name.as_str())
+            .await
+            .map_err(unavailable)?;
+        raw.map(|r| from_json("integration", &r)).transpose()
+    }
+
+    async fn delete_integration(
+        &self,
+        bot: &BotId,
+        name: &IntegrationName,
+    ) -> Result<bool, StoreError> {
+        let n: u32 = self
+            .conn()
+            .hdel(self.bot_key(bot, "ints"), name.as_str())
+            .await
+            .map_err(unavailable)?;
+        Ok(n > 0)
+    }
+
+    async fn create_session(&self, new: NewSession<'_>) -> Result<CreateOutcome, StoreError> {
+        let session = new.session;
+        let spec = &session.spec;
+        let p = spec.id.partition();
+        let (idem_key, idem_value, idem_ttl) = match new.idempotency {
+            Some(i) => (
+                format!(
+                    "{}:i:{}:{}",
+                    self.part(p),
+                    spec.bot,
+                    crate::crypto::sha256_hex(i.key.as_bytes())
+                ),
+                format!("{} {}", spec.id, i.fingerprint),
+                ms(i.ttl),
+            ),
+            // An unused key in the same slot keeps the key list uniform.
+            None => (format!("{}:i:-", self.part(p)), String::new(), 0),
+        };
+        let reply: Vec<String> = self
+            .create
+            .key(self.session_key(spec.id))
+            .key(self.deadlines_key(p))
+            .key(&idem_key)
+            .key(self.grant_key(&spec.bot, &spec.integration, &spec.subject))
+            .arg(to_json(spec))
+            .arg(session.status.as_str())
+            .arg(unix_ms(session.updated_at))
+            .arg(unix_ms(spec.expires_at))
+            .arg(ms(record_ttl(session, session.updated_at, new.retention)))
+            .arg(spec.id.to_string())
+            .arg(if new.idempotency.is_some() { "1" } else { "0" })
+            .arg(idem_value)
+            .arg(idem_ttl)
+            .arg(new.unless_authorized_by.unwrap_or(""))
+            .invoke_async(&mut self.conn())
+            .await
+            .map_err(unavailable)?;
+        match reply.as_slice() {
+            [tag] if tag == "created" => Ok(CreateOutcome::Created),
+            [tag, prior] if tag == "replayed" => {
+                let (id, fingerprint) = prior
+                    .split_once(' ')
+                    .ok_or_else(|| corrupt("idempotency record", prior))?;
+                Ok(CreateOutcome::Replayed {
+                    id: SessionId::parse(id).map_err(|e| corrupt("idempotency record", e))?,
+                    fingerprint: fingerprint.to_owned(),
+                })
+            }
+            [tag, grant] if tag == "authorized" => Ok(CreateOutcome::AlreadyAuthorized(
+                Box::new(from_json("grant", grant)?),
+            )),
+            other => Err(corrupt("create reply", format!("{other:?}"))),
+        }
+    }
+
+    async fn get_session(&self, id: SessionId) -> Result<Option<Session>, StoreError> {
+        let (d, st, err, up): (Option<String>, Option<String>, Option<String>, Option<i64>) =
+            redis::cmd("HMGET")
+                .arg(self.session_key(id))
+                .arg(&["d", "st", "err", "up"])
+                .query_async(&mut self.conn())
+                .await
+                .map_err(unavailable)?;
+        let (Some(d), Some(st), Some(up)) = (d, st, up) else {
+            return Ok(None);
+        };
+        let spec: SessionSpec = from_json("session", &d)?;
+        let status = Status::parse(&st).ok_or_else(|| corrupt("session status", &st))?;
+        let error: Option<SessionError> = match err.as_deref() {
+            None | Some("") => None,
+            Some(e) => Some(from_json("session error", e)?),
+        };
+        Ok(Some(Session {
+            spec,
+            status,
+            error,
+            updated_at: from_unix_ms(up),
+        }))
+    }
+
+    async fn transition(&self, t: Transition<'_>) -> Result<Session, TransitionError> {
+        let p = t.id.partition();
+        let sources: String = Status::sources_of(t.to)
+            .iter()
+            .fold(",".to_owned(), |acc, s| acc + s.as_str() + ",");
+        let (side_kind, side_key, side_value, side_a, side_b) = match t.write {
+            SideWrite::None => ("", self.session_key(t.id), String::new(), String::new(), String::new()),
+            SideWrite::Attempt(a, until) => (
+                "attempt",
+                self.attempt_key(t.id, &a.id),
+                to_json(a),
+                ms((until - t.now).try_into().unwrap_or(Duration::ZERO)).to_string(),
+                String::new(),
+            ),
+            SideWrite::Grant(g) => (
+                "grant",
+                self.grant_key(&g.bot, &g.integration, &g.subject),
+                to_json(g),
+                to_json(&g.status).trim_matches('"').to_owned(),
+                g.provider_config.clone(),
+            ),
+        };
+        let reply: Vec<String> = self
+            .transition
+            .key(self.session_key(t.id))
+            .key(self.outbox_key(p))
+            .key(self.deadlines_key(p))
+            .key(side_key)
+            .arg(sources)
+            .arg(t.to.as_str())
+            .arg(t.error.map(to_json).unwrap_or_default())
+            .arg(unix_ms(t.now))
+            .arg(t.event.map(to_json).unwrap_or_default())
+            .arg(side_kind)
+            .arg(side_value)
+            .arg(side_a)
+            .arg(side_b)
+            .arg(self.channel())
+            .arg(t.id.to_string())
+            .invoke_async(&mut self.conn())
+            .await
+            .map_err(unavailable)?;
+        match reply.first().map(String::as_str) {
+            Some("ok") => self
+                .get_session(t.id)
+                .await?
+                .ok_or(TransitionError::NotFound),
+            Some("missing") => Err(TransitionError::NotFound),
+            Some("expired") => Err(TransitionError::Expired),
+            Some("conflict") => {
+                let st = reply.get(1).and_then(|s| Status::parse(s));
+                Err(st.map(TransitionError::Conflict).unwrap_or_else(|| {
+                    StoreError::Corrupt(format!("transition reply {reply:?}")).into()
+                }))
+            }
+            _ => Err(StoreError::Corrupt(format!("transition reply {reply:?}")).into()),
+        }
+    }
+
+    async fn take_attempt(
+        &self,
+        session: SessionId,
+        attempt: &str,
+    ) -> Result<Option<Attempt>, StoreError> {
+        let raw: Option<String> = self
+            .conn()
+            .get_del(self.attempt_key(session, attempt))
+            .await
+            .map_err(unavailable)?;
+        raw.map(|r| from_json("attempt", &r)).transpose()
+    }
+
+    async fn get_grant(
+        &self,
+        bot: &BotId,
+        integration: &IntegrationName,
+        subject: &Subject,
+    ) -> Result<Option<Grant>, StoreError> {
+        let raw: Option<String> = self
+            .conn()
+            .hget(self.grant_key(bot, integration, subject), "j")
+            .await
+            .map_err(unavailable)?;
+        raw.map(|r| from_json("grant", &r)).transpose()
+    }
+
+    async fn outbox(&self, partition: Partition, limit: usize) -> Result<Vec<Event>, StoreError> {
+        let entries: Vec<(String, Vec<(String, String)>)> = redis::cmd("XRANGE")
+            .arg(self.outbox_key(partition))
+            .arg("-")
+            .arg("+")
+            .arg("COUNT")
+            .arg(limit)
+            .query_async(&mut self.conn())
+            .await
+            .map_err(unavailable)?;
+        entries
+            .into_iter()
+            .flat_map(|(_, fields)| fields)
+            .filter(|(k, _)| k == "e")
+            .map(|(_, v)| from_json("event", &v))
+            .collect()
+    }
+
+    fn listen(&self, id: SessionId) -> Listener {
+        self.hub.listen(id)
+    }
+}
+
