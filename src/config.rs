@@ -227,7 +227,10 @@ impl Settings {
         let operator = p.check("keys.operator_key_sha256", operator_hash(&self.keys));
         let s = &self.sessions;
         if !(60..=86_400).contains(&s.default_ttl_seconds) {
-            p.add("sessions.default_ttl_seconds", "must be between 60 and 86400");
+            p.add(
+                "sessions.default_ttl_seconds",
+                "must be between 60 and 86400",
+            );
         }
         if s.max_wait_seconds == 0 || s.max_wait_seconds > 300 {
             p.add("sessions.max_wait_seconds", "must be between 1 and 300");
@@ -376,7 +379,9 @@ pub fn secure_or_loopback(url: &Url) -> bool {
 fn endpoint(name: &str, s: &str) -> Result<Url, String> {
     let url = Url::parse(s).map_err(|e| format!("{name}: {e}"))?;
     if !secure_or_loopback(&url) {
-        return Err(format!("{name}: must be https (http only for loopback hosts)"));
+        return Err(format!(
+            "{name}: must be https (http only for loopback hosts)"
+        ));
     }
     if !url.username().is_empty() || url.password().is_some() {
         return Err(format!("{name}: must not contain credentials"));
@@ -466,7 +471,10 @@ fn read_secret(inline: &Option<String>, file: &Option<PathBuf>) -> Result<Secret
     }
 }
 
-fn app_config(a: &AppSettings, kind: crate::domain::bot::ProviderKind) -> Result<AppConfig, String> {
+fn app_config(
+    a: &AppSettings,
+    kind: crate::domain::bot::ProviderKind,
+) -> Result<AppConfig, String> {
     use crate::domain::bot::ProviderKind;
     if a.client_id.is_empty() {
         return Err("client_id is required".into());
@@ -482,7 +490,9 @@ fn app_config(a: &AppSettings, kind: crate::domain::bot::ProviderKind) -> Result
         ProviderKind::Salesforce => {
             let host = endpoint(
                 "login_host",
-                a.login_host.as_deref().unwrap_or("https://login.salesforce.com"),
+                a.login_host
+                    .as_deref()
+                    .unwrap_or("https://login.salesforce.com"),
             )?;
             let at = |path: &str| host.join(path).map_err(|e| e.to_string());
             Ok(AppConfig {
@@ -492,9 +502,10 @@ fn app_config(a: &AppSettings, kind: crate::domain::bot::ProviderKind) -> Result
                 token_url: at("/services/oauth2/token")?,
                 userinfo_url: Some(at("/services/oauth2/userinfo")?),
                 revoke_url: Some(at("/services/oauth2/revoke")?),
-                scopes: a.scopes.clone().unwrap_or_else(|| {
-                    SALESFORCE_DEFAULT_SCOPES.map(String::from).to_vec()
-                }),
+                scopes: a
+                    .scopes
+                    .clone()
+                    .unwrap_or_else(|| SALESFORCE_DEFAULT_SCOPES.map(String::from).to_vec()),
                 client_auth_in_body,
             })
         }
@@ -577,8 +588,17 @@ mod tests {
         };
         let problems = s.validate().unwrap_err();
         let names: Vec<&str> = problems.iter().map(|p| p.setting.as_str()).collect();
-        for expected in ["public_url", "listen", "keys.signing", "keys.encryption", "keys.operator_key_sha256"] {
-            assert!(names.contains(&expected), "{expected} missing from {names:?}");
+        for expected in [
+            "public_url",
+            "listen",
+            "keys.signing",
+            "keys.encryption",
+            "keys.operator_key_sha256",
+        ] {
+            assert!(
+                names.contains(&expected),
+                "{expected} missing from {names:?}"
+            );
         }
     }
 
@@ -599,7 +619,10 @@ mod tests {
             ..AppSettings::default()
         };
         let c = app_config(&a, crate::domain::bot::ProviderKind::Salesforce).unwrap();
-        assert_eq!(c.token_url.as_str(), "https://login.salesforce.com/services/oauth2/token");
+        assert_eq!(
+            c.token_url.as_str(),
+            "https://login.salesforce.com/services/oauth2/token"
+        );
         assert!(c.scopes.contains(&"refresh_token".to_string()));
         let insecure = AppSettings {
             login_host: Some("http://login.example.com".into()),

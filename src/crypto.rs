@@ -266,8 +266,14 @@ pub(crate) mod tests {
             KeyEntry::parse("k1", "c2hvcnQ=").unwrap_err(),
             KeyError::BadKey("k1".into())
         );
-        assert!(matches!(KeyEntry::parse("a.b", &KeyEntry::generate().1), Err(KeyError::BadId(_))));
-        assert!(matches!(SigningKeys::new(keys(&["a", "a"])), Err(KeyError::Duplicate(_))));
+        assert!(matches!(
+            KeyEntry::parse("a.b", &KeyEntry::generate().1),
+            Err(KeyError::BadId(_))
+        ));
+        assert!(matches!(
+            SigningKeys::new(keys(&["a", "a"])),
+            Err(KeyError::Duplicate(_))
+        ));
     }
 
     #[test]

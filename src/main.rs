@@ -11,7 +11,11 @@ use authlink::startup::Application;
 use authlink::telemetry;
 
 #[derive(Parser)]
-#[command(name = "authlink", version, about = "OAuth authorization links for chatbots and AI agents")]
+#[command(
+    name = "authlink",
+    version,
+    about = "OAuth authorization links for chatbots and AI agents"
+)]
 struct Cli {
     /// TOML configuration file.
     #[arg(long, short, global = true, env = "AUTHLINK_CONFIG")]
@@ -49,7 +53,10 @@ fn main() -> ExitCode {
 }
 
 fn report(problems: &[authlink::config::Problem]) {
-    eprintln!("authlink: the configuration has {} problem(s):", problems.len());
+    eprintln!(
+        "authlink: the configuration has {} problem(s):",
+        problems.len()
+    );
     for p in problems {
         eprintln!("  - {p}");
     }
@@ -65,7 +72,8 @@ fn check_config(file: Option<PathBuf>) -> ExitCode {
                 config.listen,
                 match config.store {
                     authlink::config::StoreConfig::Memory => "memory (embedded)".to_string(),
-                    authlink::config::StoreConfig::Redis { prefix, .. } => format!("redis (prefix {prefix})"),
+                    authlink::config::StoreConfig::Redis { prefix, .. } =>
+                        format!("redis (prefix {prefix})"),
                 }
             );
             ExitCode::SUCCESS

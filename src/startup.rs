@@ -11,9 +11,9 @@ use tokio::net::TcpListener;
 use crate::config::{Config, StoreConfig};
 use crate::oauth::http_client;
 use crate::routes::{AppState, router};
+use crate::store::Store;
 use crate::store::memory::MemoryStore;
 use crate::store::redis::RedisStore;
-use crate::store::Store;
 
 pub struct Application {
     listener: TcpListener,
@@ -27,7 +27,8 @@ impl Application {
         let store: Arc<dyn Store> = match &config.store {
             StoreConfig::Memory => Arc::new(MemoryStore::new()),
             StoreConfig::Redis { url, prefix } => Arc::new(
-                RedisStore::connect(url, prefix).context("store.redis_url: cannot use this Redis URL")?,
+                RedisStore::connect(url, prefix)
+                    .context("store.redis_url: cannot use this Redis URL")?,
             ),
         };
         Self::with_store(config, store).await
@@ -38,12 +39,17 @@ impl Application {
         let listener = TcpListener::bind(config.listen)
             .await
             .with_context(|| format!("listen: cannot bind {}", config.listen))?;
+        Ok(Self::with_listener(config, store, listener))
+    }
+
+    /// With a listener bound elsewhere (tests bind port 0 first, to know `public_url`).
+    pub fn with_listener(config: Config, store: Arc<dyn Store>, listener: TcpListener) -> Self {
         let state = AppState {
             http: http_client(config.provider_timeout),
             config: Arc::new(config),
             store,
         };
-        Ok(Self { listener, state })
+        Self { listener, state }
     }
 
     pub fn local_addr(&self) -> SocketAddr {
@@ -57,7 +63,10 @@ impl Application {
     }
 
     /// Serve until `shutdown` completes, then finish in-flight requests.
-    pub async fn run_until_stopped(self, shutdown: impl Future<Output = ()> + Send + 'static) -> anyhow::Result<()> {
+    pub async fn run_until_stopped(
+        self,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> anyhow::Result<()> {
         let app = router(self.state);
         axum::serve(self.listener, app)
             .with_graceful_shutdown(shutdown)

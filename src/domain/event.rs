@@ -27,7 +27,11 @@ pub struct Event {
 
 impl Event {
     /// The event for `session` having just reached its (final) status.
-    pub fn for_session(session: &Session, identity: Option<&Identity>, now: OffsetDateTime) -> Self {
+    pub fn for_session(
+        session: &Session,
+        identity: Option<&Identity>,
+        now: OffsetDateTime,
+    ) -> Self {
         let spec = &session.spec;
         let kind = match session.status {
             Status::Completed => "auth_session.completed",

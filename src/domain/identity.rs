@@ -7,7 +7,9 @@ use super::session::ExpectedIdentity;
 pub fn matches(expected: &ExpectedIdentity, actual: &Identity) -> bool {
     let ci = |want: &Option<String>, got: &Option<String>| match want {
         None => true,
-        Some(w) => got.as_deref().is_some_and(|g| g.eq_ignore_ascii_case(w.trim())),
+        Some(w) => got
+            .as_deref()
+            .is_some_and(|g| g.eq_ignore_ascii_case(w.trim())),
     };
     let exact = |want: &Option<String>, got: &Option<String>| match want {
         None => true,
@@ -36,9 +38,18 @@ mod tests {
             user_id: user_id.map(Into::into),
         };
         assert!(matches(&want(Some("ada@example.COM"), None), &actual));
-        assert!(matches(&want(Some("ada@example.com"), Some("005A")), &actual));
-        assert!(!matches(&want(Some("ada@example.com"), Some("005a")), &actual));
+        assert!(matches(
+            &want(Some("ada@example.com"), Some("005A")),
+            &actual
+        ));
+        assert!(!matches(
+            &want(Some("ada@example.com"), Some("005a")),
+            &actual
+        ));
         assert!(!matches(&want(Some("eve@example.com"), None), &actual));
-        assert!(!matches(&want(Some("ada@example.com"), None), &Identity::default()));
+        assert!(!matches(
+            &want(Some("ada@example.com"), None),
+            &Identity::default()
+        ));
     }
 }

@@ -194,7 +194,11 @@ impl SessionId {
             what: "session id",
             reason: "is not a valid auth session id",
         };
-        if s.len() != 34 || !s.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b)) {
+        if s.len() != 34
+            || !s
+                .bytes()
+                .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+        {
             return Err(BAD);
         }
         let p = u8::from_str_radix(&s[..2], 16).map_err(|_| BAD)?;

@@ -26,12 +26,17 @@ pub fn encode(keys: &SigningKeys, id: SessionId, expires_at: OffsetDateTime) -> 
 }
 
 /// Verify a link token; returns the session it opens.
-pub fn decode(keys: &SigningKeys, token: &str, now: OffsetDateTime) -> Result<SessionId, LinkError> {
+pub fn decode(
+    keys: &SigningKeys,
+    token: &str,
+    now: OffsetDateTime,
+) -> Result<SessionId, LinkError> {
     if token.len() > 128 {
         return Err(LinkError::Invalid);
     }
     let mut parts = token.split('.');
-    let (Some(kid), Some(p), Some(t), None) = (parts.next(), parts.next(), parts.next(), parts.next())
+    let (Some(kid), Some(p), Some(t), None) =
+        (parts.next(), parts.next(), parts.next(), parts.next())
     else {
         return Err(LinkError::Invalid);
     };
@@ -91,7 +96,11 @@ mod tests {
             bytes[i] = if bytes[i] == b'A' { b'B' } else { b'A' };
             let tampered = String::from_utf8(bytes).unwrap();
             if tampered != link {
-                assert_eq!(decode(&keys, &tampered, now), Err(LinkError::Invalid), "at {i}");
+                assert_eq!(
+                    decode(&keys, &tampered, now),
+                    Err(LinkError::Invalid),
+                    "at {i}"
+                );
             }
         }
         let other = SigningKeys::new(crate::crypto::tests::keys(&["k1"])).unwrap();

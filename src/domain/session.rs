@@ -180,7 +180,15 @@ mod tests {
     #[test]
     fn final_statuses_never_change() {
         for from in [Completed, Failed, Expired, Cancelled] {
-            for to in [Pending, InProgress, AwaitingCode, Completed, Failed, Expired, Cancelled] {
+            for to in [
+                Pending,
+                InProgress,
+                AwaitingCode,
+                Completed,
+                Failed,
+                Expired,
+                Cancelled,
+            ] {
                 assert!(!from.can_become(to), "{from:?} -> {to:?}");
             }
         }
@@ -193,12 +201,23 @@ mod tests {
         assert!(InProgress.can_become(Completed));
         assert!(InProgress.can_become(AwaitingCode));
         assert!(AwaitingCode.can_become(Completed));
-        assert!(!Pending.can_become(Completed), "no completion without an attempt");
+        assert!(
+            !Pending.can_become(Completed),
+            "no completion without an attempt"
+        );
     }
 
     #[test]
     fn status_names_round_trip() {
-        for s in [Pending, InProgress, AwaitingCode, Completed, Failed, Expired, Cancelled] {
+        for s in [
+            Pending,
+            InProgress,
+            AwaitingCode,
+            Completed,
+            Failed,
+            Expired,
+            Cancelled,
+        ] {
             assert_eq!(Status::parse(s.as_str()), Some(s));
             assert_eq!(serde_json::to_value(s).unwrap(), s.as_str());
         }

@@ -37,7 +37,14 @@ pub enum StateError {
 }
 
 impl StateClaims {
-    pub fn new(sub: SessionId, att: String, cfg: String, bnd: String, now: OffsetDateTime, exp: OffsetDateTime) -> Self {
+    pub fn new(
+        sub: SessionId,
+        att: String,
+        cfg: String,
+        bnd: String,
+        now: OffsetDateTime,
+        exp: OffsetDateTime,
+    ) -> Self {
         Self {
             iss: ISSUER.into(),
             aud: AUDIENCE.into(),
@@ -57,7 +64,11 @@ impl StateClaims {
         jsonwebtoken::encode(&header, self, &key).expect("HS256 over plain claims cannot fail")
     }
 
-    pub fn decode(keys: &SigningKeys, token: &str, now: OffsetDateTime) -> Result<Self, StateError> {
+    pub fn decode(
+        keys: &SigningKeys,
+        token: &str,
+        now: OffsetDateTime,
+    ) -> Result<Self, StateError> {
         if token.len() > 2048 {
             return Err(StateError::Invalid);
         }
@@ -93,7 +104,14 @@ mod tests {
 
     fn claims(now: OffsetDateTime) -> StateClaims {
         let id = SessionId::new(Partition::all().next().unwrap());
-        StateClaims::new(id, "att".into(), "salesforce".into(), "bnd".into(), now, now + Duration::minutes(10))
+        StateClaims::new(
+            id,
+            "att".into(),
+            "salesforce".into(),
+            "bnd".into(),
+            now,
+            now + Duration::minutes(10),
+        )
     }
 
     #[test]
@@ -105,7 +123,10 @@ mod tests {
         let c = claims(now);
         let token = c.encode(&old);
         assert_eq!(StateClaims::decode(&both, &token, now), Ok(c));
-        assert_eq!(StateClaims::decode(&both, &token, now + Duration::minutes(11)), Err(StateError::Expired));
+        assert_eq!(
+            StateClaims::decode(&both, &token, now + Duration::minutes(11)),
+            Err(StateError::Expired)
+        );
     }
 
     #[test]
@@ -114,10 +135,25 @@ mod tests {
         let mine = SigningKeys::new(keys(&["k"])).unwrap();
         let theirs = SigningKeys::new(keys(&["k"])).unwrap();
         let token = claims(now).encode(&theirs);
-        assert_eq!(StateClaims::decode(&mine, &token, now), Err(StateError::Invalid));
-        assert_eq!(StateClaims::decode(&mine, "garbage", now), Err(StateError::Invalid));
-        let mut parts: Vec<String> = claims(now).encode(&mine).split('.').map(String::from).collect();
-        parts[1] = crate::crypto::b64url(br#"{"iss":"authlink","aud":"authlink/state","sub":"x","exp":9999999999}"#);
-        assert_eq!(StateClaims::decode(&mine, &parts.join("."), now), Err(StateError::Invalid));
+        assert_eq!(
+            StateClaims::decode(&mine, &token, now),
+            Err(StateError::Invalid)
+        );
+        assert_eq!(
+            StateClaims::decode(&mine, "garbage", now),
+            Err(StateError::Invalid)
+        );
+        let mut parts: Vec<String> = claims(now)
+            .encode(&mine)
+            .split('.')
+            .map(String::from)
+            .collect();
+        parts[1] = crate::crypto::b64url(
+            br#"{"iss":"authlink","aud":"authlink/state","sub":"x","exp":9999999999}"#,
+        );
+        assert_eq!(
+            StateClaims::decode(&mine, &parts.join("."), now),
+            Err(StateError::Invalid)
+        );
     }
 }

@@ -54,6 +54,47 @@ type OAuthClient = Client<
     EndpointSet,
 >;
 
+/// Why a provider call got no usable answer. 5xx and 429 are turned into errors here, before
+/// the oauth2 crate would parse an error body, so that "the provider is down" is never mistaken
+/// for "the provider rejected the grant".
+#[derive(Debug, thiserror::Error)]
+pub enum ProviderHttpError {
+    #[error("request failed: {0}")]
+    Transport(String),
+    #[error("provider answered HTTP {0}")]
+    Status(u16),
+}
+
+/// One HTTP exchange for the oauth2 crate, through our no-redirect client.
+async fn send(
+    http: reqwest::Client,
+    request: oauth2::HttpRequest,
+) -> Result<oauth2::HttpResponse, ProviderHttpError> {
+    let (parts, body) = request.into_parts();
+    let response = http
+        .request(parts.method, parts.uri.to_string())
+        .headers(parts.headers)
+        .body(body)
+        .send()
+        .await
+        .map_err(|e| ProviderHttpError::Transport(e.without_url().to_string()))?;
+    let status = response.status();
+    if status.is_server_error() || status == reqwest::StatusCode::TOO_MANY_REQUESTS {
+        return Err(ProviderHttpError::Status(status.as_u16()));
+    }
+    let mut builder = axum::http::Response::builder().status(status.as_u16());
+    for (k, v) in response.headers() {
+        builder = builder.header(k, v);
+    }
+    let bytes = response
+        .bytes()
+        .await
+        .map_err(|e| ProviderHttpError::Transport(e.without_url().to_string()))?;
+    builder
+        .body(bytes.to_vec())
+        .map_err(|e| ProviderHttpError::Transport(e.to_string()))
+}
+
 /// The HTTP client for provider calls: no redirects, bounded time.
 pub fn http_client(timeout: Duration) -> reqwest::Client {
     reqwest::Client::builder()
@@ -175,7 +216,7 @@ impl Provider {
             .client()
             .exchange_code(AuthorizationCode::new(code))
             .set_pkce_verifier(PkceCodeVerifier::new(verifier.expose_secret().to_owned()))
-            .request_async(http)
+            .request_async(&|req| send(http.clone(), req))
             .await
             .map_err(classify)?;
         let mut set = TokenSet::from_response(&response, now);
@@ -257,8 +298,11 @@ pub enum ExchangeError {
     Untrusted(String),
 }
 
-fn classify(
-    e: RequestTokenError<oauth2::HttpClientError<reqwest::Error>, BasicErrorResponse>,
+fn classify<RE: std::error::Error + 'static>(
+    e: RequestTokenError<
+        RE,
+        oauth2::StandardErrorResponse<impl oauth2::ErrorResponseType + std::fmt::Display>,
+    >,
 ) -> ExchangeError {
     match e {
         RequestTokenError::ServerResponse(r) => ExchangeError::Rejected {
@@ -311,10 +355,14 @@ pub(crate) async fn get_json<T: serde::de::DeserializeOwned>(
         .map_err(|e| ExchangeError::Unavailable(e.without_url().to_string()))?;
     let status = resp.status();
     if status.is_server_error() {
-        return Err(ExchangeError::Unavailable(format!("identity call answered {status}")));
+        return Err(ExchangeError::Unavailable(format!(
+            "identity call answered {status}"
+        )));
     }
     if !status.is_success() {
-        return Err(ExchangeError::Untrusted(format!("identity call answered {status}")));
+        return Err(ExchangeError::Untrusted(format!(
+            "identity call answered {status}"
+        )));
     }
     resp.json()
         .await
@@ -323,30 +371,68 @@ pub(crate) async fn get_json<T: serde::de::DeserializeOwned>(
 
 impl Provider {
     /// Revoke a token at the provider (RFC 7009; Salesforce's revoke endpoint). `Ok(false)` when
-    /// the app has no revocation endpoint.
+    /// the app has no revocation endpoint. A token the provider no longer knows counts as revoked
+    /// (RFC 7009 answers 200; Salesforce answers 400 `invalid_token`).
+    ///
+    /// Written against reqwest directly: the oauth2 crate insists on https revocation URLs, which
+    /// would make revocation silently impossible against a provider on loopback.
     pub async fn revoke(
         &self,
         http: &reqwest::Client,
         token: &SecretString,
         is_refresh: bool,
     ) -> Result<bool, ExchangeError> {
-        let client = self.client();
-        let token = token.expose_secret().to_owned();
-        let revocable = if is_refresh {
-            StandardRevocableToken::RefreshToken(oauth2::RefreshToken::new(token))
-        } else {
-            StandardRevocableToken::AccessToken(oauth2::AccessToken::new(token))
-        };
-        let Ok(req) = client.revoke_token(revocable) else {
+        let Some(url) = &self.app.revoke_url else {
             return Ok(false);
         };
-        req.request_async(http).await.map_err(|e| match e {
-            RequestTokenError::ServerResponse(r) => ExchangeError::Rejected {
-                error: r.error().to_string(),
-                description: r.error_description().cloned(),
-            },
-            other => ExchangeError::Unavailable(other.to_string()),
-        })?;
-        Ok(true)
+        let hint = if is_refresh {
+            "refresh_token"
+        } else {
+            "access_token"
+        };
+        let mut form = vec![("token", token.expose_secret()), ("token_type_hint", hint)];
+        let secret = self.app.client_secret.expose_secret();
+        let mut req = http.post(url.clone());
+        if self.app.client_auth_in_body {
+            form.push(("client_id", &self.app.client_id));
+            form.push(("client_secret", secret));
+        } else {
+            req = req.basic_auth(form_encode(&self.app.client_id), Some(form_encode(secret)));
+        }
+        let response = req
+            .form(&form)
+            .send()
+            .await
+            .map_err(|e| ExchangeError::Unavailable(e.without_url().to_string()))?;
+        let status = response.status();
+        if status.is_success() {
+            return Ok(true);
+        }
+        if status.is_server_error() || status == reqwest::StatusCode::TOO_MANY_REQUESTS {
+            return Err(ExchangeError::Unavailable(format!(
+                "revocation answered {status}"
+            )));
+        }
+        #[derive(Deserialize)]
+        struct OAuthError {
+            error: String,
+            error_description: Option<String>,
+        }
+        match response.json::<OAuthError>().await {
+            Ok(e) if e.error == "invalid_token" => Ok(true),
+            Ok(e) => Err(ExchangeError::Rejected {
+                error: e.error,
+                description: e.error_description,
+            }),
+            Err(_) => Err(ExchangeError::Rejected {
+                error: format!("http_{}", status.as_u16()),
+                description: None,
+            }),
+        }
     }
+}
+
+/// RFC 6749 §2.3.1: client id and secret are form-urlencoded before HTTP Basic.
+fn form_encode(s: &str) -> String {
+    url::form_urlencoded::byte_serialize(s.as_bytes()).collect()
 }

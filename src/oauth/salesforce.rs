@@ -17,12 +17,8 @@ pub const PRODUCTION: &str = "https://login.salesforce.com";
 pub const SANDBOX: &str = "https://test.salesforce.com";
 
 /// Domains Salesforce serves orgs, sites and login from.
-const SALESFORCE_SUFFIXES: [&str; 4] = [
-    "salesforce.com",
-    "force.com",
-    "site.com",
-    "cloudforce.com",
-];
+const SALESFORCE_SUFFIXES: [&str; 4] =
+    ["salesforce.com", "force.com", "site.com", "cloudforce.com"];
 
 /// Point the app's endpoints at another login host (sandbox, My Domain).
 pub fn with_host(app: &mut AppConfig, host: &Url) {
@@ -41,9 +37,9 @@ pub fn with_host(app: &mut AppConfig, host: &Url) {
 /// Is `host` a Salesforce My Domain host (`<name>.my.salesforce.com`, sandbox variants included)?
 pub fn is_my_domain(url: &Url) -> bool {
     url.scheme() == "https"
-        && url
-            .host_str()
-            .is_some_and(|h| h.ends_with(".my.salesforce.com") && h.len() > ".my.salesforce.com".len())
+        && url.host_str().is_some_and(|h| {
+            h.ends_with(".my.salesforce.com") && h.len() > ".my.salesforce.com".len()
+        })
 }
 
 /// May we send a bearer token to `url`? Salesforce's own domains over https, or the configured
@@ -191,8 +187,15 @@ mod tests {
 
     #[test]
     fn my_domain_hosts_are_recognised() {
-        assert!(is_my_domain(&Url::parse("https://acme.my.salesforce.com").unwrap()));
-        assert!(!is_my_domain(&Url::parse("https://acme.example.com").unwrap()));
-        assert!(!is_my_domain(&Url::parse("https://.my.salesforce.com").unwrap_or_else(|_| Url::parse("https://my.salesforce.com").unwrap())));
+        assert!(is_my_domain(
+            &Url::parse("https://acme.my.salesforce.com").unwrap()
+        ));
+        assert!(!is_my_domain(
+            &Url::parse("https://acme.example.com").unwrap()
+        ));
+        assert!(!is_my_domain(
+            &Url::parse("https://.my.salesforce.com")
+                .unwrap_or_else(|_| Url::parse("https://my.salesforce.com").unwrap())
+        ));
     }
 }

@@ -52,10 +52,14 @@ fn check_hosts(field: &str, hosts: &[String]) -> Result<(), ApiError> {
 
 pub fn check_webhook_url(url: &Url) -> Result<(), ApiError> {
     if !matches!(url.scheme(), "http" | "https") || url.host().is_none() {
-        return Err(ApiError::Invalid("webhook_url must be an http(s) URL".into()));
+        return Err(ApiError::Invalid(
+            "webhook_url must be an http(s) URL".into(),
+        ));
     }
     if !url.username().is_empty() || url.password().is_some() {
-        return Err(ApiError::Invalid("webhook_url must not contain credentials".into()));
+        return Err(ApiError::Invalid(
+            "webhook_url must not contain credentials".into(),
+        ));
     }
     Ok(())
 }
@@ -155,7 +159,9 @@ pub async fn create_api_key(
         serde_json::from_slice(&body).map_err(|e| ApiError::Invalid(e.to_string()))?
     };
     if body.name.as_ref().is_some_and(|n| n.len() > 200) {
-        return Err(ApiError::Invalid("name must be at most 200 characters".into()));
+        return Err(ApiError::Invalid(
+            "name must be at most 200 characters".into(),
+        ));
     }
     let secret = format!("alk_{}", random_token::<32>());
     let key = ApiKey {
@@ -199,7 +205,9 @@ pub async fn list_api_keys(
     let id = bot_id(&bot)?;
     caller.admin(&id)?;
     let keys = state.store.list_api_keys(&id).await?;
-    Ok(Json(json!({"keys": keys.iter().map(key_view).collect::<Vec<_>>() })))
+    Ok(Json(
+        json!({"keys": keys.iter().map(key_view).collect::<Vec<_>>() }),
+    ))
 }
 
 pub async fn delete_api_key(
@@ -236,7 +244,10 @@ pub struct IntegrationBody {
 
 pub fn check_scopes(scopes: &[String]) -> Result<(), ApiError> {
     let ok = |s: &String| {
-        !s.is_empty() && s.len() <= 200 && s.bytes().all(|b| b.is_ascii_graphic() && b != b'"' && b != b'\\')
+        !s.is_empty()
+            && s.len() <= 200
+            && s.bytes()
+                .all(|b| b.is_ascii_graphic() && b != b'"' && b != b'\\')
     };
     if scopes.len() > 50 || !scopes.iter().all(ok) {
         return Err(ApiError::Invalid(
@@ -266,7 +277,9 @@ pub async fn put_integration(
     if let Some(ttl) = body.link_ttl_seconds
         && !(60..=86_400).contains(&ttl)
     {
-        return Err(ApiError::Invalid("link_ttl_seconds must be 60-86400".into()));
+        return Err(ApiError::Invalid(
+            "link_ttl_seconds must be 60-86400".into(),
+        ));
     }
     if body.verification == Verification::Code {
         return Err(ApiError::Invalid(
@@ -275,10 +288,13 @@ pub async fn put_integration(
     }
     if let Some(sf) = &body.salesforce {
         if body.provider != ProviderKind::Salesforce {
-            return Err(ApiError::Invalid("salesforce settings need provider salesforce".into()));
+            return Err(ApiError::Invalid(
+                "salesforce settings need provider salesforce".into(),
+            ));
         }
         match (&sf.environment, &sf.host) {
-            (SalesforceEnvironment::MyDomain, Some(h)) if crate::oauth::salesforce::is_my_domain(h) => {}
+            (SalesforceEnvironment::MyDomain, Some(h))
+                if crate::oauth::salesforce::is_my_domain(h) => {}
             (SalesforceEnvironment::MyDomain, _) => {
                 return Err(ApiError::Invalid(
                     "salesforce.host must be https://<name>.my.salesforce.com for my_domain".into(),

@@ -43,38 +43,88 @@ pub async fn callback(
 ) -> Response {
     let browser = Lang::pick(None, &headers);
     let Ok(Query(q)) = query else {
-        return Page::new(StatusCode::BAD_REQUEST, browser, Msg::InvalidTitle, Msg::InvalidBody).into_response();
+        return Page::new(
+            StatusCode::BAD_REQUEST,
+            browser,
+            Msg::InvalidTitle,
+            Msg::InvalidBody,
+        )
+        .into_response();
     };
     let now = clock::now();
     // 1. Signature and expiry, no store access.
-    let claims = match q.state.as_deref().map(|s| StateClaims::decode(&state.config.signing, s, now)) {
+    let claims = match q
+        .state
+        .as_deref()
+        .map(|s| StateClaims::decode(&state.config.signing, s, now))
+    {
         Some(Ok(c)) => c,
         Some(Err(StateError::Expired)) => {
-            return Page::new(StatusCode::GONE, browser, Msg::ExpiredTitle, Msg::ExpiredBody).into_response();
+            return Page::new(
+                StatusCode::GONE,
+                browser,
+                Msg::ExpiredTitle,
+                Msg::ExpiredBody,
+            )
+            .into_response();
         }
         Some(Err(StateError::Invalid)) | None => {
             tracing::warn!("callback with a missing or forged state");
-            return Page::new(StatusCode::BAD_REQUEST, browser, Msg::InvalidTitle, Msg::InvalidBody).into_response();
+            return Page::new(
+                StatusCode::BAD_REQUEST,
+                browser,
+                Msg::InvalidTitle,
+                Msg::InvalidBody,
+            )
+            .into_response();
         }
     };
     // 2. Mix-up defence.
     if claims.cfg != config_id {
         tracing::warn!(session_id = %claims.sub, "state presented on another app's callback");
-        return Page::new(StatusCode::BAD_REQUEST, browser, Msg::InvalidTitle, Msg::InvalidBody).into_response();
+        return Page::new(
+            StatusCode::BAD_REQUEST,
+            browser,
+            Msg::InvalidTitle,
+            Msg::InvalidBody,
+        )
+        .into_response();
     }
     // 3. Browser binding.
     let cookie = read_cookie(&headers, &cookie_name(state.config.is_https(), &claims.att));
     if !cookie.is_some_and(|c| ct_eq(&b64url(&sha256(c.as_bytes())), &claims.bnd)) {
         tracing::warn!(session_id = %claims.sub, "callback without the binding cookie");
-        return Page::new(StatusCode::FORBIDDEN, browser, Msg::BrowserTitle, Msg::BrowserBody).into_response();
+        return Page::new(
+            StatusCode::FORBIDDEN,
+            browser,
+            Msg::BrowserTitle,
+            Msg::BrowserBody,
+        )
+        .into_response();
     }
     let span = tracing::info_span!("callback", session_id = %claims.sub, config = %config_id);
-    finish(&state, claims, q, &headers, now).instrument(span).await
+    finish(&state, claims, q, &headers, now)
+        .instrument(span)
+        .await
 }
 
-async fn finish(state: &AppState, claims: StateClaims, q: CallbackQuery, headers: &HeaderMap, now: OffsetDateTime) -> Response {
+async fn finish(
+    state: &AppState,
+    claims: StateClaims,
+    q: CallbackQuery,
+    headers: &HeaderMap,
+    now: OffsetDateTime,
+) -> Response {
     let browser = Lang::pick(None, headers);
-    let unavailable = || Page::new(StatusCode::SERVICE_UNAVAILABLE, browser, Msg::ErrorTitle, Msg::ErrorBody).into_response();
+    let unavailable = || {
+        Page::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            browser,
+            Msg::ErrorTitle,
+            Msg::ErrorBody,
+        )
+        .into_response()
+    };
     // 4. Single use: exactly one callback gets the attempt.
     let attempt = match state.store.take_attempt(claims.sub, &claims.att).await {
         Ok(Some(a)) => a,
@@ -93,29 +143,80 @@ async fn finish(state: &AppState, claims: StateClaims, q: CallbackQuery, headers
 
     if let Some(error) = q.error.as_deref() {
         let (code, page) = if matches!(error, "access_denied" | "access-denied") {
-            (FailureCode::AccessDenied, Page::new(StatusCode::OK, lang, Msg::DeniedTitle, Msg::DeniedBody))
+            (
+                FailureCode::AccessDenied,
+                Page::new(StatusCode::OK, lang, Msg::DeniedTitle, Msg::DeniedBody),
+            )
         } else {
-            (FailureCode::ProviderError, Page::new(StatusCode::BAD_GATEWAY, lang, Msg::ErrorTitle, Msg::ErrorBody))
+            (
+                FailureCode::ProviderError,
+                Page::new(
+                    StatusCode::BAD_GATEWAY,
+                    lang,
+                    Msg::ErrorTitle,
+                    Msg::ErrorBody,
+                ),
+            )
         };
         let description = q.error_description.as_deref().unwrap_or(error);
         return fail(state, &session, code, &truncate(description), now, page).await;
     }
     let Some(code) = q.code else {
-        let page = Page::new(StatusCode::BAD_GATEWAY, lang, Msg::ErrorTitle, Msg::ErrorBody);
-        return fail(state, &session, FailureCode::ProviderError, "callback without code", now, page).await;
+        let page = Page::new(
+            StatusCode::BAD_GATEWAY,
+            lang,
+            Msg::ErrorTitle,
+            Msg::ErrorBody,
+        );
+        return fail(
+            state,
+            &session,
+            FailureCode::ProviderError,
+            "callback without code",
+            now,
+            page,
+        )
+        .await;
     };
-    let provider = match state.store.get_integration(&session.spec.bot, &session.spec.integration).await {
-        Ok(Some(i)) => Provider::resolve(&state.config, &i).ok().filter(|p| p.config_id == claims.cfg),
+    let provider = match state
+        .store
+        .get_integration(&session.spec.bot, &session.spec.integration)
+        .await
+    {
+        Ok(Some(i)) => Provider::resolve(&state.config, &i)
+            .ok()
+            .filter(|p| p.config_id == claims.cfg),
         Ok(None) => None,
         Err(_) => return unavailable(),
     };
-    let error_page = Page::new(StatusCode::BAD_GATEWAY, lang, Msg::ErrorTitle, Msg::ErrorBody);
+    let error_page = Page::new(
+        StatusCode::BAD_GATEWAY,
+        lang,
+        Msg::ErrorTitle,
+        Msg::ErrorBody,
+    );
     let Some(provider) = provider else {
-        return fail(state, &session, FailureCode::StateInvalid, "the integration changed its app during sign-in", now, error_page).await;
+        return fail(
+            state,
+            &session,
+            FailureCode::StateInvalid,
+            "the integration changed its app during sign-in",
+            now,
+            error_page,
+        )
+        .await;
     };
     let aad = format!("attempt|{}|{}", session.spec.id, attempt.id);
     let Ok(verifier) = state.config.encryption.open(&aad, &attempt.verifier) else {
-        return fail(state, &session, FailureCode::StateInvalid, "attempt record cannot be opened", now, error_page).await;
+        return fail(
+            state,
+            &session,
+            FailureCode::StateInvalid,
+            "attempt record cannot be opened",
+            now,
+            error_page,
+        )
+        .await;
     };
     let verifier = String::from_utf8_lossy(&verifier).into_owned().into();
 
@@ -127,9 +228,19 @@ async fn finish(state: &AppState, claims: StateClaims, q: CallbackQuery, headers
             tracing::warn!(session_id = %session.spec.id, error = %e, "code exchange failed");
             let code = match e {
                 ExchangeError::Rejected { .. } => FailureCode::ExchangeFailed,
-                ExchangeError::Unavailable(_) | ExchangeError::Untrusted(_) => FailureCode::ProviderError,
+                ExchangeError::Unavailable(_) | ExchangeError::Untrusted(_) => {
+                    FailureCode::ProviderError
+                }
             };
-            return fail(state, &session, code, &truncate(&e.to_string()), now, error_page).await;
+            return fail(
+                state,
+                &session,
+                code,
+                &truncate(&e.to_string()),
+                now,
+                error_page,
+            )
+            .await;
         }
     };
     tracing::info!(session_id = %session.spec.id, elapsed_ms = started.elapsed().as_millis() as u64, "code exchanged");
@@ -138,7 +249,15 @@ async fn finish(state: &AppState, claims: StateClaims, q: CallbackQuery, headers
     {
         revoke_all(state, &provider, &set).await;
         tracing::warn!(session_id = %session.spec.id, "signed-in identity does not match the expected one");
-        return fail(state, &session, FailureCode::IdentityMismatch, "the account that signed in is not the expected one", now, error_page).await;
+        return fail(
+            state,
+            &session,
+            FailureCode::IdentityMismatch,
+            "the account that signed in is not the expected one",
+            now,
+            error_page,
+        )
+        .await;
     }
 
     // 6. Grant + status + event, atomically.
@@ -150,14 +269,21 @@ async fn finish(state: &AppState, claims: StateClaims, q: CallbackQuery, headers
         provider_config: provider.config_id.clone(),
         status: GrantStatus::Active,
         identity: set.identity.clone(),
-        scopes: if set.scopes.is_empty() { requested_scopes(&provider, &session) } else { set.scopes.clone() },
+        scopes: if set.scopes.is_empty() {
+            requested_scopes(&provider, &session)
+        } else {
+            set.scopes.clone()
+        },
         instance_url: set.instance_url.clone(),
         access_expires_at: set.access_expires_at,
         created_at: now,
         refreshed_at: None,
         last_error: None,
         generation: 1,
-        sealed_tokens: set.tokens.seal(&state.config.encryption, &Grant::aad(&spec.bot, &spec.integration, &spec.subject)),
+        sealed_tokens: set.tokens.seal(
+            &state.config.encryption,
+            &Grant::aad(&spec.bot, &spec.integration, &spec.subject),
+        ),
     };
     let mut completed = session.clone();
     completed.status = Status::Completed;
@@ -197,7 +323,11 @@ async fn finish(state: &AppState, claims: StateClaims, q: CallbackQuery, headers
 async fn revoke_all(state: &AppState, provider: &Provider, set: &TokenSet) {
     let result = match &set.tokens.refresh_token {
         Some(rt) => provider.revoke(&state.http, rt, true).await,
-        None => provider.revoke(&state.http, &set.tokens.access_token, false).await,
+        None => {
+            provider
+                .revoke(&state.http, &set.tokens.access_token, false)
+                .await
+        }
     };
     if let Err(e) = result {
         tracing::warn!(error = %e, "could not revoke discarded tokens");
@@ -216,8 +346,18 @@ fn truncate(s: &str) -> String {
     s.chars().filter(|c| !c.is_control()).take(300).collect()
 }
 
-async fn fail(state: &AppState, session: &Session, code: FailureCode, description: &str, now: OffsetDateTime, page: Page) -> Response {
-    let error = SessionError { code, description: description.to_owned() };
+async fn fail(
+    state: &AppState,
+    session: &Session,
+    code: FailureCode,
+    description: &str,
+    now: OffsetDateTime,
+    page: Page,
+) -> Response {
+    let error = SessionError {
+        code,
+        description: description.to_owned(),
+    };
     let mut failed = session.clone();
     failed.status = Status::Failed;
     failed.error = Some(error.clone());

@@ -51,11 +51,21 @@ pub fn settled_page(status: Status, lang: Lang) -> Page {
 }
 
 pub fn invalid_page(lang: Lang) -> Page {
-    Page::new(StatusCode::NOT_FOUND, lang, Msg::InvalidTitle, Msg::InvalidBody)
+    Page::new(
+        StatusCode::NOT_FOUND,
+        lang,
+        Msg::InvalidTitle,
+        Msg::InvalidBody,
+    )
 }
 
 fn unavailable_page(lang: Lang) -> Page {
-    Page::new(StatusCode::SERVICE_UNAVAILABLE, lang, Msg::ErrorTitle, Msg::ErrorBody)
+    Page::new(
+        StatusCode::SERVICE_UNAVAILABLE,
+        lang,
+        Msg::ErrorTitle,
+        Msg::ErrorBody,
+    )
 }
 
 /// Verify the link (before any store access), then load its live session.
@@ -65,7 +75,12 @@ async fn open(state: &AppState, token: &str, headers: &HeaderMap) -> Result<Sess
     let id = match link::decode(&state.config.signing, token, now) {
         Ok(id) => id,
         Err(LinkError::Expired) => {
-            return Err(Page::new(StatusCode::GONE, browser, Msg::ExpiredTitle, Msg::ExpiredBody));
+            return Err(Page::new(
+                StatusCode::GONE,
+                browser,
+                Msg::ExpiredTitle,
+                Msg::ExpiredBody,
+            ));
         }
         Err(LinkError::Invalid) => return Err(invalid_page(browser)),
     };
@@ -131,7 +146,8 @@ pub async fn start(
     };
     // The integration must still use the app the session was created for.
     let Some(provider) = provider.filter(|p| p.config_id == spec.provider_config) else {
-        return Page::new(StatusCode::CONFLICT, lang, Msg::ErrorTitle, Msg::ErrorBody).into_response();
+        return Page::new(StatusCode::CONFLICT, lang, Msg::ErrorTitle, Msg::ErrorBody)
+            .into_response();
     };
 
     let now = clock::now();
@@ -174,7 +190,9 @@ pub async fn start(
     match result {
         Ok(_) => {}
         Err(TransitionError::Conflict(s)) => return settled_page(s, lang).into_response(),
-        Err(TransitionError::Expired) => return settled_page(Status::Expired, lang).into_response(),
+        Err(TransitionError::Expired) => {
+            return settled_page(Status::Expired, lang).into_response();
+        }
         Err(TransitionError::NotFound) => return invalid_page(lang).into_response(),
         Err(TransitionError::Store(_)) => return unavailable_page(lang).into_response(),
     }

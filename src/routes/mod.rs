@@ -12,11 +12,11 @@ pub mod sessions;
 use std::sync::Arc;
 use std::time::Duration;
 
+use axum::Router;
 use axum::extract::rejection::JsonRejection;
 use axum::extract::{DefaultBodyLimit, FromRequest};
 use axum::http::{StatusCode, header};
 use axum::routing::{get, post, put};
-use axum::Router;
 use tower_http::limit::RequestBodyLimitLayer;
 use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
 use tower_http::sensitive_headers::SetSensitiveRequestHeadersLayer;
@@ -53,6 +53,27 @@ impl From<JsonRejection> for ApiError {
     }
 }
 
+/// The request span: method, route template and request id — never the raw path or query (the
+/// link carries its token, the callback the authorization code and state) and never headers.
+fn request_span(req: &axum::http::Request<axum::body::Body>) -> tracing::Span {
+    // The route template (`/l/{link}`), not the path: link tokens stay out of logs.
+    let route = req
+        .extensions()
+        .get::<axum::extract::MatchedPath>()
+        .map_or("unmatched", |p| p.as_str());
+    let request_id = req
+        .headers()
+        .get("x-request-id")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    tracing::info_span!(
+        "request",
+        method = %req.method(),
+        route = %route,
+        request_id = %request_id,
+    )
+}
+
 pub fn router(state: AppState) -> Router {
     let config = state.config.clone();
     // Long-polls hold a request for up to `max_wait`; the deadline covers that plus the work.
@@ -62,7 +83,9 @@ pub fn router(state: AppState) -> Router {
         .route("/readyz", get(health::readyz))
         .route(
             "/v1/bots/{bot}",
-            put(admin::put_bot).get(admin::get_bot).delete(admin::delete_bot),
+            put(admin::put_bot)
+                .get(admin::get_bot)
+                .delete(admin::delete_bot),
         )
         .route(
             "/v1/bots/{bot}/api-keys",
@@ -93,7 +116,7 @@ pub fn router(state: AppState) -> Router {
             StatusCode::SERVICE_UNAVAILABLE,
             deadline + Duration::from_secs(1),
         ))
-        .layer(TraceLayer::new_for_http())
+        .layer(TraceLayer::new_for_http().make_span_with(request_span))
         .layer(SetSensitiveRequestHeadersLayer::new([
             header::AUTHORIZATION,
             header::COOKIE,

@@ -22,14 +22,20 @@ impl Lang {
             .unwrap_or("");
         locale
             .into_iter()
-            .chain(accept.split(',').map(|l| l.split(';').next().unwrap_or("").trim()))
-            .find_map(|tag| match tag.get(..2).map(str::to_ascii_lowercase).as_deref() {
-                Some("en") => Some(Lang::En),
-                Some("de") => Some(Lang::De),
-                Some("fr") => Some(Lang::Fr),
-                Some("es") => Some(Lang::Es),
-                _ => None,
-            })
+            .chain(
+                accept
+                    .split(',')
+                    .map(|l| l.split(';').next().unwrap_or("").trim()),
+            )
+            .find_map(
+                |tag| match tag.get(..2).map(str::to_ascii_lowercase).as_deref() {
+                    Some("en") => Some(Lang::En),
+                    Some("de") => Some(Lang::De),
+                    Some("fr") => Some(Lang::Fr),
+                    Some("es") => Some(Lang::Es),
+                    _ => None,
+                },
+            )
             .unwrap_or(Lang::En)
     }
     fn code(self) -> &'static str {
@@ -73,10 +79,18 @@ fn text(lang: Lang, msg: Msg) -> &'static str {
         (ConnectTitle, De) => "{provider} verbinden",
         (ConnectTitle, Fr) => "Connecter {provider}",
         (ConnectTitle, Es) => "Conectar {provider}",
-        (ConnectBody, En) => "{bot} asks for access to your {provider} account. You will sign in at {provider}; {bot} never sees your password.",
-        (ConnectBody, De) => "{bot} bittet um Zugriff auf Ihr {provider}-Konto. Sie melden sich bei {provider} an; {bot} sieht Ihr Passwort nie.",
-        (ConnectBody, Fr) => "{bot} demande l'accès à votre compte {provider}. Vous vous connecterez chez {provider} ; {bot} ne voit jamais votre mot de passe.",
-        (ConnectBody, Es) => "{bot} solicita acceso a su cuenta de {provider}. Iniciará sesión en {provider}; {bot} nunca ve su contraseña.",
+        (ConnectBody, En) => {
+            "{bot} asks for access to your {provider} account. You will sign in at {provider}; {bot} never sees your password."
+        }
+        (ConnectBody, De) => {
+            "{bot} bittet um Zugriff auf Ihr {provider}-Konto. Sie melden sich bei {provider} an; {bot} sieht Ihr Passwort nie."
+        }
+        (ConnectBody, Fr) => {
+            "{bot} demande l'accès à votre compte {provider}. Vous vous connecterez chez {provider} ; {bot} ne voit jamais votre mot de passe."
+        }
+        (ConnectBody, Es) => {
+            "{bot} solicita acceso a su cuenta de {provider}. Iniciará sesión en {provider}; {bot} nunca ve su contraseña."
+        }
         (Continue, En) => "Continue to {provider}",
         (Continue, De) => "Weiter zu {provider}",
         (Continue, Fr) => "Continuer vers {provider}",
@@ -86,7 +100,9 @@ fn text(lang: Lang, msg: Msg) -> &'static str {
         (SuccessTitle, Fr) => "Vous êtes connecté",
         (SuccessTitle, Es) => "Conexión completada",
         (SuccessBody, En) => "You can close this window and return to your conversation.",
-        (SuccessBody, De) => "Sie können dieses Fenster schließen und zu Ihrer Unterhaltung zurückkehren.",
+        (SuccessBody, De) => {
+            "Sie können dieses Fenster schließen und zu Ihrer Unterhaltung zurückkehren."
+        }
         (SuccessBody, Fr) => "Vous pouvez fermer cette fenêtre et revenir à votre conversation.",
         (SuccessBody, Es) => "Puede cerrar esta ventana y volver a su conversación.",
         (BackToConversation, En) => "Back to the conversation",
@@ -98,7 +114,9 @@ fn text(lang: Lang, msg: Msg) -> &'static str {
         (AlreadyTitle, Fr) => "Déjà connecté",
         (AlreadyTitle, Es) => "Ya conectado",
         (AlreadyBody, En) => "This link was already used. Return to your conversation.",
-        (AlreadyBody, De) => "Dieser Link wurde bereits verwendet. Kehren Sie zu Ihrer Unterhaltung zurück.",
+        (AlreadyBody, De) => {
+            "Dieser Link wurde bereits verwendet. Kehren Sie zu Ihrer Unterhaltung zurück."
+        }
         (AlreadyBody, Fr) => "Ce lien a déjà été utilisé. Revenez à votre conversation.",
         (AlreadyBody, Es) => "Este enlace ya se utilizó. Vuelva a su conversación.",
         (ExpiredTitle, En) => "This link has expired",
@@ -113,34 +131,64 @@ fn text(lang: Lang, msg: Msg) -> &'static str {
         (InvalidTitle, De) => "Dieser Link ist ungültig",
         (InvalidTitle, Fr) => "Ce lien n'est pas valide",
         (InvalidTitle, Es) => "Este enlace no es válido",
-        (InvalidBody, En) => "It may have been cancelled, used already, or copied incompletely. Ask in the conversation for a new link.",
-        (InvalidBody, De) => "Er wurde vielleicht abgebrochen, schon verwendet oder unvollständig kopiert. Bitten Sie in der Unterhaltung um einen neuen Link.",
-        (InvalidBody, Fr) => "Il a peut-être été annulé, déjà utilisé ou copié de façon incomplète. Demandez un nouveau lien dans la conversation.",
-        (InvalidBody, Es) => "Puede que se haya cancelado, ya utilizado o copiado de forma incompleta. Pida un nuevo enlace en la conversación.",
+        (InvalidBody, En) => {
+            "It may have been cancelled, used already, or copied incompletely. Ask in the conversation for a new link."
+        }
+        (InvalidBody, De) => {
+            "Er wurde vielleicht abgebrochen, schon verwendet oder unvollständig kopiert. Bitten Sie in der Unterhaltung um einen neuen Link."
+        }
+        (InvalidBody, Fr) => {
+            "Il a peut-être été annulé, déjà utilisé ou copié de façon incomplète. Demandez un nouveau lien dans la conversation."
+        }
+        (InvalidBody, Es) => {
+            "Puede que se haya cancelado, ya utilizado o copiado de forma incompleta. Pida un nuevo enlace en la conversación."
+        }
         (DeniedTitle, En) => "Access was not granted",
         (DeniedTitle, De) => "Zugriff wurde nicht erteilt",
         (DeniedTitle, Fr) => "L'accès n'a pas été accordé",
         (DeniedTitle, Es) => "No se concedió el acceso",
-        (DeniedBody, En) => "Nothing was connected. Return to your conversation if you want to try again.",
-        (DeniedBody, De) => "Es wurde nichts verbunden. Kehren Sie zur Unterhaltung zurück, um es erneut zu versuchen.",
+        (DeniedBody, En) => {
+            "Nothing was connected. Return to your conversation if you want to try again."
+        }
+        (DeniedBody, De) => {
+            "Es wurde nichts verbunden. Kehren Sie zur Unterhaltung zurück, um es erneut zu versuchen."
+        }
         (DeniedBody, Fr) => "Rien n'a été connecté. Revenez à la conversation pour réessayer.",
-        (DeniedBody, Es) => "No se conectó nada. Vuelva a la conversación si desea intentarlo de nuevo.",
+        (DeniedBody, Es) => {
+            "No se conectó nada. Vuelva a la conversación si desea intentarlo de nuevo."
+        }
         (ErrorTitle, En) => "Something went wrong",
         (ErrorTitle, De) => "Etwas ist schiefgelaufen",
         (ErrorTitle, Fr) => "Une erreur s'est produite",
         (ErrorTitle, Es) => "Algo salió mal",
-        (ErrorBody, En) => "The connection could not be completed. Return to your conversation and ask for a new link.",
-        (ErrorBody, De) => "Die Verbindung konnte nicht hergestellt werden. Bitten Sie in der Unterhaltung um einen neuen Link.",
-        (ErrorBody, Fr) => "La connexion n'a pas pu aboutir. Demandez un nouveau lien dans la conversation.",
-        (ErrorBody, Es) => "No se pudo completar la conexión. Pida un nuevo enlace en la conversación.",
+        (ErrorBody, En) => {
+            "The connection could not be completed. Return to your conversation and ask for a new link."
+        }
+        (ErrorBody, De) => {
+            "Die Verbindung konnte nicht hergestellt werden. Bitten Sie in der Unterhaltung um einen neuen Link."
+        }
+        (ErrorBody, Fr) => {
+            "La connexion n'a pas pu aboutir. Demandez un nouveau lien dans la conversation."
+        }
+        (ErrorBody, Es) => {
+            "No se pudo completar la conexión. Pida un nuevo enlace en la conversación."
+        }
         (BrowserTitle, En) => "Please use the same browser",
         (BrowserTitle, De) => "Bitte denselben Browser verwenden",
         (BrowserTitle, Fr) => "Utilisez le même navigateur",
         (BrowserTitle, Es) => "Use el mismo navegador",
-        (BrowserBody, En) => "Sign-in must finish in the browser where you opened the link. Open the link again and continue there.",
-        (BrowserBody, De) => "Die Anmeldung muss in dem Browser enden, in dem Sie den Link geöffnet haben. Öffnen Sie den Link erneut.",
-        (BrowserBody, Fr) => "La connexion doit se terminer dans le navigateur où vous avez ouvert le lien. Rouvrez le lien.",
-        (BrowserBody, Es) => "El inicio de sesión debe terminar en el navegador donde abrió el enlace. Vuelva a abrir el enlace.",
+        (BrowserBody, En) => {
+            "Sign-in must finish in the browser where you opened the link. Open the link again and continue there."
+        }
+        (BrowserBody, De) => {
+            "Die Anmeldung muss in dem Browser enden, in dem Sie den Link geöffnet haben. Öffnen Sie den Link erneut."
+        }
+        (BrowserBody, Fr) => {
+            "La connexion doit se terminer dans le navigateur où vous avez ouvert le lien. Rouvrez le lien."
+        }
+        (BrowserBody, Es) => {
+            "El inicio de sesión debe terminar en el navegador donde abrió el enlace. Vuelva a abrir el enlace."
+        }
     }
 }
 
@@ -267,7 +315,10 @@ mod tests {
     #[test]
     fn language_comes_from_locale_then_browser() {
         let mut h = HeaderMap::new();
-        h.insert(header::ACCEPT_LANGUAGE, HeaderValue::from_static("xx, de-DE;q=0.9, en;q=0.5"));
+        h.insert(
+            header::ACCEPT_LANGUAGE,
+            HeaderValue::from_static("xx, de-DE;q=0.9, en;q=0.5"),
+        );
         assert_eq!(Lang::pick(None, &h), Lang::De);
         assert_eq!(Lang::pick(Some("fr-CA"), &h), Lang::Fr);
         assert_eq!(Lang::pick(None, &HeaderMap::new()), Lang::En);
@@ -275,7 +326,12 @@ mod tests {
 
     #[test]
     fn variables_are_escaped() {
-        let mut p = Page::new(StatusCode::OK, Lang::En, Msg::ConnectTitle, Msg::ConnectBody);
+        let mut p = Page::new(
+            StatusCode::OK,
+            Lang::En,
+            Msg::ConnectTitle,
+            Msg::ConnectBody,
+        );
         p.vars.push(("bot", "<script>x</script>".into()));
         p.vars.push(("provider", "Salesforce".into()));
         let html = p.render();

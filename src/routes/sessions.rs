@@ -14,21 +14,21 @@ use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 use url::Url;
 
+use super::AppState;
 use super::admin::{check_scopes, check_webhook_url};
 use super::auth::{Caller, bot_id};
-use super::AppState;
 use crate::clock;
 use crate::crypto::sha256_hex;
 use crate::domain::bot::{Bot, Integration, Mode, host_allowed};
 use crate::domain::event::Event;
 use crate::domain::link;
-use crate::domain::session::{
-    ExpectedIdentity, Session, SessionSpec, Status, Verification,
-};
+use crate::domain::session::{ExpectedIdentity, Session, SessionSpec, Status, Verification};
 use crate::domain::{IntegrationName, Partition, SessionId, Subject, UserId};
 use crate::error::ApiError;
 use crate::oauth::Provider;
-use crate::store::{CreateOutcome, Idempotency, NewSession, SideWrite, Transition, TransitionError};
+use crate::store::{
+    CreateOutcome, Idempotency, NewSession, SideWrite, Transition, TransitionError,
+};
 
 const MAX_CONTEXT: usize = 8 * 1024;
 
@@ -63,9 +63,11 @@ pub struct CreateBody {
 
 fn check_text(field: &str, v: &Option<String>, max: usize) -> Result<(), ApiError> {
     match v {
-        Some(s) if s.is_empty() || s.len() > max || s.chars().any(char::is_control) => Err(
-            ApiError::Invalid(format!("{field} must be 1-{max} characters without control characters")),
-        ),
+        Some(s) if s.is_empty() || s.len() > max || s.chars().any(char::is_control) => {
+            Err(ApiError::Invalid(format!(
+                "{field} must be 1-{max} characters without control characters"
+            )))
+        }
         _ => Ok(()),
     }
 }
@@ -119,8 +121,14 @@ pub async fn create(
     check_text("conversation_id", &req.conversation_id, 256)?;
     check_text("login_hint", &req.login_hint, 256)?;
     check_text("locale", &req.locale, 35)?;
-    if req.context.as_ref().is_some_and(|c| c.get().len() > MAX_CONTEXT) {
-        return Err(ApiError::Invalid(format!("context must be at most {MAX_CONTEXT} bytes of JSON")));
+    if req
+        .context
+        .as_ref()
+        .is_some_and(|c| c.get().len() > MAX_CONTEXT)
+    {
+        return Err(ApiError::Invalid(format!(
+            "context must be at most {MAX_CONTEXT} bytes of JSON"
+        )));
     }
     if let Some(scopes) = &req.scopes {
         check_scopes(scopes)?;
@@ -129,13 +137,18 @@ pub async fn create(
     if let Some(url) = &webhook_url {
         check_webhook_url(url)?;
         let host = url.host_str().unwrap_or_default();
-        if !bot.allowed_webhook_hosts.is_empty() && !host_allowed(&bot.allowed_webhook_hosts, host) {
-            return Err(ApiError::Invalid(format!("webhook_url host {host} is not allowed for this bot")));
+        if !bot.allowed_webhook_hosts.is_empty() && !host_allowed(&bot.allowed_webhook_hosts, host)
+        {
+            return Err(ApiError::Invalid(format!(
+                "webhook_url host {host} is not allowed for this bot"
+            )));
         }
     }
     if let Some(url) = &req.return_url {
         let host = url.host_str().unwrap_or_default();
-        if !matches!(url.scheme(), "https" | "http") || !host_allowed(&bot.allowed_return_hosts, host) {
+        if !matches!(url.scheme(), "https" | "http")
+            || !host_allowed(&bot.allowed_return_hosts, host)
+        {
             return Err(ApiError::Invalid(format!(
                 "return_url host {host:?} is not in the bot's allowed_return_hosts"
             )));
@@ -143,12 +156,18 @@ pub async fn create(
     }
     let verification = req.verification.unwrap_or(integration.verification);
     if verification == Verification::Code {
-        return Err(ApiError::Invalid("verification \"code\" is not available yet".into()));
+        return Err(ApiError::Invalid(
+            "verification \"code\" is not available yet".into(),
+        ));
     }
-    if req.expected_identity.as_ref().is_some_and(|e| {
-        e.email.is_none() && e.username.is_none() && e.user_id.is_none()
-    }) {
-        return Err(ApiError::Invalid("expected_identity needs email, username or user_id".into()));
+    if req
+        .expected_identity
+        .as_ref()
+        .is_some_and(|e| e.email.is_none() && e.username.is_none() && e.user_id.is_none())
+    {
+        return Err(ApiError::Invalid(
+            "expected_identity needs email, username or user_id".into(),
+        ));
     }
     let ttl = req
         .ttl_seconds
@@ -157,8 +176,8 @@ pub async fn create(
     if !(60..=86_400).contains(&ttl.as_secs()) {
         return Err(ApiError::Invalid("ttl_seconds must be 60-86400".into()));
     }
-    let provider =
-        Provider::resolve(&state.config, &integration).map_err(|e| ApiError::Conflict(e.to_string()))?;
+    let provider = Provider::resolve(&state.config, &integration)
+        .map_err(|e| ApiError::Conflict(e.to_string()))?;
 
     let now = clock::now();
     let subject = Subject::User(req.user_id);
@@ -205,6 +224,18 @@ pub async fn create(
             tracing::info!(session_id = %id, bot = %bot.id, integration = %integration.name, "auth session created");
             Ok((StatusCode::CREATED, Json(view(&state, &session, now, true))))
         }
+        CreateOutcome::InFlight { fingerprint } => {
+            if idempotency.is_some_and(|i| i.fingerprint == fingerprint) {
+                Err(ApiError::Conflict(
+                    "a request with this Idempotency-Key is still being processed; retry shortly"
+                        .into(),
+                ))
+            } else {
+                Err(ApiError::Invalid(
+                    "Idempotency-Key was already used with a different request body".into(),
+                ))
+            }
+        }
         CreateOutcome::Replayed { id, fingerprint } => {
             let same = idempotency.is_some_and(|i| i.fingerprint == fingerprint);
             if !same {
@@ -236,7 +267,11 @@ pub async fn create(
     }
 }
 
-fn idempotency(headers: &HeaderMap, body: &[u8], ttl: Duration) -> Result<Option<Idempotency>, ApiError> {
+fn idempotency(
+    headers: &HeaderMap,
+    body: &[u8],
+    ttl: Duration,
+) -> Result<Option<Idempotency>, ApiError> {
     let Some(value) = headers.get("idempotency-key") else {
         return Ok(None);
     };
@@ -244,7 +279,9 @@ fn idempotency(headers: &HeaderMap, body: &[u8], ttl: Duration) -> Result<Option
         .to_str()
         .ok()
         .filter(|k| !k.is_empty() && k.len() <= 255)
-        .ok_or_else(|| ApiError::BadRequest("Idempotency-Key must be 1-255 visible characters".into()))?;
+        .ok_or_else(|| {
+            ApiError::BadRequest("Idempotency-Key must be 1-255 visible characters".into())
+        })?;
     Ok(Some(Idempotency {
         key: key.to_owned(),
         fingerprint: sha256_hex(body),
@@ -304,7 +341,11 @@ async fn load(state: &AppState, caller: &Caller, bot: &str, id: &str) -> Result<
 
 /// Record the expiry of a session whose deadline passed (exactly one replica wins; the others
 /// see a conflict, which is fine).
-pub(crate) async fn settle_expiry(state: &AppState, s: Session, now: OffsetDateTime) -> Result<Session, ApiError> {
+pub(crate) async fn settle_expiry(
+    state: &AppState,
+    s: Session,
+    now: OffsetDateTime,
+) -> Result<Session, ApiError> {
     if s.status.is_final() || s.status_at(now) != Status::Expired {
         return Ok(s);
     }
@@ -324,7 +365,9 @@ pub(crate) async fn settle_expiry(state: &AppState, s: Session, now: OffsetDateT
         .await
     {
         Ok(updated) => Ok(updated),
-        Err(TransitionError::Conflict(_)) => Ok(state.store.get_session(s.spec.id).await?.unwrap_or(s)),
+        Err(TransitionError::Conflict(_)) => {
+            Ok(state.store.get_session(s.spec.id).await?.unwrap_or(s))
+        }
         Err(e) => Err(e.into()),
     }
 }
@@ -354,12 +397,13 @@ pub async fn status(
         if settled || tokio::time::Instant::now() >= deadline {
             return Ok(Json(view(&state, &session, now, false)));
         }
-        // Wake on a change, at the deadline, at the session's own expiry, or after a short
-        // safety interval (a pub/sub message can be lost while Redis reconnects).
-        let until_expiry = (session.spec.expires_at - now).try_into().unwrap_or(Duration::ZERO);
-        let nap = (deadline - tokio::time::Instant::now())
-            .min(until_expiry + Duration::from_millis(5))
-            .min(Duration::from_secs(5));
+        // Wake on a change (any replica; after a lost subscription everybody is woken to
+        // re-read), at the deadline, or at the session's own expiry.
+        let until_expiry = (session.spec.expires_at - now)
+            .try_into()
+            .unwrap_or(Duration::ZERO);
+        let nap =
+            (deadline - tokio::time::Instant::now()).min(until_expiry + Duration::from_millis(5));
         let _ = tokio::time::timeout(nap, changed).await;
         session = state
             .store

@@ -49,6 +49,8 @@ struct Data {
     sessions: HashMap<SessionId, Timed<Session>>,
     attempts: HashMap<(SessionId, String), Timed<Attempt>>,
     grants: HashMap<GrantKey, Grant>,
+    /// Idempotency key → the session it created and the request's fingerprint. (The memory
+    /// store completes a create under one lock, so it never needs an in-flight reservation.)
     idempotency: HashMap<(BotId, String), Timed<(SessionId, String)>>,
     outbox: HashMap<Partition, VecDeque<Event>>,
     writes: u64,
@@ -172,9 +174,7 @@ impl Store for MemoryStore {
         let now = session.updated_at;
         let mut d = self.data();
         d.sweep(now);
-        let idem_key = new
-            .idempotency
-            .map(|i| (spec.bot.clone(), i.key.clone()));
+        let idem_key = new.idempotency.map(|i| (spec.bot.clone(), i.key.clone()));
         if let Some(k) = &idem_key
             && let Some(t) = d.idempotency.get(k).filter(|t| t.live(now))
         {
@@ -182,7 +182,11 @@ impl Store for MemoryStore {
             return Ok(CreateOutcome::Replayed { id, fingerprint });
         }
         if let Some(config) = new.unless_authorized_by {
-            let gk = (spec.bot.clone(), spec.integration.clone(), spec.subject.clone());
+            let gk = (
+                spec.bot.clone(),
+                spec.integration.clone(),
+                spec.subject.clone(),
+            );
             if let Some(g) = d.grants.get(&gk).filter(|g| g.is_working(config)) {
                 return Ok(CreateOutcome::AlreadyAuthorized(Box::new(g.clone())));
             }
@@ -191,6 +195,7 @@ impl Store for MemoryStore {
         d.sessions
             .insert(spec.id, Timed::new(session.clone(), Some(ttl), now));
         if let (Some(k), Some(i)) = (idem_key, new.idempotency) {
+            // Only a created session is remembered: an `already authorized` answer is not.
             d.idempotency.insert(
                 k,
                 Timed::new((spec.id, i.fingerprint.clone()), Some(i.ttl), now),
@@ -233,8 +238,10 @@ impl Store for MemoryStore {
                 SideWrite::None => {}
                 SideWrite::Attempt(a, until) => {
                     let ttl = (until - t.now).try_into().unwrap_or(Duration::ZERO);
-                    d.attempts
-                        .insert((t.id, a.id.clone()), Timed::new(a.clone(), Some(ttl), t.now));
+                    d.attempts.insert(
+                        (t.id, a.id.clone()),
+                        Timed::new(a.clone(), Some(ttl), t.now),
+                    );
                 }
                 SideWrite::Grant(g) => {
                     d.grants.insert(
@@ -293,5 +300,9 @@ impl Store for MemoryStore {
 
     fn listen(&self, id: SessionId) -> Listener {
         self.hub.listen(id)
+    }
+
+    fn waiting(&self) -> usize {
+        self.hub.waiting()
     }
 }

@@ -44,7 +44,9 @@ pub enum TransitionError {
     Store(#[from] StoreError),
 }
 
-/// `Idempotency-Key` of a create request, scoped to the bot.
+/// `Idempotency-Key` of a create request, scoped to the bot. Its record is reserved for
+/// `IDEMPOTENCY_LEASE` while the request runs, then points at the created session for `ttl`; a
+/// crashed request frees its key when the lease runs out.
 #[derive(Clone, Debug)]
 pub struct Idempotency {
     pub key: String,
@@ -52,6 +54,8 @@ pub struct Idempotency {
     pub fingerprint: String,
     pub ttl: Duration,
 }
+
+pub const IDEMPOTENCY_LEASE: Duration = Duration::from_secs(30);
 
 pub struct NewSession<'a> {
     pub session: &'a Session,
@@ -67,7 +71,14 @@ pub struct NewSession<'a> {
 pub enum CreateOutcome {
     Created,
     /// The idempotency key was used before: the earlier session and the earlier body's hash.
-    Replayed { id: SessionId, fingerprint: String },
+    Replayed {
+        id: SessionId,
+        fingerprint: String,
+    },
+    /// Another request with this idempotency key is being handled right now.
+    InFlight {
+        fingerprint: String,
+    },
     AlreadyAuthorized(Box<Grant>),
 }
 
@@ -141,6 +152,9 @@ pub trait Store: Send + Sync + 'static {
 
     /// Wakes when the session changes, on any replica. Create it *before* reading the session.
     fn listen(&self, id: SessionId) -> Listener;
+
+    /// How many sessions this process is waiting on right now (long-polls, event streams).
+    fn waiting(&self) -> usize;
 }
 
 /// Session record lifetime in the store: until it expires, plus the retention period.

@@ -37,6 +37,11 @@ impl Hub {
         }
     }
 
+    /// Sessions somebody is waiting on (long-polls, event streams): a gauge for operators.
+    pub fn waiting(&self) -> usize {
+        self.waiters.lock().unwrap_or_else(|e| e.into_inner()).len()
+    }
+
     /// Wake everybody: used after a lost subscription, when changes may have been missed.
     pub fn notify_all(&self) {
         let waiters = self.waiters.lock().unwrap_or_else(|e| e.into_inner());

@@ -8,7 +8,7 @@
 //! | `P:{pNN}:g:<bot>:<integration>:<subject>` | hash `j` JSON, `st`, `cfg`, `gen` | grant |
 //! | `P:{pNN}:outbox` | stream, field `e` | events |
 //! | `P:{pNN}:deadlines` | zset session → expiry ms | live sessions, for the expiry sweeper |
-//! | `P:{pNN}:i:<bot>:<sha256(key)>` | string, PX | idempotency key → `session fingerprint` |
+//! | `P:i:<bot>:<sha256(key)>` | string, PX | idempotency key → `<session or "-"> <fingerprint>` |
 //! | `P:{b:<bot>}:bot`, `:ints` (hash), `:keys` (hash id → key hash) | | tenancy |
 //! | `P:k:<sha256(key)>` | string | API key lookup |
 //!
@@ -36,22 +36,17 @@ use crate::domain::grant::Grant;
 use crate::domain::session::{Attempt, Session, SessionError, SessionSpec, Status};
 use crate::domain::{BotId, IntegrationName, Partition, SessionId, Subject};
 
-/// Create a session unless the idempotency key was used or a working grant exists.
-/// KEYS: session, deadlines, idempotency, grant. ARGV: spec, status, now, expires, record ttl ms,
-/// session id, use-idempotency, idempotency value, idempotency ttl ms, provider config or "".
+/// Create a session unless a working grant exists.
+/// KEYS: session, deadlines, grant. ARGV: spec, status, now ms, expires ms, record ttl ms,
+/// session id, provider config or "".
 const CREATE: &str = r#"
-if ARGV[7] == '1' then
-  local prior = redis.call('GET', KEYS[3])
-  if prior then return {'replayed', prior} end
-end
-if ARGV[10] ~= '' then
-  local g = redis.call('HMGET', KEYS[4], 'st', 'cfg', 'j')
-  if g[1] == 'active' and g[2] == ARGV[10] then return {'authorized', g[3]} end
+if ARGV[7] ~= '' then
+  local g = redis.call('HMGET', KEYS[3], 'st', 'cfg', 'j')
+  if g[1] == 'active' and g[2] == ARGV[7] then return {'authorized', g[3]} end
 end
 redis.call('HSET', KEYS[1], 'd', ARGV[1], 'st', ARGV[2], 'err', '', 'up', ARGV[3], 'exp', ARGV[4])
 redis.call('PEXPIRE', KEYS[1], ARGV[5])
 redis.call('ZADD', KEYS[2], ARGV[4], ARGV[6])
-if ARGV[7] == '1' then redis.call('SET', KEYS[3], ARGV[8], 'PX', ARGV[9]) end
 return {'created'}
 "#;
 
@@ -94,7 +89,8 @@ impl RedisStore {
     /// the change subscription. Commands fail fast when Redis is unreachable: one reconnect try,
     /// short timeouts — callers get a 503, not a hang.
     pub fn connect(url: &str, prefix: &str) -> Result<Self, StoreError> {
-        let client = redis::Client::open(url).map_err(|e| StoreError::Unavailable(e.to_string()))?;
+        let client =
+            redis::Client::open(url).map_err(|e| StoreError::Unavailable(e.to_string()))?;
         let config = ConnectionManagerConfig::new()
             .set_number_of_retries(1)
             .set_max_delay(Duration::from_millis(200))
@@ -128,7 +124,11 @@ impl RedisStore {
     }
     fn grant_key(&self, bot: &BotId, integration: &IntegrationName, subject: &Subject) -> String {
         let p = Partition::of(bot, integration, subject);
-        format!("{}:g:{bot}:{integration}:{}", self.part(p), subject.as_str())
+        format!(
+            "{}:g:{bot}:{integration}:{}",
+            self.part(p),
+            subject.as_str()
+        )
     }
     fn outbox_key(&self, p: Partition) -> String {
         format!("{}:outbox", self.part(p))
@@ -145,6 +145,37 @@ impl RedisStore {
 
     fn conn(&self) -> ConnectionManager {
         self.conn.clone()
+    }
+
+    async fn create_unless_authorized(
+        &self,
+        new: &NewSession<'_>,
+    ) -> Result<CreateOutcome, StoreError> {
+        let session = new.session;
+        let spec = &session.spec;
+        let p = spec.id.partition();
+        let reply: Vec<String> = self
+            .create
+            .key(self.session_key(spec.id))
+            .key(self.deadlines_key(p))
+            .key(self.grant_key(&spec.bot, &spec.integration, &spec.subject))
+            .arg(to_json(spec))
+            .arg(session.status.as_str())
+            .arg(unix_ms(session.updated_at))
+            .arg(unix_ms(spec.expires_at))
+            .arg(ms(record_ttl(session, session.updated_at, new.retention)))
+            .arg(spec.id.to_string())
+            .arg(new.unless_authorized_by.unwrap_or(""))
+            .invoke_async(&mut self.conn())
+            .await
+            .map_err(unavailable)?;
+        match reply.as_slice() {
+            [tag] if tag == "created" => Ok(CreateOutcome::Created),
+            [tag, grant] if tag == "authorized" => Ok(CreateOutcome::AlreadyAuthorized(Box::new(
+                from_json("grant", grant)?,
+            ))),
+            other => Err(corrupt("create reply", format!("{other:?}"))),
+        }
     }
 }
 
@@ -291,7 +322,9 @@ impl Store for RedisStore {
         conn.del::<_, ()>(self.api_key_key(&hash))
             .await
             .map_err(unavailable)?;
-        conn.hdel::<_, _, ()>(&index, id).await.map_err(unavailable)?;
+        conn.hdel::<_, _, ()>(&index, id)
+            .await
+            .map_err(unavailable)?;
         Ok(true)
     }
 
@@ -333,58 +366,58 @@ impl Store for RedisStore {
     }
 
     async fn create_session(&self, new: NewSession<'_>) -> Result<CreateOutcome, StoreError> {
-        let session = new.session;
-        let spec = &session.spec;
-        let p = spec.id.partition();
-        let (idem_key, idem_value, idem_ttl) = match new.idempotency {
-            Some(i) => (
-                format!(
-                    "{}:i:{}:{}",
-                    self.part(p),
-                    spec.bot,
-                    crate::crypto::sha256_hex(i.key.as_bytes())
-                ),
-                format!("{} {}", spec.id, i.fingerprint),
-                ms(i.ttl),
-            ),
-            // An unused key in the same slot keeps the key list uniform.
-            None => (format!("{}:i:-", self.part(p)), String::new(), 0),
+        let Some(idem) = new.idempotency else {
+            return self.create_unless_authorized(&new).await;
         };
-        let reply: Vec<String> = self
-            .create
-            .key(self.session_key(spec.id))
-            .key(self.deadlines_key(p))
-            .key(&idem_key)
-            .key(self.grant_key(&spec.bot, &spec.integration, &spec.subject))
-            .arg(to_json(spec))
-            .arg(session.status.as_str())
-            .arg(unix_ms(session.updated_at))
-            .arg(unix_ms(spec.expires_at))
-            .arg(ms(record_ttl(session, session.updated_at, new.retention)))
-            .arg(spec.id.to_string())
-            .arg(if new.idempotency.is_some() { "1" } else { "0" })
-            .arg(idem_value)
-            .arg(idem_ttl)
-            .arg(new.unless_authorized_by.unwrap_or(""))
-            .invoke_async(&mut self.conn())
+        // Reserve the key (SET NX GET: one round trip tells us who was first).
+        let spec = &new.session.spec;
+        let key = format!(
+            "{}:i:{}:{}",
+            self.prefix,
+            spec.bot,
+            crate::crypto::sha256_hex(idem.key.as_bytes())
+        );
+        let prior: Option<String> = redis::cmd("SET")
+            .arg(&key)
+            .arg(format!("- {}", idem.fingerprint))
+            .arg("NX")
+            .arg("GET")
+            .arg("PX")
+            .arg(ms(super::IDEMPOTENCY_LEASE))
+            .query_async(&mut self.conn())
             .await
             .map_err(unavailable)?;
-        match reply.as_slice() {
-            [tag] if tag == "created" => Ok(CreateOutcome::Created),
-            [tag, prior] if tag == "replayed" => {
-                let (id, fingerprint) = prior
-                    .split_once(' ')
-                    .ok_or_else(|| corrupt("idempotency record", prior))?;
-                Ok(CreateOutcome::Replayed {
+        if let Some(prior) = prior {
+            let (id, fingerprint) = prior
+                .split_once(' ')
+                .ok_or_else(|| corrupt("idempotency record", &prior))?;
+            let fingerprint = fingerprint.to_owned();
+            return Ok(match id {
+                "-" => CreateOutcome::InFlight { fingerprint },
+                id => CreateOutcome::Replayed {
                     id: SessionId::parse(id).map_err(|e| corrupt("idempotency record", e))?,
-                    fingerprint: fingerprint.to_owned(),
-                })
-            }
-            [tag, grant] if tag == "authorized" => Ok(CreateOutcome::AlreadyAuthorized(
-                Box::new(from_json("grant", grant)?),
-            )),
-            other => Err(corrupt("create reply", format!("{other:?}"))),
+                    fingerprint,
+                },
+            });
         }
+        let outcome = self.create_unless_authorized(&new).await;
+        let mut conn = self.conn();
+        match &outcome {
+            Ok(CreateOutcome::Created) => conn
+                .set_options::<_, _, ()>(
+                    &key,
+                    format!("{} {}", spec.id, idem.fingerprint),
+                    redis::SetOptions::default()
+                        .with_expiration(redis::SetExpiry::PX(ms(idem.ttl))),
+                )
+                .await
+                .map_err(unavailable)?,
+            // Nothing was created: a retry must be evaluated afresh.
+            _ => {
+                let _ = conn.del::<_, ()>(&key).await;
+            }
+        }
+        outcome
     }
 
     async fn get_session(&self, id: SessionId) -> Result<Option<Session>, StoreError> {
@@ -418,7 +451,13 @@ impl Store for RedisStore {
             .iter()
             .fold(",".to_owned(), |acc, s| acc + s.as_str() + ",");
         let (side_kind, side_key, side_value, side_a, side_b) = match t.write {
-            SideWrite::None => ("", self.session_key(t.id), String::new(), String::new(), String::new()),
+            SideWrite::None => (
+                "",
+                self.session_key(t.id),
+                String::new(),
+                String::new(),
+                String::new(),
+            ),
             SideWrite::Attempt(a, until) => (
                 "attempt",
                 self.attempt_key(t.id, &a.id),
@@ -519,5 +558,8 @@ impl Store for RedisStore {
     fn listen(&self, id: SessionId) -> Listener {
         self.hub.listen(id)
     }
-}
 
+    fn waiting(&self) -> usize {
+        self.hub.waiting()
+    }
+}
