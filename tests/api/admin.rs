@@ -1,0 +1,194 @@
+//! Admin routes: bots, keys, integrations, and who may call what.
+
+use reqwest::{Method, StatusCode};
+use serde_json::{Value, json};
+
+use crate::helpers::spawn_app;
+
+#[tokio::test]
+async fn bots_keys_and_integrations_round_trip() {
+    let app = spawn_app().await;
+    assert_eq!(app.put_bot("acme").await.status(), StatusCode::CREATED);
+    assert_eq!(app.put_bot("acme").await.status(), StatusCode::OK);
+    let bot: Value = app
+        .call(Method::GET, "/v1/bots/acme", &app.operator_key, None)
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(bot["name"], "acme assistant");
+
+    let r = app
+        .call(
+            Method::POST,
+            "/v1/bots/acme/api-keys",
+            &app.operator_key,
+            Some(json!({"role": "admin", "name": "ci"})),
+        )
+        .await;
+    assert_eq!(r.status(), StatusCode::CREATED);
+    let created: Value = r.json().await.unwrap();
+    let secret = created["key"].as_str().unwrap();
+    assert!(secret.starts_with("alk_"));
+    let list: Value = app
+        .call(
+            Method::GET,
+            "/v1/bots/acme/api-keys",
+            &app.operator_key,
+            None,
+        )
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(list["keys"].as_array().unwrap().len(), 1);
+    assert!(
+        !list.to_string().contains(secret),
+        "listing never shows the key"
+    );
+    assert!(
+        app.redis_dump().iter().all(|(_, v)| !v.contains(secret)),
+        "stored hashed"
+    );
+
+    let r = app.put_integration("acme", "crm", json!({"provider": "salesforce", "scopes": ["api", "refresh_token"], "link_ttl_seconds": 600})).await;
+    assert_eq!(r.status(), StatusCode::CREATED);
+    let i: Value = app
+        .call(Method::GET, "/v1/bots/acme/integrations/crm", secret, None)
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(i["mode"], "user");
+    assert_eq!(i["profile"], "system");
+    assert_eq!(
+        i["callback_url"],
+        format!("{}/oauth/callback/salesforce", app.base)
+    );
+
+    let id = created["id"].as_str().unwrap();
+    assert_eq!(
+        app.call(
+            Method::DELETE,
+            &format!("/v1/bots/acme/api-keys/{id}"),
+            &app.operator_key,
+            None
+        )
+        .await
+        .status(),
+        StatusCode::NO_CONTENT
+    );
+    assert_eq!(
+        app.call(Method::GET, "/v1/bots/acme", secret, None)
+            .await
+            .status(),
+        StatusCode::UNAUTHORIZED
+    );
+    assert_eq!(
+        app.call(Method::DELETE, "/v1/bots/acme", &app.operator_key, None)
+            .await
+            .status(),
+        StatusCode::NO_CONTENT
+    );
+    assert_eq!(
+        app.call(Method::GET, "/v1/bots/acme", &app.operator_key, None)
+            .await
+            .status(),
+        StatusCode::NOT_FOUND
+    );
+}
+
+#[tokio::test]
+async fn integrations_are_validated() {
+    let app = spawn_app().await;
+    app.put_bot("acme").await;
+    for (body, why) in [
+        (json!({"provider": "oauth2"}), "no system app for oauth2"),
+        (
+            json!({"provider": "salesforce", "profile": "prof_1"}),
+            "custom profiles",
+        ),
+        (
+            json!({"provider": "salesforce", "salesforce": {"environment": "my_domain", "host": "https://evil.example.com"}}),
+            "my domain host",
+        ),
+        (
+            json!({"provider": "salesforce", "link_ttl_seconds": 5}),
+            "ttl",
+        ),
+        (json!({"provider": "zoho"}), "unknown provider"),
+        (
+            json!({"provider": "salesforce", "scopes": ["a b"]}),
+            "scope with a space",
+        ),
+    ] {
+        let r = app.put_integration("acme", "crm", body).await;
+        assert_eq!(r.status(), StatusCode::UNPROCESSABLE_ENTITY, "{why}");
+    }
+    let r = app
+        .put_integration("acme", "Bad Name", json!({"provider": "salesforce"}))
+        .await;
+    assert_eq!(r.status(), StatusCode::UNPROCESSABLE_ENTITY);
+    let r = app.put_integration("acme", "crm", json!({"provider": "salesforce", "salesforce": {"environment": "my_domain", "host": "https://acme.my.salesforce.com"}})).await;
+    assert_eq!(r.status(), StatusCode::CREATED);
+    assert_eq!(
+        app.put_integration("ghost", "crm", json!({"provider": "salesforce"}))
+            .await
+            .status(),
+        StatusCode::NOT_FOUND
+    );
+}
+
+#[tokio::test]
+async fn runtime_keys_cannot_administer() {
+    let app = spawn_app().await;
+    let runtime = app.setup_bot("acme").await;
+    for (method, path, body) in [
+        (Method::PUT, "/v1/bots/acme", Some(json!({"name": "x"}))),
+        (Method::DELETE, "/v1/bots/acme", None),
+        (Method::POST, "/v1/bots/acme/api-keys", Some(json!({}))),
+        (Method::GET, "/v1/bots/acme/api-keys", None),
+        (
+            Method::PUT,
+            "/v1/bots/acme/integrations/crm",
+            Some(json!({"provider": "salesforce"})),
+        ),
+        (Method::DELETE, "/v1/bots/acme/integrations/crm", None),
+    ] {
+        let r = app.call(method.clone(), path, &runtime, body).await;
+        assert_eq!(r.status(), StatusCode::FORBIDDEN, "{method} {path}");
+    }
+    let bot: Value = app
+        .call(Method::GET, "/v1/bots/acme", &runtime, None)
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(bot["name"], "acme assistant", "unchanged");
+}
+
+#[tokio::test]
+async fn probes_answer() {
+    let app = spawn_app().await;
+    assert_eq!(
+        app.api
+            .get(app.url("/healthz"))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        StatusCode::OK
+    );
+    assert_eq!(
+        app.api
+            .get(app.url("/readyz"))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        StatusCode::OK
+    );
+    let r = app.api.get(app.url("/nope")).send().await.unwrap();
+    assert_eq!(r.status(), StatusCode::NOT_FOUND);
+    assert_eq!(r.headers()["content-type"], "application/problem+json");
+}

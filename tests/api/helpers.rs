@@ -1,0 +1,472 @@
+//! `spawn_app()` and friends: a real authlink on port 0 with a unique Redis key prefix (or the
+//! embedded store), a fake Salesforce on loopback, and a tiny cookie-keeping browser.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use authlink::config::{AppSettings, Config, GeneratedKeys, Settings, StoreConfig, SystemApps};
+use authlink::startup::Application;
+use authlink::store::Store;
+use authlink::store::memory::MemoryStore;
+use authlink::store::redis::RedisStore;
+use reqwest::{Response, StatusCode};
+use serde_json::{Value, json};
+use url::Url;
+
+use crate::provider::{FakeProvider, ProviderOptions, Shape};
+
+pub const CLIENT_ID: &str = "3MVG9test.client.id";
+pub const CLIENT_SECRET: &str = "test-client-secret-7f3a9c";
+
+/// The Redis the tests use: `AUTHLINK_TEST_REDIS_URL`, else the local default.
+pub fn redis_url() -> String {
+    std::env::var("AUTHLINK_TEST_REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".into())
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Backend {
+    Redis,
+    Memory,
+}
+
+pub struct TestApp {
+    pub base: String,
+    pub operator_key: String,
+    pub api: reqwest::Client,
+    pub provider: FakeProvider,
+    pub prefix: String,
+    pub backend: Backend,
+    pub config: Config,
+    pub store: Arc<dyn Store>,
+    redis_url: String,
+}
+
+pub struct Options {
+    pub backend: Backend,
+    pub shape: Shape,
+    /// Use this Redis instead of the shared one (e.g. one the test stops).
+    pub redis_url: Option<String>,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Self {
+            backend: Backend::Redis,
+            shape: Shape::Salesforce,
+            redis_url: None,
+        }
+    }
+}
+
+pub async fn spawn_app() -> TestApp {
+    spawn_with(Options::default()).await
+}
+
+pub async fn spawn_with(opts: Options) -> TestApp {
+    if std::env::var_os("TEST_LOG").is_some() {
+        let _ = tracing_subscriber::fmt()
+            .with_test_writer()
+            .with_env_filter("debug")
+            .try_init();
+    }
+    let provider = FakeProvider::spawn(ProviderOptions {
+        client_id: CLIENT_ID.into(),
+        client_secret: CLIENT_SECRET.into(),
+        shape: opts.shape,
+    })
+    .await;
+    let keys = GeneratedKeys::new();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let prefix = format!("t-{}", uuid::Uuid::new_v4().simple());
+    let redis_url = opts.redis_url.unwrap_or_else(redis_url);
+    let mut settings = Settings {
+        public_url: format!("http://{addr}"),
+        listen: addr.to_string(),
+        ..Settings::default()
+    };
+    keys.apply(&mut settings);
+    if opts.backend == Backend::Redis {
+        settings.store.redis_url = Some(redis_url.clone());
+        settings.store.key_prefix = Some(prefix.clone());
+    }
+    let app = AppSettings {
+        client_id: CLIENT_ID.into(),
+        client_secret: Some(CLIENT_SECRET.into()),
+        ..AppSettings::default()
+    };
+    settings.system_apps = match opts.shape {
+        Shape::Salesforce => SystemApps {
+            salesforce: Some(AppSettings {
+                login_host: Some(provider.base_url.clone()),
+                ..app
+            }),
+            oauth2: None,
+        },
+        Shape::Generic => SystemApps {
+            salesforce: None,
+            oauth2: Some(AppSettings {
+                authorize_url: Some(format!("{}/services/oauth2/authorize", provider.base_url)),
+                token_url: Some(format!("{}/services/oauth2/token", provider.base_url)),
+                userinfo_url: Some(format!("{}/services/oauth2/userinfo", provider.base_url)),
+                revoke_url: Some(format!("{}/services/oauth2/revoke", provider.base_url)),
+                scopes: Some(vec!["openid".into(), "email".into()]),
+                ..app
+            }),
+        },
+    };
+    let config = settings.validate().expect("test settings are valid");
+    let store = make_store(&config);
+    let application = Application::with_listener(config.clone(), store.clone(), listener);
+    tokio::spawn(application.run_until_stopped(std::future::pending()));
+    TestApp {
+        base: format!("http://{addr}"),
+        operator_key: keys_operator(&keys),
+        api: reqwest::Client::builder()
+            .redirect(reqwest::redirect::Policy::none())
+            .build()
+            .unwrap(),
+        provider,
+        prefix,
+        backend: opts.backend,
+        config,
+        store,
+        redis_url,
+    }
+}
+
+fn keys_operator(keys: &GeneratedKeys) -> String {
+    secrecy::ExposeSecret::expose_secret(&keys.operator_key).to_owned()
+}
+
+fn make_store(config: &Config) -> Arc<dyn Store> {
+    match &config.store {
+        StoreConfig::Memory => Arc::new(MemoryStore::new()),
+        StoreConfig::Redis { url, prefix } => Arc::new(RedisStore::connect(url, prefix).unwrap()),
+    }
+}
+
+impl TestApp {
+    /// A second daemon on the same Redis, with the same keys and public URL (as behind a load
+    /// balancer); its own address is `base`.
+    pub async fn replica(&self) -> TestApp {
+        assert_eq!(self.backend, Backend::Redis, "replicas share a Redis");
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let mut config = self.config.clone();
+        config.listen = addr;
+        let store = make_store(&config);
+        let application = Application::with_listener(config.clone(), store.clone(), listener);
+        tokio::spawn(application.run_until_stopped(std::future::pending()));
+        TestApp {
+            base: format!("http://{addr}"),
+            operator_key: self.operator_key.clone(),
+            api: self.api.clone(),
+            provider: self.provider.clone(),
+            prefix: self.prefix.clone(),
+            backend: self.backend,
+            config,
+            store,
+            redis_url: self.redis_url.clone(),
+        }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.base)
+    }
+
+    pub async fn call(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        key: &str,
+        body: Option<Value>,
+    ) -> Response {
+        let mut req = self.api.request(method, self.url(path)).bearer_auth(key);
+        if let Some(b) = body {
+            req = req.json(&b);
+        }
+        req.send().await.unwrap()
+    }
+
+    pub async fn put_bot(&self, bot: &str) -> Response {
+        self.call(
+            reqwest::Method::PUT,
+            &format!("/v1/bots/{bot}"),
+            &self.operator_key,
+            Some(json!({"name": format!("{bot} assistant"), "allowed_return_hosts": ["chat.example.com"]})),
+        )
+        .await
+    }
+
+    pub async fn new_key(&self, bot: &str) -> String {
+        let r = self
+            .call(
+                reqwest::Method::POST,
+                &format!("/v1/bots/{bot}/api-keys"),
+                &self.operator_key,
+                Some(json!({})),
+            )
+            .await;
+        assert_eq!(r.status(), StatusCode::CREATED);
+        r.json::<Value>().await.unwrap()["key"]
+            .as_str()
+            .unwrap()
+            .to_owned()
+    }
+
+    pub async fn put_integration(&self, bot: &str, name: &str, body: Value) -> Response {
+        self.call(
+            reqwest::Method::PUT,
+            &format!("/v1/bots/{bot}/integrations/{name}"),
+            &self.operator_key,
+            Some(body),
+        )
+        .await
+    }
+
+    /// A bot with a runtime key and a `crm` integration on the configured provider.
+    pub async fn setup_bot(&self, bot: &str) -> String {
+        assert!(self.put_bot(bot).await.status().is_success());
+        let provider = if self.config.salesforce.is_some() {
+            "salesforce"
+        } else {
+            "oauth2"
+        };
+        let r = self
+            .put_integration(bot, "crm", json!({"provider": provider}))
+            .await;
+        assert!(r.status().is_success(), "{}", r.text().await.unwrap());
+        self.new_key(bot).await
+    }
+
+    pub async fn create_session(&self, key: &str, bot: &str, body: Value) -> Response {
+        self.call(
+            reqwest::Method::POST,
+            &format!("/v1/bots/{bot}/auth-sessions"),
+            key,
+            Some(body),
+        )
+        .await
+    }
+
+    /// Create a session for `user` and return its JSON (asserting 201).
+    pub async fn new_session(&self, key: &str, bot: &str, user: &str) -> Value {
+        let r = self
+            .create_session(key, bot, json!({"integration": "crm", "user_id": user, "conversation_id": "conv-1", "context": {"node": "n1"}}))
+            .await;
+        assert_eq!(r.status(), StatusCode::CREATED);
+        r.json().await.unwrap()
+    }
+
+    pub async fn session(
+        &self,
+        key: &str,
+        bot: &str,
+        id: &str,
+        wait: Option<u32>,
+    ) -> (StatusCode, Value) {
+        let q = wait.map(|w| format!("?wait={w}")).unwrap_or_default();
+        let r = self
+            .call(
+                reqwest::Method::GET,
+                &format!("/v1/bots/{bot}/auth-sessions/{id}{q}"),
+                key,
+                None,
+            )
+            .await;
+        let status = r.status();
+        (status, r.json().await.unwrap_or(Value::Null))
+    }
+
+    /// Every key/value this test's prefix owns in Redis, as text (hash fields and stream entries
+    /// flattened), for secret scanning.
+    pub fn redis_dump(&self) -> Vec<(String, String)> {
+        let client = redis::Client::open(self.redis_url.as_str()).unwrap();
+        let mut con = client.get_connection().unwrap();
+        let keys: Vec<String> = redis::cmd("KEYS")
+            .arg(format!("{}:*", self.prefix))
+            .query(&mut con)
+            .unwrap();
+        keys.into_iter()
+            .map(|k| {
+                let kind: String = redis::cmd("TYPE").arg(&k).query(&mut con).unwrap();
+                let value = match kind.as_str() {
+                    "string" => redis::cmd("GET").arg(&k).query::<String>(&mut con).unwrap(),
+                    "hash" => format!(
+                        "{:?}",
+                        redis::cmd("HGETALL")
+                            .arg(&k)
+                            .query::<Vec<String>>(&mut con)
+                            .unwrap()
+                    ),
+                    "zset" => format!(
+                        "{:?}",
+                        redis::cmd("ZRANGE")
+                            .arg(&k)
+                            .arg(0)
+                            .arg(-1)
+                            .query::<Vec<String>>(&mut con)
+                            .unwrap()
+                    ),
+                    "stream" => format!(
+                        "{:?}",
+                        redis::cmd("XRANGE")
+                            .arg(&k)
+                            .arg("-")
+                            .arg("+")
+                            .query::<redis::Value>(&mut con)
+                            .unwrap()
+                    ),
+                    other => format!("<{other}>"),
+                };
+                (k, value)
+            })
+            .collect()
+    }
+}
+
+impl Drop for TestApp {
+    /// Remove exactly the keys this test created (its unique prefix), nothing else.
+    fn drop(&mut self) {
+        if self.backend != Backend::Redis {
+            return;
+        }
+        let Ok(client) = redis::Client::open(self.redis_url.as_str()) else {
+            return;
+        };
+        let Ok(mut con) = client.get_connection_with_timeout(std::time::Duration::from_secs(1))
+        else {
+            return;
+        };
+        let keys: Vec<String> = redis::cmd("KEYS")
+            .arg(format!("{}:*", self.prefix))
+            .query(&mut con)
+            .unwrap_or_default();
+        if !keys.is_empty() {
+            let _: Result<(), _> = redis::cmd("DEL").arg(keys).query(&mut con);
+        }
+    }
+}
+
+/// A browser: keeps cookies per host, never follows redirects by itself.
+#[derive(Default)]
+pub struct Browser {
+    client: reqwest::Client,
+    cookies: HashMap<String, String>,
+}
+
+/// Where a walk through the flow ended.
+pub struct Landing {
+    pub status: StatusCode,
+    pub headers: reqwest::header::HeaderMap,
+    pub body: String,
+}
+
+impl Browser {
+    pub fn new() -> Self {
+        Self {
+            client: reqwest::Client::builder()
+                .redirect(reqwest::redirect::Policy::none())
+                .build()
+                .unwrap(),
+            cookies: HashMap::new(),
+        }
+    }
+
+    fn keep_cookies(&mut self, r: &Response) {
+        for v in r.headers().get_all(reqwest::header::SET_COOKIE) {
+            let pair = v.to_str().unwrap().split(';').next().unwrap();
+            let (k, v) = pair.split_once('=').unwrap();
+            self.cookies.insert(k.to_owned(), v.to_owned());
+        }
+    }
+
+    /// The `Cookie` header this browser sends.
+    pub fn cookie_string(&self) -> String {
+        self.cookie_header()
+    }
+
+    fn cookie_header(&self) -> String {
+        self.cookies
+            .iter()
+            .map(|(k, v)| format!("{k}={v}"))
+            .collect::<Vec<_>>()
+            .join("; ")
+    }
+
+    pub async fn get(&mut self, url: &str) -> Response {
+        let mut req = self.client.get(url);
+        if !self.cookies.is_empty() {
+            req = req.header(reqwest::header::COOKIE, self.cookie_header());
+        }
+        let r = req.send().await.unwrap();
+        self.keep_cookies(&r);
+        r
+    }
+
+    pub async fn post(&mut self, url: &str) -> Response {
+        let r = self.client.post(url).send().await.unwrap();
+        self.keep_cookies(&r);
+        r
+    }
+
+    /// Press Continue on the link: returns the provider authorize URL.
+    pub async fn start(&mut self, link: &str) -> Url {
+        let r = self.post(link).await;
+        assert_eq!(
+            r.status(),
+            StatusCode::SEE_OTHER,
+            "{}",
+            r.text().await.unwrap_or_default()
+        );
+        Url::parse(r.headers()[reqwest::header::LOCATION].to_str().unwrap()).unwrap()
+    }
+
+    /// Sign in at the provider: returns the callback URL it redirects to.
+    pub async fn sign_in(&mut self, authorize: &Url) -> Url {
+        let r = self.get(authorize.as_str()).await;
+        assert_eq!(
+            r.status(),
+            StatusCode::FOUND,
+            "{}",
+            r.text().await.unwrap_or_default()
+        );
+        Url::parse(r.headers()[reqwest::header::LOCATION].to_str().unwrap()).unwrap()
+    }
+
+    pub async fn land(&mut self, url: &str) -> Landing {
+        let r = self.get(url).await;
+        Landing {
+            status: r.status(),
+            headers: r.headers().clone(),
+            body: r.text().await.unwrap(),
+        }
+    }
+
+    /// The whole flow from the link to the result page.
+    pub async fn authorize(&mut self, link: &str) -> Landing {
+        let authorize = self.start(link).await;
+        let callback = self.sign_in(&authorize).await;
+        self.land(callback.as_str()).await
+    }
+}
+
+/// Point `url` at another replica (as a load balancer would).
+pub fn on(base: &str, url: &Url) -> String {
+    let base = Url::parse(base).unwrap();
+    let mut u = url.clone();
+    u.set_port(base.port()).unwrap();
+    u.to_string()
+}
+
+/// Wait until `cond` holds (polling; gives up after 10 s so a broken test fails, not hangs).
+pub async fn until(mut cond: impl FnMut() -> bool) {
+    for _ in 0..1000 {
+        if cond() {
+            return;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    panic!("condition not reached within 10 s");
+}

@@ -1,0 +1,555 @@
+//! ④ The store contract, one suite run against both implementations: Redis (a unique key prefix)
+//! and the embedded memory store.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use authlink::domain::bot::{ApiKey, Bot, Integration, KeyRole, Mode, ProfileRef, ProviderKind};
+use authlink::domain::event::Event;
+use authlink::domain::grant::{Grant, GrantStatus, Identity};
+use authlink::domain::session::{
+    Attempt, FailureCode, Session, SessionError, SessionSpec, Status, Verification,
+};
+use authlink::domain::{BotId, IntegrationName, Partition, SessionId, Subject};
+use authlink::store::memory::MemoryStore;
+use authlink::store::redis::RedisStore;
+use authlink::store::{
+    CreateOutcome, Idempotency, NewSession, SideWrite, Store, Transition, TransitionError,
+};
+use time::OffsetDateTime;
+
+use crate::helpers::redis_url;
+
+struct Fixture {
+    store: Arc<dyn Store>,
+    prefix: Option<String>,
+}
+
+impl Drop for Fixture {
+    fn drop(&mut self) {
+        let Some(prefix) = &self.prefix else { return };
+        let client = redis::Client::open(redis_url()).unwrap();
+        let mut con = client.get_connection().unwrap();
+        let keys: Vec<String> = redis::cmd("KEYS")
+            .arg(format!("{prefix}:*"))
+            .query(&mut con)
+            .unwrap();
+        if !keys.is_empty() {
+            let _: () = redis::cmd("DEL").arg(keys).query(&mut con).unwrap();
+        }
+    }
+}
+
+fn redis() -> Fixture {
+    let prefix = format!("t-{}", uuid::Uuid::new_v4().simple());
+    Fixture {
+        store: Arc::new(RedisStore::connect(&redis_url(), &prefix).unwrap()),
+        prefix: Some(prefix),
+    }
+}
+
+fn memory() -> Fixture {
+    Fixture {
+        store: Arc::new(MemoryStore::new()),
+        prefix: None,
+    }
+}
+
+/// Run one contract test against both stores.
+macro_rules! contract {
+    ($name:ident) => {
+        mod $name {
+            #[tokio::test]
+            async fn on_redis() {
+                super::$name(&*super::redis().store).await;
+            }
+            #[tokio::test]
+            async fn on_memory() {
+                super::$name(&*super::memory().store).await;
+            }
+        }
+    };
+}
+
+fn bot() -> BotId {
+    BotId::parse("acme").unwrap()
+}
+fn integration() -> IntegrationName {
+    IntegrationName::parse("crm").unwrap()
+}
+
+fn session(user: &str, now: OffsetDateTime) -> Session {
+    let subject = Subject::parse(user).unwrap();
+    let id = SessionId::new(Partition::of(&bot(), &integration(), &subject));
+    Session {
+        spec: SessionSpec {
+            id,
+            bot: bot(),
+            integration: integration(),
+            subject,
+            conversation_id: Some("c".into()),
+            context: Some(serde_json::json!({"n": 1, "list": [], "obj": {}})),
+            webhook_url: None,
+            scopes: vec![],
+            login_hint: None,
+            locale: None,
+            return_url: None,
+            verification: Verification::None,
+            expected_identity: None,
+            provider_config: "salesforce".into(),
+            created_at: now,
+            expires_at: now + time::Duration::minutes(15),
+        },
+        status: Status::Pending,
+        error: None,
+        updated_at: now,
+    }
+}
+
+fn now() -> OffsetDateTime {
+    authlink::clock::now()
+}
+
+async fn create(store: &dyn Store, s: &Session) -> CreateOutcome {
+    store
+        .create_session(NewSession {
+            session: s,
+            idempotency: None,
+            retention: Duration::from_secs(60),
+            unless_authorized_by: Some("salesforce"),
+        })
+        .await
+        .unwrap()
+}
+
+fn grant(s: &Session, now: OffsetDateTime) -> Grant {
+    Grant {
+        bot: s.spec.bot.clone(),
+        integration: s.spec.integration.clone(),
+        subject: s.spec.subject.clone(),
+        provider_config: "salesforce".into(),
+        status: GrantStatus::Active,
+        identity: Identity {
+            user_id: Some("005".into()),
+            ..Default::default()
+        },
+        scopes: vec!["api".into()],
+        instance_url: None,
+        access_expires_at: None,
+        created_at: now,
+        refreshed_at: None,
+        last_error: None,
+        generation: 1,
+        sealed_tokens: "k.sealed".into(),
+    }
+}
+
+fn attempt(s: &Session, id: &str, now: OffsetDateTime) -> Attempt {
+    Attempt {
+        id: id.into(),
+        session: s.spec.id,
+        verifier: "k.v".into(),
+        created_at: now,
+    }
+}
+
+async fn move_to(
+    store: &dyn Store,
+    s: &Session,
+    to: Status,
+    write: SideWrite<'_>,
+    event: Option<&Event>,
+    now: OffsetDateTime,
+) -> Result<Session, TransitionError> {
+    store
+        .transition(Transition {
+            id: s.spec.id,
+            to,
+            error: None,
+            write,
+            event,
+            now,
+        })
+        .await
+}
+
+async fn sessions_round_trip(store: &dyn Store) {
+    let now = now();
+    let s = session("u1", now);
+    assert!(matches!(create(store, &s).await, CreateOutcome::Created));
+    let back = store.get_session(s.spec.id).await.unwrap().unwrap();
+    assert_eq!(back.status, Status::Pending);
+    assert_eq!(
+        back.spec.context, s.spec.context,
+        "opaque JSON survives exactly"
+    );
+    assert_eq!(back.spec.expires_at, s.spec.expires_at);
+    assert!(
+        store
+            .get_session(SessionId::new(s.spec.id.partition()))
+            .await
+            .unwrap()
+            .is_none()
+    );
+}
+contract!(sessions_round_trip);
+
+async fn idempotency_replays_the_first_session(store: &dyn Store) {
+    let now = now();
+    let idem = Idempotency {
+        key: "k1".into(),
+        fingerprint: "f1".into(),
+        ttl: Duration::from_secs(60),
+    };
+    let first = session("u1", now);
+    let new = |s| NewSession {
+        session: s,
+        idempotency: Some(&idem),
+        retention: Duration::from_secs(60),
+        unless_authorized_by: None,
+    };
+    assert!(matches!(
+        store.create_session(new(&first)).await.unwrap(),
+        CreateOutcome::Created
+    ));
+    let second = session("u1", now);
+    match store.create_session(new(&second)).await.unwrap() {
+        CreateOutcome::Replayed { id, fingerprint } => {
+            assert_eq!(id, first.spec.id);
+            assert_eq!(fingerprint, "f1");
+        }
+        other => panic!("{other:?}"),
+    }
+    assert!(
+        store.get_session(second.spec.id).await.unwrap().is_none(),
+        "nothing new created"
+    );
+}
+contract!(idempotency_replays_the_first_session);
+
+async fn transitions_follow_the_status_machine(store: &dyn Store) {
+    let now = now();
+    let s = session("u1", now);
+    create(store, &s).await;
+    let err = move_to(store, &s, Status::Completed, SideWrite::None, None, now)
+        .await
+        .unwrap_err();
+    assert!(matches!(err, TransitionError::Conflict(Status::Pending)));
+    let a = attempt(&s, "a1", now);
+    let moved = move_to(
+        store,
+        &s,
+        Status::InProgress,
+        SideWrite::Attempt(&a, now + time::Duration::minutes(5)),
+        None,
+        now,
+    )
+    .await
+    .unwrap();
+    assert_eq!(moved.status, Status::InProgress);
+    let error = SessionError {
+        code: FailureCode::AccessDenied,
+        description: "no".into(),
+    };
+    let failed = store
+        .transition(Transition {
+            id: s.spec.id,
+            to: Status::Failed,
+            error: Some(&error),
+            write: SideWrite::None,
+            event: None,
+            now,
+        })
+        .await
+        .unwrap();
+    assert_eq!(failed.error, Some(error));
+    for to in [
+        Status::InProgress,
+        Status::Completed,
+        Status::Cancelled,
+        Status::Expired,
+    ] {
+        let err = move_to(store, &s, to, SideWrite::None, None, now)
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(err, TransitionError::Conflict(Status::Failed)),
+            "{to:?}"
+        );
+    }
+    let ghost = session("u2", now);
+    assert!(matches!(
+        move_to(store, &ghost, Status::Cancelled, SideWrite::None, None, now).await,
+        Err(TransitionError::NotFound)
+    ));
+}
+contract!(transitions_follow_the_status_machine);
+
+async fn a_session_past_its_deadline_can_only_expire(store: &dyn Store) {
+    let now = now();
+    let s = session("u1", now);
+    create(store, &s).await;
+    let later = s.spec.expires_at + time::Duration::seconds(1);
+    let a = attempt(&s, "a1", later);
+    let err = move_to(
+        store,
+        &s,
+        Status::InProgress,
+        SideWrite::Attempt(&a, later + time::Duration::minutes(1)),
+        None,
+        later,
+    )
+    .await
+    .unwrap_err();
+    assert!(matches!(err, TransitionError::Expired));
+    let mut expired = s.clone();
+    expired.status = Status::Expired;
+    let event = Event::for_session(&expired, None, later);
+    move_to(
+        store,
+        &s,
+        Status::Expired,
+        SideWrite::None,
+        Some(&event),
+        later,
+    )
+    .await
+    .unwrap();
+    // Exactly one expiry is recorded, whoever tries second.
+    assert!(matches!(
+        move_to(
+            store,
+            &s,
+            Status::Expired,
+            SideWrite::None,
+            Some(&event),
+            later
+        )
+        .await,
+        Err(TransitionError::Conflict(Status::Expired))
+    ));
+    let events = store.outbox(s.spec.id.partition(), 100).await.unwrap();
+    assert_eq!(
+        events
+            .iter()
+            .filter(|e| e.kind == "auth_session.expired")
+            .count(),
+        1
+    );
+}
+contract!(a_session_past_its_deadline_can_only_expire);
+
+async fn an_attempt_is_taken_exactly_once(store: &dyn Store) {
+    let now = now();
+    let s = session("u1", now);
+    create(store, &s).await;
+    let a = attempt(&s, "a1", now);
+    move_to(
+        store,
+        &s,
+        Status::InProgress,
+        SideWrite::Attempt(&a, now + time::Duration::minutes(5)),
+        None,
+        now,
+    )
+    .await
+    .unwrap();
+    let takes =
+        futures_util::future::join_all((0..20).map(|_| store.take_attempt(s.spec.id, "a1"))).await;
+    let taken: Vec<_> = takes.into_iter().filter_map(Result::unwrap).collect();
+    assert_eq!(taken.len(), 1);
+    assert_eq!(taken[0].verifier, "k.v");
+    assert!(store.take_attempt(s.spec.id, "a1").await.unwrap().is_none());
+    assert!(
+        store
+            .take_attempt(s.spec.id, "never")
+            .await
+            .unwrap()
+            .is_none()
+    );
+}
+contract!(an_attempt_is_taken_exactly_once);
+
+async fn completion_writes_grant_status_and_event_together(store: &dyn Store) {
+    let now = now();
+    let s = session("u1", now);
+    create(store, &s).await;
+    let a = attempt(&s, "a1", now);
+    move_to(
+        store,
+        &s,
+        Status::InProgress,
+        SideWrite::Attempt(&a, now + time::Duration::minutes(5)),
+        None,
+        now,
+    )
+    .await
+    .unwrap();
+    let g = grant(&s, now);
+    let mut done = s.clone();
+    done.status = Status::Completed;
+    let event = Event::for_session(&done, Some(&g.identity), now);
+    let updated = move_to(
+        store,
+        &s,
+        Status::Completed,
+        SideWrite::Grant(&g),
+        Some(&event),
+        now,
+    )
+    .await
+    .unwrap();
+    assert_eq!(updated.status, Status::Completed);
+    let stored = store
+        .get_grant(&bot(), &integration(), &s.spec.subject)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(stored.identity, g.identity);
+    let events = store.outbox(s.spec.id.partition(), 100).await.unwrap();
+    assert_eq!(events, vec![event]);
+    // A failed completion writes neither grant nor event.
+    let other = session("u2", now);
+    create(store, &other).await;
+    let g2 = grant(&other, now);
+    assert!(
+        move_to(
+            store,
+            &other,
+            Status::Completed,
+            SideWrite::Grant(&g2),
+            Some(&Event::for_session(&other, None, now)),
+            now
+        )
+        .await
+        .is_err()
+    );
+    assert!(
+        store
+            .get_grant(&bot(), &integration(), &other.spec.subject)
+            .await
+            .unwrap()
+            .is_none()
+    );
+    assert_eq!(
+        store
+            .outbox(other.spec.id.partition(), 100)
+            .await
+            .unwrap()
+            .iter()
+            .filter(|e| e.data["session_id"] == other.spec.id.to_string())
+            .count(),
+        0
+    );
+    // A working grant answers the next create with `already authorized`.
+    let again = session("u1", now);
+    assert!(matches!(
+        create(store, &again).await,
+        CreateOutcome::AlreadyAuthorized(_)
+    ));
+    let force = NewSession {
+        session: &again,
+        idempotency: None,
+        retention: Duration::from_secs(60),
+        unless_authorized_by: None,
+    };
+    assert!(matches!(
+        store.create_session(force).await.unwrap(),
+        CreateOutcome::Created
+    ));
+    // A grant from another app does not count.
+    let third = session("u1", now);
+    let other_app = NewSession {
+        session: &third,
+        idempotency: None,
+        retention: Duration::from_secs(60),
+        unless_authorized_by: Some("oauth2"),
+    };
+    assert!(matches!(
+        store.create_session(other_app).await.unwrap(),
+        CreateOutcome::Created
+    ));
+}
+contract!(completion_writes_grant_status_and_event_together);
+
+async fn listeners_wake_on_transitions(store: &dyn Store) {
+    let now = now();
+    let s = session("u1", now);
+    create(store, &s).await;
+    let listener = store.listen(s.spec.id);
+    assert_eq!(store.waiting(), 1);
+    let changed = listener.next_change();
+    move_to(store, &s, Status::Cancelled, SideWrite::None, None, now)
+        .await
+        .unwrap();
+    tokio::time::timeout(Duration::from_secs(10), changed)
+        .await
+        .expect("woken by the change");
+    drop(listener);
+    assert_eq!(store.waiting(), 0);
+}
+contract!(listeners_wake_on_transitions);
+
+async fn tenancy_records_round_trip(store: &dyn Store) {
+    let now = now();
+    let b = Bot {
+        id: bot(),
+        name: "Acme".into(),
+        webhook_url: None,
+        allowed_return_hosts: vec![],
+        allowed_webhook_hosts: vec![],
+        created_at: now,
+        updated_at: now,
+    };
+    store.put_bot(&b).await.unwrap();
+    assert_eq!(store.get_bot(&bot()).await.unwrap(), Some(b));
+    let key = ApiKey {
+        id: "key_1".into(),
+        bot: bot(),
+        role: KeyRole::Runtime,
+        name: None,
+        hash: format!("{:064}", 7),
+        created_at: now,
+    };
+    store.put_api_key(&key).await.unwrap();
+    assert_eq!(
+        store.find_api_key(&key.hash).await.unwrap(),
+        Some(key.clone())
+    );
+    assert_eq!(
+        store.list_api_keys(&bot()).await.unwrap(),
+        vec![key.clone()]
+    );
+    let i = Integration {
+        bot: bot(),
+        name: integration(),
+        provider: ProviderKind::Salesforce,
+        mode: Mode::User,
+        profile: ProfileRef::System,
+        scopes: None,
+        link_ttl_seconds: None,
+        verification: Verification::None,
+        salesforce: None,
+        created_at: now,
+        updated_at: now,
+    };
+    store.put_integration(&i).await.unwrap();
+    assert_eq!(
+        store.get_integration(&bot(), &integration()).await.unwrap(),
+        Some(i)
+    );
+    assert!(store.delete_bot(&bot()).await.unwrap());
+    assert!(
+        store.find_api_key(&key.hash).await.unwrap().is_none(),
+        "keys go with the bot"
+    );
+    assert!(
+        store
+            .get_integration(&bot(), &integration())
+            .await
+            .unwrap()
+            .is_none()
+    );
+    assert!(!store.delete_bot(&bot()).await.unwrap());
+}
+contract!(tenancy_records_round_trip);
