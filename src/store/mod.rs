@@ -6,6 +6,7 @@
 //! key and the `already_authorized` check), starting an attempt, consuming an attempt, and
 //! transitioning a session together with its grant and its outbox event.
 
+pub mod cache;
 pub mod memory;
 pub mod notify;
 pub mod redis;

@@ -24,6 +24,7 @@ use futures_util::StreamExt;
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::{AsyncCommands, Script};
 
+use super::cache::ConfigCache;
 use super::notify::{Hub, Listener};
 use super::{
     CreateOutcome, NewSession, SideWrite, Store, StoreError, Transition, TransitionError,
@@ -80,6 +81,7 @@ pub struct RedisStore {
     conn: ConnectionManager,
     prefix: Arc<str>,
     hub: Arc<Hub>,
+    cache: Arc<ConfigCache>,
     create: Arc<Script>,
     transition: Arc<Script>,
 }
@@ -103,10 +105,16 @@ impl RedisStore {
             conn,
             prefix: prefix.into(),
             hub: Arc::default(),
+            cache: Arc::default(),
             create: Arc::new(Script::new(CREATE)),
             transition: Arc::new(Script::new(TRANSITION)),
         };
-        tokio::spawn(subscribe(client, store.channel(), store.hub.clone()));
+        tokio::spawn(subscribe(
+            client,
+            store.channel(),
+            store.hub.clone(),
+            store.cache.clone(),
+        ));
         Ok(store)
     }
 
@@ -147,6 +155,15 @@ impl RedisStore {
         self.conn.clone()
     }
 
+    /// Tell every replica (this one included) that `bot`'s records changed.
+    async fn changed(&self, bot: &BotId) -> Result<(), StoreError> {
+        self.cache.invalidate_bot(bot);
+        self.conn()
+            .publish::<_, _, ()>(self.channel(), format!("b {bot}"))
+            .await
+            .map_err(unavailable)
+    }
+
     async fn create_unless_authorized(
         &self,
         new: &NewSession<'_>,
@@ -181,13 +198,15 @@ impl RedisStore {
 
 /// Keeps one pub/sub subscription alive and forwards change notices to the hub. After a lost
 /// subscription everybody is woken once: they re-read the store and miss nothing.
-async fn subscribe(client: redis::Client, channel: String, hub: Arc<Hub>) {
+async fn subscribe(client: redis::Client, channel: String, hub: Arc<Hub>, cache: Arc<ConfigCache>) {
     let mut backoff = Duration::from_millis(100);
     loop {
         match client.get_async_pubsub().await {
             Ok(mut pubsub) => {
                 if pubsub.subscribe(&channel).await.is_ok() {
                     backoff = Duration::from_millis(100);
+                    // Changes may have been missed while unsubscribed.
+                    cache.clear();
                     hub.notify_all();
                     let mut messages = pubsub.on_message();
                     while let Some(msg) = messages.next().await {
@@ -199,6 +218,11 @@ async fn subscribe(client: redis::Client, channel: String, hub: Arc<Hub>) {
                             .and_then(|s| SessionId::parse(s).ok())
                         {
                             hub.notify(id);
+                        } else if let Some(bot) = payload
+                            .strip_prefix("b ")
+                            .and_then(|b| BotId::parse(b).ok())
+                        {
+                            cache.invalidate_bot(&bot);
                         }
                     }
                 }
@@ -206,6 +230,7 @@ async fn subscribe(client: redis::Client, channel: String, hub: Arc<Hub>) {
             }
             Err(e) => tracing::debug!(error = %e, "redis change subscription cannot connect"),
         }
+        cache.clear();
         hub.notify_all();
         tokio::time::sleep(backoff).await;
         backoff = (backoff * 2).min(Duration::from_secs(5));
@@ -245,16 +270,24 @@ impl Store for RedisStore {
         self.conn()
             .set::<_, _, ()>(self.bot_key(&bot.id, "bot"), to_json(bot))
             .await
-            .map_err(unavailable)
+            .map_err(unavailable)?;
+        self.changed(&bot.id).await
     }
 
     async fn get_bot(&self, id: &BotId) -> Result<Option<Bot>, StoreError> {
+        if let Some(bot) = self.cache.bot(id) {
+            return Ok(Some(bot));
+        }
         let raw: Option<String> = self
             .conn()
             .get(self.bot_key(id, "bot"))
             .await
             .map_err(unavailable)?;
-        raw.map(|r| from_json("bot", &r)).transpose()
+        let bot: Option<Bot> = raw.map(|r| from_json("bot", &r)).transpose()?;
+        if let Some(b) = &bot {
+            self.cache.put_bot(b.clone());
+        }
+        Ok(bot)
     }
 
     async fn delete_bot(&self, id: &BotId) -> Result<bool, StoreError> {
@@ -276,6 +309,7 @@ impl Store for RedisStore {
             ])
             .await
             .map_err(unavailable)?;
+        self.changed(id).await?;
         Ok(removed > 0)
     }
 
@@ -286,16 +320,24 @@ impl Store for RedisStore {
             .map_err(unavailable)?;
         conn.set::<_, _, ()>(self.api_key_key(&key.hash), to_json(key))
             .await
-            .map_err(unavailable)
+            .map_err(unavailable)?;
+        self.changed(&key.bot).await
     }
 
     async fn find_api_key(&self, hash: &str) -> Result<Option<ApiKey>, StoreError> {
+        if let Some(key) = self.cache.key(hash) {
+            return Ok(Some(key));
+        }
         let raw: Option<String> = self
             .conn()
             .get(self.api_key_key(hash))
             .await
             .map_err(unavailable)?;
-        raw.map(|r| from_json("api key", &r)).transpose()
+        let key: Option<ApiKey> = raw.map(|r| from_json("api key", &r)).transpose()?;
+        if let Some(k) = &key {
+            self.cache.put_key(k.clone());
+        }
+        Ok(key)
     }
 
     async fn list_api_keys(&self, bot: &BotId) -> Result<Vec<ApiKey>, StoreError> {
@@ -325,6 +367,7 @@ impl Store for RedisStore {
         conn.hdel::<_, _, ()>(&index, id)
             .await
             .map_err(unavailable)?;
+        self.changed(bot).await?;
         Ok(true)
     }
 
@@ -336,7 +379,8 @@ impl Store for RedisStore {
                 to_json(integration),
             )
             .await
-            .map_err(unavailable)
+            .map_err(unavailable)?;
+        self.changed(&integration.bot).await
     }
 
     async fn get_integration(
@@ -344,12 +388,20 @@ impl Store for RedisStore {
         bot: &BotId,
         name: &IntegrationName,
     ) -> Result<Option<Integration>, StoreError> {
+        if let Some(i) = self.cache.integration(bot, name) {
+            return Ok(Some(i));
+        }
         let raw: Option<String> = self
             .conn()
             .hget(self.bot_key(bot, "ints"), name.as_str())
             .await
             .map_err(unavailable)?;
-        raw.map(|r| from_json("integration", &r)).transpose()
+        let integration: Option<Integration> =
+            raw.map(|r| from_json("integration", &r)).transpose()?;
+        if let Some(i) = &integration {
+            self.cache.put_integration(i.clone());
+        }
+        Ok(integration)
     }
 
     async fn delete_integration(
@@ -362,6 +414,7 @@ impl Store for RedisStore {
             .hdel(self.bot_key(bot, "ints"), name.as_str())
             .await
             .map_err(unavailable)?;
+        self.changed(bot).await?;
         Ok(n > 0)
     }
 
