@@ -192,3 +192,63 @@ async fn probes_answer() {
     assert_eq!(r.status(), StatusCode::NOT_FOUND);
     assert_eq!(r.headers()["content-type"], "application/problem+json");
 }
+
+#[tokio::test]
+async fn a_revoked_key_stops_working_on_every_replica_at_once() {
+    let a = spawn_app().await;
+    let b = a.replica().await;
+    a.put_bot("acme").await;
+    let r = a
+        .call(
+            Method::POST,
+            "/v1/bots/acme/api-keys",
+            &a.operator_key,
+            Some(json!({})),
+        )
+        .await;
+    let created: Value = r.json().await.unwrap();
+    let key = created["key"].as_str().unwrap();
+    // B has the key cached now.
+    assert_eq!(
+        b.call(Method::GET, "/v1/bots/acme", key, None)
+            .await
+            .status(),
+        StatusCode::OK
+    );
+    let id = created["id"].as_str().unwrap();
+    let r = a
+        .call(
+            Method::DELETE,
+            &format!("/v1/bots/acme/api-keys/{id}"),
+            &a.operator_key,
+            None,
+        )
+        .await;
+    assert_eq!(r.status(), StatusCode::NO_CONTENT);
+    crate::helpers::until_async(|| async {
+        b.call(Method::GET, "/v1/bots/acme", key, None)
+            .await
+            .status()
+            == StatusCode::UNAUTHORIZED
+    })
+    .await;
+    // And a renamed bot is seen by B.
+    let r = a
+        .call(
+            Method::PUT,
+            "/v1/bots/acme",
+            &a.operator_key,
+            Some(json!({"name": "Renamed"})),
+        )
+        .await;
+    assert_eq!(r.status(), StatusCode::OK);
+    crate::helpers::until_async(|| async {
+        b.call(Method::GET, "/v1/bots/acme", &b.operator_key, None)
+            .await
+            .json::<Value>()
+            .await
+            .unwrap()["name"]
+            == "Renamed"
+    })
+    .await;
+}

@@ -63,12 +63,7 @@ pub async fn spawn_app() -> TestApp {
 }
 
 pub async fn spawn_with(opts: Options) -> TestApp {
-    if std::env::var_os("TEST_LOG").is_some() {
-        let _ = tracing_subscriber::fmt()
-            .with_test_writer()
-            .with_env_filter("debug")
-            .try_init();
-    }
+    capture_logs();
     let provider = FakeProvider::spawn(ProviderOptions {
         client_id: CLIENT_ID.into(),
         client_secret: CLIENT_SECRET.into(),
@@ -469,4 +464,57 @@ pub async fn until(mut cond: impl FnMut() -> bool) {
         tokio::time::sleep(std::time::Duration::from_millis(10)).await;
     }
     panic!("condition not reached within 10 s");
+}
+
+/// `until` for conditions that need I/O to check (e.g. another replica's view).
+pub async fn until_async<F: std::future::Future<Output = bool>>(mut cond: impl FnMut() -> F) {
+    for _ in 0..500 {
+        if cond().await {
+            return;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    panic!("condition not reached within 5 s");
+}
+
+/// Every log line any daemon in this test process wrote (debug level and up), for secret scans.
+/// One process-wide subscriber: a thread-local one races with tracing's callsite cache when
+/// tests run in parallel. `TEST_LOG=1` also prints the lines.
+static LOGS: std::sync::OnceLock<std::sync::Arc<std::sync::Mutex<Vec<u8>>>> =
+    std::sync::OnceLock::new();
+
+#[derive(Clone)]
+struct LogSink(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
+
+impl std::io::Write for LogSink {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        if std::env::var_os("TEST_LOG").is_some() {
+            eprint!("{}", String::from_utf8_lossy(buf));
+        }
+        self.0.lock().unwrap().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+fn capture_logs() {
+    LOGS.get_or_init(|| {
+        let buf = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let sink = LogSink(buf.clone());
+        tracing_subscriber::fmt()
+            .with_env_filter("debug")
+            .with_writer(move || sink.clone())
+            .with_ansi(false)
+            .init();
+        buf
+    });
+}
+
+/// The captured logs so far.
+pub fn logs() -> String {
+    LOGS.get()
+        .map(|b| String::from_utf8_lossy(&b.lock().unwrap()).into_owned())
+        .unwrap_or_default()
 }
