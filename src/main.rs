@@ -7,6 +7,10 @@ use clap::{Parser, Subcommand};
 use secrecy::ExposeSecret;
 
 use authlink::config::{GeneratedKeys, Settings};
+
+/// See Cargo.toml: the allocator is a measured choice for the request path.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 use authlink::startup::Application;
 use authlink::telemetry;
 

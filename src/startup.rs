@@ -44,11 +44,8 @@ impl Application {
 
     /// With a listener bound elsewhere (tests bind port 0 first, to know `public_url`).
     pub fn with_listener(config: Config, store: Arc<dyn Store>, listener: TcpListener) -> Self {
-        let state = AppState {
-            http: http_client(config.provider_timeout),
-            config: Arc::new(config),
-            store,
-        };
+        let config_timeout = config.provider_timeout;
+        let state = AppState::new(Arc::new(config), store, http_client(config_timeout));
         Self { listener, state }
     }
 

@@ -19,9 +19,9 @@ pub struct Bot {
     /// When non-empty, webhook URLs must point to one of these hosts.
     #[serde(default)]
     pub allowed_webhook_hosts: Vec<String>,
-    #[serde(with = "time::serde::rfc3339")]
+    #[serde(with = "crate::clock::rfc3339")]
     pub created_at: OffsetDateTime,
-    #[serde(with = "time::serde::rfc3339")]
+    #[serde(with = "crate::clock::rfc3339")]
     pub updated_at: OffsetDateTime,
 }
 
@@ -56,7 +56,7 @@ pub struct ApiKey {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub name: Option<String>,
     pub hash: String,
-    #[serde(with = "time::serde::rfc3339")]
+    #[serde(with = "crate::clock::rfc3339")]
     pub created_at: OffsetDateTime,
 }
 
@@ -149,9 +149,9 @@ pub struct Integration {
     pub verification: Verification,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub salesforce: Option<SalesforceSettings>,
-    #[serde(with = "time::serde::rfc3339")]
+    #[serde(with = "crate::clock::rfc3339")]
     pub created_at: OffsetDateTime,
-    #[serde(with = "time::serde::rfc3339")]
+    #[serde(with = "crate::clock::rfc3339")]
     pub updated_at: OffsetDateTime,
 }
 

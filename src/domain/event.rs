@@ -16,7 +16,7 @@ pub struct Event {
     pub id: String,
     #[serde(rename = "type")]
     pub kind: String,
-    #[serde(with = "time::serde::rfc3339")]
+    #[serde(with = "crate::clock::rfc3339")]
     pub timestamp: OffsetDateTime,
     pub data: serde_json::Value,
     /// Where the event goes; fixed when the session was created. `None`: no webhook configured
@@ -71,7 +71,7 @@ impl Event {
     pub fn body(&self) -> String {
         json!({
             "type": self.kind,
-            "timestamp": self.timestamp.format(&time::format_description::well_known::Rfc3339).unwrap_or_default(),
+            "timestamp": crate::clock::rfc3339::format(self.timestamp),
             "data": self.data,
         })
         .to_string()

@@ -145,9 +145,9 @@ pub struct SessionSpec {
     pub expected_identity: Option<ExpectedIdentity>,
     /// The provider configuration (callback path) this session's attempts use.
     pub provider_config: String,
-    #[serde(with = "time::serde::rfc3339")]
+    #[serde(with = "crate::clock::rfc3339")]
     pub created_at: OffsetDateTime,
-    #[serde(with = "time::serde::rfc3339")]
+    #[serde(with = "crate::clock::rfc3339")]
     pub expires_at: OffsetDateTime,
 }
 
@@ -232,6 +232,6 @@ pub struct Attempt {
     pub session: SessionId,
     /// PKCE verifier, sealed with the encryption keys.
     pub verifier: String,
-    #[serde(with = "time::serde::rfc3339")]
+    #[serde(with = "crate::clock::rfc3339")]
     pub created_at: OffsetDateTime,
 }

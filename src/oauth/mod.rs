@@ -128,6 +128,24 @@ pub struct Provider {
 }
 
 impl Provider {
+    /// The app an integration uses, without building its client (the session-create hot path
+    /// only needs the name, and that the app exists).
+    pub fn config_id(config: &Config, integration: &Integration) -> Result<String, ResolveError> {
+        let kind = integration.provider;
+        match &integration.profile {
+            ProfileRef::System => {
+                let app = match kind {
+                    ProviderKind::Salesforce => &config.salesforce,
+                    ProviderKind::Oauth2 => &config.oauth2,
+                };
+                app.as_ref()
+                    .ok_or(ResolveError::NoSystemApp(kind.as_str()))?;
+                Ok(kind.as_str().to_owned())
+            }
+            ProfileRef::Custom(_) => Err(ResolveError::CustomProfile),
+        }
+    }
+
     pub fn resolve(config: &Config, integration: &Integration) -> Result<Self, ResolveError> {
         let kind = integration.provider;
         let mut app = match &integration.profile {
@@ -152,7 +170,7 @@ impl Provider {
         if let Some(scopes) = &integration.scopes {
             app.scopes = scopes.clone();
         }
-        let config_id = kind.as_str().to_owned();
+        let config_id = Self::config_id(config, integration)?;
         let redirect_uri = callback_url(&config.public_url, &config_id);
         Ok(Self {
             kind,

@@ -180,7 +180,7 @@ pub async fn create_api_key(
             "bot": key.bot,
             "role": key.role,
             "name": key.name,
-            "created_at": key.created_at.format(&time::format_description::well_known::Rfc3339).unwrap_or_default(),
+            "created_at": crate::clock::rfc3339::format(key.created_at),
             "key": secret,
             "note": "the key is shown once; store it now",
         })),
@@ -193,7 +193,7 @@ fn key_view(k: &ApiKey) -> Value {
         "bot": k.bot,
         "role": k.role,
         "name": k.name,
-        "created_at": k.created_at.format(&time::format_description::well_known::Rfc3339).unwrap_or_default(),
+        "created_at": crate::clock::rfc3339::format(k.created_at),
     })
 }
 

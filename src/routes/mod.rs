@@ -27,14 +27,33 @@ use crate::config::Config;
 use crate::error::ApiError;
 use crate::store::Store;
 
-/// Everything a handler needs. Cheap to clone; no per-replica state that another replica would
-/// need lives here.
+/// Everything a handler needs; no per-replica state that another replica would need lives here.
+/// One `Arc`, so the per-request clone is a single reference count.
 #[derive(Clone)]
-pub struct AppState {
+pub struct AppState(Arc<Shared>);
+
+pub struct Shared {
     pub config: Arc<Config>,
     pub store: Arc<dyn Store>,
     /// Provider calls: no redirects, bounded time.
     pub http: reqwest::Client,
+}
+
+impl AppState {
+    pub fn new(config: Arc<Config>, store: Arc<dyn Store>, http: reqwest::Client) -> Self {
+        Self(Arc::new(Shared {
+            config,
+            store,
+            http,
+        }))
+    }
+}
+
+impl std::ops::Deref for AppState {
+    type Target = Shared;
+    fn deref(&self) -> &Shared {
+        &self.0
+    }
 }
 
 /// JSON body whose rejections become our problem+json (400 syntax, 422 shape, 413 size, 415 type).

@@ -7,11 +7,11 @@ use axum::Json;
 use axum::body::Bytes;
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
 use serde_json::value::RawValue;
 use serde_json::{Value, json};
 use time::OffsetDateTime;
-use time::format_description::well_known::Rfc3339;
 use url::Url;
 
 use super::AppState;
@@ -100,7 +100,7 @@ pub async fn create(
     Path(bot): Path<String>,
     headers: HeaderMap,
     body: Bytes,
-) -> Result<(StatusCode, Json<Value>), ApiError> {
+) -> Result<Response, ApiError> {
     if !headers
         .get(axum::http::header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
@@ -176,7 +176,7 @@ pub async fn create(
     if !(60..=86_400).contains(&ttl.as_secs()) {
         return Err(ApiError::Invalid("ttl_seconds must be 60-86400".into()));
     }
-    let provider = Provider::resolve(&state.config, &integration)
+    let provider_config = Provider::config_id(&state.config, &integration)
         .map_err(|e| ApiError::Conflict(e.to_string()))?;
 
     let now = clock::now();
@@ -201,7 +201,7 @@ pub async fn create(
             return_url: req.return_url,
             verification,
             expected_identity: req.expected_identity,
-            provider_config: provider.config_id.clone(),
+            provider_config: provider_config.clone(),
             created_at: now,
             expires_at: now + ttl,
         },
@@ -216,13 +216,13 @@ pub async fn create(
             session: &session,
             idempotency: idempotency.as_ref(),
             retention: state.config.retention,
-            unless_authorized_by: (!req.force).then_some(provider.config_id.as_str()),
+            unless_authorized_by: (!req.force).then_some(provider_config.as_str()),
         })
         .await?;
     match outcome {
         CreateOutcome::Created => {
             tracing::info!(session_id = %id, bot = %bot.id, integration = %integration.name, "auth session created");
-            Ok((StatusCode::CREATED, Json(view(&state, &session, now, true))))
+            Ok((StatusCode::CREATED, respond(&state, &session, now, true)).into_response())
         }
         CreateOutcome::InFlight { fingerprint } => {
             if idempotency.is_some_and(|i| i.fingerprint == fingerprint) {
@@ -248,7 +248,7 @@ pub async fn create(
                 .get_session(id)
                 .await?
                 .ok_or(ApiError::NotFound("auth session"))?;
-            Ok((StatusCode::CREATED, Json(view(&state, &prior, now, true))))
+            Ok((StatusCode::CREATED, respond(&state, &prior, now, true)).into_response())
         }
         CreateOutcome::AlreadyAuthorized(grant) => Ok((
             StatusCode::OK,
@@ -263,7 +263,8 @@ pub async fn create(
                     "created_at": fmt_time(grant.created_at),
                 },
             })),
-        )),
+        )
+            .into_response()),
     }
 }
 
@@ -290,32 +291,62 @@ fn idempotency(
 }
 
 pub fn fmt_time(t: OffsetDateTime) -> String {
-    t.format(&Rfc3339).unwrap_or_default()
+    crate::clock::rfc3339::format(t)
 }
 
-/// The API view of a session (no secrets, no attempt data).
-pub fn view(state: &AppState, s: &Session, now: OffsetDateTime, with_link: bool) -> Value {
+/// The API view of a session (no secrets, no attempt data). A borrowed, typed struct: the
+/// response is serialized straight from the session, without an intermediate JSON tree.
+#[derive(serde::Serialize)]
+struct SessionView<'a> {
+    id: SessionId,
+    status: Status,
+    integration: &'a IntegrationName,
+    user_id: &'a Subject,
+    conversation_id: &'a Option<String>,
+    context: &'a Option<Value>,
+    #[serde(with = "crate::clock::rfc3339")]
+    created_at: OffsetDateTime,
+    #[serde(with = "crate::clock::rfc3339")]
+    updated_at: OffsetDateTime,
+    #[serde(with = "crate::clock::rfc3339")]
+    expires_at: OffsetDateTime,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    error: Option<&'a crate::domain::session::SessionError>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    link: Option<String>,
+}
+
+fn view_of<'a>(
+    state: &AppState,
+    s: &'a Session,
+    now: OffsetDateTime,
+    with_link: bool,
+) -> SessionView<'a> {
     let spec = &s.spec;
     let status = s.status_at(now);
-    let mut v = json!({
-        "id": spec.id,
-        "status": status,
-        "integration": spec.integration,
-        "user_id": spec.subject,
-        "conversation_id": spec.conversation_id,
-        "context": spec.context,
-        "created_at": fmt_time(spec.created_at),
-        "updated_at": fmt_time(s.updated_at),
-        "expires_at": fmt_time(spec.expires_at),
-    });
-    if let Some(err) = &s.error {
-        v["error"] = json!(err);
+    SessionView {
+        id: spec.id,
+        status,
+        integration: &spec.integration,
+        user_id: &spec.subject,
+        conversation_id: &spec.conversation_id,
+        context: &spec.context,
+        created_at: spec.created_at,
+        updated_at: s.updated_at,
+        expires_at: spec.expires_at,
+        error: s.error.as_ref(),
+        link: (with_link && !status.is_final()).then(|| {
+            link_url(
+                state,
+                &link::encode(&state.config.signing, spec.id, spec.expires_at),
+            )
+        }),
     }
-    if with_link && !status.is_final() {
-        let token = link::encode(&state.config.signing, spec.id, spec.expires_at);
-        v["link"] = json!(link_url(state, &token));
-    }
-    v
+}
+
+/// The response body for a session.
+pub fn respond(state: &AppState, s: &Session, now: OffsetDateTime, with_link: bool) -> Response {
+    Json(view_of(state, s, now, with_link)).into_response()
 }
 
 pub fn link_url(state: &AppState, token: &str) -> String {
@@ -377,7 +408,7 @@ pub async fn status(
     caller: Caller,
     Path((bot, id)): Path<(String, String)>,
     query: Result<Query<StatusQuery>, axum::extract::rejection::QueryRejection>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Response, ApiError> {
     let Query(q) = query.map_err(|e| ApiError::BadRequest(e.body_text()))?;
     let wait = Duration::from_secs(q.wait.unwrap_or(0).into());
     if wait > state.config.max_wait {
@@ -395,7 +426,7 @@ pub async fn status(
         session = settle_expiry(&state, session, now).await?;
         let settled = !matches!(session.status_at(now), Status::Pending | Status::InProgress);
         if settled || tokio::time::Instant::now() >= deadline {
-            return Ok(Json(view(&state, &session, now, false)));
+            return Ok(respond(&state, &session, now, false));
         }
         // Wake on a change (any replica; after a lost subscription everybody is woken to
         // re-read), at the deadline, or at the session's own expiry.
@@ -417,7 +448,7 @@ pub async fn cancel(
     State(state): State<AppState>,
     caller: Caller,
     Path((bot, id)): Path<(String, String)>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Response, ApiError> {
     let session = load(&state, &caller, &bot, &id).await?;
     let now = clock::now();
     let session = settle_expiry(&state, session, now).await?;
@@ -442,5 +473,5 @@ pub async fn cancel(
         })
         .await?;
     tracing::info!(session_id = %updated.spec.id, "auth session cancelled");
-    Ok(Json(view(&state, &updated, now, false)))
+    Ok(respond(&state, &updated, now, false))
 }

@@ -279,10 +279,7 @@ impl TestApp {
     pub fn redis_dump(&self) -> Vec<(String, String)> {
         let client = redis::Client::open(self.redis_url.as_str()).unwrap();
         let mut con = client.get_connection().unwrap();
-        let keys: Vec<String> = redis::cmd("KEYS")
-            .arg(format!("{}:*", self.prefix))
-            .query(&mut con)
-            .unwrap();
+        let keys: Vec<String> = scan_keys(&mut con, &self.prefix).unwrap();
         keys.into_iter()
             .map(|k| {
                 let kind: String = redis::cmd("TYPE").arg(&k).query(&mut con).unwrap();
@@ -334,10 +331,7 @@ impl Drop for TestApp {
         else {
             return;
         };
-        let keys: Vec<String> = redis::cmd("KEYS")
-            .arg(format!("{}:*", self.prefix))
-            .query(&mut con)
-            .unwrap_or_default();
+        let keys: Vec<String> = scan_keys(&mut con, &self.prefix).unwrap_or_default();
         if !keys.is_empty() {
             let _: Result<(), _> = redis::cmd("DEL").arg(keys).query(&mut con);
         }
@@ -517,4 +511,17 @@ pub fn logs() -> String {
     LOGS.get()
         .map(|b| String::from_utf8_lossy(&b.lock().unwrap()).into_owned())
         .unwrap_or_default()
+}
+
+/// Every key under `prefix` (SCAN, not KEYS: the shared Redis may hold many other keys).
+pub fn scan_keys(con: &mut redis::Connection, prefix: &str) -> redis::RedisResult<Vec<String>> {
+    let iter: redis::Iter<String> = redis::cmd("SCAN")
+        .cursor_arg(0)
+        .arg("MATCH")
+        .arg(format!("{prefix}:*"))
+        .arg("COUNT")
+        .arg(1000)
+        .clone()
+        .iter(con)?;
+    iter.collect()
 }

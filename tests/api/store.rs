@@ -30,10 +30,7 @@ impl Drop for Fixture {
         let Some(prefix) = &self.prefix else { return };
         let client = redis::Client::open(redis_url()).unwrap();
         let mut con = client.get_connection().unwrap();
-        let keys: Vec<String> = redis::cmd("KEYS")
-            .arg(format!("{prefix}:*"))
-            .query(&mut con)
-            .unwrap();
+        let keys: Vec<String> = crate::helpers::scan_keys(&mut con, prefix).unwrap();
         if !keys.is_empty() {
             let _: () = redis::cmd("DEL").arg(keys).query(&mut con).unwrap();
         }
