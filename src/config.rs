@@ -28,7 +28,56 @@ pub struct Settings {
     pub keys: KeySettings,
     pub sessions: SessionSettings,
     pub http: HttpSettings,
+    pub webhooks: WebhookSettings,
     pub system_apps: SystemApps,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct WebhookSettings {
+    /// Delay before each retry, in seconds (±20% jitter); after the last one the event is a dead
+    /// letter. The default spreads 11 attempts over about a day.
+    pub retry_schedule_seconds: Vec<f64>,
+    pub request_timeout_seconds: u64,
+    /// How long a worker may hold a delivery before another replica takes it over.
+    pub visibility_timeout_seconds: u64,
+    /// How often idle workers look for due deliveries and expired sessions (changes on any
+    /// replica wake them sooner).
+    pub poll_interval_ms: u64,
+    /// Deliveries in flight per replica, and per bot (so one slow endpoint cannot starve others).
+    pub concurrency: usize,
+    pub per_bot_concurrency: usize,
+    /// Refuse webhook URLs that are or resolve to loopback/private/link-local addresses.
+    /// Default: on when `public_url` is https (production), off otherwise (local runs, tests).
+    pub deny_private_networks: Option<bool>,
+}
+
+impl Default for WebhookSettings {
+    fn default() -> Self {
+        Self {
+            retry_schedule_seconds: vec![
+                5.0, 30.0, 120.0, 600.0, 1800.0, 3600.0, 7200.0, 14400.0, 28800.0, 28800.0,
+            ],
+            request_timeout_seconds: 10,
+            visibility_timeout_seconds: 60,
+            poll_interval_ms: 1000,
+            concurrency: 64,
+            per_bot_concurrency: 8,
+            deny_private_networks: None,
+        }
+    }
+}
+
+/// Webhook delivery, validated.
+#[derive(Clone, Debug)]
+pub struct WebhookConfig {
+    pub retry_schedule: Vec<Duration>,
+    pub request_timeout: Duration,
+    pub visibility_timeout: Duration,
+    pub poll_interval: Duration,
+    pub concurrency: usize,
+    pub per_bot_concurrency: usize,
+    pub deny_private_networks: bool,
 }
 
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -144,6 +193,7 @@ impl Default for Settings {
             keys: KeySettings::default(),
             sessions: SessionSettings::default(),
             http: HttpSettings::default(),
+            webhooks: WebhookSettings::default(),
             system_apps: SystemApps::default(),
         }
     }
@@ -235,6 +285,41 @@ impl Settings {
         if s.max_wait_seconds == 0 || s.max_wait_seconds > 300 {
             p.add("sessions.max_wait_seconds", "must be between 1 and 300");
         }
+        let w = &self.webhooks;
+        let webhooks = if w
+            .retry_schedule_seconds
+            .iter()
+            .any(|s| !s.is_finite() || *s < 0.0 || *s > 7.0 * 86_400.0)
+        {
+            p.add(
+                "webhooks.retry_schedule_seconds",
+                "delays must be between 0 and 604800 seconds",
+            );
+            None
+        } else if w.concurrency == 0
+            || w.per_bot_concurrency == 0
+            || w.poll_interval_ms == 0
+            || w.visibility_timeout_seconds == 0
+        {
+            p.add("webhooks", "concurrency, per_bot_concurrency, poll_interval_ms and visibility_timeout_seconds must be positive");
+            None
+        } else {
+            Some(WebhookConfig {
+                retry_schedule: w
+                    .retry_schedule_seconds
+                    .iter()
+                    .map(|s| Duration::from_secs_f64(*s))
+                    .collect(),
+                request_timeout: Duration::from_secs(w.request_timeout_seconds.max(1)),
+                visibility_timeout: Duration::from_secs(w.visibility_timeout_seconds),
+                poll_interval: Duration::from_millis(w.poll_interval_ms),
+                concurrency: w.concurrency,
+                per_bot_concurrency: w.per_bot_concurrency,
+                deny_private_networks: w
+                    .deny_private_networks
+                    .unwrap_or(self.public_url.starts_with("https://")),
+            })
+        };
         if self.http.body_limit_bytes < 1024 {
             p.add("http.body_limit_bytes", "must be at least 1024");
         }
@@ -261,7 +346,10 @@ impl Settings {
             Some(signing),
             Some(encryption),
             Some(operator_key_sha256),
-        ) = (public_url, listen, store, signing, encryption, operator)
+            Some(webhooks),
+        ) = (
+            public_url, listen, store, signing, encryption, operator, webhooks,
+        )
         else {
             unreachable!("every None above recorded a problem");
         };
@@ -280,6 +368,7 @@ impl Settings {
             body_limit: self.http.body_limit_bytes,
             request_timeout: Duration::from_secs(self.http.request_timeout_seconds),
             provider_timeout: Duration::from_secs(self.http.provider_timeout_seconds),
+            webhooks,
             salesforce,
             oauth2,
         })
@@ -318,6 +407,7 @@ pub struct Config {
     pub body_limit: usize,
     pub request_timeout: Duration,
     pub provider_timeout: Duration,
+    pub webhooks: WebhookConfig,
     pub salesforce: Option<AppConfig>,
     pub oauth2: Option<AppConfig>,
 }

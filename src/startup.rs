@@ -8,12 +8,18 @@ use std::sync::Arc;
 use anyhow::Context;
 use tokio::net::TcpListener;
 
+use std::time::Duration;
+
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
 use crate::config::{Config, StoreConfig};
 use crate::oauth::http_client;
 use crate::routes::{AppState, router};
 use crate::store::Store;
 use crate::store::memory::MemoryStore;
 use crate::store::redis::RedisStore;
+use crate::webhook::dispatch::Dispatcher;
 
 pub struct Application {
     listener: TcpListener,
@@ -60,14 +66,48 @@ impl Application {
     }
 
     /// Serve until `shutdown` completes, then finish in-flight requests.
+    /// Serve until `shutdown` completes, then: stop accepting, finish in-flight requests, stop
+    /// the workers claiming, let in-flight deliveries finish, and return.
     pub async fn run_until_stopped(
         self,
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> anyhow::Result<()> {
+        let cancel = CancellationToken::new();
+        let workers = TaskTracker::new();
+        crate::telemetry::metrics();
+        let dispatcher = Dispatcher::new(self.state.store.clone(), self.state.config.clone());
+        workers.spawn(dispatcher.run(cancel.clone()));
+        workers.spawn(upkeep(self.state.store.clone(), cancel.clone()));
+        workers.close();
         let app = router(self.state);
-        axum::serve(self.listener, app)
+        let served = axum::serve(self.listener, app)
             .with_graceful_shutdown(shutdown)
             .await
-            .context("server error")
+            .context("server error");
+        cancel.cancel();
+        if tokio::time::timeout(Duration::from_secs(30), workers.wait())
+            .await
+            .is_err()
+        {
+            tracing::warn!(
+                "workers did not stop within 30 s; their claimed deliveries return to the queue when the lease ends"
+            );
+        }
+        served
+    }
+}
+
+/// Housekeeping: histogram upkeep for the Prometheus recorder, and the queue-depth gauge.
+async fn upkeep(store: Arc<dyn Store>, cancel: CancellationToken) {
+    let mut tick = tokio::time::interval(Duration::from_secs(5));
+    loop {
+        tokio::select! {
+            _ = cancel.cancelled() => return,
+            _ = tick.tick() => {}
+        }
+        crate::telemetry::metrics().run_upkeep();
+        if let Ok(n) = store.backlog().await {
+            metrics::gauge!("authlink_webhook_queue_depth").set(n as f64);
+        }
     }
 }

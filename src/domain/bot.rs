@@ -19,6 +19,9 @@ pub struct Bot {
     /// When non-empty, webhook URLs must point to one of these hosts.
     #[serde(default)]
     pub allowed_webhook_hosts: Vec<String>,
+    /// Endpoints disabled by a `410 Gone`; cleared when the bot is updated (`PUT`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub disabled_webhooks: Vec<DisabledEndpoint>,
     #[serde(with = "crate::clock::rfc3339")]
     pub created_at: OffsetDateTime,
     #[serde(with = "crate::clock::rfc3339")]
@@ -35,6 +38,24 @@ pub fn host_allowed(patterns: &[String], host: &str) -> bool {
             None => host == p,
         }
     })
+}
+
+/// A webhook signing secret (Standard Webhooks `whsec_`), sealed at rest. Every active secret
+/// signs every delivery, so a new one can be rolled out before the old one is retired.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct WebhookSecret {
+    pub id: String,
+    pub sealed: String,
+    #[serde(with = "crate::clock::rfc3339")]
+    pub created_at: OffsetDateTime,
+}
+
+/// A webhook URL that answered `410 Gone`: nothing more is sent to it until the bot is updated.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct DisabledEndpoint {
+    pub url: Url,
+    #[serde(with = "crate::clock::rfc3339")]
+    pub since: OffsetDateTime,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]

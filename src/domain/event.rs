@@ -59,12 +59,32 @@ impl Event {
             data["identity"] = json!(identity);
         }
         Self {
-            id: format!("evt_{}", Uuid::now_v7().simple()),
+            id: format!(
+                "evt_{:02x}{}",
+                spec.id.partition().index(),
+                Uuid::now_v7().simple()
+            ),
             kind: kind.to_owned(),
             timestamp: now,
             data,
             webhook_url: spec.webhook_url.clone(),
         }
+    }
+
+    /// The store partition of an event id (`evt_<pp><uuid>`); `None` for a malformed id.
+    pub fn partition_of(id: &str) -> Option<crate::domain::Partition> {
+        let hex = id.strip_prefix("evt_")?;
+        if hex.len() != 34 || !hex.bytes().all(|b| b.is_ascii_hexdigit()) {
+            return None;
+        }
+        let p = u8::from_str_radix(&hex[..2], 16).ok()?;
+        crate::domain::Partition::all().find(|q| q.index() == p)
+    }
+
+    pub fn bot(&self) -> Option<crate::domain::BotId> {
+        self.data["bot"]
+            .as_str()
+            .and_then(|b| crate::domain::BotId::parse(b).ok())
     }
 
     /// The exact body a webhook receiver gets (Standard Webhooks envelope).

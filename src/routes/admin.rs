@@ -89,6 +89,8 @@ pub async fn put_bot(
         webhook_url: body.webhook_url,
         allowed_return_hosts: body.allowed_return_hosts,
         allowed_webhook_hosts: body.allowed_webhook_hosts,
+        // Updating the bot is how an operator re-enables endpoints disabled by a 410.
+        disabled_webhooks: Vec::new(),
         created_at: existing.as_ref().map_or(now, |b| b.created_at),
         updated_at: now,
     };
@@ -366,5 +368,124 @@ pub async fn delete_integration(
         Ok(StatusCode::NO_CONTENT)
     } else {
         Err(ApiError::NotFound("integration"))
+    }
+}
+
+/// A new webhook signing secret (shown once). All of a bot's secrets sign every delivery, so a
+/// rotation is: create the new one, deploy it at the receiver, delete the old one.
+pub async fn create_webhook_secret(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(bot): Path<String>,
+) -> Result<(StatusCode, Json<Value>), ApiError> {
+    let bot = bot_id(&bot)?;
+    caller.admin(&bot)?;
+    state
+        .store
+        .get_bot(&bot)
+        .await?
+        .ok_or(ApiError::NotFound("bot"))?;
+    if state.store.webhook_secrets(&bot).await?.len() >= 5 {
+        return Err(ApiError::Conflict(
+            "at most 5 webhook secrets; delete an old one first".into(),
+        ));
+    }
+    let id = format!("whs_{}", random_token::<9>());
+    let secret = crate::webhook::new_secret();
+    let record = crate::domain::bot::WebhookSecret {
+        sealed: state
+            .config
+            .encryption
+            .seal(&format!("whsec|{bot}|{id}"), secret.as_bytes()),
+        id,
+        created_at: clock::now(),
+    };
+    state.store.put_webhook_secret(&bot, &record).await?;
+    Ok((
+        StatusCode::CREATED,
+        Json(json!({
+            "id": record.id,
+            "secret": secret,
+            "created_at": crate::clock::rfc3339::format(record.created_at),
+            "note": "the secret is shown once; every active secret signs every delivery",
+        })),
+    ))
+}
+
+pub async fn list_webhook_secrets(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(bot): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    let bot = bot_id(&bot)?;
+    caller.admin(&bot)?;
+    let secrets = state.store.webhook_secrets(&bot).await?;
+    Ok(Json(json!({
+        "secrets": secrets.iter().map(|s| json!({"id": s.id, "created_at": crate::clock::rfc3339::format(s.created_at)})).collect::<Vec<_>>()
+    })))
+}
+
+pub async fn delete_webhook_secret(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path((bot, id)): Path<(String, String)>,
+) -> Result<StatusCode, ApiError> {
+    let bot = bot_id(&bot)?;
+    caller.admin(&bot)?;
+    if state.store.delete_webhook_secret(&bot, &id).await? {
+        Ok(StatusCode::NO_CONTENT)
+    } else {
+        Err(ApiError::NotFound("webhook secret"))
+    }
+}
+
+#[derive(Deserialize)]
+pub struct DeliveriesQuery {
+    state: Option<String>,
+}
+
+pub async fn list_deliveries(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(bot): Path<String>,
+    axum::extract::Query(q): axum::extract::Query<DeliveriesQuery>,
+) -> Result<Json<Value>, ApiError> {
+    let bot = bot_id(&bot)?;
+    caller.admin(&bot)?;
+    let dead = match q.state.as_deref() {
+        None | Some("dead") => true,
+        Some("pending") => false,
+        Some(other) => {
+            return Err(ApiError::BadRequest(format!(
+                "state must be dead or pending, not {other:?}"
+            )));
+        }
+    };
+    let list = state.store.list_deliveries(&bot, dead, 500).await?;
+    Ok(Json(json!({
+        "deliveries": list.iter().map(|d| json!({
+            "id": d.event.id,
+            "type": d.event.kind,
+            "session_id": d.event.data["session_id"],
+            "url": d.event.webhook_url,
+            "state": if d.dead { "dead" } else { "pending" },
+            "attempts": d.failures,
+            "last_error": d.last_error,
+            "created_at": crate::clock::rfc3339::format(d.event.timestamp),
+        })).collect::<Vec<_>>()
+    })))
+}
+
+pub async fn replay_delivery(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path((bot, id)): Path<(String, String)>,
+) -> Result<StatusCode, ApiError> {
+    let bot = bot_id(&bot)?;
+    caller.admin(&bot)?;
+    if state.store.replay_delivery(&bot, &id, clock::now()).await? {
+        Ok(StatusCode::ACCEPTED)
+    } else {
+        Err(ApiError::NotFound("dead letter"))
     }
 }

@@ -120,6 +120,27 @@ pub fn router(state: AppState) -> Router {
                 .get(admin::get_integration)
                 .delete(admin::delete_integration),
         )
+        .route(
+            "/v1/bots/{bot}/webhook-secrets",
+            post(admin::create_webhook_secret).get(admin::list_webhook_secrets),
+        )
+        .route(
+            "/v1/bots/{bot}/webhook-secrets/{id}",
+            axum::routing::delete(admin::delete_webhook_secret),
+        )
+        .route(
+            "/v1/bots/{bot}/webhook-deliveries",
+            get(admin::list_deliveries),
+        )
+        .route(
+            "/v1/bots/{bot}/webhook-deliveries/{id}/replay",
+            post(admin::replay_delivery),
+        )
+        .route(
+            "/v1/bots/{bot}/auth-sessions/{id}/events",
+            get(sessions::events),
+        )
+        .route("/metrics", get(health::metrics))
         .route("/v1/bots/{bot}/auth-sessions", post(sessions::create))
         .route(
             "/v1/bots/{bot}/auth-sessions/{id}",

@@ -26,9 +26,7 @@ use crate::domain::session::{ExpectedIdentity, Session, SessionSpec, Status, Ver
 use crate::domain::{IntegrationName, Partition, SessionId, Subject, UserId};
 use crate::error::ApiError;
 use crate::oauth::Provider;
-use crate::store::{
-    CreateOutcome, Idempotency, NewSession, SideWrite, Transition, TransitionError,
-};
+use crate::store::{CreateOutcome, Idempotency, NewSession, SideWrite, Transition};
 
 const MAX_CONTEXT: usize = 8 * 1024;
 
@@ -136,6 +134,11 @@ pub async fn create(
     let webhook_url = req.webhook_url.or_else(|| bot.webhook_url.clone());
     if let Some(url) = &webhook_url {
         check_webhook_url(url)?;
+        if state.config.webhooks.deny_private_networks && crate::webhook::names_private_host(url) {
+            return Err(ApiError::Invalid(
+                "webhook_url must not point to a private or loopback address".into(),
+            ));
+        }
         let host = url.host_str().unwrap_or_default();
         if !bot.allowed_webhook_hosts.is_empty() && !host_allowed(&bot.allowed_webhook_hosts, host)
         {
@@ -370,37 +373,12 @@ async fn load(state: &AppState, caller: &Caller, bot: &str, id: &str) -> Result<
     }
 }
 
-/// Record the expiry of a session whose deadline passed (exactly one replica wins; the others
-/// see a conflict, which is fine).
 pub(crate) async fn settle_expiry(
     state: &AppState,
     s: Session,
     now: OffsetDateTime,
 ) -> Result<Session, ApiError> {
-    if s.status.is_final() || s.status_at(now) != Status::Expired {
-        return Ok(s);
-    }
-    let mut expired = s.clone();
-    expired.status = Status::Expired;
-    let event = Event::for_session(&expired, None, now);
-    match state
-        .store
-        .transition(Transition {
-            id: s.spec.id,
-            to: Status::Expired,
-            error: None,
-            write: SideWrite::None,
-            event: Some(&event),
-            now,
-        })
-        .await
-    {
-        Ok(updated) => Ok(updated),
-        Err(TransitionError::Conflict(_)) => {
-            Ok(state.store.get_session(s.spec.id).await?.unwrap_or(s))
-        }
-        Err(e) => Err(e.into()),
-    }
+    Ok(crate::expiry::settle(&*state.store, s, now).await?)
 }
 
 pub async fn status(
@@ -474,4 +452,68 @@ pub async fn cancel(
         .await?;
     tracing::info!(session_id = %updated.spec.id, "auth session cancelled");
     Ok(respond(&state, &updated, now, false))
+}
+
+/// Server-sent events for engines that cannot receive webhooks: one `status` event now, one per
+/// change (on any replica), and the stream ends once the session is settled. Comment lines keep
+/// idle connections alive through proxies.
+pub async fn events(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path((bot, id)): Path<(String, String)>,
+) -> Result<Response, ApiError> {
+    use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
+    let session = load(&state, &caller, &bot, &id).await?;
+    let listener = state.store.listen(session.spec.id);
+    struct Cursor {
+        state: AppState,
+        listener: crate::store::Listener,
+        id: SessionId,
+        last: Option<Status>,
+        done: bool,
+    }
+    let cursor = Cursor {
+        id: session.spec.id,
+        state,
+        listener,
+        last: None,
+        done: false,
+    };
+    let stream = futures_util::stream::unfold(cursor, |mut c| async move {
+        if c.done {
+            return None;
+        }
+        loop {
+            let changed = c.listener.next_change();
+            let now = clock::now();
+            let session = match c.state.store.get_session(c.id).await {
+                Ok(Some(s)) => crate::expiry::settle(&*c.state.store, s, now).await.ok(),
+                _ => None,
+            };
+            let Some(session) = session else {
+                drop(changed);
+                c.done = true;
+                let gone = SseEvent::default()
+                    .event("error")
+                    .data("{\"code\":\"not_found\"}");
+                return Some((Ok::<_, std::convert::Infallible>(gone), c));
+            };
+            let status = session.status_at(now);
+            if c.last != Some(status) {
+                drop(changed);
+                c.last = Some(status);
+                c.done = status.is_final();
+                let data = serde_json::to_string(&view_of(&c.state, &session, now, false))
+                    .unwrap_or_default();
+                return Some((Ok(SseEvent::default().event("status").data(data)), c));
+            }
+            let until_expiry: Duration = (session.spec.expires_at - now)
+                .try_into()
+                .unwrap_or(Duration::ZERO);
+            let _ = tokio::time::timeout(until_expiry + Duration::from_millis(5), changed).await;
+        }
+    });
+    Ok(Sse::new(stream)
+        .keep_alive(KeepAlive::default())
+        .into_response())
 }

@@ -2,7 +2,7 @@
 //! Redis is configured, for local runs and single-process trials. Semantics match the Redis store
 //! (same conformance suite); TTLs are enforced on read.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
@@ -11,11 +11,11 @@ use time::OffsetDateTime;
 
 use super::notify::{Hub, Listener};
 use super::{
-    CreateOutcome, NewSession, SideWrite, Store, StoreError, Transition, TransitionError,
-    record_ttl,
+    CreateOutcome, DEAD_LETTER_TTL, Delivery, DeliveryOutcome, NewSession, SideWrite, Store,
+    StoreError, Transition, TransitionError, record_ttl,
 };
 use crate::clock;
-use crate::domain::bot::{ApiKey, Bot, Integration};
+use crate::domain::bot::{ApiKey, Bot, Integration, WebhookSecret};
 use crate::domain::event::Event;
 use crate::domain::grant::Grant;
 use crate::domain::session::{Attempt, Session, Status};
@@ -41,6 +41,12 @@ impl<T> Timed<T> {
     }
 }
 
+struct Queued {
+    delivery: Delivery,
+    due: Option<OffsetDateTime>,
+    dead_since: Option<OffsetDateTime>,
+}
+
 #[derive(Default)]
 struct Data {
     bots: HashMap<BotId, Bot>,
@@ -52,7 +58,11 @@ struct Data {
     /// Idempotency key → the session it created and the request's fingerprint. (The memory
     /// store completes a create under one lock, so it never needs an in-flight reservation.)
     idempotency: HashMap<(BotId, String), Timed<(SessionId, String)>>,
-    outbox: HashMap<Partition, VecDeque<Event>>,
+    /// Deliveries by event id, with their due time (`None`: dead since `dead_since`).
+    deliveries: HashMap<String, Queued>,
+    /// Live sessions' deadlines (pushed to a lease's end when claimed by the sweeper).
+    deadlines: HashMap<SessionId, OffsetDateTime>,
+    webhook_secrets: HashMap<BotId, Vec<WebhookSecret>>,
     writes: u64,
 }
 
@@ -104,6 +114,7 @@ impl Store for MemoryStore {
     async fn delete_bot(&self, id: &BotId) -> Result<bool, StoreError> {
         let mut d = self.data();
         d.keys.retain(|_, k| &k.bot != id);
+        d.webhook_secrets.remove(id);
         d.integrations.retain(|(b, _), _| b != id);
         Ok(d.bots.remove(id).is_some())
     }
@@ -194,6 +205,7 @@ impl Store for MemoryStore {
         let ttl = record_ttl(session, now, new.retention);
         d.sessions
             .insert(spec.id, Timed::new(session.clone(), Some(ttl), now));
+        d.deadlines.insert(spec.id, spec.expires_at);
         if let (Some(k), Some(i)) = (idem_key, new.idempotency) {
             // Only a created session is remembered: an `already authorized` answer is not.
             d.idempotency.insert(
@@ -250,11 +262,24 @@ impl Store for MemoryStore {
                     );
                 }
             }
-            if let Some(e) = t.event {
-                d.outbox
-                    .entry(t.id.partition())
-                    .or_default()
-                    .push_back(e.clone());
+            if t.to.is_final() {
+                d.deadlines.remove(&t.id);
+            }
+            if let Some(e) = t.event.filter(|e| e.webhook_url.is_some()) {
+                d.deliveries.insert(
+                    e.id.clone(),
+                    Queued {
+                        delivery: Delivery {
+                            event: e.clone(),
+                            failures: 0,
+                            last_error: None,
+                            dead: false,
+                            claim: String::new(),
+                        },
+                        due: Some(t.now),
+                        dead_since: None,
+                    },
+                );
             }
             updated
         };
@@ -289,13 +314,189 @@ impl Store for MemoryStore {
             .cloned())
     }
 
-    async fn outbox(&self, partition: Partition, limit: usize) -> Result<Vec<Event>, StoreError> {
+    async fn claim_deliveries(
+        &self,
+        partition: Partition,
+        now: OffsetDateTime,
+        lease: Duration,
+        max: usize,
+    ) -> Result<Vec<Delivery>, StoreError> {
+        let claim = crate::crypto::random_token::<12>();
+        let mut d = self.data();
+        let mut due: Vec<(OffsetDateTime, String)> = d
+            .deliveries
+            .iter()
+            .filter(|(id, q)| {
+                q.due.is_some_and(|t| t <= now) && Event::partition_of(id) == Some(partition)
+            })
+            .map(|(id, q)| (q.due.unwrap_or(now), id.clone()))
+            .collect();
+        due.sort();
+        due.truncate(max);
+        Ok(due
+            .into_iter()
+            .filter_map(|(_, id)| {
+                let q = d.deliveries.get_mut(&id)?;
+                q.due = Some(now + lease);
+                q.delivery.claim = claim.clone();
+                Some(q.delivery.clone())
+            })
+            .collect())
+    }
+
+    async fn finish_delivery(
+        &self,
+        delivery: &Delivery,
+        outcome: DeliveryOutcome<'_>,
+        now: OffsetDateTime,
+    ) -> Result<(), StoreError> {
+        let mut d = self.data();
+        if matches!(outcome, DeliveryOutcome::Delivered) {
+            d.deliveries.remove(&delivery.event.id);
+            return Ok(());
+        }
+        let Some(q) = d.deliveries.get_mut(&delivery.event.id) else {
+            return Ok(());
+        };
+        if q.delivery.claim != delivery.claim {
+            return Ok(());
+        }
+        q.delivery.claim.clear();
+        match outcome {
+            DeliveryOutcome::Delivered => {}
+            DeliveryOutcome::Release { at } => q.due = Some(at),
+            DeliveryOutcome::Retry { at, error } => {
+                q.delivery.failures += 1;
+                q.delivery.last_error = Some(error.to_owned());
+                q.due = Some(at);
+            }
+            DeliveryOutcome::Dead { error } => {
+                q.delivery.failures += 1;
+                q.delivery.last_error = Some(error.to_owned());
+                q.delivery.dead = true;
+                q.due = None;
+                q.dead_since = Some(now);
+            }
+        }
+        Ok(())
+    }
+
+    async fn list_deliveries(
+        &self,
+        bot: &BotId,
+        dead: bool,
+        limit: usize,
+    ) -> Result<Vec<Delivery>, StoreError> {
+        let now = clock::now();
+        let d = self.data();
+        let mut out: Vec<Delivery> = d
+            .deliveries
+            .values()
+            .filter(|q| q.delivery.dead == dead && q.delivery.event.bot().as_ref() == Some(bot))
+            .filter(|q| q.dead_since.is_none_or(|t| now < t + DEAD_LETTER_TTL))
+            .map(|q| Delivery {
+                claim: String::new(),
+                ..q.delivery.clone()
+            })
+            .collect();
+        out.sort_by_key(|d| d.event.timestamp);
+        out.truncate(limit);
+        Ok(out)
+    }
+
+    async fn replay_delivery(
+        &self,
+        bot: &BotId,
+        event_id: &str,
+        now: OffsetDateTime,
+    ) -> Result<bool, StoreError> {
+        let mut d = self.data();
+        let Some(q) = d.deliveries.get_mut(event_id) else {
+            return Ok(false);
+        };
+        if !q.delivery.dead || q.delivery.event.bot().as_ref() != Some(bot) {
+            return Ok(false);
+        }
+        q.delivery.dead = false;
+        q.delivery.failures = 0;
+        q.delivery.last_error = None;
+        q.dead_since = None;
+        q.due = Some(now);
+        drop(d);
+        self.hub.outbox.notify_one();
+        Ok(true)
+    }
+
+    async fn backlog(&self) -> Result<u64, StoreError> {
         Ok(self
             .data()
-            .outbox
-            .get(&partition)
-            .map(|q| q.iter().take(limit).cloned().collect())
+            .deliveries
+            .values()
+            .filter(|q| q.due.is_some())
+            .count() as u64)
+    }
+
+    async fn claim_expiries(
+        &self,
+        partition: Partition,
+        now: OffsetDateTime,
+        lease: Duration,
+        max: usize,
+    ) -> Result<Vec<SessionId>, StoreError> {
+        let mut d = self.data();
+        let mut due: Vec<(OffsetDateTime, SessionId)> = d
+            .deadlines
+            .iter()
+            .filter(|(id, t)| **t <= now && id.partition() == partition)
+            .map(|(id, t)| (*t, *id))
+            .collect();
+        due.sort_by_key(|(t, _)| *t);
+        due.truncate(max);
+        for (_, id) in &due {
+            d.deadlines.insert(*id, now + lease);
+        }
+        Ok(due.into_iter().map(|(_, id)| id).collect())
+    }
+
+    async fn forget_deadline(&self, id: SessionId) -> Result<(), StoreError> {
+        self.data().deadlines.remove(&id);
+        Ok(())
+    }
+
+    async fn put_webhook_secret(
+        &self,
+        bot: &BotId,
+        secret: &WebhookSecret,
+    ) -> Result<(), StoreError> {
+        self.data()
+            .webhook_secrets
+            .entry(bot.clone())
+            .or_default()
+            .push(secret.clone());
+        Ok(())
+    }
+
+    async fn webhook_secrets(&self, bot: &BotId) -> Result<Vec<WebhookSecret>, StoreError> {
+        Ok(self
+            .data()
+            .webhook_secrets
+            .get(bot)
+            .cloned()
             .unwrap_or_default())
+    }
+
+    async fn delete_webhook_secret(&self, bot: &BotId, id: &str) -> Result<bool, StoreError> {
+        let mut d = self.data();
+        let Some(list) = d.webhook_secrets.get_mut(bot) else {
+            return Ok(false);
+        };
+        let before = list.len();
+        list.retain(|s| s.id != id);
+        Ok(list.len() != before)
+    }
+
+    fn outbox_signal(&self) -> Arc<tokio::sync::Notify> {
+        self.hub.outbox.clone()
     }
 
     fn listen(&self, id: SessionId) -> Listener {

@@ -16,7 +16,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use time::OffsetDateTime;
 
-use crate::domain::bot::{ApiKey, Bot, Integration};
+use crate::domain::bot::{ApiKey, Bot, Integration, WebhookSecret};
 use crate::domain::event::Event;
 use crate::domain::grant::Grant;
 use crate::domain::session::{Attempt, Session, SessionError, Status};
@@ -58,6 +58,32 @@ pub struct Idempotency {
 
 pub const IDEMPOTENCY_LEASE: Duration = Duration::from_secs(30);
 
+/// How long a dead letter is kept for listing and replay.
+pub const DEAD_LETTER_TTL: Duration = Duration::from_secs(7 * 86_400);
+
+/// An event on its way to a webhook.
+#[derive(Clone, Debug)]
+pub struct Delivery {
+    pub event: Event,
+    /// Failed attempts so far.
+    pub failures: u32,
+    pub last_error: Option<String>,
+    pub dead: bool,
+    /// The claim this worker holds (empty when listed).
+    pub claim: String,
+}
+
+pub enum DeliveryOutcome<'a> {
+    /// 2xx: done, forget it.
+    Delivered,
+    /// Failed: try again at `at`.
+    Retry { at: OffsetDateTime, error: &'a str },
+    /// Not attempted (the bot is at its concurrency limit): back in the queue, no failure counted.
+    Release { at: OffsetDateTime },
+    /// Out of attempts, or the endpoint is gone: a dead letter.
+    Dead { error: &'a str },
+}
+
 pub struct NewSession<'a> {
     pub session: &'a Session,
     pub idempotency: Option<&'a Idempotency>,
@@ -97,7 +123,7 @@ pub struct Transition<'a> {
     pub to: Status,
     pub error: Option<&'a SessionError>,
     pub write: SideWrite<'a>,
-    /// Appended to the outbox in the same atomic step.
+    /// Queued for delivery in the same atomic step (if it has a webhook URL).
     pub event: Option<&'a Event>,
     pub now: OffsetDateTime,
 }
@@ -148,8 +174,61 @@ pub trait Store: Send + Sync + 'static {
         subject: &Subject,
     ) -> Result<Option<Grant>, StoreError>;
 
-    /// Events in a partition's outbox, oldest first (delivery reads these).
-    async fn outbox(&self, partition: Partition, limit: usize) -> Result<Vec<Event>, StoreError>;
+    /// Take up to `max` deliveries that are due, each leased until `now + lease`: a worker that
+    /// dies holding one loses it to any replica once the lease runs out.
+    async fn claim_deliveries(
+        &self,
+        partition: Partition,
+        now: OffsetDateTime,
+        lease: Duration,
+        max: usize,
+    ) -> Result<Vec<Delivery>, StoreError>;
+    /// Record how a claimed delivery went. A stale claim (the lease ran out and another worker
+    /// took over) changes nothing, except that a success is always recorded.
+    async fn finish_delivery(
+        &self,
+        delivery: &Delivery,
+        outcome: DeliveryOutcome<'_>,
+        now: OffsetDateTime,
+    ) -> Result<(), StoreError>;
+    /// A bot's queued (or, with `dead`, dead-lettered) deliveries, oldest first.
+    async fn list_deliveries(
+        &self,
+        bot: &BotId,
+        dead: bool,
+        limit: usize,
+    ) -> Result<Vec<Delivery>, StoreError>;
+    /// Put a dead letter of `bot` back in the queue, due now, with a fresh attempt count.
+    async fn replay_delivery(
+        &self,
+        bot: &BotId,
+        event_id: &str,
+        now: OffsetDateTime,
+    ) -> Result<bool, StoreError>;
+    /// Deliveries waiting in the queue, all partitions (a gauge).
+    async fn backlog(&self) -> Result<u64, StoreError>;
+
+    /// Sessions whose deadline passed and that are not settled yet, each leased like deliveries.
+    async fn claim_expiries(
+        &self,
+        partition: Partition,
+        now: OffsetDateTime,
+        lease: Duration,
+        max: usize,
+    ) -> Result<Vec<SessionId>, StoreError>;
+    /// Drop a session from the expiry index (it vanished, or is settled).
+    async fn forget_deadline(&self, id: SessionId) -> Result<(), StoreError>;
+
+    async fn put_webhook_secret(
+        &self,
+        bot: &BotId,
+        secret: &WebhookSecret,
+    ) -> Result<(), StoreError>;
+    async fn webhook_secrets(&self, bot: &BotId) -> Result<Vec<WebhookSecret>, StoreError>;
+    async fn delete_webhook_secret(&self, bot: &BotId, id: &str) -> Result<bool, StoreError>;
+
+    /// Notified whenever an event may have been queued (on any replica): wakes the dispatcher.
+    fn outbox_signal(&self) -> std::sync::Arc<tokio::sync::Notify>;
 
     /// Wakes when the session changes, on any replica. Create it *before* reading the session.
     fn listen(&self, id: SessionId) -> Listener;

@@ -12,6 +12,8 @@ use crate::domain::SessionId;
 #[derive(Default)]
 pub struct Hub {
     waiters: Mutex<HashMap<SessionId, Arc<Notify>>>,
+    /// Poked on every session change: an event may have been queued.
+    pub outbox: Arc<Notify>,
 }
 
 impl Hub {
@@ -31,6 +33,7 @@ impl Hub {
     }
 
     pub fn notify(&self, id: SessionId) {
+        self.outbox.notify_one();
         let waiters = self.waiters.lock().unwrap_or_else(|e| e.into_inner());
         if let Some(n) = waiters.get(&id) {
             n.notify_waiters();
@@ -44,6 +47,7 @@ impl Hub {
 
     /// Wake everybody: used after a lost subscription, when changes may have been missed.
     pub fn notify_all(&self) {
+        self.outbox.notify_one();
         let waiters = self.waiters.lock().unwrap_or_else(|e| e.into_inner());
         for n in waiters.values() {
             n.notify_waiters();

@@ -6,15 +6,22 @@
 //! | `P:{pNN}:s:<session>` | hash `d` spec JSON, `st` status, `err` error JSON, `up` ms, `exp` ms | session |
 //! | `P:{pNN}:a:<session>:<attempt>` | string, PX | pending attempt (sealed PKCE verifier) |
 //! | `P:{pNN}:g:<bot>:<integration>:<subject>` | hash `j` JSON, `st`, `cfg`, `gen` | grant |
-//! | `P:{pNN}:outbox` | stream, field `e` | events |
-//! | `P:{pNN}:deadlines` | zset session → expiry ms | live sessions, for the expiry sweeper |
+//! | `P:{pNN}:ev:<event>` | hash `e` event JSON, `b` bot, `n` failures, `err`, `c` claim, `st` | a delivery |
+//! | `P:{pNN}:due` | zset event → next attempt ms (a claim pushes it to the lease's end) | delivery queue |
+//! | `P:{pNN}:dead` | zset event → dead since ms | dead letters |
+//! | `P:{pNN}:deadlines` | zset session → expiry ms (a claim pushes it to the lease's end) | expiry index |
 //! | `P:i:<bot>:<sha256(key)>` | string, PX | idempotency key → `<session or "-"> <fingerprint>` |
-//! | `P:{b:<bot>}:bot`, `:ints` (hash), `:keys` (hash id → key hash) | | tenancy |
+//! | `P:{b:<bot>}:bot`, `:ints` (hash), `:keys` (hash id → key hash), `:whsec` (hash) | | tenancy |
 //! | `P:k:<sha256(key)>` | string | API key lookup |
 //!
 //! `{pNN}` is the partition (see `Partition`): the Cluster hash tag that keeps every key one
 //! atomic step touches in one slot. Atomic steps are Lua scripts. Changes are published on
 //! `P:changes` so long-polls on other replicas wake up.
+//!
+//! Why sorted sets and not a stream with a consumer group for deliveries: every delivery needs
+//! its own next-attempt time (backoff, `Retry-After`), which a stream cannot express; a due-time
+//! zset is that schedule, and claiming by pushing the due time to the end of a lease is the
+//! visibility timeout that hands a dead worker's deliveries to another replica.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -27,15 +34,16 @@ use redis::{AsyncCommands, Script};
 use super::cache::ConfigCache;
 use super::notify::{Hub, Listener};
 use super::{
-    CreateOutcome, NewSession, SideWrite, Store, StoreError, Transition, TransitionError,
-    record_ttl,
+    CreateOutcome, Delivery, DeliveryOutcome, NewSession, SideWrite, Store, StoreError, Transition,
+    TransitionError, record_ttl,
 };
 use crate::clock::{from_unix_ms, unix_ms};
-use crate::domain::bot::{ApiKey, Bot, Integration};
+use crate::domain::bot::{ApiKey, Bot, Integration, WebhookSecret};
 use crate::domain::event::Event;
 use crate::domain::grant::Grant;
 use crate::domain::session::{Attempt, Session, SessionError, SessionSpec, Status};
 use crate::domain::{BotId, IntegrationName, Partition, SessionId, Subject};
+use time::OffsetDateTime;
 
 /// Create a session unless a working grant exists.
 /// KEYS: session, deadlines, grant. ARGV: spec, status, now ms, expires ms, record ttl ms,
@@ -52,9 +60,9 @@ return {'created'}
 "#;
 
 /// Change a session's status with its side write and outbox event, or explain why not.
-/// KEYS: session, outbox, deadlines, side key. ARGV: allowed sources (",a,b,"), target, error JSON,
-/// now ms, event JSON or "", side kind ("", "attempt", "grant"), side value, side ttl ms or grant
-/// status, grant config, channel, session id.
+/// KEYS: session, due, deadlines, side key, event. ARGV: allowed sources (",a,b,"), target, error
+/// JSON, now ms, event JSON or "", side kind ("", "attempt", "grant"), side value, side ttl ms or
+/// grant status, grant config, channel, session id, event id, bot.
 const TRANSITION: &str = r#"
 local cur = redis.call('HMGET', KEYS[1], 'st', 'exp')
 local st, exp = cur[1], cur[2]
@@ -71,9 +79,69 @@ end
 if ARGV[2] == 'completed' or ARGV[2] == 'failed' or ARGV[2] == 'expired' or ARGV[2] == 'cancelled' then
   redis.call('ZREM', KEYS[3], ARGV[11])
 end
-if ARGV[5] ~= '' then redis.call('XADD', KEYS[2], '*', 'e', ARGV[5]) end
+if ARGV[5] ~= '' then
+  redis.call('HSET', KEYS[5], 'e', ARGV[5], 'b', ARGV[13], 'n', 0, 'st', 'pending', 'c', '')
+  redis.call('ZADD', KEYS[2], ARGV[4], ARGV[12])
+end
 if st ~= ARGV[2] then redis.call('PUBLISH', ARGV[10], 's ' .. ARGV[11]) end
 return {'ok'}
+"#;
+
+/// Lease due deliveries. KEYS: due. ARGV: now ms, lease end ms, max, event key prefix, claim.
+const CLAIM: &str = r#"
+local ids = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[1], 'LIMIT', 0, tonumber(ARGV[3]))
+local out = {}
+for _, id in ipairs(ids) do
+  local k = ARGV[4] .. id
+  local d = redis.call('HMGET', k, 'e', 'n', 'err')
+  if d[1] then
+    redis.call('ZADD', KEYS[1], ARGV[2], id)
+    redis.call('HSET', k, 'c', ARGV[5])
+    table.insert(out, d[1]); table.insert(out, d[2] or '0'); table.insert(out, d[3] or '')
+  else
+    redis.call('ZREM', KEYS[1], id)
+  end
+end
+return out
+"#;
+
+/// Record a delivery's outcome. KEYS: due, dead, event. ARGV: event id, claim, outcome
+/// (ok|retry|release|dead), at ms, error, dead-letter ttl s.
+const FINISH: &str = r#"
+if ARGV[3] == 'ok' then
+  redis.call('DEL', KEYS[3]); redis.call('ZREM', KEYS[1], ARGV[1]); return 'ok'
+end
+local c = redis.call('HGET', KEYS[3], 'c')
+if not c then redis.call('ZREM', KEYS[1], ARGV[1]); return 'gone' end
+if c ~= ARGV[2] then return 'stale' end
+redis.call('HSET', KEYS[3], 'c', '')
+if ARGV[3] == 'release' then redis.call('ZADD', KEYS[1], ARGV[4], ARGV[1]); return 'released' end
+redis.call('HINCRBY', KEYS[3], 'n', 1)
+redis.call('HSET', KEYS[3], 'err', ARGV[5])
+if ARGV[3] == 'retry' then redis.call('ZADD', KEYS[1], ARGV[4], ARGV[1]); return 'retry' end
+redis.call('ZREM', KEYS[1], ARGV[1])
+redis.call('ZADD', KEYS[2], ARGV[4], ARGV[1])
+redis.call('HSET', KEYS[3], 'st', 'dead')
+redis.call('EXPIRE', KEYS[3], ARGV[6])
+return 'dead'
+"#;
+
+/// Dead letter back to the queue. KEYS: due, dead, event. ARGV: event id, bot, now ms.
+const REPLAY: &str = r#"
+if not redis.call('ZSCORE', KEYS[2], ARGV[1]) then return 0 end
+if redis.call('HGET', KEYS[3], 'b') ~= ARGV[2] then return 0 end
+redis.call('ZREM', KEYS[2], ARGV[1])
+redis.call('HSET', KEYS[3], 'st', 'pending', 'n', 0, 'err', '', 'c', '')
+redis.call('PERSIST', KEYS[3])
+redis.call('ZADD', KEYS[1], ARGV[3], ARGV[1])
+return 1
+"#;
+
+/// Lease sessions past their deadline. KEYS: deadlines. ARGV: now ms, lease end ms, max.
+const CLAIM_DEADLINES: &str = r#"
+local ids = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[1], 'LIMIT', 0, tonumber(ARGV[3]))
+for _, id in ipairs(ids) do redis.call('ZADD', KEYS[1], ARGV[2], id) end
+return ids
 "#;
 
 #[derive(Clone)]
@@ -84,6 +152,10 @@ pub struct RedisStore {
     cache: Arc<ConfigCache>,
     create: Arc<Script>,
     transition: Arc<Script>,
+    claim: Arc<Script>,
+    finish: Arc<Script>,
+    replay: Arc<Script>,
+    claim_deadlines: Arc<Script>,
 }
 
 impl RedisStore {
@@ -108,6 +180,10 @@ impl RedisStore {
             cache: Arc::default(),
             create: Arc::new(Script::new(CREATE)),
             transition: Arc::new(Script::new(TRANSITION)),
+            claim: Arc::new(Script::new(CLAIM)),
+            finish: Arc::new(Script::new(FINISH)),
+            replay: Arc::new(Script::new(REPLAY)),
+            claim_deadlines: Arc::new(Script::new(CLAIM_DEADLINES)),
         };
         tokio::spawn(subscribe(
             client,
@@ -138,8 +214,14 @@ impl RedisStore {
             subject.as_str()
         )
     }
-    fn outbox_key(&self, p: Partition) -> String {
-        format!("{}:outbox", self.part(p))
+    fn due_key(&self, p: Partition) -> String {
+        format!("{}:due", self.part(p))
+    }
+    fn dead_key(&self, p: Partition) -> String {
+        format!("{}:dead", self.part(p))
+    }
+    fn event_prefix(&self, p: Partition) -> String {
+        format!("{}:ev:", self.part(p))
     }
     fn deadlines_key(&self, p: Partition) -> String {
         format!("{}:deadlines", self.part(p))
@@ -306,6 +388,7 @@ impl Store for RedisStore {
                 self.bot_key(id, "bot"),
                 self.bot_key(id, "ints"),
                 self.bot_key(id, "keys"),
+                self.bot_key(id, "whsec"),
             ])
             .await
             .map_err(unavailable)?;
@@ -500,6 +583,8 @@ impl Store for RedisStore {
 
     async fn transition(&self, t: Transition<'_>) -> Result<Session, TransitionError> {
         let p = t.id.partition();
+        // Only events with somewhere to go are queued.
+        let queued = t.event.filter(|e| e.webhook_url.is_some());
         let sources: String = Status::sources_of(t.to)
             .iter()
             .fold(",".to_owned(), |acc, s| acc + s.as_str() + ",");
@@ -529,20 +614,32 @@ impl Store for RedisStore {
         let reply: Vec<String> = self
             .transition
             .key(self.session_key(t.id))
-            .key(self.outbox_key(p))
+            .key(self.due_key(p))
             .key(self.deadlines_key(p))
             .key(side_key)
+            .key(format!(
+                "{}{}",
+                self.event_prefix(p),
+                t.event.map_or("-", |e| e.id.as_str())
+            ))
             .arg(sources)
             .arg(t.to.as_str())
             .arg(t.error.map(to_json).unwrap_or_default())
             .arg(unix_ms(t.now))
-            .arg(t.event.map(to_json).unwrap_or_default())
+            .arg(queued.map(to_json).unwrap_or_default())
             .arg(side_kind)
             .arg(side_value)
             .arg(side_a)
             .arg(side_b)
             .arg(self.channel())
             .arg(t.id.to_string())
+            .arg(t.event.map_or("", |e| e.id.as_str()))
+            .arg(
+                t.event
+                    .and_then(Event::bot)
+                    .map(|b| b.to_string())
+                    .unwrap_or_default(),
+            )
             .invoke_async(&mut self.conn())
             .await
             .map_err(unavailable)?;
@@ -590,22 +687,209 @@ impl Store for RedisStore {
         raw.map(|r| from_json("grant", &r)).transpose()
     }
 
-    async fn outbox(&self, partition: Partition, limit: usize) -> Result<Vec<Event>, StoreError> {
-        let entries: Vec<(String, Vec<(String, String)>)> = redis::cmd("XRANGE")
-            .arg(self.outbox_key(partition))
-            .arg("-")
-            .arg("+")
-            .arg("COUNT")
-            .arg(limit)
+    async fn claim_deliveries(
+        &self,
+        partition: Partition,
+        now: OffsetDateTime,
+        lease: Duration,
+        max: usize,
+    ) -> Result<Vec<Delivery>, StoreError> {
+        let claim = crate::crypto::random_token::<12>();
+        let flat: Vec<String> = self
+            .claim
+            .key(self.due_key(partition))
+            .arg(unix_ms(now))
+            .arg(unix_ms(now) + ms(lease) as i64)
+            .arg(max)
+            .arg(self.event_prefix(partition))
+            .arg(&claim)
+            .invoke_async(&mut self.conn())
+            .await
+            .map_err(unavailable)?;
+        flat.chunks(3)
+            .map(|c| {
+                Ok(Delivery {
+                    event: from_json("event", &c[0])?,
+                    failures: c[1].parse().unwrap_or(0),
+                    last_error: Some(c[2].clone()).filter(|e| !e.is_empty()),
+                    dead: false,
+                    claim: claim.clone(),
+                })
+            })
+            .collect()
+    }
+
+    async fn finish_delivery(
+        &self,
+        delivery: &Delivery,
+        outcome: DeliveryOutcome<'_>,
+        now: OffsetDateTime,
+    ) -> Result<(), StoreError> {
+        let p = Event::partition_of(&delivery.event.id)
+            .ok_or_else(|| corrupt("event id", &delivery.event.id))?;
+        let (kind, at, error) = match outcome {
+            DeliveryOutcome::Delivered => ("ok", now, ""),
+            DeliveryOutcome::Retry { at, error } => ("retry", at, error),
+            DeliveryOutcome::Release { at } => ("release", at, ""),
+            DeliveryOutcome::Dead { error } => ("dead", now, error),
+        };
+        self.finish
+            .key(self.due_key(p))
+            .key(self.dead_key(p))
+            .key(format!("{}{}", self.event_prefix(p), delivery.event.id))
+            .arg(&delivery.event.id)
+            .arg(&delivery.claim)
+            .arg(kind)
+            .arg(unix_ms(at))
+            .arg(error)
+            .arg(super::DEAD_LETTER_TTL.as_secs())
+            .invoke_async::<String>(&mut self.conn())
+            .await
+            .map_err(unavailable)?;
+        Ok(())
+    }
+
+    async fn list_deliveries(
+        &self,
+        bot: &BotId,
+        dead: bool,
+        limit: usize,
+    ) -> Result<Vec<Delivery>, StoreError> {
+        let mut conn = self.conn();
+        let mut out = Vec::new();
+        for p in Partition::all() {
+            let index = if dead {
+                self.dead_key(p)
+            } else {
+                self.due_key(p)
+            };
+            let ids: Vec<String> = conn.zrange(&index, 0, 999).await.map_err(unavailable)?;
+            for id in ids {
+                let (e, b, n, err): (Option<String>, Option<String>, Option<u32>, Option<String>) =
+                    redis::cmd("HMGET")
+                        .arg(format!("{}{id}", self.event_prefix(p)))
+                        .arg(&["e", "b", "n", "err"])
+                        .query_async(&mut conn)
+                        .await
+                        .map_err(unavailable)?;
+                if let (Some(e), Some(b)) = (e, b)
+                    && b == bot.as_str()
+                {
+                    out.push(Delivery {
+                        event: from_json("event", &e)?,
+                        failures: n.unwrap_or(0),
+                        last_error: err.filter(|e| !e.is_empty()),
+                        dead,
+                        claim: String::new(),
+                    });
+                }
+            }
+        }
+        out.sort_by_key(|d| d.event.timestamp);
+        out.truncate(limit);
+        Ok(out)
+    }
+
+    async fn replay_delivery(
+        &self,
+        bot: &BotId,
+        event_id: &str,
+        now: OffsetDateTime,
+    ) -> Result<bool, StoreError> {
+        let Some(p) = Event::partition_of(event_id) else {
+            return Ok(false);
+        };
+        let n: i32 = self
+            .replay
+            .key(self.due_key(p))
+            .key(self.dead_key(p))
+            .key(format!("{}{event_id}", self.event_prefix(p)))
+            .arg(event_id)
+            .arg(bot.as_str())
+            .arg(unix_ms(now))
+            .invoke_async(&mut self.conn())
+            .await
+            .map_err(unavailable)?;
+        Ok(n == 1)
+    }
+
+    async fn backlog(&self) -> Result<u64, StoreError> {
+        let mut pipe = redis::pipe();
+        for p in Partition::all() {
+            pipe.zcard(self.due_key(p));
+        }
+        let counts: Vec<u64> = pipe
             .query_async(&mut self.conn())
             .await
             .map_err(unavailable)?;
-        entries
-            .into_iter()
-            .flat_map(|(_, fields)| fields)
-            .filter(|(k, _)| k == "e")
-            .map(|(_, v)| from_json("event", &v))
-            .collect()
+        Ok(counts.iter().sum())
+    }
+
+    async fn claim_expiries(
+        &self,
+        partition: Partition,
+        now: OffsetDateTime,
+        lease: Duration,
+        max: usize,
+    ) -> Result<Vec<SessionId>, StoreError> {
+        let ids: Vec<String> = self
+            .claim_deadlines
+            .key(self.deadlines_key(partition))
+            .arg(unix_ms(now))
+            .arg(unix_ms(now) + ms(lease) as i64)
+            .arg(max)
+            .invoke_async(&mut self.conn())
+            .await
+            .map_err(unavailable)?;
+        Ok(ids
+            .iter()
+            .filter_map(|i| SessionId::parse(i).ok())
+            .collect())
+    }
+
+    async fn forget_deadline(&self, id: SessionId) -> Result<(), StoreError> {
+        self.conn()
+            .zrem::<_, _, ()>(self.deadlines_key(id.partition()), id.to_string())
+            .await
+            .map_err(unavailable)
+    }
+
+    async fn put_webhook_secret(
+        &self,
+        bot: &BotId,
+        secret: &WebhookSecret,
+    ) -> Result<(), StoreError> {
+        self.conn()
+            .hset::<_, _, _, ()>(self.bot_key(bot, "whsec"), &secret.id, to_json(secret))
+            .await
+            .map_err(unavailable)
+    }
+
+    async fn webhook_secrets(&self, bot: &BotId) -> Result<Vec<WebhookSecret>, StoreError> {
+        let raw: Vec<String> = self
+            .conn()
+            .hvals(self.bot_key(bot, "whsec"))
+            .await
+            .map_err(unavailable)?;
+        let mut secrets: Vec<WebhookSecret> = raw
+            .iter()
+            .map(|r| from_json("webhook secret", r))
+            .collect::<Result<_, _>>()?;
+        secrets.sort_by_key(|s| s.created_at);
+        Ok(secrets)
+    }
+
+    async fn delete_webhook_secret(&self, bot: &BotId, id: &str) -> Result<bool, StoreError> {
+        let n: u32 = self
+            .conn()
+            .hdel(self.bot_key(bot, "whsec"), id)
+            .await
+            .map_err(unavailable)?;
+        Ok(n > 0)
+    }
+
+    fn outbox_signal(&self) -> Arc<tokio::sync::Notify> {
+        self.hub.outbox.clone()
     }
 
     fn listen(&self, id: SessionId) -> Listener {

@@ -14,6 +14,7 @@ use serde_json::{Value, json};
 use url::Url;
 
 use crate::provider::{FakeProvider, ProviderOptions, Shape};
+use crate::receiver::Receiver;
 
 pub const CLIENT_ID: &str = "3MVG9test.client.id";
 pub const CLIENT_SECRET: &str = "test-client-secret-7f3a9c";
@@ -38,6 +39,8 @@ pub struct TestApp {
     pub backend: Backend,
     pub config: Config,
     pub store: Arc<dyn Store>,
+    /// The webhook receiver `setup_bot` points bots at.
+    pub receiver: Receiver,
     redis_url: String,
 }
 
@@ -46,6 +49,7 @@ pub struct Options {
     pub shape: Shape,
     /// Use this Redis instead of the shared one (e.g. one the test stops).
     pub redis_url: Option<String>,
+    pub deny_private_networks: bool,
 }
 
 impl Default for Options {
@@ -54,6 +58,7 @@ impl Default for Options {
             backend: Backend::Redis,
             shape: Shape::Salesforce,
             redis_url: None,
+            deny_private_networks: false,
         }
     }
 }
@@ -81,6 +86,11 @@ pub async fn spawn_with(opts: Options) -> TestApp {
         ..Settings::default()
     };
     keys.apply(&mut settings);
+    // Webhooks on a compressed schedule: three quick retries, then a dead letter.
+    settings.webhooks.retry_schedule_seconds = vec![0.05, 0.1, 0.1];
+    settings.webhooks.poll_interval_ms = 20;
+    settings.webhooks.visibility_timeout_seconds = 5;
+    settings.webhooks.deny_private_networks = Some(opts.deny_private_networks);
     if opts.backend == Backend::Redis {
         settings.store.redis_url = Some(redis_url.clone());
         settings.store.key_prefix = Some(prefix.clone());
@@ -115,6 +125,7 @@ pub async fn spawn_with(opts: Options) -> TestApp {
     let application = Application::with_listener(config.clone(), store.clone(), listener);
     tokio::spawn(application.run_until_stopped(std::future::pending()));
     TestApp {
+        receiver: Receiver::spawn().await,
         base: format!("http://{addr}"),
         operator_key: keys_operator(&keys),
         api: reqwest::Client::builder()
@@ -154,6 +165,7 @@ impl TestApp {
         let application = Application::with_listener(config.clone(), store.clone(), listener);
         tokio::spawn(application.run_until_stopped(std::future::pending()));
         TestApp {
+            receiver: self.receiver.clone(),
             base: format!("http://{addr}"),
             operator_key: self.operator_key.clone(),
             api: self.api.clone(),
@@ -189,9 +201,29 @@ impl TestApp {
             reqwest::Method::PUT,
             &format!("/v1/bots/{bot}"),
             &self.operator_key,
-            Some(json!({"name": format!("{bot} assistant"), "allowed_return_hosts": ["chat.example.com"]})),
+            Some(json!({
+                "name": format!("{bot} assistant"),
+                "allowed_return_hosts": ["chat.example.com"],
+                "webhook_url": self.receiver.url,
+            })),
         )
         .await
+    }
+
+    /// A new webhook secret for `bot`, trusted by the receiver.
+    pub async fn webhook_secret(&self, bot: &str) -> Value {
+        let r = self
+            .call(
+                reqwest::Method::POST,
+                &format!("/v1/bots/{bot}/webhook-secrets"),
+                &self.operator_key,
+                None,
+            )
+            .await;
+        assert_eq!(r.status(), StatusCode::CREATED);
+        let v: Value = r.json().await.unwrap();
+        self.receiver.trust(v["secret"].as_str().unwrap());
+        v
     }
 
     pub async fn new_key(&self, bot: &str) -> String {
@@ -220,9 +252,11 @@ impl TestApp {
         .await
     }
 
-    /// A bot with a runtime key and a `crm` integration on the configured provider.
+    /// A bot (webhooks to the receiver, signed with a secret it trusts) with a runtime key and a
+    /// `crm` integration on the configured provider.
     pub async fn setup_bot(&self, bot: &str) -> String {
         assert!(self.put_bot(bot).await.status().is_success());
+        self.webhook_secret(bot).await;
         let provider = if self.config.salesforce.is_some() {
             "salesforce"
         } else {
@@ -461,14 +495,23 @@ pub async fn until(mut cond: impl FnMut() -> bool) {
 }
 
 /// `until` for conditions that need I/O to check (e.g. another replica's view).
-pub async fn until_async<F: std::future::Future<Output = bool>>(mut cond: impl FnMut() -> F) {
-    for _ in 0..500 {
+pub async fn until_async<F: std::future::Future<Output = bool>>(cond: impl FnMut() -> F) {
+    until_async_within(std::time::Duration::from_secs(5), cond).await
+}
+
+/// `until_async` with its own limit (a failing test gives up after it, instead of hanging).
+pub async fn until_async_within<F: std::future::Future<Output = bool>>(
+    limit: std::time::Duration,
+    mut cond: impl FnMut() -> F,
+) {
+    let end = std::time::Instant::now() + limit;
+    while std::time::Instant::now() < end {
         if cond().await {
             return;
         }
         tokio::time::sleep(std::time::Duration::from_millis(10)).await;
     }
-    panic!("condition not reached within 5 s");
+    panic!("condition not reached within {limit:?}");
 }
 
 /// Every log line any daemon in this test process wrote (debug level and up), for secret scans.

@@ -4,9 +4,12 @@
 
 mod admin;
 mod callback;
+mod crash;
 mod helpers;
 mod link;
 mod provider;
 mod provider_fixture;
+mod receiver;
 mod sessions;
 mod store;
+mod webhooks;

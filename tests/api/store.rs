@@ -14,7 +14,8 @@ use authlink::domain::{BotId, IntegrationName, Partition, SessionId, Subject};
 use authlink::store::memory::MemoryStore;
 use authlink::store::redis::RedisStore;
 use authlink::store::{
-    CreateOutcome, Idempotency, NewSession, SideWrite, Store, Transition, TransitionError,
+    CreateOutcome, DeliveryOutcome, Idempotency, NewSession, SideWrite, Store, Transition,
+    TransitionError,
 };
 use time::OffsetDateTime;
 
@@ -76,6 +77,21 @@ fn integration() -> IntegrationName {
 }
 
 fn session(user: &str, now: OffsetDateTime) -> Session {
+    session_for(
+        user,
+        now,
+        time::Duration::minutes(15),
+        Some("http://127.0.0.1:9/hook".parse().unwrap()),
+    )
+}
+
+/// A pending session of the test bot, as the API would create it.
+pub fn session_for(
+    user: &str,
+    now: OffsetDateTime,
+    ttl: time::Duration,
+    webhook_url: Option<url::Url>,
+) -> Session {
     let subject = Subject::parse(user).unwrap();
     let id = SessionId::new(Partition::of(&bot(), &integration(), &subject));
     Session {
@@ -86,7 +102,7 @@ fn session(user: &str, now: OffsetDateTime) -> Session {
             subject,
             conversation_id: Some("c".into()),
             context: Some(serde_json::json!({"n": 1, "list": [], "obj": {}})),
-            webhook_url: None,
+            webhook_url,
             scopes: vec![],
             login_hint: None,
             locale: None,
@@ -95,12 +111,23 @@ fn session(user: &str, now: OffsetDateTime) -> Session {
             expected_identity: None,
             provider_config: "salesforce".into(),
             created_at: now,
-            expires_at: now + time::Duration::minutes(15),
+            expires_at: now + ttl,
         },
         status: Status::Pending,
         error: None,
         updated_at: now,
     }
+}
+
+/// Events waiting for delivery for the test bot.
+async fn queued(store: &dyn Store) -> Vec<Event> {
+    store
+        .list_deliveries(&bot(), false, 1000)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|d| d.event)
+        .collect()
 }
 
 fn now() -> OffsetDateTime {
@@ -325,7 +352,7 @@ async fn a_session_past_its_deadline_can_only_expire(store: &dyn Store) {
         .await,
         Err(TransitionError::Conflict(Status::Expired))
     ));
-    let events = store.outbox(s.spec.id.partition(), 100).await.unwrap();
+    let events = queued(store).await;
     assert_eq!(
         events
             .iter()
@@ -403,8 +430,7 @@ async fn completion_writes_grant_status_and_event_together(store: &dyn Store) {
         .unwrap()
         .unwrap();
     assert_eq!(stored.identity, g.identity);
-    let events = store.outbox(s.spec.id.partition(), 100).await.unwrap();
-    assert_eq!(events, vec![event]);
+    assert_eq!(queued(store).await, vec![event]);
     // A failed completion writes neither grant nor event.
     let other = session("u2", now);
     create(store, &other).await;
@@ -429,10 +455,8 @@ async fn completion_writes_grant_status_and_event_together(store: &dyn Store) {
             .is_none()
     );
     assert_eq!(
-        store
-            .outbox(other.spec.id.partition(), 100)
+        queued(store)
             .await
-            .unwrap()
             .iter()
             .filter(|e| e.data["session_id"] == other.spec.id.to_string())
             .count(),
@@ -495,6 +519,7 @@ async fn tenancy_records_round_trip(store: &dyn Store) {
         webhook_url: None,
         allowed_return_hosts: vec![],
         allowed_webhook_hosts: vec![],
+        disabled_webhooks: vec![],
         created_at: now,
         updated_at: now,
     };
@@ -550,3 +575,191 @@ async fn tenancy_records_round_trip(store: &dyn Store) {
     assert!(!store.delete_bot(&bot()).await.unwrap());
 }
 contract!(tenancy_records_round_trip);
+
+async fn deliveries_are_leased_retried_and_dead_lettered(store: &dyn Store) {
+    let now = now();
+    let s = session("u1", now);
+    create(store, &s).await;
+    let mut cancelled = s.clone();
+    cancelled.status = Status::Cancelled;
+    let event = Event::for_session(&cancelled, None, now);
+    move_to(
+        store,
+        &s,
+        Status::Cancelled,
+        SideWrite::None,
+        Some(&event),
+        now,
+    )
+    .await
+    .unwrap();
+    let p = s.spec.id.partition();
+    let lease = Duration::from_secs(30);
+
+    let claimed = store.claim_deliveries(p, now, lease, 10).await.unwrap();
+    assert_eq!(claimed.len(), 1);
+    assert_eq!(claimed[0].event, event);
+    assert!(
+        store
+            .claim_deliveries(p, now, lease, 10)
+            .await
+            .unwrap()
+            .is_empty(),
+        "leased"
+    );
+    // The lease runs out (a worker died): another worker gets it, the first one's claim is stale.
+    let later = now + time::Duration::seconds(31);
+    let reclaimed = store.claim_deliveries(p, later, lease, 10).await.unwrap();
+    assert_eq!(reclaimed.len(), 1);
+    store
+        .finish_delivery(
+            &claimed[0],
+            DeliveryOutcome::Retry {
+                at: later,
+                error: "stale",
+            },
+            later,
+        )
+        .await
+        .unwrap();
+    assert!(
+        store
+            .claim_deliveries(p, later, lease, 10)
+            .await
+            .unwrap()
+            .is_empty(),
+        "stale claim changed nothing"
+    );
+    // A failure schedules the retry.
+    let retry_at = later + time::Duration::seconds(5);
+    store
+        .finish_delivery(
+            &reclaimed[0],
+            DeliveryOutcome::Retry {
+                at: retry_at,
+                error: "500",
+            },
+            later,
+        )
+        .await
+        .unwrap();
+    assert!(
+        store
+            .claim_deliveries(p, later, lease, 10)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    let again = store
+        .claim_deliveries(p, retry_at, lease, 10)
+        .await
+        .unwrap();
+    assert_eq!(again[0].failures, 1);
+    assert_eq!(again[0].last_error.as_deref(), Some("500"));
+    store
+        .finish_delivery(&again[0], DeliveryOutcome::Dead { error: "gone" }, retry_at)
+        .await
+        .unwrap();
+    let dead = store.list_deliveries(&bot(), true, 10).await.unwrap();
+    assert_eq!(dead.len(), 1);
+    assert_eq!(dead[0].failures, 2);
+    assert!(
+        store
+            .list_deliveries(&bot(), false, 10)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    // Replay: only the owning bot, then it is due again with a fresh count.
+    assert!(
+        !store
+            .replay_delivery(&BotId::parse("other").unwrap(), &event.id, retry_at)
+            .await
+            .unwrap()
+    );
+    assert!(
+        store
+            .replay_delivery(&bot(), &event.id, retry_at)
+            .await
+            .unwrap()
+    );
+    let replayed = store
+        .claim_deliveries(p, retry_at, lease, 10)
+        .await
+        .unwrap();
+    assert_eq!(replayed[0].failures, 0);
+    store
+        .finish_delivery(&replayed[0], DeliveryOutcome::Delivered, retry_at)
+        .await
+        .unwrap();
+    assert!(
+        store
+            .list_deliveries(&bot(), false, 10)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    assert!(
+        store
+            .list_deliveries(&bot(), true, 10)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    assert_eq!(store.backlog().await.unwrap(), 0);
+}
+contract!(deliveries_are_leased_retried_and_dead_lettered);
+
+async fn expired_sessions_are_claimed_once_per_lease(store: &dyn Store) {
+    let now = now();
+    let s = session("u1", now);
+    create(store, &s).await;
+    let p = s.spec.id.partition();
+    let lease = Duration::from_secs(30);
+    assert!(
+        store
+            .claim_expiries(p, now, lease, 10)
+            .await
+            .unwrap()
+            .is_empty(),
+        "not due yet"
+    );
+    let later = s.spec.expires_at + time::Duration::seconds(1);
+    assert_eq!(
+        store.claim_expiries(p, later, lease, 10).await.unwrap(),
+        vec![s.spec.id]
+    );
+    assert!(
+        store
+            .claim_expiries(p, later, lease, 10)
+            .await
+            .unwrap()
+            .is_empty(),
+        "leased"
+    );
+    let n = authlink::expiry::sweep(store, p, later + time::Duration::seconds(31), lease)
+        .await
+        .unwrap();
+    assert_eq!(n, 1);
+    assert_eq!(
+        store.get_session(s.spec.id).await.unwrap().unwrap().status,
+        Status::Expired
+    );
+    assert_eq!(
+        queued(store)
+            .await
+            .iter()
+            .filter(|e| e.kind == "auth_session.expired")
+            .count(),
+        1
+    );
+    assert!(
+        store
+            .claim_expiries(p, later + time::Duration::seconds(99), lease, 10)
+            .await
+            .unwrap()
+            .is_empty(),
+        "settled"
+    );
+}
+contract!(expired_sessions_are_claimed_once_per_lease);

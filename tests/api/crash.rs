@@ -1,0 +1,224 @@
+//! Two real `authlink` processes on one Redis; one is killed with SIGKILL in the middle of a
+//! backlog of 1,000 webhook events. Every event still arrives: the dead process's leased
+//! deliveries return to the queue when their lease ends, and the survivor delivers them.
+
+use std::collections::HashSet;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use authlink::config::GeneratedKeys;
+use futures_util::future::join_all;
+use reqwest::StatusCode;
+use serde_json::{Value, json};
+
+use crate::helpers::{redis_url, scan_keys, until};
+use crate::receiver::Receiver;
+
+struct Daemon {
+    child: Child,
+    base: String,
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+async fn start(config: &std::path::Path, port: u16) -> Daemon {
+    let child = Command::new(env!("CARGO_BIN_EXE_authlink"))
+        .args(["serve", "--config"])
+        .arg(config)
+        .env("AUTHLINK__LISTEN", format!("127.0.0.1:{port}"))
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("the authlink binary runs");
+    let daemon = Daemon {
+        child,
+        base: format!("http://127.0.0.1:{port}"),
+    };
+    let client = reqwest::Client::new();
+    crate::helpers::until_async_within(Duration::from_secs(20), || async {
+        client
+            .get(format!("{}/readyz", daemon.base))
+            .send()
+            .await
+            .is_ok_and(|r| r.status() == StatusCode::OK)
+    })
+    .await;
+    daemon
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replica_killed_mid_backlog_loses_no_event() {
+    let receiver = Receiver::spawn().await;
+    receiver.slow(Duration::from_millis(20));
+    let keys = GeneratedKeys::new();
+    let operator = secrecy::ExposeSecret::expose_secret(&keys.operator_key).to_owned();
+    let prefix = format!("t-{}", uuid::Uuid::new_v4().simple());
+    let (port_a, port_b) = (free_port(), free_port());
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("authlink.toml");
+    std::fs::write(
+        &config,
+        format!(
+            r#"public_url = "http://127.0.0.1:{port_a}"
+[store]
+redis_url = "{redis}"
+key_prefix = "{prefix}"
+[keys]
+signing = ["{signing}"]
+encryption = ["{encryption}"]
+operator_key_sha256 = "{op}"
+[webhooks]
+retry_schedule_seconds = [0.05, 0.1, 0.2, 0.5]
+poll_interval_ms = 20
+visibility_timeout_seconds = 2
+per_bot_concurrency = 4
+[system_apps.salesforce]
+client_id = "cid"
+client_secret = "secret"
+login_host = "http://127.0.0.1:9"
+"#,
+            redis = redis_url(),
+            signing = keys.signing,
+            encryption = keys.encryption,
+            op = keys.operator_key_sha256,
+        ),
+    )
+    .unwrap();
+    let a = start(&config, port_a).await;
+    let b = start(&config, port_b).await;
+
+    let api = reqwest::Client::new();
+    let call = |method: reqwest::Method, base: &str, path: &str, key: &str, body: Option<Value>| {
+        let mut req = api
+            .request(method, format!("{base}{path}"))
+            .bearer_auth(key);
+        if let Some(body) = body {
+            req = req.json(&body);
+        }
+        req.send()
+    };
+    let r = call(
+        reqwest::Method::PUT,
+        &a.base,
+        "/v1/bots/acme",
+        &operator,
+        Some(json!({"name": "acme", "webhook_url": receiver.url})),
+    )
+    .await
+    .unwrap();
+    assert_eq!(r.status(), StatusCode::CREATED);
+    let secret: Value = call(
+        reqwest::Method::POST,
+        &a.base,
+        "/v1/bots/acme/webhook-secrets",
+        &operator,
+        None,
+    )
+    .await
+    .unwrap()
+    .json()
+    .await
+    .unwrap();
+    receiver.trust(secret["secret"].as_str().unwrap());
+    let r = call(
+        reqwest::Method::PUT,
+        &a.base,
+        "/v1/bots/acme/integrations/crm",
+        &operator,
+        Some(json!({"provider": "salesforce"})),
+    )
+    .await
+    .unwrap();
+    assert_eq!(r.status(), StatusCode::CREATED);
+
+    // 1,000 sessions, each cancelled: 1,000 events, queued faster than the receiver takes them.
+    let mut sessions = Vec::new();
+    for chunk in (0..1000).collect::<Vec<_>>().chunks(50) {
+        let created = join_all(chunk.iter().map(|i| {
+            call(
+                reqwest::Method::POST,
+                &a.base,
+                "/v1/bots/acme/auth-sessions",
+                &operator,
+                Some(json!({"integration": "crm", "user_id": format!("u{i}")})),
+            )
+        }))
+        .await;
+        for r in created {
+            let v: Value = r.unwrap().json().await.unwrap();
+            sessions.push(v["id"].as_str().unwrap().to_owned());
+        }
+    }
+    for chunk in sessions.chunks(50) {
+        let cancelled = join_all(chunk.iter().map(|id| {
+            call(
+                reqwest::Method::DELETE,
+                &a.base,
+                &format!("/v1/bots/acme/auth-sessions/{id}"),
+                &operator,
+                None,
+            )
+        }))
+        .await;
+        assert!(
+            cancelled
+                .into_iter()
+                .all(|r| r.unwrap().status() == StatusCode::OK)
+        );
+    }
+
+    // Kill A while the backlog drains (it holds leased deliveries at this point).
+    until(|| receiver.delivered().len() >= 100).await;
+    let mut a = a;
+    a.child.kill().unwrap(); // SIGKILL
+    a.child.wait().unwrap();
+    let delivered_at_kill = receiver.delivered().len();
+    assert!(delivered_at_kill < 1000, "the kill happened mid-backlog");
+
+    let wanted: HashSet<String> = sessions.iter().cloned().collect();
+    let arrived = || {
+        receiver
+            .delivered()
+            .iter()
+            .map(|r| {
+                r.body["data"]["session_id"]
+                    .as_str()
+                    .unwrap_or("")
+                    .to_owned()
+            })
+            .collect::<HashSet<_>>()
+    };
+    // Reclaiming waits for the 2 s leases; then the survivor drains the rest (a minute at most).
+    crate::helpers::until_async_within(Duration::from_secs(60), || async { arrived() == wanted })
+        .await;
+    assert_eq!(arrived(), wanted, "every event arrived");
+    let ids: HashSet<String> = receiver.delivered().iter().map(|r| r.id.clone()).collect();
+    assert_eq!(
+        ids.len(),
+        1000,
+        "one webhook-id per event; duplicates share it"
+    );
+    assert!(receiver.log().iter().all(|r| r.verified == [true]));
+    drop(b);
+
+    let client = redis::Client::open(redis_url()).unwrap();
+    let mut con = client.get_connection().unwrap();
+    let keys = scan_keys(&mut con, &prefix).unwrap();
+    if !keys.is_empty() {
+        let _: () = redis::cmd("DEL").arg(keys).query(&mut con).unwrap();
+    }
+}
