@@ -67,6 +67,8 @@ async fn a_replica_killed_mid_backlog_loses_no_event() {
     let keys = GeneratedKeys::new();
     let operator = secrecy::ExposeSecret::expose_secret(&keys.operator_key).to_owned();
     let prefix = format!("t-{}", uuid::Uuid::new_v4().simple());
+    // Declared before the daemons, so it runs after they are killed.
+    let _cleanup = Cleanup(prefix.clone());
     let (port_a, port_b) = (free_port(), free_port());
     let dir = tempfile::tempdir().unwrap();
     let config = dir.path().join("authlink.toml");
@@ -214,11 +216,87 @@ login_host = "http://127.0.0.1:9"
     );
     assert!(receiver.log().iter().all(|r| r.verified == [true]));
     drop(b);
+}
 
-    let client = redis::Client::open(redis_url()).unwrap();
-    let mut con = client.get_connection().unwrap();
-    let keys = scan_keys(&mut con, &prefix).unwrap();
-    if !keys.is_empty() {
-        let _: () = redis::cmd("DEL").arg(keys).query(&mut con).unwrap();
+/// Deletes a key prefix's keys when dropped — also when the test panics.
+struct Cleanup(String);
+
+impl Drop for Cleanup {
+    fn drop(&mut self) {
+        let Ok(client) = redis::Client::open(redis_url()) else {
+            return;
+        };
+        let Ok(mut con) = client.get_connection() else {
+            return;
+        };
+        let keys = scan_keys(&mut con, &self.0).unwrap_or_default();
+        if !keys.is_empty() {
+            let _: Result<(), _> = redis::cmd("DEL").arg(keys).query(&mut con);
+        }
     }
+}
+
+/// Measurement aid, not a test: queue `BENCH_EVENTS` cancelled-session events for bot `bench`
+/// under `BENCH_PREFIX`, addressed to `BENCH_URL`, with no daemon running — so a daemon started
+/// afterwards finds a backlog to drain. Run with `--ignored enqueue_backlog`.
+#[tokio::test]
+#[ignore]
+async fn enqueue_backlog() {
+    let prefix = std::env::var("BENCH_PREFIX").expect("BENCH_PREFIX");
+    let url: url::Url = std::env::var("BENCH_URL")
+        .expect("BENCH_URL")
+        .parse()
+        .unwrap();
+    let n: usize = std::env::var("BENCH_EVENTS").map_or(10_000, |v| v.parse().unwrap());
+    let store = authlink::store::redis::RedisStore::connect(&redis_url(), &prefix).unwrap();
+    let bot = authlink::domain::BotId::parse("bench").unwrap();
+    let now = authlink::clock::now();
+    for chunk in (0..n).collect::<Vec<_>>().chunks(200) {
+        join_all(chunk.iter().map(|i| {
+            let store = &store;
+            let bot = bot.clone();
+            let url = url.clone();
+            async move {
+                let mut s = crate::store::session_for(
+                    &format!("u{i}"),
+                    now,
+                    time::Duration::minutes(15),
+                    Some(url),
+                );
+                s.spec.bot = bot;
+                s.spec.id = authlink::domain::SessionId::new(authlink::domain::Partition::of(
+                    &s.spec.bot,
+                    &s.spec.integration,
+                    &s.spec.subject,
+                ));
+                use authlink::store::Store;
+                store
+                    .create_session(authlink::store::NewSession {
+                        session: &s,
+                        idempotency: None,
+                        retention: Duration::from_secs(600),
+                        unless_authorized_by: None,
+                    })
+                    .await
+                    .unwrap();
+                let mut done = s.clone();
+                done.status = authlink::domain::session::Status::Cancelled;
+                let event = authlink::domain::event::Event::for_session(&done, None, now);
+                store
+                    .transition(authlink::store::Transition {
+                        id: s.spec.id,
+                        to: done.status,
+                        error: None,
+                        write: authlink::store::SideWrite::None,
+                        event: Some(&event),
+                        now,
+                    })
+                    .await
+                    .unwrap();
+            }
+        }))
+        .await;
+    }
+    use authlink::store::Store;
+    assert_eq!(store.backlog().await.unwrap(), n as u64);
 }

@@ -50,6 +50,8 @@ pub struct Options {
     /// Use this Redis instead of the shared one (e.g. one the test stops).
     pub redis_url: Option<String>,
     pub deny_private_networks: bool,
+    /// Webhook deliveries in flight per replica and per bot.
+    pub webhook_concurrency: (usize, usize),
 }
 
 impl Default for Options {
@@ -59,6 +61,7 @@ impl Default for Options {
             shape: Shape::Salesforce,
             redis_url: None,
             deny_private_networks: false,
+            webhook_concurrency: (64, 8),
         }
     }
 }
@@ -91,6 +94,10 @@ pub async fn spawn_with(opts: Options) -> TestApp {
     settings.webhooks.poll_interval_ms = 20;
     settings.webhooks.visibility_timeout_seconds = 5;
     settings.webhooks.deny_private_networks = Some(opts.deny_private_networks);
+    (
+        settings.webhooks.concurrency,
+        settings.webhooks.per_bot_concurrency,
+    ) = opts.webhook_concurrency;
     if opts.backend == Backend::Redis {
         settings.store.redis_url = Some(redis_url.clone());
         settings.store.key_prefix = Some(prefix.clone());

@@ -414,3 +414,63 @@ async fn metrics_count_deliveries() {
         .unwrap();
     assert!(text.contains("authlink_webhook_deliveries_total"), "{text}");
 }
+
+#[tokio::test]
+async fn a_stuck_endpoint_does_not_hold_up_other_bots() {
+    // 4 deliveries in flight per replica, at most 2 per bot.
+    let app = spawn_with(Options {
+        webhook_concurrency: (4, 2),
+        ..Options::default()
+    })
+    .await;
+    let stuck_key = app.setup_bot("acme").await;
+    app.receiver.slow(Duration::from_secs(3600));
+    let other = crate::receiver::Receiver::spawn().await;
+    let r = app
+        .call(
+            Method::PUT,
+            "/v1/bots/other",
+            &app.operator_key,
+            Some(json!({"name": "other", "webhook_url": other.url})),
+        )
+        .await;
+    assert_eq!(r.status(), StatusCode::CREATED);
+    let secret: Value = app
+        .call(
+            Method::POST,
+            "/v1/bots/other/webhook-secrets",
+            &app.operator_key,
+            None,
+        )
+        .await
+        .json()
+        .await
+        .unwrap();
+    other.trust(secret["secret"].as_str().unwrap());
+    app.put_integration("other", "crm", json!({"provider": "salesforce"}))
+        .await;
+    let other_key = app.new_key("other").await;
+
+    // Ten events for the stuck endpoint first: more than all the replica's slots.
+    for i in 0..10 {
+        let s = app.new_session(&stuck_key, "acme", &format!("u{i}")).await;
+        cancel(&app, &stuck_key, s["id"].as_str().unwrap()).await;
+    }
+    let s = app.new_session(&other_key, "other", "u1").await;
+    let id = s["id"].as_str().unwrap();
+    let r = app
+        .call(
+            Method::DELETE,
+            &format!("/v1/bots/other/auth-sessions/{id}"),
+            &other_key,
+            None,
+        )
+        .await;
+    assert_eq!(r.status(), StatusCode::OK);
+    let delivered = other.wait_for(id, 1).await;
+    assert_eq!(delivered[0].verified, vec![true]);
+    assert!(
+        app.receiver.delivered().is_empty(),
+        "the stuck endpoint has answered nothing"
+    );
+}
