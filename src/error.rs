@@ -33,6 +33,9 @@ pub enum ApiError {
     UnsupportedMediaType,
     #[error("the store is unavailable; retry shortly")]
     Unavailable,
+    /// The provider could not refresh right now (network, 5xx, rate limit); the grant is kept.
+    #[error("the provider is unavailable ({0}); retry shortly")]
+    ProviderUnavailable(String),
     #[error("internal error")]
     Internal(#[source] anyhow::Error),
 }
@@ -52,6 +55,9 @@ impl ApiError {
                 (StatusCode::UNSUPPORTED_MEDIA_TYPE, "unsupported_media_type")
             }
             ApiError::Unavailable => (StatusCode::SERVICE_UNAVAILABLE, "store_unavailable"),
+            ApiError::ProviderUnavailable(_) => {
+                (StatusCode::SERVICE_UNAVAILABLE, "provider_unavailable")
+            }
             ApiError::Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, "internal"),
         }
     }

@@ -23,6 +23,7 @@ pub mod domain;
 pub mod error;
 pub mod expiry;
 pub mod oauth;
+pub mod refresh;
 pub mod routes;
 pub mod startup;
 pub mod store;

@@ -71,6 +71,33 @@ impl Event {
         }
     }
 
+    /// A `connection.*` event about a grant (reauth required, revoked). Goes to the bot's webhook.
+    pub fn for_connection(
+        grant: &crate::domain::grant::Grant,
+        kind: &str,
+        reason: Option<&str>,
+        webhook_url: Option<Url>,
+        now: OffsetDateTime,
+    ) -> Self {
+        let p = crate::domain::Partition::of(&grant.bot, &grant.integration, &grant.subject);
+        let mut data = json!({
+            "bot": grant.bot,
+            "integration": grant.integration,
+            "user_id": grant.subject,
+            "identity": grant.identity,
+        });
+        if let Some(r) = reason {
+            data["reason"] = json!(r);
+        }
+        Self {
+            id: format!("evt_{:02x}{}", p.index(), Uuid::now_v7().simple()),
+            kind: kind.to_owned(),
+            timestamp: now,
+            data,
+            webhook_url,
+        }
+    }
+
     /// The store partition of an event id (`evt_<pp><uuid>`); `None` for a malformed id.
     pub fn partition_of(id: &str) -> Option<crate::domain::Partition> {
         let hex = id.strip_prefix("evt_")?;

@@ -260,6 +260,31 @@ impl Provider {
     }
 }
 
+impl Provider {
+    /// Refresh an access token. The response may carry a rotated refresh token; Salesforce's is
+    /// checked like an exchange (signature, hosts).
+    pub async fn refresh(
+        &self,
+        http: &reqwest::Client,
+        refresh_token: &SecretString,
+        now: OffsetDateTime,
+    ) -> Result<TokenSet, ExchangeError> {
+        let rt = oauth2::RefreshToken::new(refresh_token.expose_secret().to_owned());
+        let response = self
+            .client()
+            .exchange_refresh_token(&rt)
+            .request_async(&|req| send(http.clone(), req))
+            .await
+            .map_err(classify)?;
+        let mut set = TokenSet::from_response(&response, now);
+        if self.kind == ProviderKind::Salesforce {
+            salesforce::check_response(&self.app, response.extra_fields())?;
+            set.instance_url = response.extra_fields().instance_url.clone();
+        }
+        Ok(set)
+    }
+}
+
 /// The redirect URI registered at the provider for an app.
 pub fn callback_url(public_url: &Url, config_id: &str) -> Url {
     let mut url = public_url.clone();

@@ -8,6 +8,7 @@ pub mod health;
 pub mod link;
 pub mod pages;
 pub mod sessions;
+pub mod tokens;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -141,6 +142,14 @@ pub fn router(state: AppState) -> Router {
             get(sessions::events),
         )
         .route("/metrics", get(health::metrics))
+        .route(
+            "/v1/bots/{bot}/integrations/{integration}/access-token",
+            post(tokens::access_token),
+        )
+        .route(
+            "/v1/bots/{bot}/integrations/{integration}/connections/{user}",
+            get(tokens::connection).delete(tokens::disconnect),
+        )
         .route("/v1/bots/{bot}/auth-sessions", post(sessions::create))
         .route(
             "/v1/bots/{bot}/auth-sessions/{id}",

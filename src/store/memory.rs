@@ -63,10 +63,33 @@ struct Data {
     /// Live sessions' deadlines (pushed to a lease's end when claimed by the sweeper).
     deadlines: HashMap<SessionId, OffsetDateTime>,
     webhook_secrets: HashMap<BotId, Vec<WebhookSecret>>,
+    /// Refresh locks: grant → (owner, until).
+    locks: HashMap<GrantKey, (String, OffsetDateTime)>,
     writes: u64,
 }
 
 impl Data {
+    /// Queue `event` for delivery (if it has somewhere to go), due `now`.
+    fn queue(&mut self, e: &Event, now: OffsetDateTime) {
+        if e.webhook_url.is_none() {
+            return;
+        }
+        self.deliveries.insert(
+            e.id.clone(),
+            Queued {
+                delivery: Delivery {
+                    event: e.clone(),
+                    failures: 0,
+                    last_error: None,
+                    dead: false,
+                    claim: String::new(),
+                },
+                due: Some(now),
+                dead_since: None,
+            },
+        );
+    }
+
     /// Drop dead entries now and then, so an idle process does not keep expired data forever.
     fn sweep(&mut self, now: OffsetDateTime) {
         self.writes += 1;
@@ -256,30 +279,22 @@ impl Store for MemoryStore {
                     );
                 }
                 SideWrite::Grant(g) => {
+                    let key = (g.bot.clone(), g.integration.clone(), g.subject.clone());
+                    let generation = d.grants.get(&key).map_or(0, |old| old.generation) + 1;
                     d.grants.insert(
-                        (g.bot.clone(), g.integration.clone(), g.subject.clone()),
-                        g.clone(),
+                        key,
+                        Grant {
+                            generation,
+                            ..g.clone()
+                        },
                     );
                 }
             }
             if t.to.is_final() {
                 d.deadlines.remove(&t.id);
             }
-            if let Some(e) = t.event.filter(|e| e.webhook_url.is_some()) {
-                d.deliveries.insert(
-                    e.id.clone(),
-                    Queued {
-                        delivery: Delivery {
-                            event: e.clone(),
-                            failures: 0,
-                            last_error: None,
-                            dead: false,
-                            claim: String::new(),
-                        },
-                        due: Some(t.now),
-                        dead_since: None,
-                    },
-                );
+            if let Some(e) = t.event {
+                d.queue(e, t.now);
             }
             updated
         };
@@ -312,6 +327,105 @@ impl Store for MemoryStore {
             .grants
             .get(&(bot.clone(), integration.clone(), subject.clone()))
             .cloned())
+    }
+
+    async fn update_grant(&self, grant: &Grant, event: Option<&Event>) -> Result<bool, StoreError> {
+        let now = clock::now();
+        let mut d = self.data();
+        let key = (
+            grant.bot.clone(),
+            grant.integration.clone(),
+            grant.subject.clone(),
+        );
+        match d.grants.get(&key) {
+            Some(old) if old.generation == grant.generation => {}
+            _ => return Ok(false),
+        }
+        d.grants.insert(
+            key,
+            Grant {
+                generation: grant.generation + 1,
+                ..grant.clone()
+            },
+        );
+        if let Some(e) = event {
+            d.queue(e, now);
+        }
+        Ok(true)
+    }
+
+    async fn delete_grant(
+        &self,
+        bot: &BotId,
+        integration: &IntegrationName,
+        subject: &Subject,
+        event: Option<&Event>,
+    ) -> Result<bool, StoreError> {
+        let now = clock::now();
+        let mut d = self.data();
+        let removed = d
+            .grants
+            .remove(&(bot.clone(), integration.clone(), subject.clone()))
+            .is_some();
+        if removed && let Some(e) = event {
+            d.queue(e, now);
+        }
+        Ok(removed)
+    }
+
+    async fn lock_grant(
+        &self,
+        grant: &Grant,
+        owner: &str,
+        ttl: Duration,
+    ) -> Result<bool, StoreError> {
+        let now = clock::now();
+        let mut d = self.data();
+        let key = (
+            grant.bot.clone(),
+            grant.integration.clone(),
+            grant.subject.clone(),
+        );
+        if d.locks.get(&key).is_some_and(|(_, until)| now < *until) {
+            return Ok(false);
+        }
+        d.locks.insert(key, (owner.to_owned(), now + ttl));
+        Ok(true)
+    }
+
+    async fn renew_grant_lock(
+        &self,
+        grant: &Grant,
+        owner: &str,
+        ttl: Duration,
+    ) -> Result<bool, StoreError> {
+        let now = clock::now();
+        let mut d = self.data();
+        let key = (
+            grant.bot.clone(),
+            grant.integration.clone(),
+            grant.subject.clone(),
+        );
+        match d.locks.get_mut(&key) {
+            Some((o, until)) if o == owner && now < *until => {
+                *until = now + ttl;
+                Ok(true)
+            }
+            _ => Ok(false),
+        }
+    }
+
+    async fn unlock_grant(&self, grant: &Grant, owner: &str) -> Result<(), StoreError> {
+        let mut d = self.data();
+        let key = (
+            grant.bot.clone(),
+            grant.integration.clone(),
+            grant.subject.clone(),
+        );
+        if d.locks.get(&key).is_some_and(|(o, _)| o == owner) {
+            d.locks.remove(&key);
+        }
+        Ok(())
     }
 
     async fn claim_deliveries(

@@ -174,6 +174,33 @@ pub trait Store: Send + Sync + 'static {
         subject: &Subject,
     ) -> Result<Option<Grant>, StoreError>;
 
+    /// Write `grant` only if the stored generation still equals `grant.generation` (fencing: a
+    /// writer whose view is stale is refused); the stored generation then moves on by one. `event`
+    /// is queued in the same step. `Ok(false)`: stale, nothing written.
+    async fn update_grant(&self, grant: &Grant, event: Option<&Event>) -> Result<bool, StoreError>;
+    /// Delete a grant (disconnect), queuing `event` in the same step.
+    async fn delete_grant(
+        &self,
+        bot: &BotId,
+        integration: &IntegrationName,
+        subject: &Subject,
+        event: Option<&Event>,
+    ) -> Result<bool, StoreError>;
+    /// The grant's refresh lock: taken if free (for `ttl`), renewed and released only by `owner`.
+    async fn lock_grant(
+        &self,
+        grant: &Grant,
+        owner: &str,
+        ttl: Duration,
+    ) -> Result<bool, StoreError>;
+    async fn renew_grant_lock(
+        &self,
+        grant: &Grant,
+        owner: &str,
+        ttl: Duration,
+    ) -> Result<bool, StoreError>;
+    async fn unlock_grant(&self, grant: &Grant, owner: &str) -> Result<(), StoreError>;
+
     /// Take up to `max` deliveries that are due, each leased until `now + lease`: a worker that
     /// dies holding one loses it to any replica once the lease runs out.
     async fn claim_deliveries(

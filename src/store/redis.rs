@@ -137,6 +137,38 @@ redis.call('ZADD', KEYS[1], ARGV[3], ARGV[1])
 return 1
 "#;
 
+/// Fenced grant write. KEYS: grant, due, event. ARGV: expected generation, JSON, status, config,
+/// event JSON or "", event id, bot, now ms.
+const UPDATE_GRANT: &str = r#"
+local g = redis.call('HGET', KEYS[1], 'gen')
+if not g or tonumber(g) ~= tonumber(ARGV[1]) then return 0 end
+redis.call('HSET', KEYS[1], 'j', ARGV[2], 'st', ARGV[3], 'cfg', ARGV[4])
+redis.call('HINCRBY', KEYS[1], 'gen', 1)
+if ARGV[5] ~= '' then
+  redis.call('HSET', KEYS[3], 'e', ARGV[5], 'b', ARGV[7], 'n', 0, 'st', 'pending', 'c', '')
+  redis.call('ZADD', KEYS[2], ARGV[8], ARGV[6])
+end
+return 1
+"#;
+
+/// Grant deletion with its event. KEYS: grant, due, event. ARGV: event JSON or "", event id, bot,
+/// now ms.
+const DELETE_GRANT: &str = r#"
+local n = redis.call('DEL', KEYS[1])
+if n == 1 and ARGV[1] ~= '' then
+  redis.call('HSET', KEYS[3], 'e', ARGV[1], 'b', ARGV[3], 'n', 0, 'st', 'pending', 'c', '')
+  redis.call('ZADD', KEYS[2], ARGV[4], ARGV[2])
+end
+return n
+"#;
+
+/// Owner-checked lock renew (ARGV[2] = ttl ms) or release (ARGV[2] = ""). KEYS: lock.
+const LOCK_OWNER: &str = r#"
+if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end
+if ARGV[2] == '' then return redis.call('DEL', KEYS[1]) end
+return redis.call('PEXPIRE', KEYS[1], ARGV[2])
+"#;
+
 /// Lease sessions past their deadline. KEYS: deadlines. ARGV: now ms, lease end ms, max.
 const CLAIM_DEADLINES: &str = r#"
 local ids = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[1], 'LIMIT', 0, tonumber(ARGV[3]))
@@ -156,6 +188,9 @@ pub struct RedisStore {
     finish: Arc<Script>,
     replay: Arc<Script>,
     claim_deadlines: Arc<Script>,
+    update_grant: Arc<Script>,
+    delete_grant: Arc<Script>,
+    lock_owner: Arc<Script>,
 }
 
 impl RedisStore {
@@ -184,6 +219,9 @@ impl RedisStore {
             finish: Arc::new(Script::new(FINISH)),
             replay: Arc::new(Script::new(REPLAY)),
             claim_deadlines: Arc::new(Script::new(CLAIM_DEADLINES)),
+            update_grant: Arc::new(Script::new(UPDATE_GRANT)),
+            delete_grant: Arc::new(Script::new(DELETE_GRANT)),
+            lock_owner: Arc::new(Script::new(LOCK_OWNER)),
         };
         tokio::spawn(subscribe(
             client,
@@ -679,12 +717,130 @@ impl Store for RedisStore {
         integration: &IntegrationName,
         subject: &Subject,
     ) -> Result<Option<Grant>, StoreError> {
-        let raw: Option<String> = self
-            .conn()
-            .hget(self.grant_key(bot, integration, subject), "j")
+        let (raw, generation): (Option<String>, Option<u64>) = redis::cmd("HMGET")
+            .arg(self.grant_key(bot, integration, subject))
+            .arg(&["j", "gen"])
+            .query_async(&mut self.conn())
             .await
             .map_err(unavailable)?;
-        raw.map(|r| from_json("grant", &r)).transpose()
+        let Some(raw) = raw else { return Ok(None) };
+        let mut grant: Grant = from_json("grant", &raw)?;
+        grant.generation = generation.unwrap_or(0);
+        Ok(Some(grant))
+    }
+
+    async fn update_grant(&self, grant: &Grant, event: Option<&Event>) -> Result<bool, StoreError> {
+        let p = Partition::of(&grant.bot, &grant.integration, &grant.subject);
+        let queued = event.filter(|e| e.webhook_url.is_some());
+        let n: i32 = self
+            .update_grant
+            .key(self.grant_key(&grant.bot, &grant.integration, &grant.subject))
+            .key(self.due_key(p))
+            .key(format!(
+                "{}{}",
+                self.event_prefix(p),
+                queued.map_or("-", |e| e.id.as_str())
+            ))
+            .arg(grant.generation)
+            .arg(to_json(grant))
+            .arg(to_json(&grant.status).trim_matches('"'))
+            .arg(&grant.provider_config)
+            .arg(queued.map(to_json).unwrap_or_default())
+            .arg(queued.map_or("", |e| e.id.as_str()))
+            .arg(grant.bot.as_str())
+            .arg(unix_ms(crate::clock::now()))
+            .invoke_async(&mut self.conn())
+            .await
+            .map_err(unavailable)?;
+        Ok(n == 1)
+    }
+
+    async fn delete_grant(
+        &self,
+        bot: &BotId,
+        integration: &IntegrationName,
+        subject: &Subject,
+        event: Option<&Event>,
+    ) -> Result<bool, StoreError> {
+        let p = Partition::of(bot, integration, subject);
+        let queued = event.filter(|e| e.webhook_url.is_some());
+        let n: i32 = self
+            .delete_grant
+            .key(self.grant_key(bot, integration, subject))
+            .key(self.due_key(p))
+            .key(format!(
+                "{}{}",
+                self.event_prefix(p),
+                queued.map_or("-", |e| e.id.as_str())
+            ))
+            .arg(queued.map(to_json).unwrap_or_default())
+            .arg(queued.map_or("", |e| e.id.as_str()))
+            .arg(bot.as_str())
+            .arg(unix_ms(crate::clock::now()))
+            .invoke_async(&mut self.conn())
+            .await
+            .map_err(unavailable)?;
+        Ok(n == 1)
+    }
+
+    async fn lock_grant(
+        &self,
+        grant: &Grant,
+        owner: &str,
+        ttl: Duration,
+    ) -> Result<bool, StoreError> {
+        let key = format!(
+            "{}:lock",
+            self.grant_key(&grant.bot, &grant.integration, &grant.subject)
+        );
+        let set: Option<String> = self
+            .conn()
+            .set_options(
+                key,
+                owner,
+                redis::SetOptions::default()
+                    .conditional_set(redis::ExistenceCheck::NX)
+                    .with_expiration(redis::SetExpiry::PX(ms(ttl))),
+            )
+            .await
+            .map_err(unavailable)?;
+        Ok(set.is_some())
+    }
+
+    async fn renew_grant_lock(
+        &self,
+        grant: &Grant,
+        owner: &str,
+        ttl: Duration,
+    ) -> Result<bool, StoreError> {
+        let key = format!(
+            "{}:lock",
+            self.grant_key(&grant.bot, &grant.integration, &grant.subject)
+        );
+        let n: i32 = self
+            .lock_owner
+            .key(key)
+            .arg(owner)
+            .arg(ms(ttl).to_string())
+            .invoke_async(&mut self.conn())
+            .await
+            .map_err(unavailable)?;
+        Ok(n == 1)
+    }
+
+    async fn unlock_grant(&self, grant: &Grant, owner: &str) -> Result<(), StoreError> {
+        let key = format!(
+            "{}:lock",
+            self.grant_key(&grant.bot, &grant.integration, &grant.subject)
+        );
+        self.lock_owner
+            .key(key)
+            .arg(owner)
+            .arg("")
+            .invoke_async::<i32>(&mut self.conn())
+            .await
+            .map_err(unavailable)?;
+        Ok(())
     }
 
     async fn claim_deliveries(

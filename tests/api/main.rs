@@ -12,4 +12,5 @@ mod provider_fixture;
 mod receiver;
 mod sessions;
 mod store;
+mod tokens;
 mod webhooks;

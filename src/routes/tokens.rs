@@ -1,0 +1,178 @@
+//! ⑤ Tokens for the dialog engine: a working access token (refreshed exactly once across
+//! replicas when needed), the connection's metadata (never tokens), and disconnect.
+
+use axum::Json;
+use axum::extract::{Path, State};
+use axum::http::{HeaderValue, header};
+use axum::response::{IntoResponse, Response};
+use serde::Deserialize;
+use serde_json::json;
+
+use super::auth::Caller;
+use super::sessions::bot_and_integration;
+use super::{ApiJson, AppState};
+use crate::clock;
+use crate::domain::bot::{Integration, Mode};
+use crate::domain::event::Event;
+use crate::domain::grant::{Grant, Tokens};
+use crate::domain::{IntegrationName, Subject, UserId};
+use crate::error::ApiError;
+use crate::oauth::Provider;
+use crate::refresh::{self, TokenError};
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TokenBody {
+    #[serde(default)]
+    user_id: Option<UserId>,
+    #[serde(default)]
+    force_refresh: bool,
+}
+
+/// Whose grant an integration uses: the user's, or the bot-wide one when pre-authorized. A user
+/// integration never falls back to the bot grant and vice versa.
+fn subject(integration: &Integration, user: Option<UserId>) -> Result<Subject, ApiError> {
+    match integration.mode {
+        Mode::PreAuthorized => Ok(Subject::Bot),
+        Mode::User => user
+            .map(Subject::User)
+            .ok_or_else(|| ApiError::Invalid("user_id is required".into())),
+    }
+}
+
+fn integration_name(s: &str) -> Result<IntegrationName, ApiError> {
+    IntegrationName::parse(s).map_err(|_| ApiError::NotFound("integration"))
+}
+
+/// The grant of `subject`, usable with the integration's current app, or 404.
+async fn working_grant(
+    state: &AppState,
+    integration: &Integration,
+    subject: &Subject,
+) -> Result<(Provider, Grant), ApiError> {
+    let provider = Provider::resolve(&state.config, integration)
+        .map_err(|e| ApiError::Conflict(e.to_string()))?;
+    let grant = state
+        .store
+        .get_grant(&integration.bot, &integration.name, subject)
+        .await?
+        .filter(|g| g.is_working(&provider.config_id))
+        .ok_or(ApiError::AuthorizationRequired)?;
+    Ok((provider, grant))
+}
+
+pub async fn access_token(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path((bot, integration)): Path<(String, String)>,
+    ApiJson(body): ApiJson<TokenBody>,
+) -> Result<Response, ApiError> {
+    let (_, integration) =
+        bot_and_integration(&state, &caller, &bot, &integration_name(&integration)?).await?;
+    let subject = subject(&integration, body.user_id)?;
+    let (provider, grant) = working_grant(&state, &integration, &subject).await?;
+    match refresh::access_token(&state, &provider, grant, body.force_refresh).await {
+        Ok((grant, tokens)) => Ok(token_response(&grant, &tokens)),
+        Err(TokenError::AuthorizationRequired) => Err(ApiError::AuthorizationRequired),
+        Err(TokenError::Store(e)) => Err(e.into()),
+        Err(TokenError::Unavailable(cause)) => {
+            let mut resp = ApiError::ProviderUnavailable(cause).into_response();
+            resp.headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from_static("5"));
+            Ok(resp)
+        }
+    }
+}
+
+fn token_response(grant: &Grant, tokens: &Tokens) -> Response {
+    let mut resp = Json(json!({
+        "access_token": refresh::expose(tokens),
+        "token_type": tokens.token_type,
+        "expires_at": grant.access_expires_at.map(crate::clock::rfc3339::format),
+        "instance_url": grant.instance_url,
+        "scopes": grant.scopes,
+        "identity": grant.identity,
+    }))
+    .into_response();
+    resp.headers_mut()
+        .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    resp
+}
+
+pub async fn connection(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path((bot, integration, user)): Path<(String, String, String)>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let (_, integration) =
+        bot_and_integration(&state, &caller, &bot, &integration_name(&integration)?).await?;
+    let subject = Subject::parse(&user).map_err(|_| ApiError::NotFound("connection"))?;
+    let grant = state
+        .store
+        .get_grant(&integration.bot, &integration.name, &subject)
+        .await?
+        .ok_or(ApiError::NotFound("connection"))?;
+    Ok(Json(json!({
+        "user_id": grant.subject,
+        "status": grant.status,
+        "identity": grant.identity,
+        "scopes": grant.scopes,
+        "instance_url": grant.instance_url,
+        "created_at": crate::clock::rfc3339::format(grant.created_at),
+        "refreshed_at": grant.refreshed_at.map(crate::clock::rfc3339::format),
+        "access_expires_at": grant.access_expires_at.map(crate::clock::rfc3339::format),
+        "last_error": grant.last_error,
+    })))
+}
+
+/// Disconnect: revoke at the provider (best effort — a provider that fails to revoke does not
+/// keep the grant alive here), delete the grant, emit `connection.revoked`.
+pub async fn disconnect(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path((bot, integration, user)): Path<(String, String, String)>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let (bot, integration) =
+        bot_and_integration(&state, &caller, &bot, &integration_name(&integration)?).await?;
+    let subject = Subject::parse(&user).map_err(|_| ApiError::NotFound("connection"))?;
+    let grant = state
+        .store
+        .get_grant(&integration.bot, &integration.name, &subject)
+        .await?
+        .ok_or(ApiError::NotFound("connection"))?;
+    let aad = Grant::aad(&grant.bot, &grant.integration, &grant.subject);
+    let mut revoked = false;
+    if let (Ok(provider), Ok(tokens)) = (
+        Provider::resolve(&state.config, &integration),
+        Tokens::open(&state.config.encryption, &aad, &grant.sealed_tokens),
+    ) {
+        let result = match &tokens.refresh_token {
+            Some(rt) => provider.revoke(&state.http, rt, true).await,
+            None => {
+                provider
+                    .revoke(&state.http, &tokens.access_token, false)
+                    .await
+            }
+        };
+        match result {
+            Ok(r) => revoked = r,
+            Err(e) => {
+                tracing::warn!(error = %e, "revocation at the provider failed; deleting the grant anyway")
+            }
+        }
+    }
+    let event = Event::for_connection(
+        &grant,
+        "connection.revoked",
+        None,
+        bot.webhook_url,
+        clock::now(),
+    );
+    state
+        .store
+        .delete_grant(&grant.bot, &grant.integration, &grant.subject, Some(&event))
+        .await?;
+    Ok(Json(
+        json!({"user_id": grant.subject, "status": "revoked", "revoked_at_provider": revoked}),
+    ))
+}
