@@ -29,7 +29,26 @@ pub struct Settings {
     pub sessions: SessionSettings,
     pub http: HttpSettings,
     pub webhooks: WebhookSettings,
+    pub tokens: TokenSettings,
     pub system_apps: SystemApps,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TokenSettings {
+    /// Refresh when the access token expires within this many seconds.
+    pub refresh_margin_seconds: u64,
+    /// Refresh grants in the background before they expire, so requests rarely wait for one.
+    pub proactive_refresh: bool,
+}
+
+impl Default for TokenSettings {
+    fn default() -> Self {
+        Self {
+            refresh_margin_seconds: 300,
+            proactive_refresh: true,
+        }
+    }
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -181,6 +200,11 @@ pub struct AppSettings {
     pub scopes: Option<Vec<String>>,
     /// `basic` (HTTP Basic, the default) or `body` (client_id/client_secret form fields).
     pub client_auth: Option<String>,
+    /// Salesforce sends no `expires_in`. With `introspect = true` the expiry is learned from the
+    /// introspection endpoint; otherwise (or if that fails) tokens are assumed to live
+    /// `session_lifetime_seconds` (the org's session timeout; default 7200).
+    pub introspect: Option<bool>,
+    pub session_lifetime_seconds: Option<u64>,
 }
 
 impl Default for Settings {
@@ -194,6 +218,7 @@ impl Default for Settings {
             sessions: SessionSettings::default(),
             http: HttpSettings::default(),
             webhooks: WebhookSettings::default(),
+            tokens: TokenSettings::default(),
             system_apps: SystemApps::default(),
         }
     }
@@ -369,6 +394,8 @@ impl Settings {
             request_timeout: Duration::from_secs(self.http.request_timeout_seconds),
             provider_timeout: Duration::from_secs(self.http.provider_timeout_seconds),
             webhooks,
+            refresh_margin: Duration::from_secs(self.tokens.refresh_margin_seconds),
+            proactive_refresh: self.tokens.proactive_refresh,
             salesforce,
             oauth2,
         })
@@ -408,6 +435,8 @@ pub struct Config {
     pub request_timeout: Duration,
     pub provider_timeout: Duration,
     pub webhooks: WebhookConfig,
+    pub refresh_margin: Duration,
+    pub proactive_refresh: bool,
     pub salesforce: Option<AppConfig>,
     pub oauth2: Option<AppConfig>,
 }
@@ -436,6 +465,10 @@ pub struct AppConfig {
     pub revoke_url: Option<Url>,
     pub scopes: Vec<String>,
     pub client_auth_in_body: bool,
+    /// Where to learn an access token's expiry when the token response has none.
+    pub introspect_url: Option<Url>,
+    /// Assumed access-token lifetime when neither the response nor introspection tells.
+    pub assumed_lifetime: Option<Duration>,
 }
 
 /// Salesforce scopes when none are configured: `refresh_token` is explicit because `full` alone
@@ -597,6 +630,14 @@ fn app_config(
                     .clone()
                     .unwrap_or_else(|| SALESFORCE_DEFAULT_SCOPES.map(String::from).to_vec()),
                 client_auth_in_body,
+                introspect_url: if a.introspect.unwrap_or(false) {
+                    Some(at("/services/oauth2/introspect")?)
+                } else {
+                    None
+                },
+                assumed_lifetime: Some(Duration::from_secs(
+                    a.session_lifetime_seconds.unwrap_or(7200).max(60),
+                )),
             })
         }
         ProviderKind::Oauth2 => Ok(AppConfig {
@@ -609,6 +650,8 @@ fn app_config(
             revoke_url: opt("revoke_url", &a.revoke_url)?,
             scopes: a.scopes.clone().unwrap_or_default(),
             client_auth_in_body,
+            introspect_url: None,
+            assumed_lifetime: a.session_lifetime_seconds.map(Duration::from_secs),
         }),
     }
 }

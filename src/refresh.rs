@@ -18,10 +18,6 @@ use crate::oauth::{ExchangeError, Provider};
 use crate::routes::AppState;
 use crate::store::StoreError;
 
-/// Refresh when the token expires within this margin.
-const MARGIN: time::Duration = time::Duration::minutes(5);
-/// Salesforce sends no `expires_in`: assume its default session timeout.
-const ASSUMED_LIFETIME: time::Duration = time::Duration::hours(2);
 const LOCK_TTL: Duration = Duration::from_secs(15);
 /// How long a request waits for another replica's refresh before answering 503.
 const WAIT: Duration = Duration::from_secs(20);
@@ -36,11 +32,12 @@ pub enum TokenError {
     Store(#[from] StoreError),
 }
 
-fn fresh(grant: &Grant, now: OffsetDateTime) -> bool {
-    let expires = grant
-        .access_expires_at
-        .unwrap_or(grant.refreshed_at.unwrap_or(grant.created_at) + ASSUMED_LIFETIME);
-    now + MARGIN < expires
+/// Usable without a refresh: it does not expire within the margin. (A token of unknown lifetime
+/// is refreshed only on `force_refresh`, i.e. after the API said 401.)
+fn fresh(state: &AppState, grant: &Grant, now: OffsetDateTime) -> bool {
+    let margin =
+        time::Duration::try_from(state.config.refresh_margin).unwrap_or(time::Duration::ZERO);
+    grant.access_expires_at.is_none_or(|exp| now + margin < exp)
 }
 
 fn open(state: &AppState, grant: &Grant) -> Result<Tokens, TokenError> {
@@ -57,7 +54,7 @@ pub async fn access_token(
     force: bool,
 ) -> Result<(Grant, Tokens), TokenError> {
     let now = clock::now();
-    if !force && fresh(&grant, now) {
+    if !force && fresh(state, &grant, now) {
         let tokens = open(state, &grant)?;
         return Ok((grant, tokens));
     }
@@ -105,7 +102,7 @@ async fn refresh_locked(
     // Re-read under the lock: another replica may have refreshed meanwhile.
     let latest = reread(state, grant).await?;
     let now = clock::now();
-    if latest.generation != seen || (!force && fresh(&latest, now)) {
+    if latest.generation != seen || (!force && fresh(state, &latest, now)) {
         let tokens = open(state, &latest)?;
         return Ok((latest, tokens));
     }
@@ -143,7 +140,8 @@ async fn refresh_locked(
                 refresh_token: set.tokens.refresh_token.or(old.refresh_token),
                 token_type: old.token_type,
             };
-            let updated = Grant {
+            let refreshable = tokens.refresh_token.is_some();
+            let mut updated = Grant {
                 sealed_tokens: tokens.seal(&state.config.encryption, &aad),
                 access_expires_at: set.access_expires_at,
                 refreshed_at: Some(now),
@@ -156,6 +154,7 @@ async fn refresh_locked(
                 last_error: None,
                 ..latest.clone()
             };
+            updated.schedule_refresh(refreshable, state.config.refresh_margin);
             if !state.store.update_grant(&updated, None).await? {
                 // Fenced out (our lease ran out and someone else wrote): theirs is the truth.
                 let now_latest = reread(state, grant).await?;
@@ -184,6 +183,7 @@ async fn refresh_locked(
                 status: GrantStatus::ReauthRequired,
                 // The tokens are useless now; they are not kept.
                 sealed_tokens: String::new(),
+                refresh_at: None,
                 last_error: Some(error.clone()),
                 ..latest.clone()
             };
@@ -209,4 +209,72 @@ async fn refresh_locked(
 /// The access token itself, for the response (the only place it leaves the process).
 pub fn expose(tokens: &Tokens) -> &str {
     tokens.access_token.expose_secret()
+}
+
+/// The proactive refresher every replica runs: grants whose `refresh_at` passed are leased (one
+/// replica each) and refreshed through the same lock-protected path as a request, so a hot token
+/// is rarely refreshed on the request path. At most four refreshes run at once per replica.
+pub async fn run(state: AppState, cancel: tokio_util::sync::CancellationToken) {
+    const LEASE: Duration = Duration::from_secs(60);
+    let interval = state
+        .config
+        .webhooks
+        .poll_interval
+        .max(Duration::from_millis(50));
+    while !cancel.is_cancelled() {
+        let now = clock::now();
+        for p in crate::domain::Partition::all() {
+            let due = match state.store.claim_refreshes(p, now, LEASE, 20).await {
+                Ok(due) => due,
+                Err(e) => {
+                    tracing::warn!(error = %e, "cannot claim grants to refresh");
+                    break;
+                }
+            };
+            for chunk in due.chunks(4) {
+                futures_util::future::join_all(chunk.iter().map(|(bot, integration, subject)| {
+                    refresh_in_background(&state, bot, integration, subject)
+                }))
+                .await;
+            }
+        }
+        tokio::select! {
+            _ = cancel.cancelled() => {}
+            _ = tokio::time::sleep(interval) => {}
+        }
+    }
+}
+
+async fn refresh_in_background(
+    state: &AppState,
+    bot: &crate::domain::BotId,
+    integration: &crate::domain::IntegrationName,
+    subject: &crate::domain::Subject,
+) {
+    let (Ok(Some(integration)), Ok(Some(grant))) = (
+        state.store.get_integration(bot, integration).await,
+        state.store.get_grant(bot, integration, subject).await,
+    ) else {
+        return;
+    };
+    let Ok(provider) = Provider::resolve(&state.config, &integration) else {
+        return;
+    };
+    // Due by its schedule (a request may have refreshed it since it was claimed: then it has a
+    // later `refresh_at`). Due means refresh now, even if it is not yet stale for requests: the
+    // schedule's jitter deliberately runs a little ahead of the request path's margin.
+    let due = grant.refresh_at.is_some_and(|t| t <= clock::now());
+    if !grant.is_working(&provider.config_id) || !due {
+        return;
+    }
+    match access_token(state, &provider, grant, true).await {
+        Ok(_) => {
+            metrics::counter!("authlink_proactive_refreshes_total", "outcome" => "ok").increment(1)
+        }
+        Err(e) => {
+            metrics::counter!("authlink_proactive_refreshes_total", "outcome" => "failed")
+                .increment(1);
+            tracing::warn!(bot = %bot, integration = %integration.name, error = %e, "background refresh failed");
+        }
+    }
 }

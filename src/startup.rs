@@ -78,6 +78,9 @@ impl Application {
         let dispatcher = Dispatcher::new(self.state.store.clone(), self.state.config.clone());
         workers.spawn(dispatcher.run(cancel.clone()));
         workers.spawn(upkeep(self.state.store.clone(), cancel.clone()));
+        if self.state.config.proactive_refresh {
+            workers.spawn(crate::refresh::run(self.state.clone(), cancel.clone()));
+        }
         workers.close();
         let app = router(self.state);
         let served = axum::serve(self.listener, app)

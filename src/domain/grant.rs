@@ -96,6 +96,10 @@ pub struct Grant {
     pub refreshed_at: Option<OffsetDateTime>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_error: Option<String>,
+    /// When the background refresher should renew this grant (`None`: never — no refresh token,
+    /// no known expiry, or not active). Indexed by the store.
+    #[serde(default, with = "crate::clock::rfc3339::option")]
+    pub refresh_at: Option<OffsetDateTime>,
     /// Fencing generation: bumped by every token write; a write carrying a stale generation is
     /// refused by the store.
     pub generation: u64,
@@ -106,6 +110,18 @@ impl Grant {
     /// Associated data for the seal: the record the tokens belong to.
     pub fn aad(bot: &BotId, integration: &IntegrationName, subject: &Subject) -> String {
         format!("grant|{bot}|{integration}|{}", subject.as_str())
+    }
+
+    /// When to refresh ahead of expiry: `margin` before it, minus up to 10% of the margin at
+    /// random so that grants created together do not all refresh in the same second.
+    pub fn schedule_refresh(&mut self, refreshable: bool, margin: std::time::Duration) {
+        use rand::Rng;
+        let margin = time::Duration::try_from(margin).unwrap_or(time::Duration::ZERO);
+        let jitter = margin * rand::thread_rng().gen_range(0.0..0.1);
+        self.refresh_at = match (self.status, refreshable, self.access_expires_at) {
+            (GrantStatus::Active, true, Some(exp)) => Some(exp - margin - jitter),
+            _ => None,
+        };
     }
 
     /// Usable for the access-token API and for `already_authorized`.

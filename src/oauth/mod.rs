@@ -238,6 +238,7 @@ impl Provider {
             .await
             .map_err(classify)?;
         let mut set = TokenSet::from_response(&response, now);
+        self.learn_expiry(http, &mut set, now).await;
         match self.kind {
             ProviderKind::Salesforce => {
                 salesforce::check_response(&self.app, response.extra_fields())?;
@@ -281,6 +282,7 @@ impl Provider {
             salesforce::check_response(&self.app, response.extra_fields())?;
             set.instance_url = response.extra_fields().instance_url.clone();
         }
+        self.learn_expiry(http, &mut set, now).await;
         Ok(set)
     }
 }
@@ -471,6 +473,78 @@ impl Provider {
                 error: format!("http_{}", status.as_u16()),
                 description: None,
             }),
+        }
+    }
+}
+
+impl Provider {
+    /// A form POST to one of the provider's endpoints, authenticated as the client.
+    fn authed_post(
+        &self,
+        http: &reqwest::Client,
+        url: &Url,
+        form: &[(&str, &str)],
+    ) -> reqwest::RequestBuilder {
+        let secret = self.app.client_secret.expose_secret();
+        let mut form: Vec<(&str, &str)> = form.to_vec();
+        let mut req = http.post(url.clone());
+        if self.app.client_auth_in_body {
+            form.push(("client_id", &self.app.client_id));
+            form.push(("client_secret", secret));
+        } else {
+            req = req.basic_auth(form_encode(&self.app.client_id), Some(form_encode(secret)));
+        }
+        req.form(&form)
+    }
+
+    /// When the response did not say how long the access token lives: ask the introspection
+    /// endpoint (RFC 7662; Salesforce `/services/oauth2/introspect`) if configured, else assume
+    /// the configured session lifetime.
+    async fn learn_expiry(&self, http: &reqwest::Client, set: &mut TokenSet, now: OffsetDateTime) {
+        if set.access_expires_at.is_some() {
+            return;
+        }
+        if let Some(url) = &self.app.introspect_url {
+            #[derive(Deserialize)]
+            struct Introspection {
+                active: bool,
+                exp: Option<i64>,
+            }
+            let answer = self
+                .authed_post(
+                    http,
+                    url,
+                    &[
+                        ("token", set.tokens.access_token.expose_secret()),
+                        ("token_type_hint", "access_token"),
+                    ],
+                )
+                .send()
+                .await;
+            match answer {
+                Ok(r) if r.status().is_success() => match r.json::<Introspection>().await {
+                    Ok(Introspection {
+                        active: true,
+                        exp: Some(exp),
+                    }) => {
+                        set.access_expires_at = OffsetDateTime::from_unix_timestamp(exp).ok();
+                    }
+                    Ok(_) => tracing::warn!("introspection gave no expiry for a fresh token"),
+                    Err(e) => {
+                        tracing::warn!(error = %e.without_url(), "unreadable introspection answer")
+                    }
+                },
+                Ok(r) => tracing::warn!(status = %r.status(), "introspection refused"),
+                Err(e) => tracing::warn!(error = %e.without_url(), "introspection failed"),
+            }
+        }
+        if set.access_expires_at.is_none()
+            && let Some(lifetime) = self
+                .app
+                .assumed_lifetime
+                .and_then(|d| time::Duration::try_from(d).ok())
+        {
+            set.access_expires_at = Some(now + lifetime);
         }
     }
 }

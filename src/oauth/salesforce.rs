@@ -32,6 +32,9 @@ pub fn with_host(app: &mut AppConfig, host: &Url) {
     }
     app.userinfo_url = host.join("/services/oauth2/userinfo").ok();
     app.revoke_url = host.join("/services/oauth2/revoke").ok();
+    if app.introspect_url.is_some() {
+        app.introspect_url = host.join("/services/oauth2/introspect").ok();
+    }
 }
 
 /// Is `host` a Salesforce My Domain host (`<name>.my.salesforce.com`, sandbox variants included)?

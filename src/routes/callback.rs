@@ -262,7 +262,7 @@ async fn finish(
 
     // 6. Grant + status + event, atomically.
     let spec = &session.spec;
-    let grant = Grant {
+    let mut grant = Grant {
         bot: spec.bot.clone(),
         integration: spec.integration.clone(),
         subject: spec.subject.clone(),
@@ -279,12 +279,25 @@ async fn finish(
         created_at: now,
         refreshed_at: None,
         last_error: None,
+        refresh_at: None,
         generation: 1,
         sealed_tokens: set.tokens.seal(
             &state.config.encryption,
             &Grant::aad(&spec.bot, &spec.integration, &spec.subject),
         ),
     };
+    grant.schedule_refresh(
+        set.tokens.refresh_token.is_some(),
+        state.config.refresh_margin,
+    );
+    // A grant this one replaces: its refresh token is revoked once the new grant is stored, so
+    // tokens do not pile up at the provider (Salesforce caps refresh tokens per user and app).
+    let replaced = state
+        .store
+        .get_grant(&spec.bot, &spec.integration, &spec.subject)
+        .await
+        .ok()
+        .flatten();
     let mut completed = session.clone();
     completed.status = Status::Completed;
     completed.error = None;
@@ -303,6 +316,9 @@ async fn finish(
     match result {
         Ok(_) => {
             tracing::info!(session_id = %spec.id, bot = %spec.bot, integration = %spec.integration, "auth session completed");
+            if let Some(old) = replaced {
+                revoke_replaced(state, &provider, &old, &set).await;
+            }
             success_page(lang, &session).into_response()
         }
         Err(e) => {
@@ -331,6 +347,29 @@ async fn revoke_all(state: &AppState, provider: &Provider, set: &TokenSet) {
     };
     if let Err(e) = result {
         tracing::warn!(error = %e, "could not revoke discarded tokens");
+    }
+}
+
+/// Revoke the refresh token of a grant that a new authorization replaced (unless the provider
+/// handed out the same one again).
+async fn revoke_replaced(state: &AppState, provider: &Provider, old: &Grant, new: &TokenSet) {
+    let aad = Grant::aad(&old.bot, &old.integration, &old.subject);
+    let Ok(tokens) =
+        crate::domain::grant::Tokens::open(&state.config.encryption, &aad, &old.sealed_tokens)
+    else {
+        return;
+    };
+    let Some(old_rt) = tokens.refresh_token else {
+        return;
+    };
+    let same = new.tokens.refresh_token.as_ref().is_some_and(|rt| {
+        crate::crypto::ct_eq(
+            secrecy::ExposeSecret::expose_secret(rt),
+            secrecy::ExposeSecret::expose_secret(&old_rt),
+        )
+    });
+    if !same && let Err(e) = provider.revoke(&state.http, &old_rt, true).await {
+        tracing::warn!(error = %e, "could not revoke the replaced grant's refresh token");
     }
 }
 

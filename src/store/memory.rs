@@ -63,6 +63,8 @@ struct Data {
     /// Live sessions' deadlines (pushed to a lease's end when claimed by the sweeper).
     deadlines: HashMap<SessionId, OffsetDateTime>,
     webhook_secrets: HashMap<BotId, Vec<WebhookSecret>>,
+    /// Proactive-refresh leases: grant → leased until.
+    refresh_leases: HashMap<GrantKey, OffsetDateTime>,
     /// Refresh locks: grant → (owner, until).
     locks: HashMap<GrantKey, (String, OffsetDateTime)>,
     writes: u64,
@@ -371,6 +373,31 @@ impl Store for MemoryStore {
             d.queue(e, now);
         }
         Ok(removed)
+    }
+
+    async fn claim_refreshes(
+        &self,
+        partition: Partition,
+        now: OffsetDateTime,
+        lease: Duration,
+        max: usize,
+    ) -> Result<Vec<(BotId, IntegrationName, Subject)>, StoreError> {
+        let mut d = self.data();
+        let due: Vec<GrantKey> = d
+            .grants
+            .iter()
+            .filter(|(k, g)| {
+                Partition::of(&k.0, &k.1, &k.2) == partition
+                    && g.refresh_at.is_some_and(|t| t <= now)
+            })
+            .map(|(k, _)| k.clone())
+            .filter(|k| d.refresh_leases.get(k).is_none_or(|until| *until <= now))
+            .take(max)
+            .collect();
+        for k in &due {
+            d.refresh_leases.insert(k.clone(), now + lease);
+        }
+        Ok(due)
     }
 
     async fn lock_grant(

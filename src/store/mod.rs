@@ -186,6 +186,14 @@ pub trait Store: Send + Sync + 'static {
         subject: &Subject,
         event: Option<&Event>,
     ) -> Result<bool, StoreError>;
+    /// Grants whose `refresh_at` has passed, each leased like deliveries (the proactive refresher).
+    async fn claim_refreshes(
+        &self,
+        partition: Partition,
+        now: OffsetDateTime,
+        lease: Duration,
+        max: usize,
+    ) -> Result<Vec<(BotId, IntegrationName, Subject)>, StoreError>;
     /// The grant's refresh lock: taken if free (for `ttl`), renewed and released only by `owner`.
     async fn lock_grant(
         &self,

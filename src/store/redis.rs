@@ -10,6 +10,7 @@
 //! | `P:{pNN}:due` | zset event → next attempt ms (a claim pushes it to the lease's end) | delivery queue |
 //! | `P:{pNN}:dead` | zset event → dead since ms | dead letters |
 //! | `P:{pNN}:deadlines` | zset session → expiry ms (a claim pushes it to the lease's end) | expiry index |
+//! | `P:{pNN}:refresh` | zset `bot:integration:subject` → refresh-at ms (leased likewise) | proactive refresh index |
 //! | `P:i:<bot>:<sha256(key)>` | string, PX | idempotency key → `<session or "-"> <fingerprint>` |
 //! | `P:{b:<bot>}:bot`, `:ints` (hash), `:keys` (hash id → key hash), `:whsec` (hash) | | tenancy |
 //! | `P:k:<sha256(key)>` | string | API key lookup |
@@ -60,9 +61,10 @@ return {'created'}
 "#;
 
 /// Change a session's status with its side write and outbox event, or explain why not.
-/// KEYS: session, due, deadlines, side key, event. ARGV: allowed sources (",a,b,"), target, error
-/// JSON, now ms, event JSON or "", side kind ("", "attempt", "grant"), side value, side ttl ms or
-/// grant status, grant config, channel, session id, event id, bot.
+/// KEYS: session, due, deadlines, side key, event, refresh index. ARGV: allowed sources (",a,b,"),
+/// target, error JSON, now ms, event JSON or "", side kind ("", "attempt", "grant"), side value,
+/// side ttl ms or grant status, grant config, channel, session id, event id, bot, refresh-at ms or
+/// "", grant member.
 const TRANSITION: &str = r#"
 local cur = redis.call('HMGET', KEYS[1], 'st', 'exp')
 local st, exp = cur[1], cur[2]
@@ -75,6 +77,8 @@ if ARGV[6] == 'attempt' then
 elseif ARGV[6] == 'grant' then
   redis.call('HSET', KEYS[4], 'j', ARGV[7], 'st', ARGV[8], 'cfg', ARGV[9])
   redis.call('HINCRBY', KEYS[4], 'gen', 1)
+  if ARGV[14] ~= '' then redis.call('ZADD', KEYS[6], ARGV[14], ARGV[15])
+  else redis.call('ZREM', KEYS[6], ARGV[15]) end
 end
 if ARGV[2] == 'completed' or ARGV[2] == 'failed' or ARGV[2] == 'expired' or ARGV[2] == 'cancelled' then
   redis.call('ZREM', KEYS[3], ARGV[11])
@@ -137,13 +141,15 @@ redis.call('ZADD', KEYS[1], ARGV[3], ARGV[1])
 return 1
 "#;
 
-/// Fenced grant write. KEYS: grant, due, event. ARGV: expected generation, JSON, status, config,
-/// event JSON or "", event id, bot, now ms.
+/// Fenced grant write. KEYS: grant, due, event, refresh index. ARGV: expected generation, JSON,
+/// status, config, event JSON or "", event id, bot, now ms, refresh-at ms or "", grant member.
 const UPDATE_GRANT: &str = r#"
 local g = redis.call('HGET', KEYS[1], 'gen')
 if not g or tonumber(g) ~= tonumber(ARGV[1]) then return 0 end
 redis.call('HSET', KEYS[1], 'j', ARGV[2], 'st', ARGV[3], 'cfg', ARGV[4])
 redis.call('HINCRBY', KEYS[1], 'gen', 1)
+if ARGV[9] ~= '' then redis.call('ZADD', KEYS[4], ARGV[9], ARGV[10])
+else redis.call('ZREM', KEYS[4], ARGV[10]) end
 if ARGV[5] ~= '' then
   redis.call('HSET', KEYS[3], 'e', ARGV[5], 'b', ARGV[7], 'n', 0, 'st', 'pending', 'c', '')
   redis.call('ZADD', KEYS[2], ARGV[8], ARGV[6])
@@ -151,9 +157,10 @@ end
 return 1
 "#;
 
-/// Grant deletion with its event. KEYS: grant, due, event. ARGV: event JSON or "", event id, bot,
-/// now ms.
+/// Grant deletion with its event. KEYS: grant, due, event, refresh index. ARGV: event JSON or "",
+/// event id, bot, now ms, grant member.
 const DELETE_GRANT: &str = r#"
+redis.call('ZREM', KEYS[4], ARGV[5])
 local n = redis.call('DEL', KEYS[1])
 if n == 1 and ARGV[1] ~= '' then
   redis.call('HSET', KEYS[3], 'e', ARGV[1], 'b', ARGV[3], 'n', 0, 'st', 'pending', 'c', '')
@@ -260,6 +267,13 @@ impl RedisStore {
     }
     fn event_prefix(&self, p: Partition) -> String {
         format!("{}:ev:", self.part(p))
+    }
+    fn refresh_key(&self, p: Partition) -> String {
+        format!("{}:refresh", self.part(p))
+    }
+    /// A grant's member in the refresh index (bot and integration names contain no ':').
+    fn grant_member(bot: &BotId, integration: &IntegrationName, subject: &Subject) -> String {
+        format!("{bot}:{integration}:{}", subject.as_str())
     }
     fn deadlines_key(&self, p: Partition) -> String {
         format!("{}:deadlines", self.part(p))
@@ -623,6 +637,15 @@ impl Store for RedisStore {
         let p = t.id.partition();
         // Only events with somewhere to go are queued.
         let queued = t.event.filter(|e| e.webhook_url.is_some());
+        let (refresh_at, member) = match t.write {
+            SideWrite::Grant(g) => (
+                g.refresh_at
+                    .map(|t| unix_ms(t).to_string())
+                    .unwrap_or_default(),
+                Self::grant_member(&g.bot, &g.integration, &g.subject),
+            ),
+            _ => (String::new(), String::new()),
+        };
         let sources: String = Status::sources_of(t.to)
             .iter()
             .fold(",".to_owned(), |acc, s| acc + s.as_str() + ",");
@@ -660,6 +683,7 @@ impl Store for RedisStore {
                 self.event_prefix(p),
                 t.event.map_or("-", |e| e.id.as_str())
             ))
+            .key(self.refresh_key(p))
             .arg(sources)
             .arg(t.to.as_str())
             .arg(t.error.map(to_json).unwrap_or_default())
@@ -678,6 +702,8 @@ impl Store for RedisStore {
                     .map(|b| b.to_string())
                     .unwrap_or_default(),
             )
+            .arg(refresh_at)
+            .arg(member)
             .invoke_async(&mut self.conn())
             .await
             .map_err(unavailable)?;
@@ -741,6 +767,7 @@ impl Store for RedisStore {
                 self.event_prefix(p),
                 queued.map_or("-", |e| e.id.as_str())
             ))
+            .key(self.refresh_key(p))
             .arg(grant.generation)
             .arg(to_json(grant))
             .arg(to_json(&grant.status).trim_matches('"'))
@@ -749,6 +776,17 @@ impl Store for RedisStore {
             .arg(queued.map_or("", |e| e.id.as_str()))
             .arg(grant.bot.as_str())
             .arg(unix_ms(crate::clock::now()))
+            .arg(
+                grant
+                    .refresh_at
+                    .map(|t| unix_ms(t).to_string())
+                    .unwrap_or_default(),
+            )
+            .arg(Self::grant_member(
+                &grant.bot,
+                &grant.integration,
+                &grant.subject,
+            ))
             .invoke_async(&mut self.conn())
             .await
             .map_err(unavailable)?;
@@ -773,14 +811,45 @@ impl Store for RedisStore {
                 self.event_prefix(p),
                 queued.map_or("-", |e| e.id.as_str())
             ))
+            .key(self.refresh_key(p))
             .arg(queued.map(to_json).unwrap_or_default())
             .arg(queued.map_or("", |e| e.id.as_str()))
             .arg(bot.as_str())
             .arg(unix_ms(crate::clock::now()))
+            .arg(Self::grant_member(bot, integration, subject))
             .invoke_async(&mut self.conn())
             .await
             .map_err(unavailable)?;
         Ok(n == 1)
+    }
+
+    async fn claim_refreshes(
+        &self,
+        partition: Partition,
+        now: OffsetDateTime,
+        lease: Duration,
+        max: usize,
+    ) -> Result<Vec<(BotId, IntegrationName, Subject)>, StoreError> {
+        // The same lease-the-due-members script as the expiry index.
+        let members: Vec<String> = self
+            .claim_deadlines
+            .key(self.refresh_key(partition))
+            .arg(unix_ms(now))
+            .arg(unix_ms(now) + ms(lease) as i64)
+            .arg(max)
+            .invoke_async(&mut self.conn())
+            .await
+            .map_err(unavailable)?;
+        Ok(members
+            .iter()
+            .filter_map(|m| {
+                let mut parts = m.splitn(3, ':');
+                let bot = BotId::parse(parts.next()?).ok()?;
+                let integration = IntegrationName::parse(parts.next()?).ok()?;
+                let subject = Subject::parse(parts.next()?).ok()?;
+                Some((bot, integration, subject))
+            })
+            .collect())
     }
 
     async fn lock_grant(

@@ -41,6 +41,8 @@ pub struct TestApp {
     pub store: Arc<dyn Store>,
     /// The webhook receiver `setup_bot` points bots at.
     pub receiver: Receiver,
+    /// The real OpenID provider, when asked for.
+    pub oidc: Option<Arc<crate::oidc::OidcProvider>>,
     redis_url: String,
 }
 
@@ -52,6 +54,18 @@ pub struct Options {
     pub deny_private_networks: bool,
     /// Webhook deliveries in flight per replica and per bot.
     pub webhook_concurrency: (usize, usize),
+    /// Use a real OpenID provider (`tests/oidc`, oidc-provider) as the generic `oauth2` app,
+    /// with this access-token lifetime, refresh margin and proactive refresh.
+    pub oidc: Option<OidcOptions>,
+    /// Salesforce: learn token expiry from the introspection endpoint.
+    pub salesforce_introspect: bool,
+}
+
+#[derive(Clone, Copy)]
+pub struct OidcOptions {
+    pub access_token_ttl: u64,
+    pub refresh_margin: u64,
+    pub proactive_refresh: bool,
 }
 
 impl Default for Options {
@@ -62,6 +76,8 @@ impl Default for Options {
             redis_url: None,
             deny_private_networks: false,
             webhook_concurrency: (64, 8),
+            oidc: None,
+            salesforce_introspect: false,
         }
     }
 }
@@ -107,10 +123,24 @@ pub async fn spawn_with(opts: Options) -> TestApp {
         client_secret: Some(CLIENT_SECRET.into()),
         ..AppSettings::default()
     };
+    let oidc = opts.oidc.map(|o| {
+        let redirect = format!("http://{addr}/oauth/callback/oauth2");
+        Arc::new(crate::oidc::OidcProvider::start(
+            &redirect,
+            o.access_token_ttl,
+        ))
+    });
+    if let Some(o) = opts.oidc {
+        settings.tokens.refresh_margin_seconds = o.refresh_margin;
+        settings.tokens.proactive_refresh = o.proactive_refresh;
+    } else {
+        settings.tokens.proactive_refresh = false;
+    }
     settings.system_apps = match opts.shape {
         Shape::Salesforce => SystemApps {
             salesforce: Some(AppSettings {
                 login_host: Some(provider.base_url.clone()),
+                introspect: Some(opts.salesforce_introspect),
                 ..app
             }),
             oauth2: None,
@@ -127,11 +157,33 @@ pub async fn spawn_with(opts: Options) -> TestApp {
             }),
         },
     };
+    if let Some(o) = &oidc {
+        let at = |path: &str| Some(format!("{}{path}", o.issuer));
+        settings.system_apps = SystemApps {
+            salesforce: None,
+            oauth2: Some(AppSettings {
+                client_id: crate::oidc::CLIENT_ID.into(),
+                client_secret: Some(crate::oidc::CLIENT_SECRET.into()),
+                authorize_url: at("/auth"),
+                token_url: at("/token"),
+                userinfo_url: at("/me"),
+                revoke_url: at("/token/revocation"),
+                scopes: Some(vec![
+                    "openid".into(),
+                    "email".into(),
+                    "profile".into(),
+                    "offline_access".into(),
+                ]),
+                ..AppSettings::default()
+            }),
+        };
+    }
     let config = settings.validate().expect("test settings are valid");
     let store = make_store(&config);
     let application = Application::with_listener(config.clone(), store.clone(), listener);
     tokio::spawn(application.run_until_stopped(std::future::pending()));
     TestApp {
+        oidc,
         receiver: Receiver::spawn().await,
         base: format!("http://{addr}"),
         operator_key: keys_operator(&keys),
@@ -172,6 +224,7 @@ impl TestApp {
         let application = Application::with_listener(config.clone(), store.clone(), listener);
         tokio::spawn(application.run_until_stopped(std::future::pending()));
         TestApp {
+            oidc: self.oidc.clone(),
             receiver: self.receiver.clone(),
             base: format!("http://{addr}"),
             operator_key: self.operator_key.clone(),
@@ -439,6 +492,22 @@ impl Browser {
         let r = self.client.post(url).send().await.unwrap();
         self.keep_cookies(&r);
         r
+    }
+
+    /// GET `url` and return where it redirects to (relative locations resolved).
+    pub async fn redirect(&mut self, url: &str) -> Url {
+        let r = self.get(url).await;
+        assert!(
+            r.status().is_redirection(),
+            "{url}: {} {}",
+            r.status(),
+            r.text().await.unwrap_or_default()
+        );
+        let location = r.headers()[reqwest::header::LOCATION]
+            .to_str()
+            .unwrap()
+            .to_owned();
+        Url::parse(url).unwrap().join(&location).unwrap()
     }
 
     /// Press Continue on the link: returns the provider authorize URL.

@@ -163,6 +163,7 @@ fn grant(s: &Session, now: OffsetDateTime) -> Grant {
         created_at: now,
         refreshed_at: None,
         last_error: None,
+        refresh_at: None,
         generation: 1,
         sealed_tokens: "k.sealed".into(),
     }

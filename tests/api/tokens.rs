@@ -234,3 +234,171 @@ async fn disconnect_revokes_at_the_provider_and_deletes_the_grant() {
     })
     .await;
 }
+
+#[tokio::test]
+async fn salesforce_expiry_is_learned_by_introspection_or_assumed() {
+    let assumed = spawn_app().await;
+    let key = connected(&assumed, "u1").await;
+    let c: Value = assumed
+        .call(
+            Method::GET,
+            "/v1/bots/acme/integrations/crm/connections/u1",
+            &key,
+            None,
+        )
+        .await
+        .json()
+        .await
+        .unwrap();
+    let created = time::OffsetDateTime::parse(
+        c["created_at"].as_str().unwrap(),
+        &time::format_description::well_known::Rfc3339,
+    )
+    .unwrap();
+    let expires = time::OffsetDateTime::parse(
+        c["access_expires_at"].as_str().unwrap(),
+        &time::format_description::well_known::Rfc3339,
+    )
+    .unwrap();
+    assert_eq!(
+        (expires - created).whole_minutes(),
+        120,
+        "no expires_in: the 2-hour session is assumed"
+    );
+
+    let app = crate::helpers::spawn_with(crate::helpers::Options {
+        salesforce_introspect: true,
+        ..Default::default()
+    })
+    .await;
+    let key = connected(&app, "u1").await;
+    let t: Value = token(&app, &key, "u1", false).await.json().await.unwrap();
+    let introspected: Value = reqwest::Client::new()
+        .post(format!(
+            "{}/services/oauth2/introspect",
+            app.provider.base_url
+        ))
+        .basic_auth(
+            crate::helpers::CLIENT_ID,
+            Some(crate::helpers::CLIENT_SECRET),
+        )
+        .form(&[("token", t["access_token"].as_str().unwrap())])
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let exp = introspected["exp"].as_i64().unwrap();
+    let learned = time::OffsetDateTime::parse(
+        t["expires_at"].as_str().unwrap(),
+        &time::format_description::well_known::Rfc3339,
+    )
+    .unwrap();
+    assert_eq!(learned.unix_timestamp(), exp, "expiry from introspection");
+}
+
+#[tokio::test]
+async fn a_refresh_with_a_bad_salesforce_signature_is_not_stored() {
+    let app = spawn_app().await;
+    let key = connected(&app, "u1").await;
+    let before: Value = token(&app, &key, "u1", false).await.json().await.unwrap();
+    app.provider.corrupt_signature(true);
+    let r = token(&app, &key, "u1", true).await;
+    assert_eq!(r.status(), StatusCode::SERVICE_UNAVAILABLE);
+    app.provider.corrupt_signature(false);
+    let after: Value = token(&app, &key, "u1", false).await.json().await.unwrap();
+    assert_eq!(
+        after["access_token"], before["access_token"],
+        "the unverified tokens were not stored"
+    );
+}
+
+#[tokio::test]
+async fn a_stale_view_after_another_replicas_rotation_does_not_kill_the_grant() {
+    let app = spawn_app().await;
+    let key = connected(&app, "u1").await;
+    let ids = (
+        authlink::domain::BotId::parse("acme").unwrap(),
+        authlink::domain::IntegrationName::parse("crm").unwrap(),
+        authlink::domain::Subject::parse("u1").unwrap(),
+    );
+    let stale = app
+        .store
+        .get_grant(&ids.0, &ids.1, &ids.2)
+        .await
+        .unwrap()
+        .unwrap();
+    // Another replica refreshes in the meantime (a fenced write moves the generation on)…
+    assert!(app.store.update_grant(&stale, None).await.unwrap());
+    assert!(
+        !app.store.update_grant(&stale, None).await.unwrap(),
+        "a stale writer is fenced out"
+    );
+    // …and the provider would now refuse the old refresh token.
+    app.provider
+        .fail_next_token(400, json!({"error": "invalid_grant"}));
+    let state = authlink::routes::AppState::new(
+        std::sync::Arc::new(app.config.clone()),
+        app.store.clone(),
+        authlink::oauth::http_client(std::time::Duration::from_secs(5)),
+    );
+    let integration = app
+        .store
+        .get_integration(&ids.0, &ids.1)
+        .await
+        .unwrap()
+        .unwrap();
+    let provider = authlink::oauth::Provider::resolve(&app.config, &integration).unwrap();
+    let (grant, _) = authlink::refresh::access_token(&state, &provider, stale, true)
+        .await
+        .unwrap();
+    assert_eq!(grant.status, authlink::domain::grant::GrantStatus::Active);
+    assert_eq!(
+        app.provider.refresh_requests(),
+        0,
+        "the newer generation was used, the provider not called"
+    );
+    assert_eq!(
+        token(&app, &key, "u1", false).await.status(),
+        StatusCode::OK
+    );
+}
+
+#[tokio::test]
+async fn authorizing_again_revokes_the_replaced_refresh_token() {
+    let app = spawn_app().await;
+    let key = connected(&app, "u1").await;
+    let first: Value = token(&app, &key, "u1", false).await.json().await.unwrap();
+    let s = app
+        .create_session(
+            &key,
+            "acme",
+            json!({"integration": "crm", "user_id": "u1", "force": true}),
+        )
+        .await
+        .json::<Value>()
+        .await
+        .unwrap();
+    assert_eq!(
+        Browser::new()
+            .authorize(s["link"].as_str().unwrap())
+            .await
+            .status,
+        StatusCode::OK
+    );
+    assert_eq!(
+        app.provider.revocations().len(),
+        1,
+        "the old refresh token was revoked"
+    );
+    assert!(
+        !app.provider
+            .access_token_is_active(first["access_token"].as_str().unwrap())
+    );
+    let second: Value = token(&app, &key, "u1", false).await.json().await.unwrap();
+    assert!(
+        app.provider
+            .access_token_is_active(second["access_token"].as_str().unwrap())
+    );
+}
