@@ -72,7 +72,13 @@ impl Application {
         self,
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> anyhow::Result<()> {
-        let cancel = CancellationToken::new();
+        // One token for everything that must stop: long-polls, event streams, the workers.
+        let cancel = self.state.shutdown.clone();
+        let stop = cancel.clone();
+        let shutdown = async move {
+            shutdown.await;
+            stop.cancel();
+        };
         let workers = TaskTracker::new();
         crate::telemetry::metrics();
         let dispatcher = Dispatcher::new(self.state.store.clone(), self.state.config.clone());

@@ -22,7 +22,10 @@ pub async fn readyz(State(state): State<AppState>) -> (StatusCode, Json<Value>) 
 }
 
 /// Prometheus text exposition.
-pub async fn metrics() -> ([(axum::http::HeaderName, &'static str); 1], String) {
+pub async fn metrics(
+    State(state): State<AppState>,
+) -> ([(axum::http::HeaderName, &'static str); 1], String) {
+    metrics::gauge!("authlink_waiting_requests").set(state.store.waiting() as f64);
     (
         [(
             axum::http::header::CONTENT_TYPE,

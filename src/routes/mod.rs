@@ -38,6 +38,9 @@ pub struct Shared {
     pub store: Arc<dyn Store>,
     /// Provider calls: no redirects, bounded time.
     pub http: reqwest::Client,
+    /// Cancelled when the daemon is asked to stop: long-polls answer at once and event streams
+    /// end, so that graceful shutdown is not held up by requests that would wait for minutes.
+    pub shutdown: tokio_util::sync::CancellationToken,
 }
 
 impl AppState {
@@ -46,6 +49,7 @@ impl AppState {
             config,
             store,
             http,
+            shutdown: tokio_util::sync::CancellationToken::new(),
         }))
     }
 }

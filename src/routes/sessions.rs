@@ -403,7 +403,7 @@ pub async fn status(
         let now = clock::now();
         session = settle_expiry(&state, session, now).await?;
         let settled = !matches!(session.status_at(now), Status::Pending | Status::InProgress);
-        if settled || tokio::time::Instant::now() >= deadline {
+        if settled || tokio::time::Instant::now() >= deadline || state.shutdown.is_cancelled() {
             return Ok(respond(&state, &session, now, false));
         }
         // Wake on a change (any replica; after a lost subscription everybody is woken to
@@ -413,7 +413,11 @@ pub async fn status(
             .unwrap_or(Duration::ZERO);
         let nap =
             (deadline - tokio::time::Instant::now()).min(until_expiry + Duration::from_millis(5));
-        let _ = tokio::time::timeout(nap, changed).await;
+        tokio::select! {
+            _ = tokio::time::timeout(nap, changed) => {}
+            // Stopping: answer now with the current status (the caller polls again elsewhere).
+            _ = state.shutdown.cancelled() => {}
+        }
         session = state
             .store
             .get_session(session.spec.id)
@@ -510,7 +514,12 @@ pub async fn events(
             let until_expiry: Duration = (session.spec.expires_at - now)
                 .try_into()
                 .unwrap_or(Duration::ZERO);
-            let _ = tokio::time::timeout(until_expiry + Duration::from_millis(5), changed).await;
+            let shutdown = c.state.shutdown.clone();
+            tokio::select! {
+                _ = tokio::time::timeout(until_expiry + Duration::from_millis(5), changed) => {}
+                // Stopping: end the stream; the client reconnects to another replica.
+                _ = shutdown.cancelled() => return None,
+            }
         }
     });
     Ok(Sse::new(stream)

@@ -268,7 +268,7 @@ pub trait Store: Send + Sync + 'static {
     /// Wakes when the session changes, on any replica. Create it *before* reading the session.
     fn listen(&self, id: SessionId) -> Listener;
 
-    /// How many sessions this process is waiting on right now (long-polls, event streams).
+    /// How many requests of this process are parked on sessions (long-polls, event streams).
     fn waiting(&self) -> usize;
 }
 

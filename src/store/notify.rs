@@ -40,9 +40,11 @@ impl Hub {
         }
     }
 
-    /// Sessions somebody is waiting on (long-polls, event streams): a gauge for operators.
+    /// Requests parked on a session (long-polls, event streams): a gauge for operators.
     pub fn waiting(&self) -> usize {
-        self.waiters.lock().unwrap_or_else(|e| e.into_inner()).len()
+        let waiters = self.waiters.lock().unwrap_or_else(|e| e.into_inner());
+        // Each listener holds one reference; the map holds the other.
+        waiters.values().map(|n| Arc::strong_count(n) - 1).sum()
     }
 
     /// Wake everybody: used after a lost subscription, when changes may have been missed.

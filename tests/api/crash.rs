@@ -300,3 +300,127 @@ async fn enqueue_backlog() {
     use authlink::store::Store;
     assert_eq!(store.backlog().await.unwrap(), n as u64);
 }
+
+/// SIGTERM with an event stream and a long-poll open: both end promptly (the long-poll with the
+/// current status), and the process exits cleanly instead of hanging on them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_ends_long_polls_and_event_streams_and_exits_cleanly() {
+    let keys = GeneratedKeys::new();
+    let operator = secrecy::ExposeSecret::expose_secret(&keys.operator_key).to_owned();
+    let port = free_port();
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("authlink.toml");
+    std::fs::write(
+        &config,
+        format!(
+            r#"public_url = "http://127.0.0.1:{port}"
+[keys]
+signing = ["{}"]
+encryption = ["{}"]
+operator_key_sha256 = "{}"
+[system_apps.salesforce]
+client_id = "cid"
+client_secret = "secret"
+login_host = "http://127.0.0.1:9"
+"#,
+            keys.signing, keys.encryption, keys.operator_key_sha256
+        ),
+    )
+    .unwrap();
+    let mut daemon = start(&config, port).await;
+    let api = reqwest::Client::new();
+    let base = daemon.base.clone();
+    let put = |path: &str, body: Value| {
+        api.put(format!("{base}{path}"))
+            .bearer_auth(&operator)
+            .json(&body)
+            .send()
+    };
+    assert!(
+        put("/v1/bots/acme", json!({"name": "acme"}))
+            .await
+            .unwrap()
+            .status()
+            .is_success()
+    );
+    assert!(
+        put(
+            "/v1/bots/acme/integrations/crm",
+            json!({"provider": "salesforce"})
+        )
+        .await
+        .unwrap()
+        .status()
+        .is_success()
+    );
+    let s: Value = api
+        .post(format!("{base}/v1/bots/acme/auth-sessions"))
+        .bearer_auth(&operator)
+        .json(&json!({"integration": "crm", "user_id": "u1"}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let id = s["id"].as_str().unwrap();
+    let mut stream = api
+        .get(format!("{base}/v1/bots/acme/auth-sessions/{id}/events"))
+        .bearer_auth(&operator)
+        .send()
+        .await
+        .unwrap();
+    let first = stream.chunk().await.unwrap().unwrap();
+    assert!(String::from_utf8_lossy(&first).contains("pending"));
+    let poll = tokio::spawn(
+        api.get(format!("{base}/v1/bots/acme/auth-sessions/{id}?wait=60"))
+            .bearer_auth(&operator)
+            .send(),
+    );
+    // Both must be parked before the signal (a request arriving after it would be refused).
+    crate::helpers::until_async(|| async {
+        let m = api
+            .get(format!("{base}/metrics"))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        m.lines().any(|l| l == "authlink_waiting_requests 2")
+    })
+    .await;
+
+    let pid = daemon.child.id().to_string();
+    assert!(
+        Command::new("kill")
+            .args(["-TERM", &pid])
+            .status()
+            .unwrap()
+            .success()
+    );
+    // The stream ends… (bounded, so a regression fails instead of hanging)
+    tokio::time::timeout(Duration::from_secs(20), async {
+        while stream.chunk().await.unwrap().is_some() {}
+    })
+    .await
+    .expect("the event stream ended");
+    // …the long-poll answers with the current status…
+    let answered = tokio::time::timeout(Duration::from_secs(20), poll)
+        .await
+        .expect("the long-poll answered")
+        .unwrap()
+        .unwrap();
+    assert_eq!(answered.status(), StatusCode::OK);
+    assert_eq!(answered.json::<Value>().await.unwrap()["status"], "pending");
+    // …and the process exits by itself, successfully.
+    let mut exited = None;
+    for _ in 0..200 {
+        if let Some(status) = daemon.child.try_wait().unwrap() {
+            exited = Some(status);
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(exited.expect("exited within 10 s").success());
+}
