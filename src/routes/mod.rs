@@ -147,6 +147,10 @@ pub fn router(state: AppState) -> Router {
         )
         .route("/metrics", get(health::metrics))
         .route(
+            "/v1/bots/{bot}/integrations/{integration}/pre-authorize",
+            post(sessions::pre_authorize),
+        )
+        .route(
             "/v1/bots/{bot}/integrations/{integration}/access-token",
             post(tokens::access_token),
         )

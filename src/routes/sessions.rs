@@ -526,3 +526,94 @@ pub async fn events(
         .keep_alive(KeepAlive::default())
         .into_response())
 }
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct PreAuthorizeBody {
+    #[serde(default)]
+    ttl_seconds: Option<u32>,
+    #[serde(default)]
+    locale: Option<String>,
+    #[serde(default)]
+    login_hint: Option<String>,
+    #[serde(default)]
+    return_url: Option<Url>,
+}
+
+/// "Pre-authorize the integration": a link for an admin, whose sign-in stores the bot-wide grant
+/// that every conversation of the bot then uses. Signing in again replaces it.
+pub async fn pre_authorize(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path((bot, integration)): Path<(String, String)>,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    caller.admin(&bot_id(&bot)?)?;
+    let req: PreAuthorizeBody = if body.is_empty() {
+        PreAuthorizeBody::default()
+    } else {
+        serde_json::from_slice(&body).map_err(|e| ApiError::Invalid(e.to_string()))?
+    };
+    let name =
+        IntegrationName::parse(&integration).map_err(|_| ApiError::NotFound("integration"))?;
+    let (bot, integration) = bot_and_integration(&state, &caller, &bot, &name).await?;
+    if integration.mode != Mode::PreAuthorized {
+        return Err(ApiError::Conflict(
+            "this integration lets each user authorize; set mode pre_authorized to pre-authorize it".into(),
+        ));
+    }
+    check_text("locale", &req.locale, 35)?;
+    check_text("login_hint", &req.login_hint, 256)?;
+    if let Some(url) = &req.return_url {
+        let host = url.host_str().unwrap_or_default();
+        if !host_allowed(&bot.allowed_return_hosts, host) {
+            return Err(ApiError::Invalid(format!(
+                "return_url host {host:?} is not in the bot's allowed_return_hosts"
+            )));
+        }
+    }
+    let ttl = req
+        .ttl_seconds
+        .or(integration.link_ttl_seconds)
+        .map_or(state.config.default_ttl, |s| Duration::from_secs(s.into()));
+    if !(60..=86_400).contains(&ttl.as_secs()) {
+        return Err(ApiError::Invalid("ttl_seconds must be 60-86400".into()));
+    }
+    let provider_config = Provider::config_id(&state.config, &integration)
+        .map_err(|e| ApiError::Conflict(e.to_string()))?;
+    let now = clock::now();
+    let session = Session {
+        spec: SessionSpec {
+            id: SessionId::new(Partition::of(&bot.id, &integration.name, &Subject::Bot)),
+            bot: bot.id.clone(),
+            integration: integration.name.clone(),
+            subject: Subject::Bot,
+            conversation_id: None,
+            context: None,
+            webhook_url: bot.webhook_url.clone(),
+            scopes: Vec::new(),
+            login_hint: req.login_hint,
+            locale: req.locale,
+            return_url: req.return_url,
+            verification: Verification::None,
+            expected_identity: None,
+            provider_config,
+            created_at: now,
+            expires_at: now + ttl,
+        },
+        status: Status::Pending,
+        error: None,
+        updated_at: now,
+    };
+    state
+        .store
+        .create_session(NewSession {
+            session: &session,
+            idempotency: None,
+            retention: state.config.retention,
+            unless_authorized_by: None,
+        })
+        .await?;
+    tracing::info!(session_id = %session.spec.id, bot = %bot.id, integration = %integration.name, "pre-authorization link issued");
+    Ok((StatusCode::CREATED, respond(&state, &session, now, true)).into_response())
+}

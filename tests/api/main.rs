@@ -7,6 +7,7 @@ mod callback;
 mod crash;
 mod helpers;
 mod link;
+mod modes;
 mod oidc;
 mod provider;
 mod provider_fixture;
