@@ -469,6 +469,10 @@ pub struct AppConfig {
     pub introspect_url: Option<Url>,
     /// Assumed access-token lifetime when neither the response nor introspection tells.
     pub assumed_lifetime: Option<Duration>,
+    /// Extra query parameters for the authorize URL (custom profiles).
+    pub extra_authorize_params: Vec<(String, String)>,
+    /// A distinct endpoint for refresh grants (custom profiles), else `token_url`.
+    pub refresh_url: Option<Url>,
 }
 
 /// Salesforce scopes when none are configured: `refresh_token` is explicit because `full` alone
@@ -638,6 +642,8 @@ fn app_config(
                 assumed_lifetime: Some(Duration::from_secs(
                     a.session_lifetime_seconds.unwrap_or(7200).max(60),
                 )),
+                extra_authorize_params: Vec::new(),
+                refresh_url: None,
             })
         }
         ProviderKind::Oauth2 => Ok(AppConfig {
@@ -652,6 +658,8 @@ fn app_config(
             client_auth_in_body,
             introspect_url: None,
             assumed_lifetime: a.session_lifetime_seconds.map(Duration::from_secs),
+            extra_authorize_params: Vec::new(),
+            refresh_url: None,
         }),
     }
 }

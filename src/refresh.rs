@@ -257,7 +257,7 @@ async fn refresh_in_background(
     ) else {
         return;
     };
-    let Ok(provider) = Provider::resolve(&state.config, &integration) else {
+    let Ok(provider) = crate::routes::profiles::provider_for(state, &integration).await else {
         return;
     };
     // Due by its schedule (a request may have refreshed it since it was claimed: then it has a

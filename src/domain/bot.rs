@@ -191,3 +191,50 @@ mod tests {
         assert!(!host_allowed(&p, "example.com"));
     }
 }
+
+/// How the client authenticates at the token endpoint.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ClientAuth {
+    /// HTTP Basic (RFC 6749 §2.3.1).
+    #[default]
+    Basic,
+    /// `client_id` and `client_secret` in the form body.
+    Body,
+}
+
+/// A bot's own OAuth app ("OAuth – Custom"). The client secret is sealed (AEAD) and never
+/// returned by the API.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct AuthProfile {
+    pub id: String,
+    pub bot: BotId,
+    pub name: String,
+    pub client_id: String,
+    pub client_secret_sealed: String,
+    pub authorization_url: Url,
+    pub token_url: Url,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub refresh_token_url: Option<Url>,
+    #[serde(default)]
+    pub scopes: Vec<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub revoke_url: Option<Url>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub userinfo_url: Option<Url>,
+    #[serde(default)]
+    pub extra_authorize_params: std::collections::BTreeMap<String, String>,
+    #[serde(default)]
+    pub client_auth: ClientAuth,
+    #[serde(with = "crate::clock::rfc3339")]
+    pub created_at: OffsetDateTime,
+    #[serde(with = "crate::clock::rfc3339")]
+    pub updated_at: OffsetDateTime,
+}
+
+impl AuthProfile {
+    /// Associated data binding a sealed client secret to its profile.
+    pub fn secret_aad(bot: &BotId, id: &str) -> String {
+        format!("profile|{bot}|{id}")
+    }
+}

@@ -22,7 +22,9 @@ use time::OffsetDateTime;
 use url::Url;
 
 use crate::config::{AppConfig, Config};
-use crate::domain::bot::{Integration, ProfileRef, ProviderKind, SalesforceEnvironment};
+use crate::domain::bot::{
+    AuthProfile, ClientAuth, Integration, ProfileRef, ProviderKind, SalesforceEnvironment,
+};
 use crate::domain::grant::{Identity, Tokens};
 
 /// Fields some providers add to the token response; all optional so one type serves every
@@ -142,8 +144,52 @@ impl Provider {
                     .ok_or(ResolveError::NoSystemApp(kind.as_str()))?;
                 Ok(kind.as_str().to_owned())
             }
-            ProfileRef::Custom(_) => Err(ResolveError::CustomProfile),
+            // Profile ids are their own callback path segment.
+            ProfileRef::Custom(id) => Ok(id.clone()),
         }
+    }
+
+    /// The app of an integration whose profile is a bot's custom one.
+    pub fn custom(
+        config: &Config,
+        integration: &Integration,
+        profile: &AuthProfile,
+    ) -> Result<Self, ResolveError> {
+        let secret = config
+            .encryption
+            .open(
+                &AuthProfile::secret_aad(&profile.bot, &profile.id),
+                &profile.client_secret_sealed,
+            )
+            .ok()
+            .and_then(|s| String::from_utf8(s).ok())
+            .ok_or_else(|| {
+                ResolveError::Invalid("the profile's client secret cannot be opened".into())
+            })?;
+        let app = AppConfig {
+            client_id: profile.client_id.clone(),
+            client_secret: secret.into(),
+            authorize_url: profile.authorization_url.clone(),
+            token_url: profile.token_url.clone(),
+            userinfo_url: profile.userinfo_url.clone(),
+            revoke_url: profile.revoke_url.clone(),
+            scopes: integration
+                .scopes
+                .clone()
+                .unwrap_or_else(|| profile.scopes.clone()),
+            client_auth_in_body: profile.client_auth == ClientAuth::Body,
+            introspect_url: None,
+            assumed_lifetime: (integration.provider == ProviderKind::Salesforce)
+                .then_some(Duration::from_secs(7200)),
+            extra_authorize_params: profile.extra_authorize_params.clone().into_iter().collect(),
+            refresh_url: profile.refresh_token_url.clone(),
+        };
+        Ok(Self {
+            kind: integration.provider,
+            config_id: profile.id.clone(),
+            redirect_uri: callback_url(&config.public_url, &profile.id),
+            app,
+        })
     }
 
     pub fn resolve(config: &Config, integration: &Integration) -> Result<Self, ResolveError> {
@@ -217,6 +263,9 @@ impl Provider {
         if let Some(hint) = login_hint {
             req = req.add_extra_param("login_hint", hint.to_owned());
         }
+        for (k, v) in &self.app.extra_authorize_params {
+            req = req.add_extra_param(k.clone(), v.clone());
+        }
         let (url, _) = req.url();
         (url, verifier.secret().clone().into())
     }
@@ -271,8 +320,11 @@ impl Provider {
         now: OffsetDateTime,
     ) -> Result<TokenSet, ExchangeError> {
         let rt = oauth2::RefreshToken::new(refresh_token.expose_secret().to_owned());
-        let response = self
-            .client()
+        let mut client = self.client();
+        if let Some(url) = &self.app.refresh_url {
+            client = client.set_token_uri(TokenUrl::from_url(url.clone()));
+        }
+        let response = client
             .exchange_refresh_token(&rt)
             .request_async(&|req| send(http.clone(), req))
             .await

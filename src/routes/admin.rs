@@ -19,7 +19,6 @@ use crate::domain::bot::{
 };
 use crate::domain::session::Verification;
 use crate::error::ApiError;
-use crate::oauth::Provider;
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -326,7 +325,9 @@ pub async fn put_integration(
         updated_at: now,
     };
     // The app must exist now, not fail later in the middle of someone's sign-in.
-    Provider::resolve(&state.config, &integration).map_err(|e| ApiError::Invalid(e.to_string()))?;
+    super::profiles::provider_for(&state, &integration)
+        .await
+        .map_err(|e| ApiError::Invalid(e.to_string()))?;
     state.store.put_integration(&integration).await?;
     let status = if existing.is_some() {
         StatusCode::OK
@@ -350,7 +351,7 @@ pub async fn get_integration(
         .await?
         .ok_or(ApiError::NotFound("integration"))?;
     let mut view = json!(integration);
-    if let Ok(p) = Provider::resolve(&state.config, &integration) {
+    if let Ok(p) = super::profiles::provider_for(&state, &integration).await {
         view["callback_url"] = json!(p.redirect_uri);
     }
     Ok(Json(view))

@@ -183,7 +183,8 @@ async fn finish(
         .get_integration(&session.spec.bot, &session.spec.integration)
         .await
     {
-        Ok(Some(i)) => Provider::resolve(&state.config, &i)
+        Ok(Some(i)) => super::profiles::provider_for(state, &i)
+            .await
             .ok()
             .filter(|p| p.config_id == claims.cfg),
         Ok(None) => None,

@@ -14,7 +14,6 @@ use crate::crypto::{b64url, random_token, sha256};
 use crate::domain::link::{self, LinkError};
 use crate::domain::session::{Attempt, Session, Status};
 use crate::domain::state::StateClaims;
-use crate::oauth::Provider;
 use crate::store::{SideWrite, Transition, TransitionError};
 
 /// How long one attempt (sign-in at the provider) may take, at most.
@@ -140,7 +139,7 @@ pub async fn start(
         .get_integration(&spec.bot, &spec.integration)
         .await
     {
-        Ok(Some(i)) => Provider::resolve(&state.config, &i).ok(),
+        Ok(Some(i)) => super::profiles::provider_for(&state, &i).await.ok(),
         Ok(None) => None,
         Err(_) => return unavailable_page(lang).into_response(),
     };

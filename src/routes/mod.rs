@@ -7,6 +7,7 @@ pub mod callback;
 pub mod health;
 pub mod link;
 pub mod pages;
+pub mod profiles;
 pub mod sessions;
 pub mod tokens;
 
@@ -146,6 +147,16 @@ pub fn router(state: AppState) -> Router {
             get(sessions::events),
         )
         .route("/metrics", get(health::metrics))
+        .route(
+            "/v1/bots/{bot}/auth-profiles",
+            post(profiles::create).get(profiles::list),
+        )
+        .route(
+            "/v1/bots/{bot}/auth-profiles/{id}",
+            get(profiles::get)
+                .put(profiles::update)
+                .delete(profiles::delete),
+        )
         .route(
             "/v1/bots/{bot}/integrations/{integration}/pre-authorize",
             post(sessions::pre_authorize),

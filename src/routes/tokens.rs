@@ -50,8 +50,7 @@ async fn working_grant(
     integration: &Integration,
     subject: &Subject,
 ) -> Result<(Provider, Grant), ApiError> {
-    let provider = Provider::resolve(&state.config, integration)
-        .map_err(|e| ApiError::Conflict(e.to_string()))?;
+    let provider = super::profiles::provider_for(state, integration).await?;
     let grant = state
         .store
         .get_grant(&integration.bot, &integration.name, subject)
@@ -143,7 +142,7 @@ pub async fn disconnect(
     let aad = Grant::aad(&grant.bot, &grant.integration, &grant.subject);
     let mut revoked = false;
     if let (Ok(provider), Ok(tokens)) = (
-        Provider::resolve(&state.config, &integration),
+        super::profiles::provider_for(&state, &integration).await,
         Tokens::open(&state.config.encryption, &aad, &grant.sealed_tokens),
     ) {
         let result = match &tokens.refresh_token {

@@ -15,7 +15,7 @@ use super::{
     StoreError, Transition, TransitionError, record_ttl,
 };
 use crate::clock;
-use crate::domain::bot::{ApiKey, Bot, Integration, WebhookSecret};
+use crate::domain::bot::{ApiKey, AuthProfile, Bot, Integration, WebhookSecret};
 use crate::domain::event::Event;
 use crate::domain::grant::Grant;
 use crate::domain::session::{Attempt, Session, Status};
@@ -63,6 +63,7 @@ struct Data {
     /// Live sessions' deadlines (pushed to a lease's end when claimed by the sweeper).
     deadlines: HashMap<SessionId, OffsetDateTime>,
     webhook_secrets: HashMap<BotId, Vec<WebhookSecret>>,
+    profiles: HashMap<(BotId, String), AuthProfile>,
     /// Proactive-refresh leases: grant → leased until.
     refresh_leases: HashMap<GrantKey, OffsetDateTime>,
     /// Refresh locks: grant → (owner, until).
@@ -140,6 +141,7 @@ impl Store for MemoryStore {
         let mut d = self.data();
         d.keys.retain(|_, k| &k.bot != id);
         d.webhook_secrets.remove(id);
+        d.profiles.retain(|(b, _), _| b != id);
         d.integrations.retain(|(b, _), _| b != id);
         Ok(d.bots.remove(id).is_some())
     }
@@ -201,6 +203,51 @@ impl Store for MemoryStore {
             .data()
             .integrations
             .remove(&(bot.clone(), name.clone()))
+            .is_some())
+    }
+
+    async fn list_integrations(&self, bot: &BotId) -> Result<Vec<Integration>, StoreError> {
+        Ok(self
+            .data()
+            .integrations
+            .iter()
+            .filter(|((b, _), _)| b == bot)
+            .map(|(_, i)| i.clone())
+            .collect())
+    }
+
+    async fn put_profile(&self, profile: &AuthProfile) -> Result<(), StoreError> {
+        self.data()
+            .profiles
+            .insert((profile.bot.clone(), profile.id.clone()), profile.clone());
+        Ok(())
+    }
+
+    async fn get_profile(&self, bot: &BotId, id: &str) -> Result<Option<AuthProfile>, StoreError> {
+        Ok(self
+            .data()
+            .profiles
+            .get(&(bot.clone(), id.to_owned()))
+            .cloned())
+    }
+
+    async fn list_profiles(&self, bot: &BotId) -> Result<Vec<AuthProfile>, StoreError> {
+        let mut out: Vec<AuthProfile> = self
+            .data()
+            .profiles
+            .values()
+            .filter(|p| &p.bot == bot)
+            .cloned()
+            .collect();
+        out.sort_by_key(|p| p.created_at);
+        Ok(out)
+    }
+
+    async fn delete_profile(&self, bot: &BotId, id: &str) -> Result<bool, StoreError> {
+        Ok(self
+            .data()
+            .profiles
+            .remove(&(bot.clone(), id.to_owned()))
             .is_some())
     }
 

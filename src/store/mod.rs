@@ -16,7 +16,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use time::OffsetDateTime;
 
-use crate::domain::bot::{ApiKey, Bot, Integration, WebhookSecret};
+use crate::domain::bot::{ApiKey, AuthProfile, Bot, Integration, WebhookSecret};
 use crate::domain::event::Event;
 use crate::domain::grant::Grant;
 use crate::domain::session::{Attempt, Session, SessionError, Status};
@@ -154,6 +154,13 @@ pub trait Store: Send + Sync + 'static {
         bot: &BotId,
         name: &IntegrationName,
     ) -> Result<bool, StoreError>;
+
+    async fn list_integrations(&self, bot: &BotId) -> Result<Vec<Integration>, StoreError>;
+
+    async fn put_profile(&self, profile: &AuthProfile) -> Result<(), StoreError>;
+    async fn get_profile(&self, bot: &BotId, id: &str) -> Result<Option<AuthProfile>, StoreError>;
+    async fn list_profiles(&self, bot: &BotId) -> Result<Vec<AuthProfile>, StoreError>;
+    async fn delete_profile(&self, bot: &BotId, id: &str) -> Result<bool, StoreError>;
 
     async fn create_session(&self, new: NewSession<'_>) -> Result<CreateOutcome, StoreError>;
     async fn get_session(&self, id: SessionId) -> Result<Option<Session>, StoreError>;

@@ -12,7 +12,7 @@
 //! | `P:{pNN}:deadlines` | zset session → expiry ms (a claim pushes it to the lease's end) | expiry index |
 //! | `P:{pNN}:refresh` | zset `bot:integration:subject` → refresh-at ms (leased likewise) | proactive refresh index |
 //! | `P:i:<bot>:<sha256(key)>` | string, PX | idempotency key → `<session or "-"> <fingerprint>` |
-//! | `P:{b:<bot>}:bot`, `:ints` (hash), `:keys` (hash id → key hash), `:whsec` (hash) | | tenancy |
+//! | `P:{b:<bot>}:bot`, `:ints`, `:profiles`, `:whsec` (hashes), `:keys` (hash id → key hash) | | tenancy |
 //! | `P:k:<sha256(key)>` | string | API key lookup |
 //!
 //! `{pNN}` is the partition (see `Partition`): the Cluster hash tag that keeps every key one
@@ -39,7 +39,7 @@ use super::{
     TransitionError, record_ttl,
 };
 use crate::clock::{from_unix_ms, unix_ms};
-use crate::domain::bot::{ApiKey, Bot, Integration, WebhookSecret};
+use crate::domain::bot::{ApiKey, AuthProfile, Bot, Integration, WebhookSecret};
 use crate::domain::event::Event;
 use crate::domain::grant::Grant;
 use crate::domain::session::{Attempt, Session, SessionError, SessionSpec, Status};
@@ -441,6 +441,7 @@ impl Store for RedisStore {
                 self.bot_key(id, "ints"),
                 self.bot_key(id, "keys"),
                 self.bot_key(id, "whsec"),
+                self.bot_key(id, "profiles"),
             ])
             .await
             .map_err(unavailable)?;
@@ -550,6 +551,58 @@ impl Store for RedisStore {
             .await
             .map_err(unavailable)?;
         self.changed(bot).await?;
+        Ok(n > 0)
+    }
+
+    async fn list_integrations(&self, bot: &BotId) -> Result<Vec<Integration>, StoreError> {
+        let raw: Vec<String> = self
+            .conn()
+            .hvals(self.bot_key(bot, "ints"))
+            .await
+            .map_err(unavailable)?;
+        raw.iter().map(|r| from_json("integration", r)).collect()
+    }
+
+    async fn put_profile(&self, profile: &AuthProfile) -> Result<(), StoreError> {
+        self.conn()
+            .hset::<_, _, _, ()>(
+                self.bot_key(&profile.bot, "profiles"),
+                &profile.id,
+                to_json(profile),
+            )
+            .await
+            .map_err(unavailable)
+    }
+
+    async fn get_profile(&self, bot: &BotId, id: &str) -> Result<Option<AuthProfile>, StoreError> {
+        let raw: Option<String> = self
+            .conn()
+            .hget(self.bot_key(bot, "profiles"), id)
+            .await
+            .map_err(unavailable)?;
+        raw.map(|r| from_json("profile", &r)).transpose()
+    }
+
+    async fn list_profiles(&self, bot: &BotId) -> Result<Vec<AuthProfile>, StoreError> {
+        let raw: Vec<String> = self
+            .conn()
+            .hvals(self.bot_key(bot, "profiles"))
+            .await
+            .map_err(unavailable)?;
+        let mut profiles: Vec<AuthProfile> = raw
+            .iter()
+            .map(|r| from_json("profile", r))
+            .collect::<Result<_, _>>()?;
+        profiles.sort_by_key(|p| p.created_at);
+        Ok(profiles)
+    }
+
+    async fn delete_profile(&self, bot: &BotId, id: &str) -> Result<bool, StoreError> {
+        let n: u32 = self
+            .conn()
+            .hdel(self.bot_key(bot, "profiles"), id)
+            .await
+            .map_err(unavailable)?;
         Ok(n > 0)
     }
 

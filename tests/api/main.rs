@@ -9,6 +9,7 @@ mod helpers;
 mod link;
 mod modes;
 mod oidc;
+mod profiles;
 mod provider;
 mod provider_fixture;
 mod receiver;

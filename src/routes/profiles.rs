@@ -1,0 +1,307 @@
+//! Custom authorization profiles ("OAuth – Custom"): a bot's own OAuth app. The client secret is
+//! write-only — sealed at rest, never returned, replaced only by an explicit update. Each profile
+//! has its own callback URL (mix-up defence), shown so it can be registered at the provider.
+
+use std::collections::BTreeMap;
+
+use axum::Json;
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use serde::Deserialize;
+use serde_json::{Value, json};
+use url::Url;
+
+use super::admin::check_scopes;
+use super::auth::{Caller, bot_id};
+use super::{ApiJson, AppState};
+use crate::clock;
+use crate::config::secure_or_loopback;
+use crate::crypto::random_token;
+use crate::domain::bot::{AuthProfile, ClientAuth, Integration, ProfileRef};
+use crate::error::ApiError;
+use crate::oauth::{Provider, callback_url};
+
+/// The app an integration uses, system or custom.
+pub async fn provider_for(
+    state: &AppState,
+    integration: &Integration,
+) -> Result<Provider, ApiError> {
+    match &integration.profile {
+        ProfileRef::System => Provider::resolve(&state.config, integration)
+            .map_err(|e| ApiError::Conflict(e.to_string())),
+        ProfileRef::Custom(id) => {
+            let profile = state
+                .store
+                .get_profile(&integration.bot, id)
+                .await?
+                .ok_or_else(|| {
+                    ApiError::Conflict(format!("authorization profile {id} does not exist"))
+                })?;
+            Provider::custom(&state.config, integration, &profile)
+                .map_err(|e| ApiError::Conflict(e.to_string()))
+        }
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ProfileBody {
+    name: String,
+    #[serde(rename = "type", default)]
+    kind: Option<String>,
+    client_id: String,
+    /// Required on create; on update, absent keeps the stored secret.
+    #[serde(default)]
+    client_secret: Option<String>,
+    authorization_url: Url,
+    token_url: Url,
+    #[serde(default)]
+    refresh_token_url: Option<Url>,
+    #[serde(default)]
+    scopes: Vec<String>,
+    #[serde(default)]
+    revoke_url: Option<Url>,
+    #[serde(default)]
+    userinfo_url: Option<Url>,
+    #[serde(default)]
+    extra_authorize_params: BTreeMap<String, String>,
+    #[serde(default)]
+    client_auth: ClientAuth,
+}
+
+fn check_url(state: &AppState, field: &str, url: &Url) -> Result<(), ApiError> {
+    // https outside local mode (a daemon served over plain http is a local trial).
+    let ok = if state.config.is_https() {
+        url.scheme() == "https"
+    } else {
+        secure_or_loopback(url) || url.scheme() == "https"
+    };
+    if !ok {
+        return Err(ApiError::Invalid(format!("{field} must be an https URL")));
+    }
+    if !url.username().is_empty() || url.password().is_some() {
+        return Err(ApiError::Invalid(format!(
+            "{field} must not contain credentials"
+        )));
+    }
+    Ok(())
+}
+
+fn validate(state: &AppState, b: &ProfileBody) -> Result<(), ApiError> {
+    if b.kind.as_deref().is_some_and(|k| k != "oauth2") {
+        return Err(ApiError::Invalid("type must be oauth2".into()));
+    }
+    if b.name.trim().is_empty() || b.name.len() > 200 {
+        return Err(ApiError::Invalid("name must be 1-200 characters".into()));
+    }
+    if b.client_id.is_empty() || b.client_id.len() > 512 {
+        return Err(ApiError::Invalid(
+            "client_id must be 1-512 characters".into(),
+        ));
+    }
+    if b.client_secret
+        .as_ref()
+        .is_some_and(|s| s.is_empty() || s.len() > 1024)
+    {
+        return Err(ApiError::Invalid(
+            "client_secret must be 1-1024 characters".into(),
+        ));
+    }
+    check_url(state, "authorization_url", &b.authorization_url)?;
+    check_url(state, "token_url", &b.token_url)?;
+    for (field, url) in [
+        ("refresh_token_url", &b.refresh_token_url),
+        ("revoke_url", &b.revoke_url),
+        ("userinfo_url", &b.userinfo_url),
+    ] {
+        if let Some(u) = url {
+            check_url(state, field, u)?;
+        }
+    }
+    check_scopes(&b.scopes)?;
+    const RESERVED: [&str; 8] = [
+        "response_type",
+        "client_id",
+        "redirect_uri",
+        "state",
+        "scope",
+        "code_challenge",
+        "code_challenge_method",
+        "client_secret",
+    ];
+    if b.extra_authorize_params.len() > 20
+        || b.extra_authorize_params
+            .keys()
+            .any(|k| RESERVED.contains(&k.as_str()) || k.is_empty())
+    {
+        return Err(ApiError::Invalid(
+            "extra_authorize_params: at most 20, and not the protocol's own parameters".into(),
+        ));
+    }
+    Ok(())
+}
+
+fn view(state: &AppState, p: &AuthProfile) -> Value {
+    json!({
+        "id": p.id,
+        "name": p.name,
+        "type": "oauth2",
+        "client_id": p.client_id,
+        "client_secret_set": !p.client_secret_sealed.is_empty(),
+        "authorization_url": p.authorization_url,
+        "token_url": p.token_url,
+        "refresh_token_url": p.refresh_token_url.as_ref().unwrap_or(&p.token_url),
+        "scopes": p.scopes,
+        "revoke_url": p.revoke_url,
+        "userinfo_url": p.userinfo_url,
+        "extra_authorize_params": p.extra_authorize_params,
+        "client_auth": p.client_auth,
+        "callback_url": callback_url(&state.config.public_url, &p.id),
+        "created_at": clock::rfc3339::format(p.created_at),
+        "updated_at": clock::rfc3339::format(p.updated_at),
+    })
+}
+
+fn build(
+    state: &AppState,
+    bot: &crate::domain::BotId,
+    id: String,
+    b: ProfileBody,
+    sealed: Option<String>,
+    created_at: Option<time::OffsetDateTime>,
+) -> Result<AuthProfile, ApiError> {
+    let now = clock::now();
+    let client_secret_sealed = match (b.client_secret, sealed) {
+        (Some(secret), _) => state
+            .config
+            .encryption
+            .seal(&AuthProfile::secret_aad(bot, &id), secret.as_bytes()),
+        (None, Some(old)) => old,
+        (None, None) => return Err(ApiError::Invalid("client_secret is required".into())),
+    };
+    Ok(AuthProfile {
+        id,
+        bot: bot.clone(),
+        name: b.name.trim().to_owned(),
+        client_id: b.client_id,
+        client_secret_sealed,
+        authorization_url: b.authorization_url,
+        token_url: b.token_url,
+        refresh_token_url: b.refresh_token_url,
+        scopes: b.scopes,
+        revoke_url: b.revoke_url,
+        userinfo_url: b.userinfo_url,
+        extra_authorize_params: b.extra_authorize_params,
+        client_auth: b.client_auth,
+        created_at: created_at.unwrap_or(now),
+        updated_at: now,
+    })
+}
+
+pub async fn create(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(bot): Path<String>,
+    ApiJson(body): ApiJson<ProfileBody>,
+) -> Result<(StatusCode, Json<Value>), ApiError> {
+    let bot = bot_id(&bot)?;
+    caller.admin(&bot)?;
+    state
+        .store
+        .get_bot(&bot)
+        .await?
+        .ok_or(ApiError::NotFound("bot"))?;
+    validate(&state, &body)?;
+    let profile = build(
+        &state,
+        &bot,
+        format!("prof_{}", random_token::<9>().replace(['-', '_'], "x")),
+        body,
+        None,
+        None,
+    )?;
+    state.store.put_profile(&profile).await?;
+    Ok((StatusCode::CREATED, Json(view(&state, &profile))))
+}
+
+pub async fn list(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(bot): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    let bot = bot_id(&bot)?;
+    caller.admin(&bot)?;
+    let profiles = state.store.list_profiles(&bot).await?;
+    Ok(Json(
+        json!({"profiles": profiles.iter().map(|p| view(&state, p)).collect::<Vec<_>>()}),
+    ))
+}
+
+pub async fn get(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path((bot, id)): Path<(String, String)>,
+) -> Result<Json<Value>, ApiError> {
+    let bot = bot_id(&bot)?;
+    caller.admin(&bot)?;
+    let p = state
+        .store
+        .get_profile(&bot, &id)
+        .await?
+        .ok_or(ApiError::NotFound("authorization profile"))?;
+    Ok(Json(view(&state, &p)))
+}
+
+pub async fn update(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path((bot, id)): Path<(String, String)>,
+    ApiJson(body): ApiJson<ProfileBody>,
+) -> Result<Json<Value>, ApiError> {
+    let bot = bot_id(&bot)?;
+    caller.admin(&bot)?;
+    let old = state
+        .store
+        .get_profile(&bot, &id)
+        .await?
+        .ok_or(ApiError::NotFound("authorization profile"))?;
+    validate(&state, &body)?;
+    let profile = build(
+        &state,
+        &bot,
+        id,
+        body,
+        Some(old.client_secret_sealed),
+        Some(old.created_at),
+    )?;
+    state.store.put_profile(&profile).await?;
+    Ok(Json(view(&state, &profile)))
+}
+
+pub async fn delete(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path((bot, id)): Path<(String, String)>,
+) -> Result<StatusCode, ApiError> {
+    let bot = bot_id(&bot)?;
+    caller.admin(&bot)?;
+    let using: Vec<String> = state
+        .store
+        .list_integrations(&bot)
+        .await?
+        .into_iter()
+        .filter(|i| i.profile == ProfileRef::Custom(id.clone()))
+        .map(|i| i.name.to_string())
+        .collect();
+    if !using.is_empty() {
+        return Err(ApiError::Conflict(format!(
+            "the profile is used by integration(s) {}; change them first",
+            using.join(", ")
+        )));
+    }
+    if state.store.delete_profile(&bot, &id).await? {
+        Ok(StatusCode::NO_CONTENT)
+    } else {
+        Err(ApiError::NotFound("authorization profile"))
+    }
+}
