@@ -339,6 +339,19 @@ impl Provider {
     }
 }
 
+impl Provider {
+    /// A live identity call with `access_token` (the "Test" button): `None` when the app has no
+    /// identity endpoint.
+    pub async fn check(
+        &self,
+        http: &reqwest::Client,
+        access_token: &SecretString,
+    ) -> Option<Result<Identity, ExchangeError>> {
+        let url = self.app.userinfo_url.as_ref()?;
+        Some(fetch_userinfo(http, url, access_token).await)
+    }
+}
+
 /// The redirect URI registered at the provider for an app.
 pub fn callback_url(public_url: &Url, config_id: &str) -> Url {
     let mut url = public_url.clone();
@@ -423,14 +436,17 @@ async fn fetch_userinfo(
     #[derive(Deserialize)]
     struct UserInfo {
         sub: Option<String>,
+        /// Salesforce's userinfo carries the plain user and org ids beside `sub`.
+        user_id: Option<String>,
+        organization_id: Option<String>,
         email: Option<String>,
         preferred_username: Option<String>,
         name: Option<String>,
     }
     let info: UserInfo = get_json(http, url.clone(), access_token).await?;
     Ok(Identity {
-        user_id: info.sub,
-        org_id: None,
+        user_id: info.user_id.or(info.sub),
+        org_id: info.organization_id,
         username: info.preferred_username,
         email: info.email,
         display_name: info.name,

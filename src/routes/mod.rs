@@ -169,6 +169,10 @@ pub fn router(state: AppState) -> Router {
             "/v1/bots/{bot}/integrations/{integration}/connections/{user}",
             get(tokens::connection).delete(tokens::disconnect),
         )
+        .route(
+            "/v1/bots/{bot}/integrations/{integration}/connections/{user}/check",
+            post(tokens::check),
+        )
         .route("/v1/bots/{bot}/auth-sessions", post(sessions::create))
         .route(
             "/v1/bots/{bot}/auth-sessions/{id}",

@@ -175,3 +175,33 @@ pub async fn disconnect(
         json!({"user_id": grant.subject, "status": "revoked", "revoked_at_provider": revoked}),
     ))
 }
+
+/// The "Test" button: get a working token (refreshing if needed) and make a live identity call.
+pub async fn check(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path((bot, integration, user)): Path<(String, String, String)>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let (_, integration) =
+        bot_and_integration(&state, &caller, &bot, &integration_name(&integration)?).await?;
+    let subject = Subject::parse(&user).map_err(|_| ApiError::NotFound("connection"))?;
+    let (provider, grant) = working_grant(&state, &integration, &subject).await?;
+    let (_, tokens) = match refresh::access_token(&state, &provider, grant, false).await {
+        Ok(t) => t,
+        Err(TokenError::AuthorizationRequired) => return Err(ApiError::AuthorizationRequired),
+        Err(TokenError::Store(e)) => return Err(e.into()),
+        Err(TokenError::Unavailable(cause)) => return Err(ApiError::ProviderUnavailable(cause)),
+    };
+    let checked_at = crate::clock::rfc3339::format(clock::now());
+    match provider.check(&state.http, &tokens.access_token).await {
+        None => Err(ApiError::Conflict(
+            "the app has no identity (userinfo) endpoint to test with".into(),
+        )),
+        Some(Ok(identity)) => Ok(Json(
+            json!({"ok": true, "identity": identity, "checked_at": checked_at}),
+        )),
+        Some(Err(e)) => Ok(Json(
+            json!({"ok": false, "error": e.to_string(), "checked_at": checked_at}),
+        )),
+    }
+}

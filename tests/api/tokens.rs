@@ -402,3 +402,52 @@ async fn authorizing_again_revokes_the_replaced_refresh_token() {
             .access_token_is_active(second["access_token"].as_str().unwrap())
     );
 }
+
+#[tokio::test]
+async fn check_makes_a_live_identity_call() {
+    let app = spawn_app().await;
+    let key = connected(&app, "u1").await;
+    let r = app
+        .call(
+            Method::POST,
+            "/v1/bots/acme/integrations/crm/connections/u1/check",
+            &key,
+            None,
+        )
+        .await;
+    assert_eq!(r.status(), StatusCode::OK);
+    let c: Value = r.json().await.unwrap();
+    assert_eq!(c["ok"], true);
+    assert_eq!(c["identity"]["email"], "ada@example.com");
+    assert_eq!(c["identity"]["org_id"], "00D000000000001AAA");
+    // The token dies at the provider (revoked elsewhere): the check says so.
+    let t: Value = token(&app, &key, "u1", false).await.json().await.unwrap();
+    let revoked = reqwest::Client::new()
+        .post(format!("{}/services/oauth2/revoke", app.provider.base_url))
+        .form(&[("token", t["access_token"].as_str().unwrap())])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(revoked.status(), StatusCode::OK);
+    let c: Value = app
+        .call(
+            Method::POST,
+            "/v1/bots/acme/integrations/crm/connections/u1/check",
+            &key,
+            None,
+        )
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(c["ok"], false);
+    let r = app
+        .call(
+            Method::POST,
+            "/v1/bots/acme/integrations/crm/connections/nobody/check",
+            &key,
+            None,
+        )
+        .await;
+    assert_eq!(r.status(), StatusCode::NOT_FOUND);
+}
