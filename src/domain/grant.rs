@@ -72,6 +72,24 @@ impl Tokens {
 pub enum GrantStatus {
     Active,
     ReauthRequired,
+    /// Issued, but unusable until the person's verification code is confirmed.
+    AwaitingCode,
+}
+
+/// The code a person must type into the conversation before the grant is usable: its hash
+/// (bound to the session) and the wrong tries so far.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PendingCode {
+    pub hash: String,
+    pub failures: u32,
+}
+
+impl PendingCode {
+    pub const MAX_FAILURES: u32 = 5;
+
+    pub fn hash(session: &str, code: &str) -> String {
+        crate::crypto::sha256_hex(format!("code|{session}|{code}").as_bytes())
+    }
 }
 
 /// A grant as stored. `sealed_tokens` is the only field with secrets, and it is ciphertext.
@@ -100,6 +118,8 @@ pub struct Grant {
     /// no known expiry, or not active). Indexed by the store.
     #[serde(default, with = "crate::clock::rfc3339::option")]
     pub refresh_at: Option<OffsetDateTime>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pending_code: Option<PendingCode>,
     /// Fencing generation: bumped by every token write; a write carrying a stale generation is
     /// refused by the store.
     pub generation: u64,

@@ -282,11 +282,6 @@ pub async fn put_integration(
             "link_ttl_seconds must be 60-86400".into(),
         ));
     }
-    if body.verification == Verification::Code {
-        return Err(ApiError::Invalid(
-            "verification \"code\" is not available yet".into(),
-        ));
-    }
     if let Some(sf) = &body.salesforce {
         if body.provider != ProviderKind::Salesforce {
             return Err(ApiError::Invalid(

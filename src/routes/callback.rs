@@ -281,6 +281,7 @@ async fn finish(
         refreshed_at: None,
         last_error: None,
         refresh_at: None,
+        pending_code: None,
         generation: 1,
         sealed_tokens: set.tokens.seal(
             &state.config.encryption,
@@ -291,6 +292,26 @@ async fn finish(
         set.tokens.refresh_token.is_some(),
         state.config.refresh_margin,
     );
+    // `verification: code`: the grant waits, unusable, for the code the person reads here and
+    // types into the conversation.
+    let verification_code =
+        (spec.verification == crate::domain::session::Verification::Code).then(|| {
+            use rand::Rng;
+            format!("{:06}", rand::thread_rng().gen_range(0..1_000_000))
+        });
+    if let Some(code) = &verification_code {
+        grant.status = GrantStatus::AwaitingCode;
+        grant.refresh_at = None;
+        grant.pending_code = Some(crate::domain::grant::PendingCode {
+            hash: crate::domain::grant::PendingCode::hash(&spec.id.to_string(), code),
+            failures: 0,
+        });
+    }
+    let target = if verification_code.is_some() {
+        Status::AwaitingCode
+    } else {
+        Status::Completed
+    };
     // A grant this one replaces: its refresh token is revoked once the new grant is stored, so
     // tokens do not pile up at the provider (Salesforce caps refresh tokens per user and app).
     let replaced = state
@@ -300,14 +321,14 @@ async fn finish(
         .ok()
         .flatten();
     let mut completed = session.clone();
-    completed.status = Status::Completed;
+    completed.status = target;
     completed.error = None;
     let event = Event::for_session(&completed, Some(&grant.identity), now);
     let result = state
         .store
         .transition(Transition {
             id: spec.id,
-            to: Status::Completed,
+            to: target,
             error: None,
             write: SideWrite::Grant(&grant),
             event: Some(&event),
@@ -320,7 +341,7 @@ async fn finish(
             if let Some(old) = replaced {
                 revoke_replaced(state, &provider, &old, &set).await;
             }
-            success_page(lang, &session).into_response()
+            success_page(lang, &session, verification_code.as_deref()).into_response()
         }
         Err(e) => {
             // Cancelled or expired while the person was at the provider: nothing is stored, and
@@ -424,10 +445,19 @@ async fn fail(
     }
 }
 
-fn success_page(lang: Lang, session: &Session) -> Page {
-    let mut page = Page::new(StatusCode::OK, lang, Msg::SuccessTitle, Msg::SuccessBody);
+fn success_page(lang: Lang, session: &Session, code: Option<&str>) -> Page {
+    let mut page = match code {
+        Some(_) => Page::new(StatusCode::OK, lang, Msg::CodeTitle, Msg::CodeBody),
+        None => Page::new(StatusCode::OK, lang, Msg::SuccessTitle, Msg::SuccessBody),
+    };
+    if let Some(code) = code {
+        page.extra_html.push_str(&format!(
+            "<p class=\"code\" aria-label=\"verification code\"><strong>{}</strong></p>\n",
+            esc(code)
+        ));
+    }
     if let Some(url) = &session.spec.return_url {
-        page.extra_html = format!(
+        page.extra_html += &format!(
             "<p><a class=\"button\" href=\"{}\" rel=\"noreferrer\">{}</a></p>\n",
             esc(url.as_str()),
             esc(&page.t(Msg::BackToConversation))

@@ -146,6 +146,10 @@ pub fn router(state: AppState) -> Router {
             "/v1/bots/{bot}/auth-sessions/{id}/events",
             get(sessions::events),
         )
+        .route(
+            "/v1/bots/{bot}/auth-sessions/{id}/verify",
+            post(sessions::verify),
+        )
         .route("/metrics", get(health::metrics))
         .route(
             "/v1/bots/{bot}/auth-profiles",

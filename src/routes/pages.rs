@@ -69,6 +69,8 @@ pub enum Msg {
     ErrorBody,
     BrowserTitle,
     BrowserBody,
+    CodeTitle,
+    CodeBody,
 }
 
 fn text(lang: Lang, msg: Msg) -> &'static str {
@@ -186,6 +188,16 @@ fn text(lang: Lang, msg: Msg) -> &'static str {
         (BrowserBody, Fr) => {
             "La connexion doit se terminer dans le navigateur où vous avez ouvert le lien. Rouvrez le lien."
         }
+        (CodeTitle, En) => "One more step",
+        (CodeTitle, De) => "Noch ein Schritt",
+        (CodeTitle, Fr) => "Encore une étape",
+        (CodeTitle, Es) => "Un paso más",
+        (CodeBody, En) => "Type this code into your conversation to finish connecting:",
+        (CodeBody, De) => {
+            "Geben Sie diesen Code in Ihrer Unterhaltung ein, um die Verbindung abzuschließen:"
+        }
+        (CodeBody, Fr) => "Saisissez ce code dans votre conversation pour terminer la connexion :",
+        (CodeBody, Es) => "Escriba este código en su conversación para terminar de conectar:",
         (BrowserBody, Es) => {
             "El inicio de sesión debe terminar en el navegador donde abrió el enlace. Vuelva a abrir el enlace."
         }
@@ -267,7 +279,8 @@ const CSS: &str = "body{font:16px/1.5 system-ui,sans-serif;margin:0;background:#
 main{max-width:28rem;margin:12vh auto;padding:2rem;background:#fff;border-radius:12px;box-shadow:0 1px 3px #0002}\
 h1{font-size:1.4rem;margin-top:0}button,a.button{display:inline-block;font:inherit;padding:.7rem 1.2rem;\
 border:0;border-radius:8px;background:#0b5cd5;color:#fff;text-decoration:none;cursor:pointer}\
-button:focus,a:focus{outline:3px solid #f5a623;outline-offset:2px}";
+button:focus,a:focus{outline:3px solid #f5a623;outline-offset:2px}\
+.code{font-size:2rem;letter-spacing:.3em;text-align:center}";
 
 /// Headers every browser-facing response carries.
 pub fn protect(headers: &mut HeaderMap) {

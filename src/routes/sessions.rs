@@ -158,11 +158,6 @@ pub async fn create(
         }
     }
     let verification = req.verification.unwrap_or(integration.verification);
-    if verification == Verification::Code {
-        return Err(ApiError::Invalid(
-            "verification \"code\" is not available yet".into(),
-        ));
-    }
     if req
         .expected_identity
         .as_ref()
@@ -616,4 +611,157 @@ pub async fn pre_authorize(
         .await?;
     tracing::info!(session_id = %session.spec.id, bot = %bot.id, integration = %integration.name, "pre-authorization link issued");
     Ok((StatusCode::CREATED, respond(&state, &session, now, true)).into_response())
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct VerifyBody {
+    code: String,
+}
+
+/// `verification: code`: the dialog engine posts the code the person typed into the chat. The
+/// right code makes the grant usable and completes the session (one atomic store step); five
+/// wrong ones fail it and the grant is revoked and dropped. Codes expire with the session.
+pub async fn verify(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path((bot, id)): Path<(String, String)>,
+    super::ApiJson(body): super::ApiJson<VerifyBody>,
+) -> Result<Response, ApiError> {
+    use crate::domain::grant::{GrantStatus, PendingCode};
+    let session = load(&state, &caller, &bot, &id).await?;
+    let now = clock::now();
+    let session = settle_expiry(&state, session, now).await?;
+    if session.status != Status::AwaitingCode {
+        return Err(ApiError::Conflict(format!(
+            "the auth session is {}, not awaiting a code",
+            session.status.as_str()
+        )));
+    }
+    let spec = &session.spec;
+    let grant = state
+        .store
+        .get_grant(&spec.bot, &spec.integration, &spec.subject)
+        .await?
+        .filter(|g| g.status == GrantStatus::AwaitingCode)
+        .ok_or_else(|| ApiError::Conflict("no grant is waiting for this code".into()))?;
+    let Some(pending) = grant.pending_code.clone() else {
+        return Err(ApiError::Conflict(
+            "no grant is waiting for this code".into(),
+        ));
+    };
+    let typed = body.code.trim();
+    let right = typed.len() == 6
+        && typed.bytes().all(|b| b.is_ascii_digit())
+        && crate::crypto::ct_eq(
+            &PendingCode::hash(&spec.id.to_string(), typed),
+            &pending.hash,
+        );
+    if right {
+        let aad = crate::domain::grant::Grant::aad(&grant.bot, &grant.integration, &grant.subject);
+        let refreshable = crate::domain::grant::Tokens::open(
+            &state.config.encryption,
+            &aad,
+            &grant.sealed_tokens,
+        )
+        .is_ok_and(|t| t.refresh_token.is_some());
+        let mut active = crate::domain::grant::Grant {
+            status: GrantStatus::Active,
+            pending_code: None,
+            ..grant
+        };
+        active.schedule_refresh(refreshable, state.config.refresh_margin);
+        let mut completed = session.clone();
+        completed.status = Status::Completed;
+        let event = Event::for_session(&completed, Some(&active.identity), now);
+        let updated = state
+            .store
+            .transition(Transition {
+                id: spec.id,
+                to: Status::Completed,
+                error: None,
+                write: SideWrite::Grant(&active),
+                event: Some(&event),
+                now,
+            })
+            .await?;
+        tracing::info!(session_id = %spec.id, "verification code confirmed");
+        return Ok(respond(&state, &updated, now, false));
+    }
+    let failures = pending.failures + 1;
+    if failures >= PendingCode::MAX_FAILURES {
+        let error = crate::domain::session::SessionError {
+            code: crate::domain::session::FailureCode::VerificationFailed,
+            description: "too many wrong verification codes".into(),
+        };
+        let mut failed = session.clone();
+        failed.status = Status::Failed;
+        failed.error = Some(error.clone());
+        let event = Event::for_session(&failed, None, now);
+        state
+            .store
+            .transition(Transition {
+                id: spec.id,
+                to: Status::Failed,
+                error: Some(&error),
+                write: SideWrite::None,
+                event: Some(&event),
+                now,
+            })
+            .await?;
+        // The tokens someone obtained through this session are not kept, here or at the provider.
+        if let Ok(provider) = super::profiles::provider_for(
+            &state,
+            &state
+                .store
+                .get_integration(&spec.bot, &spec.integration)
+                .await?
+                .ok_or(ApiError::NotFound("integration"))?,
+        )
+        .await
+        {
+            let aad =
+                crate::domain::grant::Grant::aad(&grant.bot, &grant.integration, &grant.subject);
+            if let Ok(tokens) = crate::domain::grant::Tokens::open(
+                &state.config.encryption,
+                &aad,
+                &grant.sealed_tokens,
+            ) {
+                let token = tokens
+                    .refresh_token
+                    .as_ref()
+                    .unwrap_or(&tokens.access_token);
+                if let Err(e) = provider
+                    .revoke(&state.http, token, tokens.refresh_token.is_some())
+                    .await
+                {
+                    tracing::warn!(error = %e, "could not revoke the unverified tokens");
+                }
+            }
+        }
+        state
+            .store
+            .delete_grant(&spec.bot, &spec.integration, &spec.subject, None)
+            .await?;
+        tracing::warn!(session_id = %spec.id, "verification failed: too many wrong codes");
+        return Err(ApiError::Invalid(
+            "wrong code; too many wrong codes, the auth session has failed".into(),
+        ));
+    }
+    let counted = crate::domain::grant::Grant {
+        pending_code: Some(PendingCode {
+            failures,
+            ..pending
+        }),
+        ..grant
+    };
+    if !state.store.update_grant(&counted, None).await? {
+        return Err(ApiError::Conflict(
+            "another verification is in progress; retry".into(),
+        ));
+    }
+    Err(ApiError::Invalid(format!(
+        "wrong code; {} attempt(s) left",
+        PendingCode::MAX_FAILURES - failures
+    )))
 }

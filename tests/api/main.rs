@@ -16,4 +16,5 @@ mod receiver;
 mod sessions;
 mod store;
 mod tokens;
+mod verification;
 mod webhooks;

@@ -164,6 +164,7 @@ fn grant(s: &Session, now: OffsetDateTime) -> Grant {
         refreshed_at: None,
         last_error: None,
         refresh_at: None,
+        pending_code: None,
         generation: 1,
         sealed_tokens: "k.sealed".into(),
     }
