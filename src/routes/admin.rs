@@ -9,7 +9,7 @@ use serde_json::{Value, json};
 use url::Url;
 
 use super::auth::{Caller, bot_id};
-use super::{ApiJson, AppState};
+use super::{AppState, json_body};
 use crate::clock;
 use crate::crypto::{random_token, sha256_hex};
 use crate::domain::IntegrationName;
@@ -67,11 +67,13 @@ pub async fn put_bot(
     State(state): State<AppState>,
     caller: Caller,
     Path(bot): Path<String>,
-    ApiJson(body): ApiJson<BotBody>,
+    headers: axum::http::HeaderMap,
+    super::RawBody(body): super::RawBody,
 ) -> Result<(StatusCode, Json<Bot>), ApiError> {
     // Creating a bot: a malformed id is a validation error, not a 404.
     let id = crate::domain::BotId::parse(&bot).map_err(|e| ApiError::Invalid(e.to_string()))?;
     caller.operator(&id)?;
+    let body: BotBody = json_body(&headers, &body)?;
     if body.name.trim().is_empty() || body.name.len() > 200 {
         return Err(ApiError::Invalid("name must be 1-200 characters".into()));
     }
@@ -144,7 +146,7 @@ pub async fn create_api_key(
     State(state): State<AppState>,
     caller: Caller,
     Path(bot): Path<String>,
-    body: axum::body::Bytes,
+    super::RawBody(body): super::RawBody,
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
     let id = bot_id(&bot)?;
     caller.operator(&id)?;
@@ -262,10 +264,12 @@ pub async fn put_integration(
     State(state): State<AppState>,
     caller: Caller,
     Path((bot, name)): Path<(String, String)>,
-    ApiJson(body): ApiJson<IntegrationBody>,
+    headers: axum::http::HeaderMap,
+    super::RawBody(body): super::RawBody,
 ) -> Result<(StatusCode, Json<Integration>), ApiError> {
     let bot = bot_id(&bot)?;
     caller.admin(&bot)?;
+    let body: IntegrationBody = json_body(&headers, &body)?;
     let name = IntegrationName::parse(&name).map_err(|e| ApiError::Invalid(e.to_string()))?;
     state
         .store

@@ -36,10 +36,22 @@ impl FromRequestParts<AppState> for Caller {
         if ct_eq(&hash, &state.config.operator_key_sha256) {
             return Ok(Caller::Operator);
         }
-        match state.store.find_api_key(&hash).await? {
-            Some(k) => Ok(Caller::Bot(k)),
-            None => Err(ApiError::Unauthorized),
+        let key = state
+            .store
+            .find_api_key(&hash)
+            .await?
+            .ok_or(ApiError::Unauthorized)?;
+        // Another bot's path: answered before anything else (body validation included) looks
+        // at the request, exactly as if that bot did not exist.
+        let path_bot = parts
+            .uri
+            .path()
+            .strip_prefix("/v1/bots/")
+            .map(|rest| rest.split('/').next().unwrap_or(""));
+        if path_bot.is_some_and(|b| b != key.bot.as_str()) {
+            return Err(ApiError::NotFound("bot"));
         }
+        Ok(Caller::Bot(key))
     }
 }
 

@@ -15,11 +15,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::Router;
-use axum::extract::rejection::JsonRejection;
-use axum::extract::{DefaultBodyLimit, FromRequest};
+use axum::extract::DefaultBodyLimit;
 use axum::http::{StatusCode, header};
 use axum::routing::{get, post, put};
-use tower_http::limit::RequestBodyLimitLayer;
 use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
 use tower_http::sensitive_headers::SetSensitiveRequestHeadersLayer;
 use tower_http::timeout::TimeoutLayer;
@@ -62,20 +60,48 @@ impl std::ops::Deref for AppState {
     }
 }
 
-/// JSON body whose rejections become our problem+json (400 syntax, 422 shape, 413 size, 415 type).
-#[derive(FromRequest)]
-#[from_request(via(axum::Json), rejection(ApiError))]
-pub struct ApiJson<T>(pub T);
+/// The raw request body, with axum's rejections (over the size limit, unreadable) turned into
+/// our problem+json errors.
+pub struct RawBody(pub axum::body::Bytes);
 
-impl From<JsonRejection> for ApiError {
-    fn from(r: JsonRejection) -> Self {
+impl<S: Send + Sync> axum::extract::FromRequest<S> for RawBody {
+    type Rejection = ApiError;
+
+    async fn from_request(req: axum::extract::Request, state: &S) -> Result<Self, ApiError> {
+        axum::body::Bytes::from_request(req, state)
+            .await
+            .map(RawBody)
+            .map_err(Into::into)
+    }
+}
+
+impl From<axum::extract::rejection::BytesRejection> for ApiError {
+    fn from(r: axum::extract::rejection::BytesRejection) -> Self {
         match r.status() {
             StatusCode::PAYLOAD_TOO_LARGE => ApiError::TooLarge(0),
-            StatusCode::UNSUPPORTED_MEDIA_TYPE => ApiError::UnsupportedMediaType,
-            StatusCode::UNPROCESSABLE_ENTITY => ApiError::Invalid(r.body_text()),
             _ => ApiError::BadRequest(r.body_text()),
         }
     }
+}
+
+/// Parse a JSON request body into our problem+json errors: 415 without a JSON content type, 400
+/// when malformed, 422 when well-formed but wrong. Handlers call it only after the caller's rights
+/// are checked, so another tenant's key never learns anything from validation errors.
+pub fn json_body<T: serde::de::DeserializeOwned>(
+    headers: &axum::http::HeaderMap,
+    body: &[u8],
+) -> Result<T, ApiError> {
+    let json = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("application/json"));
+    if !json {
+        return Err(ApiError::UnsupportedMediaType);
+    }
+    serde_json::from_slice(body).map_err(|e| match e.classify() {
+        serde_json::error::Category::Data => ApiError::Invalid(e.to_string()),
+        _ => ApiError::BadRequest(e.to_string()),
+    })
 }
 
 /// The request span: method, route template and request id — never the raw path or query (the
@@ -186,8 +212,8 @@ pub fn router(state: AppState) -> Router {
         .route("/oauth/callback/{config}", get(callback::callback))
         .fallback(|| async { ApiError::NotFound("route") })
         .with_state(state)
-        .layer(DefaultBodyLimit::disable())
-        .layer(RequestBodyLimitLayer::new(config.body_limit))
+        // The limit is enforced where the body is read, so that 413 is our problem+json too.
+        .layer(DefaultBodyLimit::max(config.body_limit))
         .layer(TimeoutLayer::with_status_code(
             StatusCode::SERVICE_UNAVAILABLE,
             deadline + Duration::from_secs(1),

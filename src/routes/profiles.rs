@@ -13,7 +13,7 @@ use url::Url;
 
 use super::admin::check_scopes;
 use super::auth::{Caller, bot_id};
-use super::{ApiJson, AppState};
+use super::{AppState, json_body};
 use crate::clock;
 use crate::config::secure_or_loopback;
 use crate::crypto::random_token;
@@ -202,10 +202,12 @@ pub async fn create(
     State(state): State<AppState>,
     caller: Caller,
     Path(bot): Path<String>,
-    ApiJson(body): ApiJson<ProfileBody>,
+    headers: axum::http::HeaderMap,
+    super::RawBody(body): super::RawBody,
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
     let bot = bot_id(&bot)?;
     caller.admin(&bot)?;
+    let body: ProfileBody = json_body(&headers, &body)?;
     state
         .store
         .get_bot(&bot)
@@ -256,7 +258,8 @@ pub async fn update(
     State(state): State<AppState>,
     caller: Caller,
     Path((bot, id)): Path<(String, String)>,
-    ApiJson(body): ApiJson<ProfileBody>,
+    headers: axum::http::HeaderMap,
+    super::RawBody(body): super::RawBody,
 ) -> Result<Json<Value>, ApiError> {
     let bot = bot_id(&bot)?;
     caller.admin(&bot)?;
@@ -265,6 +268,7 @@ pub async fn update(
         .get_profile(&bot, &id)
         .await?
         .ok_or(ApiError::NotFound("authorization profile"))?;
+    let body: ProfileBody = json_body(&headers, &body)?;
     validate(&state, &body)?;
     let profile = build(
         &state,

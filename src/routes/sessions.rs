@@ -4,7 +4,6 @@
 use std::time::Duration;
 
 use axum::Json;
-use axum::body::Bytes;
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
@@ -97,19 +96,10 @@ pub async fn create(
     caller: Caller,
     Path(bot): Path<String>,
     headers: HeaderMap,
-    body: Bytes,
+    super::RawBody(body): super::RawBody,
 ) -> Result<Response, ApiError> {
-    if !headers
-        .get(axum::http::header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| v.starts_with("application/json"))
-    {
-        return Err(ApiError::UnsupportedMediaType);
-    }
-    let req: CreateBody = serde_json::from_slice(&body).map_err(|e| match e.classify() {
-        serde_json::error::Category::Data => ApiError::Invalid(e.to_string()),
-        _ => ApiError::BadRequest(e.to_string()),
-    })?;
+    caller.runtime(&bot_id(&bot)?)?;
+    let req: CreateBody = super::json_body(&headers, &body)?;
     let (bot, integration) = bot_and_integration(&state, &caller, &bot, &req.integration).await?;
     if integration.mode != Mode::User {
         return Err(ApiError::Conflict(
@@ -541,7 +531,7 @@ pub async fn pre_authorize(
     State(state): State<AppState>,
     caller: Caller,
     Path((bot, integration)): Path<(String, String)>,
-    body: Bytes,
+    super::RawBody(body): super::RawBody,
 ) -> Result<Response, ApiError> {
     caller.admin(&bot_id(&bot)?)?;
     let req: PreAuthorizeBody = if body.is_empty() {
@@ -626,10 +616,12 @@ pub async fn verify(
     State(state): State<AppState>,
     caller: Caller,
     Path((bot, id)): Path<(String, String)>,
-    super::ApiJson(body): super::ApiJson<VerifyBody>,
+    headers: HeaderMap,
+    super::RawBody(body): super::RawBody,
 ) -> Result<Response, ApiError> {
     use crate::domain::grant::{GrantStatus, PendingCode};
     let session = load(&state, &caller, &bot, &id).await?;
+    let body: VerifyBody = super::json_body(&headers, &body)?;
     let now = clock::now();
     let session = settle_expiry(&state, session, now).await?;
     if session.status != Status::AwaitingCode {

@@ -10,7 +10,7 @@ use serde_json::json;
 
 use super::auth::Caller;
 use super::sessions::bot_and_integration;
-use super::{ApiJson, AppState};
+use super::{AppState, json_body};
 use crate::clock;
 use crate::domain::bot::{Integration, Mode};
 use crate::domain::event::Event;
@@ -64,10 +64,12 @@ pub async fn access_token(
     State(state): State<AppState>,
     caller: Caller,
     Path((bot, integration)): Path<(String, String)>,
-    ApiJson(body): ApiJson<TokenBody>,
+    headers: axum::http::HeaderMap,
+    super::RawBody(body): super::RawBody,
 ) -> Result<Response, ApiError> {
     let (_, integration) =
         bot_and_integration(&state, &caller, &bot, &integration_name(&integration)?).await?;
+    let body: TokenBody = json_body(&headers, &body)?;
     let subject = subject(&integration, body.user_id)?;
     let (provider, grant) = working_grant(&state, &integration, &subject).await?;
     match refresh::access_token(&state, &provider, grant, body.force_refresh).await {

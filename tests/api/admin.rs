@@ -252,3 +252,163 @@ async fn a_revoked_key_stops_working_on_every_replica_at_once() {
     })
     .await;
 }
+
+/// Every bot-scoped route: another bot's admin key is answered 404 (as if the bot did not
+/// exist), a runtime key on an admin route 403 — and nothing changes.
+#[tokio::test]
+async fn the_authorization_matrix_holds_for_every_bot_route() {
+    let app = spawn_app().await;
+    let runtime = app.setup_bot("acme").await;
+    app.setup_bot("other").await;
+    let r = app
+        .call(
+            Method::POST,
+            "/v1/bots/other/api-keys",
+            &app.operator_key,
+            Some(json!({"role": "admin"})),
+        )
+        .await;
+    let foreign_admin = r.json::<Value>().await.unwrap()["key"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let s = app.new_session(&runtime, "acme", "u1").await;
+    let sid = s["id"].as_str().unwrap();
+    let before = app.redis_dump();
+
+    let admin_routes: Vec<(Method, String, Option<Value>)> = vec![
+        (
+            Method::PUT,
+            "/v1/bots/acme".into(),
+            Some(json!({"name": "x"})),
+        ),
+        (Method::DELETE, "/v1/bots/acme".into(), None),
+        (
+            Method::POST,
+            "/v1/bots/acme/api-keys".into(),
+            Some(json!({})),
+        ),
+        (Method::GET, "/v1/bots/acme/api-keys".into(), None),
+        (Method::DELETE, "/v1/bots/acme/api-keys/key_x".into(), None),
+        (
+            Method::PUT,
+            "/v1/bots/acme/integrations/crm".into(),
+            Some(json!({"provider": "salesforce"})),
+        ),
+        (
+            Method::DELETE,
+            "/v1/bots/acme/integrations/crm".into(),
+            None,
+        ),
+        (
+            Method::POST,
+            "/v1/bots/acme/integrations/crm/pre-authorize".into(),
+            None,
+        ),
+        (Method::POST, "/v1/bots/acme/webhook-secrets".into(), None),
+        (Method::GET, "/v1/bots/acme/webhook-secrets".into(), None),
+        (
+            Method::DELETE,
+            "/v1/bots/acme/webhook-secrets/whs_x".into(),
+            None,
+        ),
+        (
+            Method::GET,
+            "/v1/bots/acme/webhook-deliveries?state=dead".into(),
+            None,
+        ),
+        (
+            Method::POST,
+            "/v1/bots/acme/webhook-deliveries/evt_x/replay".into(),
+            None,
+        ),
+        (
+            Method::POST,
+            "/v1/bots/acme/auth-profiles".into(),
+            Some(json!({})),
+        ),
+        (Method::GET, "/v1/bots/acme/auth-profiles".into(), None),
+        (
+            Method::GET,
+            "/v1/bots/acme/auth-profiles/prof_x".into(),
+            None,
+        ),
+        (
+            Method::DELETE,
+            "/v1/bots/acme/auth-profiles/prof_x".into(),
+            None,
+        ),
+    ];
+    let runtime_routes: Vec<(Method, String, Option<Value>)> = vec![
+        (Method::GET, "/v1/bots/acme".into(), None),
+        (Method::GET, "/v1/bots/acme/integrations/crm".into(), None),
+        (
+            Method::POST,
+            "/v1/bots/acme/auth-sessions".into(),
+            Some(json!({"integration": "crm", "user_id": "u2"})),
+        ),
+        (
+            Method::GET,
+            format!("/v1/bots/acme/auth-sessions/{sid}"),
+            None,
+        ),
+        (
+            Method::DELETE,
+            format!("/v1/bots/acme/auth-sessions/{sid}"),
+            None,
+        ),
+        (
+            Method::GET,
+            format!("/v1/bots/acme/auth-sessions/{sid}/events"),
+            None,
+        ),
+        (
+            Method::POST,
+            format!("/v1/bots/acme/auth-sessions/{sid}/verify"),
+            Some(json!({"code": "000000"})),
+        ),
+        (
+            Method::POST,
+            "/v1/bots/acme/integrations/crm/access-token".into(),
+            Some(json!({"user_id": "u1"})),
+        ),
+        (
+            Method::GET,
+            "/v1/bots/acme/integrations/crm/connections/u1".into(),
+            None,
+        ),
+        (
+            Method::DELETE,
+            "/v1/bots/acme/integrations/crm/connections/u1".into(),
+            None,
+        ),
+        (
+            Method::POST,
+            "/v1/bots/acme/integrations/crm/connections/u1/check".into(),
+            None,
+        ),
+    ];
+    for (method, path, body) in admin_routes.iter().chain(runtime_routes.iter()) {
+        let r = app
+            .call(method.clone(), path, &foreign_admin, body.clone())
+            .await;
+        assert_eq!(
+            r.status(),
+            StatusCode::NOT_FOUND,
+            "foreign admin key: {method} {path}"
+        );
+    }
+    for (method, path, body) in &admin_routes {
+        let r = app.call(method.clone(), path, &runtime, body.clone()).await;
+        assert_eq!(
+            r.status(),
+            StatusCode::FORBIDDEN,
+            "runtime key: {method} {path}"
+        );
+    }
+    let mut after = app.redis_dump();
+    let mut before = before;
+    before.sort();
+    after.sort();
+    assert_eq!(before, after, "nothing changed in the store");
+}

@@ -36,6 +36,11 @@ async fn bad_input_gets_a_clear_problem_and_creates_nothing() {
     for (name, req, expected) in cases {
         let r = req.bearer_auth(&key).send().await.unwrap();
         let status = r.status();
+        assert_eq!(
+            r.headers()["content-type"],
+            "application/problem+json",
+            "{name}"
+        );
         assert_eq!(status, expected, "{name}: {}", r.text().await.unwrap());
     }
     let r = app
