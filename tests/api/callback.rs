@@ -389,6 +389,16 @@ async fn an_identity_mismatch_revokes_and_stores_nothing() {
         1,
         "the fresh tokens were revoked"
     );
+    let stored = app
+        .store
+        .get_grant(
+            &authlink::domain::BotId::parse("acme").unwrap(),
+            &authlink::domain::IntegrationName::parse("crm").unwrap(),
+            &authlink::domain::Subject::parse("u1").unwrap(),
+        )
+        .await
+        .unwrap();
+    assert!(stored.is_none(), "nothing stored");
 
     let r = app
         .create_session(&key, "acme", json!({"integration": "crm", "user_id": "u2", "expected_identity": {"email": "ADA@example.com"}}))
