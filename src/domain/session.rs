@@ -98,7 +98,7 @@ impl FailureCode {
     }
 }
 
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum Verification {
     #[default]
@@ -108,7 +108,7 @@ pub enum Verification {
 
 /// Who the person is expected to be (SPEC §6). Compared with the provider's identity after the
 /// exchange.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ExpectedIdentity {
     #[serde(default, skip_serializing_if = "Option::is_none")]

@@ -20,7 +20,7 @@ use crate::domain::bot::{
 use crate::domain::session::Verification;
 use crate::error::ApiError;
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct BotBody {
     name: String,
@@ -63,6 +63,7 @@ pub fn check_webhook_url(url: &Url) -> Result<(), ApiError> {
     Ok(())
 }
 
+#[utoipa::path(operation_id = "admin_put_bot", put, path = "/v1/bots/{bot}", tag = "bots", summary = "Create or update a bot (operator)", params(("bot" = String, Path)), request_body = BotBody, responses((status = 200, description = "200/201: the bot"), (status = "4XX", description = "problem+json (RFC 9457)")), security(("bearer" = [])))]
 pub async fn put_bot(
     State(state): State<AppState>,
     caller: Caller,
@@ -104,6 +105,7 @@ pub async fn put_bot(
     Ok((status, Json(bot)))
 }
 
+#[utoipa::path(operation_id = "admin_get_bot", get, path = "/v1/bots/{bot}", tag = "bots", summary = "Read a bot", params(("bot" = String, Path)), responses((status = 200, description = "200: the bot"), (status = "4XX", description = "problem+json (RFC 9457)")), security(("bearer" = [])))]
 pub async fn get_bot(
     State(state): State<AppState>,
     caller: Caller,
@@ -119,6 +121,7 @@ pub async fn get_bot(
         .ok_or(ApiError::NotFound("bot"))
 }
 
+#[utoipa::path(operation_id = "admin_delete_bot", delete, path = "/v1/bots/{bot}", tag = "bots", summary = "Delete a bot with its keys and integrations (operator)", params(("bot" = String, Path)), responses((status = 204, description = "204"), (status = "4XX", description = "problem+json (RFC 9457)")), security(("bearer" = [])))]
 pub async fn delete_bot(
     State(state): State<AppState>,
     caller: Caller,
@@ -133,7 +136,7 @@ pub async fn delete_bot(
     }
 }
 
-#[derive(Deserialize, Default)]
+#[derive(Deserialize, Default, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct KeyBody {
     #[serde(default)]
@@ -142,6 +145,7 @@ pub struct KeyBody {
     name: Option<String>,
 }
 
+#[utoipa::path(operation_id = "admin_create_api_key", post, path = "/v1/bots/{bot}/api-keys", tag = "keys", summary = "Create a bot key, shown once (operator)", params(("bot" = String, Path)), request_body = KeyBody, responses((status = 201, description = "201: the key"), (status = "4XX", description = "problem+json (RFC 9457)")), security(("bearer" = [])))]
 pub async fn create_api_key(
     State(state): State<AppState>,
     caller: Caller,
@@ -200,6 +204,7 @@ fn key_view(k: &ApiKey) -> Value {
     })
 }
 
+#[utoipa::path(operation_id = "admin_list_api_keys", get, path = "/v1/bots/{bot}/api-keys", tag = "keys", summary = "List a bot's keys, without secrets (admin)", params(("bot" = String, Path)), responses((status = 200, description = "200: keys"), (status = "4XX", description = "problem+json (RFC 9457)")), security(("bearer" = [])))]
 pub async fn list_api_keys(
     State(state): State<AppState>,
     caller: Caller,
@@ -213,6 +218,7 @@ pub async fn list_api_keys(
     ))
 }
 
+#[utoipa::path(operation_id = "admin_delete_api_key", delete, path = "/v1/bots/{bot}/api-keys/{key}", tag = "keys", summary = "Revoke a key (admin)", params(("bot" = String, Path), ("key" = String, Path)), responses((status = 204, description = "204"), (status = "4XX", description = "problem+json (RFC 9457)")), security(("bearer" = [])))]
 pub async fn delete_api_key(
     State(state): State<AppState>,
     caller: Caller,
@@ -227,13 +233,14 @@ pub async fn delete_api_key(
     }
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct IntegrationBody {
     provider: ProviderKind,
     #[serde(default)]
     mode: Mode,
     #[serde(default)]
+    #[schema(value_type = String, example = "system")]
     profile: ProfileRef,
     #[serde(default)]
     scopes: Option<Vec<String>>,
@@ -260,6 +267,7 @@ pub fn check_scopes(scopes: &[String]) -> Result<(), ApiError> {
     Ok(())
 }
 
+#[utoipa::path(operation_id = "admin_put_integration", put, path = "/v1/bots/{bot}/integrations/{integration}", tag = "integrations", summary = "Configure an integration: provider, mode, app (admin)", params(("bot" = String, Path), ("integration" = String, Path)), request_body = IntegrationBody, responses((status = 200, description = "200/201: the integration"), (status = "4XX", description = "problem+json (RFC 9457)")), security(("bearer" = [])))]
 pub async fn put_integration(
     State(state): State<AppState>,
     caller: Caller,
@@ -336,6 +344,7 @@ pub async fn put_integration(
     Ok((status, Json(integration)))
 }
 
+#[utoipa::path(operation_id = "admin_get_integration", get, path = "/v1/bots/{bot}/integrations/{integration}", tag = "integrations", summary = "Read an integration, with the callback URL to register", params(("bot" = String, Path), ("integration" = String, Path)), responses((status = 200, description = "200: the integration"), (status = "4XX", description = "problem+json (RFC 9457)")), security(("bearer" = [])))]
 pub async fn get_integration(
     State(state): State<AppState>,
     caller: Caller,
@@ -356,6 +365,7 @@ pub async fn get_integration(
     Ok(Json(view))
 }
 
+#[utoipa::path(operation_id = "admin_delete_integration", delete, path = "/v1/bots/{bot}/integrations/{integration}", tag = "integrations", summary = "Delete an integration (admin)", params(("bot" = String, Path), ("integration" = String, Path)), responses((status = 204, description = "204"), (status = "4XX", description = "problem+json (RFC 9457)")), security(("bearer" = [])))]
 pub async fn delete_integration(
     State(state): State<AppState>,
     caller: Caller,
@@ -371,6 +381,7 @@ pub async fn delete_integration(
     }
 }
 
+#[utoipa::path(operation_id = "admin_create_webhook_secret", post, path = "/v1/bots/{bot}/webhook-secrets", tag = "webhooks", summary = "Create a webhook signing secret, shown once (admin)", params(("bot" = String, Path)), responses((status = 201, description = "201: the secret"), (status = "4XX", description = "problem+json (RFC 9457)")), security(("bearer" = [])))]
 /// A new webhook signing secret (shown once). All of a bot's secrets sign every delivery, so a
 /// rotation is: create the new one, deploy it at the receiver, delete the old one.
 pub async fn create_webhook_secret(
@@ -412,6 +423,7 @@ pub async fn create_webhook_secret(
     ))
 }
 
+#[utoipa::path(operation_id = "admin_list_webhook_secrets", get, path = "/v1/bots/{bot}/webhook-secrets", tag = "webhooks", summary = "List webhook secrets, without secrets (admin)", params(("bot" = String, Path)), responses((status = 200, description = "200: secrets"), (status = "4XX", description = "problem+json (RFC 9457)")), security(("bearer" = [])))]
 pub async fn list_webhook_secrets(
     State(state): State<AppState>,
     caller: Caller,
@@ -425,6 +437,7 @@ pub async fn list_webhook_secrets(
     })))
 }
 
+#[utoipa::path(operation_id = "admin_delete_webhook_secret", delete, path = "/v1/bots/{bot}/webhook-secrets/{id}", tag = "webhooks", summary = "Retire a webhook secret (admin)", params(("bot" = String, Path), ("id" = String, Path)), responses((status = 204, description = "204"), (status = "4XX", description = "problem+json (RFC 9457)")), security(("bearer" = [])))]
 pub async fn delete_webhook_secret(
     State(state): State<AppState>,
     caller: Caller,
@@ -444,6 +457,7 @@ pub struct DeliveriesQuery {
     state: Option<String>,
 }
 
+#[utoipa::path(operation_id = "admin_list_deliveries", get, path = "/v1/bots/{bot}/webhook-deliveries", tag = "webhooks", summary = "Dead letters (?state=dead) or queued deliveries (?state=pending) (admin)", params(("bot" = String, Path)), responses((status = 200, description = "200: deliveries"), (status = "4XX", description = "problem+json (RFC 9457)")), security(("bearer" = [])))]
 pub async fn list_deliveries(
     State(state): State<AppState>,
     caller: Caller,
@@ -476,6 +490,7 @@ pub async fn list_deliveries(
     })))
 }
 
+#[utoipa::path(operation_id = "admin_replay_delivery", post, path = "/v1/bots/{bot}/webhook-deliveries/{id}/replay", tag = "webhooks", summary = "Send a dead letter again (admin)", params(("bot" = String, Path), ("id" = String, Path)), responses((status = 202, description = "202"), (status = "4XX", description = "problem+json (RFC 9457)")), security(("bearer" = [])))]
 pub async fn replay_delivery(
     State(state): State<AppState>,
     caller: Caller,

@@ -35,6 +35,7 @@ pub struct CallbackQuery {
     error_description: Option<String>,
 }
 
+#[utoipa::path(operation_id = "callback_callback", get, path = "/oauth/callback/{config}", tag = "browser", summary = "The provider's redirect back", params(("config" = String, Path)), responses((status = 200, description = "200: text/html result page"), (status = "4XX", description = "problem+json (RFC 9457)")))]
 pub async fn callback(
     State(state): State<AppState>,
     Path(config_id): Path<String>,

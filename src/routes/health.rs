@@ -7,10 +7,12 @@ use serde_json::{Value, json};
 
 use super::AppState;
 
+#[utoipa::path(operation_id = "health_healthz", get, path = "/healthz", tag = "operations", summary = "The process serves", responses((status = 200, description = "200"), (status = "4XX", description = "problem+json (RFC 9457)")))]
 pub async fn healthz() -> Json<Value> {
     Json(json!({"status": "ok"}))
 }
 
+#[utoipa::path(operation_id = "health_readyz", get, path = "/readyz", tag = "operations", summary = "The store is reachable", responses((status = 200, description = "200, or 503"), (status = "4XX", description = "problem+json (RFC 9457)")))]
 pub async fn readyz(State(state): State<AppState>) -> (StatusCode, Json<Value>) {
     match state.store.ping().await {
         Ok(()) => (StatusCode::OK, Json(json!({"status": "ready"}))),
@@ -21,6 +23,7 @@ pub async fn readyz(State(state): State<AppState>) -> (StatusCode, Json<Value>) 
     }
 }
 
+#[utoipa::path(operation_id = "health_metrics", get, path = "/metrics", tag = "operations", summary = "Prometheus metrics", responses((status = 200, description = "200: text/plain"), (status = "4XX", description = "problem+json (RFC 9457)")))]
 /// Prometheus text exposition.
 pub async fn metrics(
     State(state): State<AppState>,

@@ -96,6 +96,7 @@ async fn open(state: &AppState, token: &str, headers: &HeaderMap) -> Result<Sess
     Ok(session)
 }
 
+#[utoipa::path(operation_id = "link_interstitial", get, path = "/l/{link}", tag = "browser", summary = "The link: an interstitial page that changes nothing", params(("link" = String, Path)), responses((status = 200, description = "200: text/html"), (status = "4XX", description = "problem+json (RFC 9457)")))]
 pub async fn interstitial(
     State(state): State<AppState>,
     Path(token): Path<String>,
@@ -123,6 +124,7 @@ pub async fn interstitial(
     page.into_response()
 }
 
+#[utoipa::path(operation_id = "link_start", post, path = "/l/{link}", tag = "browser", summary = "Continue: start a sign-in (PKCE, signed state, binding cookie)", params(("link" = String, Path)), responses((status = 303, description = "303 to the provider"), (status = "4XX", description = "problem+json (RFC 9457)")))]
 pub async fn start(
     State(state): State<AppState>,
     Path(token): Path<String>,

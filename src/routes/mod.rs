@@ -17,11 +17,14 @@ use std::time::Duration;
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
 use axum::http::{StatusCode, header};
-use axum::routing::{get, post, put};
+use axum::routing::get;
 use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
 use tower_http::sensitive_headers::SetSensitiveRequestHeadersLayer;
 use tower_http::timeout::TimeoutLayer;
 use tower_http::trace::TraceLayer;
+use utoipa::OpenApi as _;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 use crate::config::Config;
 use crate::error::ApiError;
@@ -104,6 +107,30 @@ pub fn json_body<T: serde::de::DeserializeOwned>(
     })
 }
 
+#[derive(utoipa::OpenApi)]
+#[openapi(
+    info(
+        title = "authlink",
+        description = "OAuth authorization links for chatbots and AI agents: sessions, signed links, the PKCE callback, tokens, webhooks. Errors are RFC 9457 problem+json."
+    ),
+    modifiers(&BearerAuth)
+)]
+struct ApiDoc;
+
+/// `Authorization: Bearer <operator key | bot key>`.
+struct BearerAuth;
+
+impl utoipa::Modify for BearerAuth {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+        let components = openapi.components.get_or_insert_with(Default::default);
+        components.add_security_scheme(
+            "bearer",
+            SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).build()),
+        );
+    }
+}
+
 /// The request span: method, route template and request id — never the raw path or query (the
 /// link carries its token, the callback the authorization code and state) and never headers.
 fn request_span(req: &axum::http::Request<axum::body::Body>) -> tracing::Span {
@@ -129,87 +156,53 @@ pub fn router(state: AppState) -> Router {
     let config = state.config.clone();
     // Long-polls hold a request for up to `max_wait`; the deadline covers that plus the work.
     let deadline = config.request_timeout + config.max_wait;
-    Router::new()
-        .route("/healthz", get(health::healthz))
-        .route("/readyz", get(health::readyz))
+    let (api_router, openapi) = OpenApiRouter::with_openapi(ApiDoc::openapi())
+        .routes(routes!(health::healthz))
+        .routes(routes!(health::readyz))
+        .routes(routes!(health::metrics))
+        .routes(routes!(admin::put_bot, admin::get_bot, admin::delete_bot))
+        .routes(routes!(admin::create_api_key, admin::list_api_keys))
+        .routes(routes!(admin::delete_api_key))
+        .routes(routes!(
+            admin::put_integration,
+            admin::get_integration,
+            admin::delete_integration
+        ))
+        .routes(routes!(
+            admin::create_webhook_secret,
+            admin::list_webhook_secrets
+        ))
+        .routes(routes!(admin::delete_webhook_secret))
+        .routes(routes!(admin::list_deliveries))
+        .routes(routes!(admin::replay_delivery))
+        .routes(routes!(profiles::create, profiles::list))
+        .routes(routes!(profiles::get, profiles::update, profiles::delete))
+        .routes(routes!(sessions::pre_authorize))
+        .routes(routes!(sessions::create))
+        .routes(routes!(sessions::status, sessions::cancel))
+        .routes(routes!(sessions::events))
+        .routes(routes!(sessions::verify))
+        .routes(routes!(tokens::access_token))
+        .routes(routes!(tokens::connection, tokens::disconnect))
+        .routes(routes!(tokens::check))
+        .routes(routes!(link::interstitial, link::start))
+        .routes(routes!(callback::callback))
+        .split_for_parts();
+    // The spec is built from the same annotated handlers the router serves: it cannot drift.
+    let spec: Arc<str> = openapi.to_json().unwrap_or_default().into();
+    api_router
         .route(
-            "/v1/bots/{bot}",
-            put(admin::put_bot)
-                .get(admin::get_bot)
-                .delete(admin::delete_bot),
+            "/openapi.json",
+            get(move || {
+                let spec = spec.clone();
+                async move {
+                    (
+                        [(header::CONTENT_TYPE, "application/json")],
+                        spec.to_string(),
+                    )
+                }
+            }),
         )
-        .route(
-            "/v1/bots/{bot}/api-keys",
-            post(admin::create_api_key).get(admin::list_api_keys),
-        )
-        .route(
-            "/v1/bots/{bot}/api-keys/{key}",
-            axum::routing::delete(admin::delete_api_key),
-        )
-        .route(
-            "/v1/bots/{bot}/integrations/{integration}",
-            put(admin::put_integration)
-                .get(admin::get_integration)
-                .delete(admin::delete_integration),
-        )
-        .route(
-            "/v1/bots/{bot}/webhook-secrets",
-            post(admin::create_webhook_secret).get(admin::list_webhook_secrets),
-        )
-        .route(
-            "/v1/bots/{bot}/webhook-secrets/{id}",
-            axum::routing::delete(admin::delete_webhook_secret),
-        )
-        .route(
-            "/v1/bots/{bot}/webhook-deliveries",
-            get(admin::list_deliveries),
-        )
-        .route(
-            "/v1/bots/{bot}/webhook-deliveries/{id}/replay",
-            post(admin::replay_delivery),
-        )
-        .route(
-            "/v1/bots/{bot}/auth-sessions/{id}/events",
-            get(sessions::events),
-        )
-        .route(
-            "/v1/bots/{bot}/auth-sessions/{id}/verify",
-            post(sessions::verify),
-        )
-        .route("/metrics", get(health::metrics))
-        .route(
-            "/v1/bots/{bot}/auth-profiles",
-            post(profiles::create).get(profiles::list),
-        )
-        .route(
-            "/v1/bots/{bot}/auth-profiles/{id}",
-            get(profiles::get)
-                .put(profiles::update)
-                .delete(profiles::delete),
-        )
-        .route(
-            "/v1/bots/{bot}/integrations/{integration}/pre-authorize",
-            post(sessions::pre_authorize),
-        )
-        .route(
-            "/v1/bots/{bot}/integrations/{integration}/access-token",
-            post(tokens::access_token),
-        )
-        .route(
-            "/v1/bots/{bot}/integrations/{integration}/connections/{user}",
-            get(tokens::connection).delete(tokens::disconnect),
-        )
-        .route(
-            "/v1/bots/{bot}/integrations/{integration}/connections/{user}/check",
-            post(tokens::check),
-        )
-        .route("/v1/bots/{bot}/auth-sessions", post(sessions::create))
-        .route(
-            "/v1/bots/{bot}/auth-sessions/{id}",
-            get(sessions::status).delete(sessions::cancel),
-        )
-        .route("/l/{link}", get(link::interstitial).post(link::start))
-        .route("/oauth/callback/{config}", get(callback::callback))
         .fallback(|| async { ApiError::NotFound("route") })
         .with_state(state)
         // The limit is enforced where the body is read, so that 413 is our problem+json too.

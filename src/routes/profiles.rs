@@ -43,7 +43,7 @@ pub async fn provider_for(
     }
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ProfileBody {
     name: String,
@@ -198,6 +198,7 @@ fn build(
     })
 }
 
+#[utoipa::path(operation_id = "profiles_create", post, path = "/v1/bots/{bot}/auth-profiles", tag = "profiles", summary = "Create a custom OAuth app; the secret is write-only (admin)", params(("bot" = String, Path)), request_body = ProfileBody, responses((status = 201, description = "201: the profile with its callback URL"), (status = "4XX", description = "problem+json (RFC 9457)")), security(("bearer" = [])))]
 pub async fn create(
     State(state): State<AppState>,
     caller: Caller,
@@ -226,6 +227,7 @@ pub async fn create(
     Ok((StatusCode::CREATED, Json(view(&state, &profile))))
 }
 
+#[utoipa::path(operation_id = "profiles_list", get, path = "/v1/bots/{bot}/auth-profiles", tag = "profiles", summary = "List custom apps (admin)", params(("bot" = String, Path)), responses((status = 200, description = "200: profiles"), (status = "4XX", description = "problem+json (RFC 9457)")), security(("bearer" = [])))]
 pub async fn list(
     State(state): State<AppState>,
     caller: Caller,
@@ -239,6 +241,7 @@ pub async fn list(
     ))
 }
 
+#[utoipa::path(operation_id = "profiles_get", get, path = "/v1/bots/{bot}/auth-profiles/{id}", tag = "profiles", summary = "Read a custom app (admin)", params(("bot" = String, Path), ("id" = String, Path)), responses((status = 200, description = "200: the profile"), (status = "4XX", description = "problem+json (RFC 9457)")), security(("bearer" = [])))]
 pub async fn get(
     State(state): State<AppState>,
     caller: Caller,
@@ -254,6 +257,7 @@ pub async fn get(
     Ok(Json(view(&state, &p)))
 }
 
+#[utoipa::path(operation_id = "profiles_update", put, path = "/v1/bots/{bot}/auth-profiles/{id}", tag = "profiles", summary = "Update a custom app; omit client_secret to keep it (admin)", params(("bot" = String, Path), ("id" = String, Path)), request_body = ProfileBody, responses((status = 200, description = "200: the profile"), (status = "4XX", description = "problem+json (RFC 9457)")), security(("bearer" = [])))]
 pub async fn update(
     State(state): State<AppState>,
     caller: Caller,
@@ -282,6 +286,7 @@ pub async fn update(
     Ok(Json(view(&state, &profile)))
 }
 
+#[utoipa::path(operation_id = "profiles_delete", delete, path = "/v1/bots/{bot}/auth-profiles/{id}", tag = "profiles", summary = "Delete an unused custom app (admin)", params(("bot" = String, Path), ("id" = String, Path)), responses((status = 204, description = "204"), (status = "4XX", description = "problem+json (RFC 9457)")), security(("bearer" = [])))]
 pub async fn delete(
     State(state): State<AppState>,
     caller: Caller,

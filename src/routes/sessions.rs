@@ -29,14 +29,17 @@ use crate::store::{CreateOutcome, Idempotency, NewSession, SideWrite, Transition
 
 const MAX_CONTEXT: usize = 8 * 1024;
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateBody {
+    #[schema(value_type = String)]
     integration: IntegrationName,
+    #[schema(value_type = String)]
     user_id: UserId,
     #[serde(default)]
     conversation_id: Option<String>,
     #[serde(default)]
+    #[schema(value_type = Option<Object>)]
     context: Option<Box<RawValue>>,
     #[serde(default)]
     webhook_url: Option<Url>,
@@ -91,6 +94,7 @@ pub(crate) async fn bot_and_integration(
     Ok((b, i))
 }
 
+#[utoipa::path(operation_id = "sessions_create", post, path = "/v1/bots/{bot}/auth-sessions", tag = "sessions", summary = "Create an auth session and its link", params(("bot" = String, Path)), request_body = CreateBody, responses((status = 201, description = "201: the session with its link; 200: already_authorized"), (status = "4XX", description = "problem+json (RFC 9457)")), security(("bearer" = [])))]
 pub async fn create(
     State(state): State<AppState>,
     caller: Caller,
@@ -366,6 +370,7 @@ pub(crate) async fn settle_expiry(
     Ok(crate::expiry::settle(&*state.store, s, now).await?)
 }
 
+#[utoipa::path(operation_id = "sessions_status", get, path = "/v1/bots/{bot}/auth-sessions/{id}", tag = "sessions", summary = "Session status; ?wait=N long-polls until it settles", params(("bot" = String, Path), ("id" = String, Path)), responses((status = 200, description = "200: the session"), (status = "4XX", description = "problem+json (RFC 9457)")), security(("bearer" = [])))]
 pub async fn status(
     State(state): State<AppState>,
     caller: Caller,
@@ -411,6 +416,7 @@ pub async fn status(
     }
 }
 
+#[utoipa::path(operation_id = "sessions_cancel", delete, path = "/v1/bots/{bot}/auth-sessions/{id}", tag = "sessions", summary = "Cancel a session", params(("bot" = String, Path), ("id" = String, Path)), responses((status = 200, description = "200: the session"), (status = "4XX", description = "problem+json (RFC 9457)")), security(("bearer" = [])))]
 pub async fn cancel(
     State(state): State<AppState>,
     caller: Caller,
@@ -443,6 +449,7 @@ pub async fn cancel(
     Ok(respond(&state, &updated, now, false))
 }
 
+#[utoipa::path(operation_id = "sessions_events", get, path = "/v1/bots/{bot}/auth-sessions/{id}/events", tag = "sessions", summary = "Server-sent events of status changes, until settled", params(("bot" = String, Path), ("id" = String, Path)), responses((status = 200, description = "200: text/event-stream"), (status = "4XX", description = "problem+json (RFC 9457)")), security(("bearer" = [])))]
 /// Server-sent events for engines that cannot receive webhooks: one `status` event now, one per
 /// change (on any replica), and the stream ends once the session is settled. Comment lines keep
 /// idle connections alive through proxies.
@@ -512,7 +519,7 @@ pub async fn events(
         .into_response())
 }
 
-#[derive(Deserialize, Default)]
+#[derive(Deserialize, Default, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct PreAuthorizeBody {
     #[serde(default)]
@@ -525,6 +532,7 @@ pub struct PreAuthorizeBody {
     return_url: Option<Url>,
 }
 
+#[utoipa::path(operation_id = "sessions_pre_authorize", post, path = "/v1/bots/{bot}/integrations/{integration}/pre-authorize", tag = "integrations", summary = "A sign-in link for the bot-wide grant (admin)", params(("bot" = String, Path), ("integration" = String, Path)), request_body = PreAuthorizeBody, responses((status = 201, description = "201: the session with its link"), (status = "4XX", description = "problem+json (RFC 9457)")), security(("bearer" = [])))]
 /// "Pre-authorize the integration": a link for an admin, whose sign-in stores the bot-wide grant
 /// that every conversation of the bot then uses. Signing in again replaces it.
 pub async fn pre_authorize(
@@ -603,12 +611,13 @@ pub async fn pre_authorize(
     Ok((StatusCode::CREATED, respond(&state, &session, now, true)).into_response())
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct VerifyBody {
     code: String,
 }
 
+#[utoipa::path(operation_id = "sessions_verify", post, path = "/v1/bots/{bot}/auth-sessions/{id}/verify", tag = "sessions", summary = "Confirm the verification code the person typed", params(("bot" = String, Path), ("id" = String, Path)), request_body = VerifyBody, responses((status = 200, description = "200: the completed session"), (status = "4XX", description = "problem+json (RFC 9457)")), security(("bearer" = [])))]
 /// `verification: code`: the dialog engine posts the code the person typed into the chat. The
 /// right code makes the grant usable and completes the session (one atomic store step); five
 /// wrong ones fail it and the grant is revoked and dropped. Codes expire with the session.

@@ -20,10 +20,11 @@ use crate::error::ApiError;
 use crate::oauth::Provider;
 use crate::refresh::{self, TokenError};
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct TokenBody {
     #[serde(default)]
+    #[schema(value_type = Option<String>)]
     user_id: Option<UserId>,
     #[serde(default)]
     force_refresh: bool,
@@ -60,6 +61,7 @@ async fn working_grant(
     Ok((provider, grant))
 }
 
+#[utoipa::path(operation_id = "tokens_access_token", post, path = "/v1/bots/{bot}/integrations/{integration}/access-token", tag = "tokens", summary = "A working access token (refreshed exactly once when needed)", params(("bot" = String, Path), ("integration" = String, Path)), request_body = TokenBody, responses((status = 200, description = "200: the token"), (status = "4XX", description = "problem+json (RFC 9457)")), security(("bearer" = [])))]
 pub async fn access_token(
     State(state): State<AppState>,
     caller: Caller,
@@ -100,6 +102,7 @@ fn token_response(grant: &Grant, tokens: &Tokens) -> Response {
     resp
 }
 
+#[utoipa::path(operation_id = "tokens_connection", get, path = "/v1/bots/{bot}/integrations/{integration}/connections/{user}", tag = "tokens", summary = "Connection metadata, never tokens", params(("bot" = String, Path), ("integration" = String, Path), ("user" = String, Path)), responses((status = 200, description = "200: the connection"), (status = "4XX", description = "problem+json (RFC 9457)")), security(("bearer" = [])))]
 pub async fn connection(
     State(state): State<AppState>,
     caller: Caller,
@@ -126,6 +129,7 @@ pub async fn connection(
     })))
 }
 
+#[utoipa::path(operation_id = "tokens_disconnect", delete, path = "/v1/bots/{bot}/integrations/{integration}/connections/{user}", tag = "tokens", summary = "Disconnect: revoke at the provider and delete", params(("bot" = String, Path), ("integration" = String, Path), ("user" = String, Path)), responses((status = 200, description = "200: revoked"), (status = "4XX", description = "problem+json (RFC 9457)")), security(("bearer" = [])))]
 /// Disconnect: revoke at the provider (best effort — a provider that fails to revoke does not
 /// keep the grant alive here), delete the grant, emit `connection.revoked`.
 pub async fn disconnect(
@@ -178,6 +182,7 @@ pub async fn disconnect(
     ))
 }
 
+#[utoipa::path(operation_id = "tokens_check", post, path = "/v1/bots/{bot}/integrations/{integration}/connections/{user}/check", tag = "tokens", summary = "Live identity call with the stored token", params(("bot" = String, Path), ("integration" = String, Path), ("user" = String, Path)), responses((status = 200, description = "200: the result"), (status = "4XX", description = "problem+json (RFC 9457)")), security(("bearer" = [])))]
 /// The "Test" button: get a working token (refreshing if needed) and make a live identity call.
 pub async fn check(
     State(state): State<AppState>,

@@ -412,3 +412,94 @@ async fn the_authorization_matrix_holds_for_every_bot_route() {
     after.sort();
     assert_eq!(before, after, "nothing changed in the store");
 }
+
+#[tokio::test]
+async fn openapi_describes_every_route() {
+    let app = spawn_app().await;
+    let r = app.api.get(app.url("/openapi.json")).send().await.unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+    let spec: Value = r.json().await.unwrap();
+    assert!(spec["openapi"].as_str().unwrap().starts_with("3."));
+    assert_eq!(
+        spec["components"]["securitySchemes"]["bearer"]["scheme"],
+        "bearer"
+    );
+    let expected = [
+        ("put", "/v1/bots/{bot}"),
+        ("get", "/v1/bots/{bot}"),
+        ("delete", "/v1/bots/{bot}"),
+        ("post", "/v1/bots/{bot}/api-keys"),
+        ("get", "/v1/bots/{bot}/api-keys"),
+        ("delete", "/v1/bots/{bot}/api-keys/{key}"),
+        ("put", "/v1/bots/{bot}/integrations/{integration}"),
+        ("get", "/v1/bots/{bot}/integrations/{integration}"),
+        ("delete", "/v1/bots/{bot}/integrations/{integration}"),
+        (
+            "post",
+            "/v1/bots/{bot}/integrations/{integration}/pre-authorize",
+        ),
+        (
+            "post",
+            "/v1/bots/{bot}/integrations/{integration}/access-token",
+        ),
+        (
+            "get",
+            "/v1/bots/{bot}/integrations/{integration}/connections/{user}",
+        ),
+        (
+            "delete",
+            "/v1/bots/{bot}/integrations/{integration}/connections/{user}",
+        ),
+        (
+            "post",
+            "/v1/bots/{bot}/integrations/{integration}/connections/{user}/check",
+        ),
+        ("post", "/v1/bots/{bot}/webhook-secrets"),
+        ("get", "/v1/bots/{bot}/webhook-secrets"),
+        ("delete", "/v1/bots/{bot}/webhook-secrets/{id}"),
+        ("get", "/v1/bots/{bot}/webhook-deliveries"),
+        ("post", "/v1/bots/{bot}/webhook-deliveries/{id}/replay"),
+        ("post", "/v1/bots/{bot}/auth-profiles"),
+        ("get", "/v1/bots/{bot}/auth-profiles"),
+        ("get", "/v1/bots/{bot}/auth-profiles/{id}"),
+        ("put", "/v1/bots/{bot}/auth-profiles/{id}"),
+        ("delete", "/v1/bots/{bot}/auth-profiles/{id}"),
+        ("post", "/v1/bots/{bot}/auth-sessions"),
+        ("get", "/v1/bots/{bot}/auth-sessions/{id}"),
+        ("delete", "/v1/bots/{bot}/auth-sessions/{id}"),
+        ("get", "/v1/bots/{bot}/auth-sessions/{id}/events"),
+        ("post", "/v1/bots/{bot}/auth-sessions/{id}/verify"),
+        ("get", "/l/{link}"),
+        ("post", "/l/{link}"),
+        ("get", "/oauth/callback/{config}"),
+        ("get", "/healthz"),
+        ("get", "/readyz"),
+        ("get", "/metrics"),
+    ];
+    let paths = spec["paths"].as_object().unwrap();
+    let listed: usize = paths.values().map(|p| p.as_object().unwrap().len()).sum();
+    assert_eq!(listed, expected.len(), "exactly the served operations");
+    for (method, path) in expected {
+        let op = &spec["paths"][path][method];
+        assert!(op.is_object(), "{method} {path} is not in the spec");
+        if path.starts_with("/v1/") {
+            assert_eq!(
+                op["security"][0]["bearer"],
+                json!([]),
+                "{method} {path} declares no auth"
+            );
+        }
+    }
+    let ids: std::collections::HashSet<&str> = paths
+        .values()
+        .flat_map(|p| p.as_object().unwrap().values())
+        .map(|op| op["operationId"].as_str().unwrap())
+        .collect();
+    assert_eq!(ids.len(), expected.len(), "operation ids are unique");
+    let create = &spec["paths"]["/v1/bots/{bot}/auth-sessions"]["post"]["requestBody"]["content"]["application/json"]
+        ["schema"]["$ref"];
+    assert_eq!(create, "#/components/schemas/CreateBody");
+    assert!(
+        spec["components"]["schemas"]["CreateBody"]["properties"]["expected_identity"].is_object()
+    );
+}
