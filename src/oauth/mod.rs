@@ -621,3 +621,91 @@ impl Provider {
 fn form_encode(s: &str) -> String {
     url::form_urlencoded::byte_serialize(s.as_bytes()).collect()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::{AppSettings, GeneratedKeys, Settings, SystemApps};
+    use crate::domain::bot::{Mode, SalesforceSettings};
+    use crate::domain::session::Verification;
+
+    fn config() -> Config {
+        let mut s = Settings {
+            public_url: "https://authlink.example.com".into(),
+            system_apps: SystemApps {
+                salesforce: Some(AppSettings {
+                    client_id: "cid".into(),
+                    client_secret: Some("secret".into()),
+                    ..AppSettings::default()
+                }),
+                oauth2: None,
+            },
+            ..Settings::default()
+        };
+        GeneratedKeys::new().apply(&mut s);
+        s.validate().unwrap()
+    }
+
+    fn integration(sf: Option<SalesforceSettings>) -> Integration {
+        let now = time::OffsetDateTime::now_utc();
+        Integration {
+            bot: crate::domain::BotId::parse("acme").unwrap(),
+            name: crate::domain::IntegrationName::parse("crm").unwrap(),
+            provider: ProviderKind::Salesforce,
+            mode: Mode::User,
+            profile: ProfileRef::System,
+            scopes: None,
+            link_ttl_seconds: None,
+            verification: Verification::None,
+            salesforce: sf,
+            created_at: now,
+            updated_at: now,
+        }
+    }
+
+    #[test]
+    fn salesforce_environments_choose_the_login_host() {
+        let c = config();
+        let host = |sf| {
+            Provider::resolve(&c, &integration(sf))
+                .unwrap()
+                .app
+                .token_url
+                .host_str()
+                .unwrap()
+                .to_owned()
+        };
+        assert_eq!(host(None), "login.salesforce.com");
+        let env = |environment, host: Option<&str>| {
+            Some(SalesforceSettings {
+                environment,
+                host: host.map(|h| h.parse().unwrap()),
+            })
+        };
+        assert_eq!(
+            host(env(SalesforceEnvironment::Production, None)),
+            "login.salesforce.com"
+        );
+        assert_eq!(
+            host(env(SalesforceEnvironment::Sandbox, None)),
+            "test.salesforce.com"
+        );
+        assert_eq!(
+            host(env(
+                SalesforceEnvironment::MyDomain,
+                Some("https://acme.my.salesforce.com")
+            )),
+            "acme.my.salesforce.com"
+        );
+        let p =
+            Provider::resolve(&c, &integration(env(SalesforceEnvironment::Sandbox, None))).unwrap();
+        assert_eq!(
+            p.app.authorize_url.as_str(),
+            "https://test.salesforce.com/services/oauth2/authorize"
+        );
+        assert_eq!(
+            p.redirect_uri.as_str(),
+            "https://authlink.example.com/oauth/callback/salesforce"
+        );
+    }
+}

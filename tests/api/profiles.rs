@@ -252,6 +252,11 @@ async fn the_client_secret_is_write_only_and_never_leaks() {
         )
         .await;
     assert_eq!(r.status(), StatusCode::OK);
+    // The grant u1 got from the custom app is not served for the system app.
+    assert_eq!(
+        token(&app, &key, "own", "u1").await.status(),
+        StatusCode::NOT_FOUND
+    );
     let r = app
         .call(
             Method::DELETE,
