@@ -159,6 +159,11 @@ impl EncryptionKeys {
         Ok(Self(keys))
     }
 
+    /// The key that seals (the first).
+    pub fn current(&self) -> &KeyEntry {
+        &self.0[0]
+    }
+
     pub fn seal(&self, aad: &str, plaintext: &[u8]) -> String {
         let key = &self.0[0];
         let cipher = Aes256Gcm::new(Key::<Aes256Gcm>::from_slice(key.secret()));

@@ -215,11 +215,17 @@ impl TestApp {
     /// A second daemon on the same Redis, with the same keys and public URL (as behind a load
     /// balancer); its own address is `base`.
     pub async fn replica(&self) -> TestApp {
+        self.replica_with(|_| {}).await
+    }
+
+    /// A replica whose configuration differs (e.g. rotated keys).
+    pub async fn replica_with(&self, change: impl FnOnce(&mut Config)) -> TestApp {
         assert_eq!(self.backend, Backend::Redis, "replicas share a Redis");
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let mut config = self.config.clone();
         config.listen = addr;
+        change(&mut config);
         let store = make_store(&config);
         let application = Application::with_listener(config.clone(), store.clone(), listener);
         tokio::spawn(application.run_until_stopped(std::future::pending()));

@@ -13,6 +13,7 @@ mod profiles;
 mod provider;
 mod provider_fixture;
 mod receiver;
+mod rotation;
 mod sessions;
 mod store;
 mod tokens;
