@@ -289,6 +289,56 @@ impl RedisStore {
         self.conn.clone()
     }
 
+    /// One record in a bot-scoped hash (`P:{b:<bot>}:<what>`, field → JSON).
+    async fn hash_put(
+        &self,
+        bot: &BotId,
+        what: &str,
+        field: &str,
+        json: String,
+    ) -> Result<(), StoreError> {
+        self.conn()
+            .hset::<_, _, _, ()>(self.bot_key(bot, what), field, json)
+            .await
+            .map_err(unavailable)
+    }
+
+    async fn hash_get<T: serde::de::DeserializeOwned>(
+        &self,
+        bot: &BotId,
+        what: &str,
+        field: &str,
+    ) -> Result<Option<T>, StoreError> {
+        let raw: Option<String> = self
+            .conn()
+            .hget(self.bot_key(bot, what), field)
+            .await
+            .map_err(unavailable)?;
+        raw.map(|r| from_json(what, &r)).transpose()
+    }
+
+    async fn hash_all<T: serde::de::DeserializeOwned>(
+        &self,
+        bot: &BotId,
+        what: &str,
+    ) -> Result<Vec<T>, StoreError> {
+        let raw: Vec<String> = self
+            .conn()
+            .hvals(self.bot_key(bot, what))
+            .await
+            .map_err(unavailable)?;
+        raw.iter().map(|r| from_json(what, r)).collect()
+    }
+
+    async fn hash_del(&self, bot: &BotId, what: &str, field: &str) -> Result<bool, StoreError> {
+        let n: u32 = self
+            .conn()
+            .hdel(self.bot_key(bot, what), field)
+            .await
+            .map_err(unavailable)?;
+        Ok(n > 0)
+    }
+
     /// Tell every replica (this one included) that `bot`'s records changed.
     async fn changed(&self, bot: &BotId) -> Result<(), StoreError> {
         self.cache.invalidate_bot(bot);
@@ -555,55 +605,26 @@ impl Store for RedisStore {
     }
 
     async fn list_integrations(&self, bot: &BotId) -> Result<Vec<Integration>, StoreError> {
-        let raw: Vec<String> = self
-            .conn()
-            .hvals(self.bot_key(bot, "ints"))
-            .await
-            .map_err(unavailable)?;
-        raw.iter().map(|r| from_json("integration", r)).collect()
+        self.hash_all(bot, "ints").await
     }
 
     async fn put_profile(&self, profile: &AuthProfile) -> Result<(), StoreError> {
-        self.conn()
-            .hset::<_, _, _, ()>(
-                self.bot_key(&profile.bot, "profiles"),
-                &profile.id,
-                to_json(profile),
-            )
+        self.hash_put(&profile.bot, "profiles", &profile.id, to_json(profile))
             .await
-            .map_err(unavailable)
     }
 
     async fn get_profile(&self, bot: &BotId, id: &str) -> Result<Option<AuthProfile>, StoreError> {
-        let raw: Option<String> = self
-            .conn()
-            .hget(self.bot_key(bot, "profiles"), id)
-            .await
-            .map_err(unavailable)?;
-        raw.map(|r| from_json("profile", &r)).transpose()
+        self.hash_get(bot, "profiles", id).await
     }
 
     async fn list_profiles(&self, bot: &BotId) -> Result<Vec<AuthProfile>, StoreError> {
-        let raw: Vec<String> = self
-            .conn()
-            .hvals(self.bot_key(bot, "profiles"))
-            .await
-            .map_err(unavailable)?;
-        let mut profiles: Vec<AuthProfile> = raw
-            .iter()
-            .map(|r| from_json("profile", r))
-            .collect::<Result<_, _>>()?;
+        let mut profiles: Vec<AuthProfile> = self.hash_all(bot, "profiles").await?;
         profiles.sort_by_key(|p| p.created_at);
         Ok(profiles)
     }
 
     async fn delete_profile(&self, bot: &BotId, id: &str) -> Result<bool, StoreError> {
-        let n: u32 = self
-            .conn()
-            .hdel(self.bot_key(bot, "profiles"), id)
-            .await
-            .map_err(unavailable)?;
-        Ok(n > 0)
+        self.hash_del(bot, "profiles", id).await
     }
 
     async fn create_session(&self, new: NewSession<'_>) -> Result<CreateOutcome, StoreError> {
@@ -1137,33 +1158,18 @@ impl Store for RedisStore {
         bot: &BotId,
         secret: &WebhookSecret,
     ) -> Result<(), StoreError> {
-        self.conn()
-            .hset::<_, _, _, ()>(self.bot_key(bot, "whsec"), &secret.id, to_json(secret))
+        self.hash_put(bot, "whsec", &secret.id, to_json(secret))
             .await
-            .map_err(unavailable)
     }
 
     async fn webhook_secrets(&self, bot: &BotId) -> Result<Vec<WebhookSecret>, StoreError> {
-        let raw: Vec<String> = self
-            .conn()
-            .hvals(self.bot_key(bot, "whsec"))
-            .await
-            .map_err(unavailable)?;
-        let mut secrets: Vec<WebhookSecret> = raw
-            .iter()
-            .map(|r| from_json("webhook secret", r))
-            .collect::<Result<_, _>>()?;
+        let mut secrets: Vec<WebhookSecret> = self.hash_all(bot, "whsec").await?;
         secrets.sort_by_key(|s| s.created_at);
         Ok(secrets)
     }
 
     async fn delete_webhook_secret(&self, bot: &BotId, id: &str) -> Result<bool, StoreError> {
-        let n: u32 = self
-            .conn()
-            .hdel(self.bot_key(bot, "whsec"), id)
-            .await
-            .map_err(unavailable)?;
-        Ok(n > 0)
+        self.hash_del(bot, "whsec", id).await
     }
 
     fn outbox_signal(&self) -> Arc<tokio::sync::Notify> {
