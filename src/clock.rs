@@ -30,36 +30,41 @@ pub mod rfc3339 {
     use time::format_description::well_known::Rfc3339;
 
     pub fn format(t: OffsetDateTime) -> String {
+        String::from_utf8(ascii(t).to_vec()).expect("ASCII digits")
+    }
+
+    /// `YYYY-MM-DDTHH:MM:SS.mmmZ` on the stack.
+    fn ascii(t: OffsetDateTime) -> [u8; 24] {
         let t = t.to_offset(time::UtcOffset::UTC);
         let (y, m, d) = t.to_calendar_date();
         let (hh, mm, ss, ms) = t.to_hms_milli();
-        let mut out = String::with_capacity(24);
-        digits(&mut out, y.clamp(0, 9999) as u32, 4);
-        for (sep, n, width) in [
-            ('-', m as u32, 2),
-            ('-', u32::from(d), 2),
-            ('T', u32::from(hh), 2),
-            (':', u32::from(mm), 2),
-            (':', u32::from(ss), 2),
-            ('.', u32::from(ms), 3),
-        ] {
-            out.push(sep);
-            digits(&mut out, n, width);
-        }
-        out.push('Z');
+        let y = y.clamp(0, 9999) as u32;
+        let mut out = *b"0000-00-00T00:00:00.000Z";
+        put(&mut out[0..2], y / 100);
+        put(&mut out[2..4], y % 100);
+        put(&mut out[5..7], m as u32);
+        put(&mut out[8..10], u32::from(d));
+        put(&mut out[11..13], u32::from(hh));
+        put(&mut out[14..16], u32::from(mm));
+        put(&mut out[17..19], u32::from(ss));
+        out[20] = b'0' + (ms / 100) as u8;
+        put(&mut out[21..23], u32::from(ms % 100));
         out
     }
 
-    /// `n` in decimal, zero-padded to `width` digits (n < 10^width).
-    fn digits(out: &mut String, n: u32, width: u32) {
-        for i in (0..width).rev() {
-            let digit = (n / 10u32.pow(i)) % 10;
-            out.push(char::from(b'0' + digit as u8));
-        }
+    fn serialize_str<S: Serializer>(t: OffsetDateTime, s: S) -> Result<S::Ok, S::Error> {
+        let buf = ascii(t);
+        s.serialize_str(std::str::from_utf8(&buf).expect("ASCII digits"))
+    }
+
+    /// Two decimal digits of `n` (< 100) into `out`.
+    fn put(out: &mut [u8], n: u32) {
+        out[0] = b'0' + (n / 10) as u8;
+        out[1] = b'0' + (n % 10) as u8;
     }
 
     pub fn serialize<S: Serializer>(t: &OffsetDateTime, s: S) -> Result<S::Ok, S::Error> {
-        s.serialize_str(&format(*t))
+        serialize_str(*t, s)
     }
 
     pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<OffsetDateTime, D::Error> {
@@ -75,7 +80,7 @@ pub mod rfc3339 {
             s: S,
         ) -> Result<S::Ok, S::Error> {
             match t {
-                Some(t) => s.serialize_str(&format(*t)),
+                Some(t) => serialize_str(*t, s),
                 None => s.serialize_none(),
             }
         }

@@ -21,6 +21,9 @@ type HmacSha256 = Hmac<Sha256>;
 pub struct KeyEntry {
     pub id: String,
     bytes: SecretSlice<u8>,
+    /// HMAC state with the key already absorbed: signing clones it instead of hashing the key
+    /// pads again for every link (two SHA-256 blocks saved on the hot path).
+    hmac: HmacSha256,
 }
 
 impl std::fmt::Debug for KeyEntry {
@@ -55,9 +58,12 @@ impl KeyEntry {
         if bytes.len() != 32 {
             return Err(KeyError::BadKey(id.to_owned()));
         }
+        let hmac = <HmacSha256 as KeyInit>::new_from_slice(&bytes)
+            .expect("HMAC accepts keys of any length");
         Ok(Self {
             id: id.to_owned(),
             bytes: bytes.into(),
+            hmac,
         })
     }
 
@@ -102,8 +108,7 @@ impl SigningKeys {
 
     /// HMAC-SHA256 over `parts` with the key `kid`, truncated to `N` bytes.
     pub fn mac<const N: usize>(&self, key: &KeyEntry, domain: &str, parts: &[&[u8]]) -> [u8; N] {
-        let mut mac = <HmacSha256 as KeyInit>::new_from_slice(key.secret())
-            .expect("HMAC accepts keys of any length");
+        let mut mac = key.hmac.clone();
         // Domain separation: a link tag can never be replayed as anything else.
         mac.update(domain.as_bytes());
         mac.update(&[0]);

@@ -46,20 +46,6 @@ use crate::domain::session::{Attempt, Session, SessionError, SessionSpec, Status
 use crate::domain::{BotId, IntegrationName, Partition, SessionId, Subject};
 use time::OffsetDateTime;
 
-/// Create a session unless a working grant exists.
-/// KEYS: session, deadlines, grant. ARGV: spec, status, now ms, expires ms, record ttl ms,
-/// session id, provider config or "".
-const CREATE: &str = r#"
-if ARGV[7] ~= '' then
-  local g = redis.call('HMGET', KEYS[3], 'st', 'cfg', 'j')
-  if g[1] == 'active' and g[2] == ARGV[7] then return {'authorized', g[3]} end
-end
-redis.call('HSET', KEYS[1], 'd', ARGV[1], 'st', ARGV[2], 'err', '', 'up', ARGV[3], 'exp', ARGV[4])
-redis.call('PEXPIRE', KEYS[1], ARGV[5])
-redis.call('ZADD', KEYS[2], ARGV[4], ARGV[6])
-return {'created'}
-"#;
-
 /// Change a session's status with its side write and outbox event, or explain why not.
 /// KEYS: session, due, deadlines, side key, event, refresh index. ARGV: allowed sources (",a,b,"),
 /// target, error JSON, now ms, event JSON or "", side kind ("", "attempt", "grant"), side value,
@@ -189,7 +175,6 @@ pub struct RedisStore {
     prefix: Arc<str>,
     hub: Arc<Hub>,
     cache: Arc<ConfigCache>,
-    create: Arc<Script>,
     transition: Arc<Script>,
     claim: Arc<Script>,
     finish: Arc<Script>,
@@ -220,7 +205,6 @@ impl RedisStore {
             prefix: prefix.into(),
             hub: Arc::default(),
             cache: Arc::default(),
-            create: Arc::new(Script::new(CREATE)),
             transition: Arc::new(Script::new(TRANSITION)),
             claim: Arc::new(Script::new(CLAIM)),
             finish: Arc::new(Script::new(FINISH)),
@@ -252,7 +236,21 @@ impl RedisStore {
         format!("{}:a:{id}:{attempt}", self.part(id.partition()))
     }
     fn grant_key(&self, bot: &BotId, integration: &IntegrationName, subject: &Subject) -> String {
-        let p = Partition::of(bot, integration, subject);
+        self.grant_key_in(
+            Partition::of(bot, integration, subject),
+            bot,
+            integration,
+            subject,
+        )
+    }
+    /// The grant key when its partition is known (a session's is its grant's).
+    fn grant_key_in(
+        &self,
+        p: Partition,
+        bot: &BotId,
+        integration: &IntegrationName,
+        subject: &Subject,
+    ) -> String {
         format!(
             "{}:g:{bot}:{integration}:{}",
             self.part(p),
@@ -348,6 +346,11 @@ impl RedisStore {
             .map_err(unavailable)
     }
 
+    /// Create a session unless a working grant exists, in one round trip: a MULTI/EXEC that reads
+    /// the grant and writes the session and its deadline. Plain commands in a transaction cost
+    /// Redis about half of what the same steps cost as a Lua script, and this is the hot path.
+    /// When the grant turns out to be usable the session is taken back at once: nobody has seen
+    /// its id, and its deadline entry goes with it, so no event is ever sent for it.
     async fn create_unless_authorized(
         &self,
         new: &NewSession<'_>,
@@ -355,28 +358,59 @@ impl RedisStore {
         let session = new.session;
         let spec = &session.spec;
         let p = spec.id.partition();
-        let reply: Vec<String> = self
-            .create
-            .key(self.session_key(spec.id))
-            .key(self.deadlines_key(p))
-            .key(self.grant_key(&spec.bot, &spec.integration, &spec.subject))
+        let key = self.session_key(spec.id);
+        let deadlines = self.deadlines_key(p);
+        let id = spec.id.to_string();
+        let mut tx = redis::pipe();
+        tx.atomic();
+        if new.unless_authorized_by.is_some() {
+            tx.cmd("HMGET")
+                .arg(self.grant_key_in(p, &spec.bot, &spec.integration, &spec.subject))
+                .arg(&["st", "cfg", "j"]);
+        }
+        tx.cmd("HSET")
+            .arg(&key)
+            .arg("d")
             .arg(to_json(spec))
+            .arg("st")
             .arg(session.status.as_str())
+            .arg("up")
             .arg(unix_ms(session.updated_at))
+            .arg("exp")
             .arg(unix_ms(spec.expires_at))
+            .ignore()
+            .cmd("PEXPIRE")
+            .arg(&key)
             .arg(ms(record_ttl(session, session.updated_at, new.retention)))
-            .arg(spec.id.to_string())
-            .arg(new.unless_authorized_by.unwrap_or(""))
-            .invoke_async(&mut self.conn())
+            .ignore()
+            .cmd("ZADD")
+            .arg(&deadlines)
+            .arg(unix_ms(spec.expires_at))
+            .arg(&id)
+            .ignore();
+        let mut conn = self.conn();
+        let reply: Vec<(Option<String>, Option<String>, Option<String>)> =
+            tx.query_async(&mut conn).await.map_err(unavailable)?;
+        let grant = match (new.unless_authorized_by, reply.into_iter().next()) {
+            (Some(cfg), Some((Some(st), Some(issued_by), Some(json))))
+                if st == "active" && issued_by == cfg =>
+            {
+                json
+            }
+            _ => return Ok(CreateOutcome::Created),
+        };
+        redis::pipe()
+            .atomic()
+            .del(&key)
+            .ignore()
+            .zrem(&deadlines, &id)
+            .ignore()
+            .query_async::<()>(&mut conn)
             .await
             .map_err(unavailable)?;
-        match reply.as_slice() {
-            [tag] if tag == "created" => Ok(CreateOutcome::Created),
-            [tag, grant] if tag == "authorized" => Ok(CreateOutcome::AlreadyAuthorized(Box::new(
-                from_json("grant", grant)?,
-            ))),
-            other => Err(corrupt("create reply", format!("{other:?}"))),
-        }
+        Ok(CreateOutcome::AlreadyAuthorized(Box::new(from_json(
+            "grant", &grant,
+        )?)))
     }
 }
 

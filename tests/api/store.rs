@@ -470,6 +470,19 @@ async fn completion_writes_grant_status_and_event_together(store: &dyn Store) {
         create(store, &again).await,
         CreateOutcome::AlreadyAuthorized(_)
     ));
+    // …and leaves nothing behind: no session, and no deadline that would later expire it.
+    assert!(store.get_session(again.spec.id).await.unwrap().is_none());
+    let after_deadline = again.spec.expires_at + Duration::from_secs(1);
+    let due = store
+        .claim_expiries(
+            again.spec.id.partition(),
+            after_deadline,
+            Duration::from_secs(30),
+            100,
+        )
+        .await
+        .unwrap();
+    assert!(!due.contains(&again.spec.id), "{due:?}");
     let force = NewSession {
         session: &again,
         idempotency: None,
