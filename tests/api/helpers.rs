@@ -207,7 +207,9 @@ fn keys_operator(keys: &GeneratedKeys) -> String {
 fn make_store(config: &Config) -> Arc<dyn Store> {
     match &config.store {
         StoreConfig::Memory => Arc::new(MemoryStore::new()),
-        StoreConfig::Redis { url, prefix } => Arc::new(RedisStore::connect(url, prefix).unwrap()),
+        StoreConfig::Redis { topology, prefix } => {
+            Arc::new(RedisStore::open(topology, prefix).unwrap())
+        }
     }
 }
 
