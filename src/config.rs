@@ -107,14 +107,36 @@ pub enum LogFormat {
     Json,
 }
 
+/// Where the store lives: at most one of `redis_url`, `redis_cluster_nodes` and `redis_sentinel`;
+/// none of them selects the embedded in-memory store (one process, nothing persisted).
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct StoreSettings {
-    /// `redis://…` or `rediss://…`. Unset: the embedded in-memory store (one process, nothing
-    /// persisted).
+    /// One Redis server: `redis://…` or `rediss://…` (TLS).
     pub redis_url: Option<String>,
+    /// Redis Cluster: some of its nodes (`redis://host:port`, or all `rediss://`); the client
+    /// learns the rest of the cluster from them.
+    pub redis_cluster_nodes: Option<Vec<String>>,
+    /// Redis Sentinel: the master is whichever server the sentinels name, found again after a
+    /// failover.
+    pub redis_sentinel: Option<SentinelSettings>,
     /// Prefix of every Redis key, so several deployments can share one Redis.
     pub key_prefix: Option<String>,
+}
+
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SentinelSettings {
+    /// The name the sentinels monitor the master under (`sentinel monitor <name> …`).
+    pub master_name: String,
+    /// The sentinels: `redis://host:26379` (`rediss://` for TLS, `redis://user:pass@…` when they
+    /// require a password). Asked in this order.
+    pub nodes: Vec<String>,
+    /// How to talk to the master once found (its address comes from the sentinels): over TLS,
+    /// and with an ACL user and password.
+    pub master_tls: bool,
+    pub master_username: Option<String>,
+    pub master_password: Option<String>,
 }
 
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]
@@ -288,7 +310,9 @@ impl Settings {
                 .parse::<SocketAddr>()
                 .map_err(|e| format!("{e} (expected host:port, e.g. 0.0.0.0:8080)")),
         );
-        let store = p.check("store", store_config(&self.store));
+        let store = store_config(&self.store)
+            .map_err(|problems| p.0.extend(problems))
+            .ok();
         let signing = p.check(
             "keys.signing",
             key_list(&self.keys.signing, self.keys.signing_file.as_deref())
@@ -451,7 +475,30 @@ impl Config {
 #[derive(Clone, Debug)]
 pub enum StoreConfig {
     Memory,
-    Redis { url: String, prefix: String },
+    Redis {
+        topology: RedisTopology,
+        prefix: String,
+    },
+}
+
+/// How the Redis store reaches Redis.
+#[derive(Clone, Debug)]
+pub enum RedisTopology {
+    /// One server, by URL.
+    Single(String),
+    /// Seed nodes of a Redis Cluster.
+    Cluster(Vec<String>),
+    Sentinel(SentinelConfig),
+}
+
+#[derive(Clone, Debug)]
+pub struct SentinelConfig {
+    pub master_name: String,
+    /// Sentinel URLs, asked in order.
+    pub nodes: Vec<String>,
+    pub master_tls: bool,
+    pub master_username: Option<String>,
+    pub master_password: Option<SecretString>,
 }
 
 /// A validated OAuth app.
@@ -516,24 +563,102 @@ fn endpoint(name: &str, s: &str) -> Result<Url, String> {
     Ok(url)
 }
 
-fn store_config(s: &StoreSettings) -> Result<StoreConfig, String> {
+/// The store settings, or every problem with them (each named by its setting).
+fn store_config(s: &StoreSettings) -> Result<StoreConfig, Vec<Problem>> {
+    let mut p = Problems::default();
     let prefix = s.key_prefix.clone().unwrap_or_else(|| "authlink".into());
     if prefix.is_empty() || prefix.contains(['{', '}', ' ']) {
-        return Err("key_prefix must be non-empty without braces or spaces".into());
+        p.add(
+            "store.key_prefix",
+            "must be non-empty without braces or spaces",
+        );
     }
-    match &s.redis_url {
-        None => Ok(StoreConfig::Memory),
-        Some(url) => {
-            let parsed = Url::parse(url).map_err(|e| format!("redis_url: {e}"))?;
-            if !matches!(parsed.scheme(), "redis" | "rediss" | "redis+unix" | "unix") {
-                return Err("redis_url must start with redis:// or rediss://".into());
-            }
-            Ok(StoreConfig::Redis {
-                url: url.clone(),
-                prefix,
-            })
+    let chosen: Vec<&str> = [
+        ("redis_url", s.redis_url.is_some()),
+        ("redis_cluster_nodes", s.redis_cluster_nodes.is_some()),
+        ("redis_sentinel", s.redis_sentinel.is_some()),
+    ]
+    .into_iter()
+    .filter_map(|(name, set)| set.then_some(name))
+    .collect();
+    if chosen.len() > 1 {
+        p.add(
+            "store",
+            format!(
+                "{} are set; set only one of them (one server, a Cluster, or Sentinel)",
+                chosen.join(" and ")
+            ),
+        );
+    }
+    let topology = if let Some(url) = &s.redis_url {
+        p.check(
+            "store.redis_url",
+            redis_node_url(url, true).map(|_| RedisTopology::Single(url.clone())),
+        )
+    } else if let Some(nodes) = &s.redis_cluster_nodes {
+        p.check(
+            "store.redis_cluster_nodes",
+            redis_node_list(nodes).map(|_| RedisTopology::Cluster(nodes.clone())),
+        )
+    } else if let Some(sentinel) = &s.redis_sentinel {
+        let name = sentinel.master_name.trim();
+        if name.is_empty() {
+            p.add(
+                "store.redis_sentinel.master_name",
+                "required: the name the sentinels monitor the master under",
+            );
         }
+        p.check(
+            "store.redis_sentinel.nodes",
+            redis_node_list(&sentinel.nodes),
+        )
+        .map(|_| {
+            RedisTopology::Sentinel(SentinelConfig {
+                master_name: name.to_owned(),
+                nodes: sentinel.nodes.clone(),
+                master_tls: sentinel.master_tls,
+                master_username: sentinel.master_username.clone(),
+                master_password: sentinel.master_password.clone().map(SecretString::from),
+            })
+        })
+    } else {
+        None
+    };
+    if !p.0.is_empty() {
+        return Err(p.0);
     }
+    Ok(match topology {
+        Some(topology) => StoreConfig::Redis { topology, prefix },
+        None => StoreConfig::Memory,
+    })
+}
+
+/// A Redis server's URL: `redis://` or `rediss://` (and, for a single server, a unix socket).
+/// Messages never repeat the URL: it may hold a password.
+fn redis_node_url(s: &str, unix_allowed: bool) -> Result<Url, String> {
+    let url = Url::parse(s).map_err(|e| format!("not a URL ({e})"))?;
+    match url.scheme() {
+        "redis" | "rediss" if url.host().is_some() => Ok(url),
+        "redis" | "rediss" => Err("needs a host".into()),
+        "redis+unix" | "unix" if unix_allowed => Ok(url),
+        _ => Err("must start with redis:// or rediss://".into()),
+    }
+}
+
+/// Cluster seeds or sentinels: at least one, each a `redis://` or `rediss://` URL, not mixed.
+fn redis_node_list(nodes: &[String]) -> Result<(), String> {
+    if nodes.is_empty() {
+        return Err("the list is empty; give at least one node (redis://host:port)".into());
+    }
+    let mut schemes = Vec::new();
+    for (i, node) in nodes.iter().enumerate() {
+        let url = redis_node_url(node, false).map_err(|e| format!("node {}: {e}", i + 1))?;
+        schemes.push(url.scheme().to_owned());
+    }
+    if schemes.iter().any(|s| *s != schemes[0]) {
+        return Err("mixes redis:// and rediss:// nodes; use one for all".into());
+    }
+    Ok(())
 }
 
 fn key_list(inline: &[String], file: Option<&Path>) -> Result<Vec<KeyEntry>, String> {
@@ -741,6 +866,68 @@ mod tests {
                 "{expected} missing from {names:?}"
             );
         }
+    }
+
+    fn store_problems(store: StoreSettings) -> Vec<Problem> {
+        store_config(&store).unwrap_err()
+    }
+
+    #[test]
+    fn store_topologies_are_checked_with_the_setting_named() {
+        let cluster = |nodes: &[&str]| StoreSettings {
+            redis_cluster_nodes: Some(nodes.iter().map(|n| n.to_string()).collect()),
+            ..StoreSettings::default()
+        };
+        let both = StoreSettings {
+            redis_url: Some("redis://127.0.0.1:6379".into()),
+            ..cluster(&["redis://127.0.0.1:7000"])
+        };
+        let p = store_problems(both);
+        assert_eq!(p[0].setting, "store");
+        assert!(p[0].message.contains("redis_url and redis_cluster_nodes"));
+        let p = store_problems(cluster(&[]));
+        assert_eq!(p[0].setting, "store.redis_cluster_nodes");
+        assert!(p[0].message.contains("empty"));
+        let p = store_problems(cluster(&["redis://a:1", "http://b:2"]));
+        assert_eq!(p[0].setting, "store.redis_cluster_nodes");
+        assert!(p[0].message.starts_with("node 2:"), "{}", p[0].message);
+        let p = store_problems(cluster(&["redis://a:1", "rediss://b:2"]));
+        assert!(p[0].message.contains("mixes"));
+        let p = store_problems(StoreSettings {
+            redis_url: Some("redis://:hunter2@[::1".into()),
+            ..StoreSettings::default()
+        });
+        assert_eq!(p[0].setting, "store.redis_url");
+        assert!(!p[0].message.contains("hunter2"));
+        let p = store_problems(StoreSettings {
+            redis_sentinel: Some(SentinelSettings::default()),
+            key_prefix: Some("a{b}".into()),
+            ..StoreSettings::default()
+        });
+        let names: Vec<&str> = p.iter().map(|p| p.setting.as_str()).collect();
+        assert_eq!(
+            names,
+            [
+                "store.key_prefix",
+                "store.redis_sentinel.master_name",
+                "store.redis_sentinel.nodes"
+            ]
+        );
+        let ok = store_config(&StoreSettings {
+            redis_sentinel: Some(SentinelSettings {
+                master_name: "mymaster".into(),
+                nodes: vec!["redis://127.0.0.1:26379".into()],
+                ..SentinelSettings::default()
+            }),
+            ..StoreSettings::default()
+        });
+        assert!(matches!(
+            ok,
+            Ok(StoreConfig::Redis {
+                topology: RedisTopology::Sentinel(_),
+                ..
+            })
+        ));
     }
 
     #[test]

@@ -76,8 +76,21 @@ fn check_config(file: Option<PathBuf>) -> ExitCode {
                 config.listen,
                 match config.store {
                     authlink::config::StoreConfig::Memory => "memory (embedded)".to_string(),
-                    authlink::config::StoreConfig::Redis { prefix, .. } =>
-                        format!("redis (prefix {prefix})"),
+                    authlink::config::StoreConfig::Redis { topology, prefix } => {
+                        use authlink::config::RedisTopology;
+                        let what = match topology {
+                            RedisTopology::Single(_) => "redis".to_string(),
+                            RedisTopology::Cluster(n) => {
+                                format!("redis cluster ({} seed nodes)", n.len())
+                            }
+                            RedisTopology::Sentinel(s) => format!(
+                                "redis sentinel (master {:?}, {} sentinels)",
+                                s.master_name,
+                                s.nodes.len()
+                            ),
+                        };
+                        format!("{what} (prefix {prefix})")
+                    }
                 }
             );
             ExitCode::SUCCESS

@@ -32,9 +32,9 @@ impl Application {
     pub async fn build(config: Config) -> anyhow::Result<Self> {
         let store: Arc<dyn Store> = match &config.store {
             StoreConfig::Memory => Arc::new(MemoryStore::new()),
-            StoreConfig::Redis { url, prefix } => Arc::new(
-                RedisStore::connect(url, prefix)
-                    .context("store.redis_url: cannot use this Redis URL")?,
+            StoreConfig::Redis { topology, prefix } => Arc::new(
+                RedisStore::open(topology, prefix)
+                    .context("store: cannot use these Redis settings")?,
             ),
         };
         Self::with_store(config, store).await

@@ -10,6 +10,7 @@ pub mod cache;
 pub mod memory;
 pub mod notify;
 pub mod redis;
+pub mod topology;
 
 use std::time::Duration;
 

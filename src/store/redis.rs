@@ -1,5 +1,5 @@
-//! The Redis store: any number of authlink replicas share one Redis (standalone, and laid out for
-//! Cluster). Key layout — the only place it is written down:
+//! The Redis store: any number of authlink replicas share one Redis (one server, a Cluster, or
+//! Sentinel's master: see `topology`). Key layout — the only place it is written down:
 //!
 //! | key | type | what |
 //! |---|---|---|
@@ -29,16 +29,17 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use futures_util::StreamExt;
-use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::{AsyncCommands, Script};
 
 use super::cache::ConfigCache;
 use super::notify::{Hub, Listener};
+use super::topology::{self, Conn, Subscriber};
 use super::{
     CreateOutcome, Delivery, DeliveryOutcome, NewSession, SideWrite, Store, StoreError, Transition,
     TransitionError, record_ttl,
 };
 use crate::clock::{from_unix_ms, unix_ms};
+use crate::config::RedisTopology;
 use crate::domain::bot::{ApiKey, AuthProfile, Bot, Integration, WebhookSecret};
 use crate::domain::event::Event;
 use crate::domain::grant::Grant;
@@ -171,7 +172,7 @@ return ids
 
 #[derive(Clone)]
 pub struct RedisStore {
-    conn: ConnectionManager,
+    conn: Conn,
     prefix: Arc<str>,
     hub: Arc<Hub>,
     cache: Arc<ConfigCache>,
@@ -186,20 +187,17 @@ pub struct RedisStore {
 }
 
 impl RedisStore {
-    /// Connects lazily (the daemon starts and reports not-ready while Redis is down) and starts
-    /// the change subscription. Commands fail fast when Redis is unreachable: one reconnect try,
-    /// short timeouts — callers get a 503, not a hang.
+    /// One Redis server by URL; see `open`.
     pub fn connect(url: &str, prefix: &str) -> Result<Self, StoreError> {
-        let client =
-            redis::Client::open(url).map_err(|e| StoreError::Unavailable(e.to_string()))?;
-        let config = ConnectionManagerConfig::new()
-            .set_number_of_retries(1)
-            .set_max_delay(Duration::from_millis(200))
-            .set_connection_timeout(Some(Duration::from_millis(1000)))
-            .set_response_timeout(Some(Duration::from_millis(1500)));
-        let conn = client
-            .get_connection_manager_lazy(config)
-            .map_err(|e| StoreError::Unavailable(e.to_string()))?;
+        Self::open(&RedisTopology::Single(url.to_owned()), prefix)
+    }
+
+    /// Connects lazily (the daemon starts and reports not-ready while Redis is down) and starts
+    /// the change subscription. Commands fail fast when Redis is unreachable (see `topology`):
+    /// callers get a 503, not a hang.
+    pub fn open(topology: &RedisTopology, prefix: &str) -> Result<Self, StoreError> {
+        let (conn, subscriber) =
+            topology::open(topology).map_err(|e| StoreError::Unavailable(e.to_string()))?;
         let store = Self {
             conn,
             prefix: prefix.into(),
@@ -215,7 +213,7 @@ impl RedisStore {
             lock_owner: Arc::new(Script::new(LOCK_OWNER)),
         };
         tokio::spawn(subscribe(
-            client,
+            subscriber,
             store.channel(),
             store.hub.clone(),
             store.cache.clone(),
@@ -283,7 +281,7 @@ impl RedisStore {
         format!("{}:k:{hash}", self.prefix)
     }
 
-    fn conn(&self) -> ConnectionManager {
+    fn conn(&self) -> Conn {
         self.conn.clone()
     }
 
@@ -416,32 +414,34 @@ impl RedisStore {
 
 /// Keeps one pub/sub subscription alive and forwards change notices to the hub. After a lost
 /// subscription everybody is woken once: they re-read the store and miss nothing.
-async fn subscribe(client: redis::Client, channel: String, hub: Arc<Hub>, cache: Arc<ConfigCache>) {
+async fn subscribe(
+    mut subscriber: Subscriber,
+    channel: String,
+    hub: Arc<Hub>,
+    cache: Arc<ConfigCache>,
+) {
     let mut backoff = Duration::from_millis(100);
     loop {
-        match client.get_async_pubsub().await {
-            Ok(mut pubsub) => {
-                if pubsub.subscribe(&channel).await.is_ok() {
-                    backoff = Duration::from_millis(100);
-                    // Changes may have been missed while unsubscribed.
-                    cache.clear();
-                    hub.notify_all();
-                    let mut messages = pubsub.on_message();
-                    while let Some(msg) = messages.next().await {
-                        let Ok(payload) = msg.get_payload::<String>() else {
-                            continue;
-                        };
-                        if let Some(id) = payload
-                            .strip_prefix("s ")
-                            .and_then(|s| SessionId::parse(s).ok())
-                        {
-                            hub.notify(id);
-                        } else if let Some(bot) = payload
-                            .strip_prefix("b ")
-                            .and_then(|b| BotId::parse(b).ok())
-                        {
-                            cache.invalidate_bot(&bot);
-                        }
+        match subscriber.subscribe(&channel).await {
+            Ok(mut messages) => {
+                backoff = Duration::from_millis(100);
+                // Changes may have been missed while unsubscribed.
+                cache.clear();
+                hub.notify_all();
+                while let Some(msg) = messages.next().await {
+                    let Ok(payload) = msg.get_payload::<String>() else {
+                        continue;
+                    };
+                    if let Some(id) = payload
+                        .strip_prefix("s ")
+                        .and_then(|s| SessionId::parse(s).ok())
+                    {
+                        hub.notify(id);
+                    } else if let Some(bot) = payload
+                        .strip_prefix("b ")
+                        .and_then(|b| BotId::parse(b).ok())
+                    {
+                        cache.invalidate_bot(&bot);
                     }
                 }
                 tracing::warn!("redis change subscription lost; reconnecting");
@@ -1147,14 +1147,15 @@ impl Store for RedisStore {
     }
 
     async fn backlog(&self) -> Result<u64, StoreError> {
-        let mut pipe = redis::pipe();
-        for p in Partition::all() {
-            pipe.zcard(self.due_key(p));
-        }
-        let counts: Vec<u64> = pipe
-            .query_async(&mut self.conn())
-            .await
-            .map_err(unavailable)?;
+        // One command per partition, not one pipeline: in a Cluster the queues are in
+        // different slots (the commands still share one round trip on a single server).
+        let counts = futures_util::future::try_join_all(Partition::all().map(|p| {
+            let mut conn = self.conn();
+            let key = self.due_key(p);
+            async move { conn.zcard::<_, u64>(key).await }
+        }))
+        .await
+        .map_err(unavailable)?;
         Ok(counts.iter().sum())
     }
 

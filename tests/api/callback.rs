@@ -17,12 +17,9 @@ async fn outbox(app: &TestApp, session_id: &str) -> Vec<crate::receiver::Receive
     events
 }
 
-async fn full_flow(backend: Backend) {
-    let app = spawn_with(Options {
-        backend,
-        ..Options::default()
-    })
-    .await;
+async fn full_flow(opts: Options) {
+    let backend = opts.backend;
+    let app = spawn_with(opts).await;
     let key = app.setup_bot("acme").await;
     let s = app.new_session(&key, "acme", "user-42").await;
     let id = s["id"].as_str().unwrap();
@@ -132,12 +129,25 @@ async fn full_flow(backend: Backend) {
 
 #[tokio::test]
 async fn full_flow_on_redis() {
-    full_flow(Backend::Redis).await;
+    full_flow(Options::default()).await;
+}
+
+#[tokio::test]
+async fn full_flow_on_a_redis_cluster() {
+    full_flow(Options {
+        redis_cluster_nodes: Some(crate::servers::cluster().urls()),
+        ..Options::default()
+    })
+    .await;
 }
 
 #[tokio::test]
 async fn full_flow_on_the_memory_store() {
-    full_flow(Backend::Memory).await;
+    full_flow(Options {
+        backend: Backend::Memory,
+        ..Options::default()
+    })
+    .await;
 }
 
 #[tokio::test]
@@ -413,15 +423,18 @@ async fn an_identity_mismatch_revokes_and_stores_nothing() {
     );
 }
 
-#[tokio::test]
-async fn long_poll_on_one_replica_wakes_on_a_callback_at_another() {
-    let a = spawn_app().await;
-    let b = a.replica().await;
+/// A long-poll on replica B wakes when the callback lands at replica A. `b_config` may set up B
+/// once the session exists.
+pub async fn long_poll_wakes_on_a_callback_at_another_replica(
+    a: TestApp,
+    b_config: impl FnOnce(&str, &mut authlink::config::Config),
+) {
     let key = a.setup_bot("acme").await;
     let s = a.new_session(&key, "acme", "u1").await;
     let id = s["id"].as_str().unwrap().to_owned();
+    let b = a.replica_with(|c| b_config(&id, c)).await;
     let mut browser = Browser::new();
-    // The link is issued by A; the browser reaches B for everything after.
+    // The link is issued by A and followed at B; the callback comes back to A (the public URL).
     let link = on(
         &b.base,
         &url::Url::parse(s["link"].as_str().unwrap()).unwrap(),
@@ -430,7 +443,7 @@ async fn long_poll_on_one_replica_wakes_on_a_callback_at_another() {
     let callback = browser.sign_in(&authorize).await;
 
     let waiter = {
-        let (base, api, key, id) = (a.base.clone(), a.api.clone(), key.clone(), id.clone());
+        let (base, api, key, id) = (b.base.clone(), b.api.clone(), key.clone(), id.clone());
         tokio::spawn(async move {
             api.get(format!("{base}/v1/bots/acme/auth-sessions/{id}?wait=60"))
                 .bearer_auth(key)
@@ -442,12 +455,17 @@ async fn long_poll_on_one_replica_wakes_on_a_callback_at_another() {
                 .unwrap()
         })
     };
-    // The callback must land only once the waiter is parked on A.
-    crate::helpers::until(|| a.store.waiting() == 1).await;
-    let page = browser.land(&on(&b.base, &callback)).await;
+    // The callback must land only once the waiter is parked on B.
+    crate::helpers::until(|| b.store.waiting() == 1).await;
+    let page = browser.land(callback.as_str()).await;
     assert_eq!(page.status, StatusCode::OK, "{}", page.body);
     let woke = waiter.await.unwrap();
     assert_eq!(woke["status"], "completed");
+}
+
+#[tokio::test]
+async fn long_poll_on_one_replica_wakes_on_a_callback_at_another() {
+    long_poll_wakes_on_a_callback_at_another_replica(spawn_app().await, |_, _| {}).await;
 }
 
 #[tokio::test]

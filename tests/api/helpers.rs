@@ -4,7 +4,9 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use authlink::config::{AppSettings, Config, GeneratedKeys, Settings, StoreConfig, SystemApps};
+use authlink::config::{
+    AppSettings, Config, GeneratedKeys, SentinelSettings, Settings, StoreConfig, SystemApps,
+};
 use authlink::startup::Application;
 use authlink::store::Store;
 use authlink::store::memory::MemoryStore;
@@ -43,7 +45,9 @@ pub struct TestApp {
     pub receiver: Receiver,
     /// The real OpenID provider, when asked for.
     pub oidc: Option<Arc<crate::oidc::OidcProvider>>,
-    redis_url: String,
+    /// The Redis servers holding this test's keys, to read and clean up (none for Sentinel: its
+    /// servers are the test's own and go away with it).
+    redis_nodes: Vec<String>,
 }
 
 pub struct Options {
@@ -51,6 +55,10 @@ pub struct Options {
     pub shape: Shape,
     /// Use this Redis instead of the shared one (e.g. one the test stops).
     pub redis_url: Option<String>,
+    /// Use a Redis Cluster with these nodes (all its masters) instead.
+    pub redis_cluster_nodes: Option<Vec<String>>,
+    /// Use the master these sentinels name instead.
+    pub redis_sentinel: Option<SentinelSettings>,
     pub deny_private_networks: bool,
     /// Webhook deliveries in flight per replica and per bot.
     pub webhook_concurrency: (usize, usize),
@@ -74,6 +82,8 @@ impl Default for Options {
             backend: Backend::Redis,
             shape: Shape::Salesforce,
             redis_url: None,
+            redis_cluster_nodes: None,
+            redis_sentinel: None,
             deny_private_networks: false,
             webhook_concurrency: (64, 8),
             oidc: None,
@@ -114,8 +124,17 @@ pub async fn spawn_with(opts: Options) -> TestApp {
         settings.webhooks.concurrency,
         settings.webhooks.per_bot_concurrency,
     ) = opts.webhook_concurrency;
+    let mut redis_nodes = Vec::new();
     if opts.backend == Backend::Redis {
-        settings.store.redis_url = Some(redis_url.clone());
+        if let Some(nodes) = opts.redis_cluster_nodes {
+            redis_nodes = nodes.clone();
+            settings.store.redis_cluster_nodes = Some(nodes);
+        } else if let Some(sentinel) = opts.redis_sentinel {
+            settings.store.redis_sentinel = Some(sentinel);
+        } else {
+            redis_nodes = vec![redis_url.clone()];
+            settings.store.redis_url = Some(redis_url);
+        }
         settings.store.key_prefix = Some(prefix.clone());
     }
     let app = AppSettings {
@@ -196,7 +215,7 @@ pub async fn spawn_with(opts: Options) -> TestApp {
         backend: opts.backend,
         config,
         store,
-        redis_url,
+        redis_nodes,
     }
 }
 
@@ -207,7 +226,9 @@ fn keys_operator(keys: &GeneratedKeys) -> String {
 fn make_store(config: &Config) -> Arc<dyn Store> {
     match &config.store {
         StoreConfig::Memory => Arc::new(MemoryStore::new()),
-        StoreConfig::Redis { url, prefix } => Arc::new(RedisStore::connect(url, prefix).unwrap()),
+        StoreConfig::Redis { topology, prefix } => {
+            Arc::new(RedisStore::open(topology, prefix).unwrap())
+        }
     }
 }
 
@@ -240,12 +261,17 @@ impl TestApp {
             backend: self.backend,
             config,
             store,
-            redis_url: self.redis_url.clone(),
+            redis_nodes: self.redis_nodes.clone(),
         }
     }
 
     pub fn url(&self, path: &str) -> String {
         format!("{}{path}", self.base)
+    }
+
+    /// The status a plain GET of `path` answers with (e.g. `/readyz`).
+    pub async fn status_of(&self, path: &str) -> StatusCode {
+        self.api.get(self.url(path)).send().await.unwrap().status()
     }
 
     pub async fn call(
@@ -377,44 +403,50 @@ impl TestApp {
     /// Every key/value this test's prefix owns in Redis, as text (hash fields and stream entries
     /// flattened), for secret scanning.
     pub fn redis_dump(&self) -> Vec<(String, String)> {
-        let client = redis::Client::open(self.redis_url.as_str()).unwrap();
-        let mut con = client.get_connection().unwrap();
-        let keys: Vec<String> = scan_keys(&mut con, &self.prefix).unwrap();
-        keys.into_iter()
-            .map(|k| {
-                let kind: String = redis::cmd("TYPE").arg(&k).query(&mut con).unwrap();
-                let value = match kind.as_str() {
-                    "string" => redis::cmd("GET").arg(&k).query::<String>(&mut con).unwrap(),
-                    "hash" => format!(
-                        "{:?}",
-                        redis::cmd("HGETALL")
-                            .arg(&k)
-                            .query::<Vec<String>>(&mut con)
-                            .unwrap()
-                    ),
-                    "zset" => format!(
-                        "{:?}",
-                        redis::cmd("ZRANGE")
-                            .arg(&k)
-                            .arg(0)
-                            .arg(-1)
-                            .query::<Vec<String>>(&mut con)
-                            .unwrap()
-                    ),
-                    "stream" => format!(
-                        "{:?}",
-                        redis::cmd("XRANGE")
-                            .arg(&k)
-                            .arg("-")
-                            .arg("+")
-                            .query::<redis::Value>(&mut con)
-                            .unwrap()
-                    ),
-                    other => format!("<{other}>"),
-                };
-                (k, value)
-            })
-            .collect()
+        assert!(!self.redis_nodes.is_empty(), "a dump needs the Redis nodes");
+        let mut dump = Vec::new();
+        for node in &self.redis_nodes {
+            let client = redis::Client::open(node.as_str()).unwrap();
+            let mut con = client.get_connection().unwrap();
+            for k in scan_keys(&mut con, &self.prefix).unwrap() {
+                let value = dump_value(&mut con, &k);
+                dump.push((k, value));
+            }
+        }
+        dump
+    }
+}
+
+fn dump_value(con: &mut redis::Connection, k: &str) -> String {
+    let kind: String = redis::cmd("TYPE").arg(k).query(con).unwrap();
+    match kind.as_str() {
+        "string" => redis::cmd("GET").arg(k).query::<String>(con).unwrap(),
+        "hash" => format!(
+            "{:?}",
+            redis::cmd("HGETALL")
+                .arg(k)
+                .query::<Vec<String>>(con)
+                .unwrap()
+        ),
+        "zset" => format!(
+            "{:?}",
+            redis::cmd("ZRANGE")
+                .arg(k)
+                .arg(0)
+                .arg(-1)
+                .query::<Vec<String>>(con)
+                .unwrap()
+        ),
+        "stream" => format!(
+            "{:?}",
+            redis::cmd("XRANGE")
+                .arg(k)
+                .arg("-")
+                .arg("+")
+                .query::<redis::Value>(con)
+                .unwrap()
+        ),
+        other => format!("<{other}>"),
     }
 }
 
@@ -424,18 +456,27 @@ impl Drop for TestApp {
         if self.backend != Backend::Redis {
             return;
         }
-        let Ok(client) = redis::Client::open(self.redis_url.as_str()) else {
-            return;
-        };
-        let Ok(mut con) = client.get_connection_with_timeout(std::time::Duration::from_secs(1))
-        else {
-            return;
-        };
-        let keys: Vec<String> = scan_keys(&mut con, &self.prefix).unwrap_or_default();
-        if !keys.is_empty() {
-            let _: Result<(), _> = redis::cmd("DEL").arg(keys).query(&mut con);
+        for node in &self.redis_nodes {
+            delete_prefix(node, &self.prefix);
         }
     }
+}
+
+/// Delete every key under `prefix` on the Redis server at `url` (one `DEL` per key: on a Cluster
+/// node the keys are in many slots).
+pub fn delete_prefix(url: &str, prefix: &str) {
+    let Ok(client) = redis::Client::open(url) else {
+        return;
+    };
+    let Ok(mut con) = client.get_connection_with_timeout(std::time::Duration::from_secs(1)) else {
+        return;
+    };
+    let keys: Vec<String> = scan_keys(&mut con, prefix).unwrap_or_default();
+    let mut pipe = redis::pipe();
+    for k in &keys {
+        pipe.del(k).ignore();
+    }
+    let _: Result<(), _> = pipe.query(&mut con);
 }
 
 /// A browser: keeps cookies per host, never follows redirects by itself.

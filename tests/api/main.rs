@@ -1,6 +1,7 @@
 //! The black-box test suite: one binary, files mirror the flow. Real Redis (a unique key prefix
-//! per test, or a `redis-server` the test starts itself), a fake Salesforce on loopback that
-//! checks PKCE and client authentication, and a cookie-keeping browser.
+//! per test, or `redis-server`s the test starts itself: a single server, a Cluster, Sentinel), a
+//! fake Salesforce on loopback that checks PKCE and client authentication, and a cookie-keeping
+//! browser.
 
 mod admin;
 mod callback;
@@ -14,8 +15,10 @@ mod provider;
 mod provider_fixture;
 mod receiver;
 mod rotation;
+mod servers;
 mod sessions;
 mod store;
 mod tokens;
+mod topologies;
 mod verification;
 mod webhooks;

@@ -1,12 +1,11 @@
 //! ① and ⑤ The sessions API: validation, idempotency, cross-tenant isolation, long-poll, and a
 //! store outage answered with 503 and recovered from without a restart.
 
-use std::process::{Child, Command, Stdio};
-
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 
-use crate::helpers::{Options, spawn_app, spawn_with, until};
+use crate::helpers::{Options, spawn_app, spawn_with, until, until_async};
+use crate::servers::{Server, free_port};
 
 async fn problem(r: reqwest::Response) -> (StatusCode, Value) {
     let status = r.status();
@@ -229,64 +228,10 @@ async fn a_long_poll_wakes_when_the_session_is_cancelled() {
     assert_eq!(waiter.await.unwrap()["status"], "cancelled");
 }
 
-/// A `redis-server` of this test's own, on a free port, killed on drop.
-struct OwnRedis {
-    child: Child,
-    port: u16,
-}
-
-impl OwnRedis {
-    fn start(port: u16) -> Self {
-        let child = Command::new("redis-server")
-            .args([
-                "--port",
-                &port.to_string(),
-                "--bind",
-                "127.0.0.1",
-                "--save",
-                "",
-                "--appendonly",
-                "no",
-            ])
-            .stdout(Stdio::null())
-            .spawn()
-            .expect("redis-server is installed");
-        let me = Self { child, port };
-        for _ in 0..500 {
-            if redis::Client::open(me.url().as_str())
-                .and_then(|c| c.get_connection())
-                .is_ok()
-            {
-                return me;
-            }
-            std::thread::sleep(std::time::Duration::from_millis(10));
-        }
-        panic!("redis-server did not start on {port}");
-    }
-    fn url(&self) -> String {
-        format!("redis://127.0.0.1:{}", self.port)
-    }
-}
-
-impl Drop for OwnRedis {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 #[tokio::test]
 async fn a_store_outage_is_a_fast_503_and_recovers_without_restart() {
     let port = free_port();
-    let redis = OwnRedis::start(port);
+    let redis = Server::start(port);
     let app = spawn_with(Options {
         redis_url: Some(redis.url()),
         ..Options::default()
@@ -294,15 +239,7 @@ async fn a_store_outage_is_a_fast_503_and_recovers_without_restart() {
     .await;
     let key = app.setup_bot("acme").await;
     let s = app.new_session(&key, "acme", "u1").await;
-    assert_eq!(
-        app.api
-            .get(app.url("/readyz"))
-            .send()
-            .await
-            .unwrap()
-            .status(),
-        StatusCode::OK
-    );
+    assert_eq!(app.status_of("/readyz").await, StatusCode::OK);
 
     drop(redis);
     let r = app
@@ -312,43 +249,14 @@ async fn a_store_outage_is_a_fast_503_and_recovers_without_restart() {
     assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
     assert_eq!(body["code"], "store_unavailable");
     assert_eq!(
-        app.api
-            .get(app.url("/readyz"))
-            .send()
-            .await
-            .unwrap()
-            .status(),
+        app.status_of("/readyz").await,
         StatusCode::SERVICE_UNAVAILABLE
     );
-    assert_eq!(
-        app.api
-            .get(app.url("/healthz"))
-            .send()
-            .await
-            .unwrap()
-            .status(),
-        StatusCode::OK
-    );
+    assert_eq!(app.status_of("/healthz").await, StatusCode::OK);
 
     // Back on the same port (empty: this Redis keeps nothing), the daemon reconnects by itself.
-    let _redis = OwnRedis::start(port);
-    let mut ready = false;
-    for _ in 0..100 {
-        if app
-            .api
-            .get(app.url("/readyz"))
-            .send()
-            .await
-            .unwrap()
-            .status()
-            == StatusCode::OK
-        {
-            ready = true;
-            break;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-    }
-    assert!(ready, "readyz recovered");
+    let _redis = Server::start(port);
+    until_async(|| async { app.status_of("/readyz").await == StatusCode::OK }).await;
     // The old data is gone with that Redis; new writes work again.
     app.put_bot("acme").await;
     let r = app

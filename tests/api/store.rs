@@ -1,9 +1,10 @@
-//! ④ The store contract, one suite run against both implementations: Redis (a unique key prefix)
-//! and the embedded memory store.
+//! ④ The store contract, one suite run against both implementations: Redis (a unique key prefix;
+//! one server, and a 3-master Cluster) and the embedded memory store.
 
 use std::sync::Arc;
 use std::time::Duration;
 
+use authlink::config::RedisTopology;
 use authlink::domain::bot::{ApiKey, Bot, Integration, KeyRole, Mode, ProfileRef, ProviderKind};
 use authlink::domain::event::Event;
 use authlink::domain::grant::{Grant, GrantStatus, Identity};
@@ -23,43 +24,57 @@ use crate::helpers::redis_url;
 
 struct Fixture {
     store: Arc<dyn Store>,
-    prefix: Option<String>,
+    prefix: String,
+    /// The Redis servers to remove this fixture's keys from.
+    nodes: Vec<String>,
 }
 
 impl Drop for Fixture {
     fn drop(&mut self) {
-        let Some(prefix) = &self.prefix else { return };
-        let client = redis::Client::open(redis_url()).unwrap();
-        let mut con = client.get_connection().unwrap();
-        let keys: Vec<String> = crate::helpers::scan_keys(&mut con, prefix).unwrap();
-        if !keys.is_empty() {
-            let _: () = redis::cmd("DEL").arg(keys).query(&mut con).unwrap();
+        for node in &self.nodes {
+            crate::helpers::delete_prefix(node, &self.prefix);
         }
     }
 }
 
-fn redis() -> Fixture {
+fn on_redis(topology: RedisTopology, nodes: Vec<String>) -> Fixture {
     let prefix = format!("t-{}", uuid::Uuid::new_v4().simple());
     Fixture {
-        store: Arc::new(RedisStore::connect(&redis_url(), &prefix).unwrap()),
-        prefix: Some(prefix),
+        store: Arc::new(RedisStore::open(&topology, &prefix).unwrap()),
+        prefix,
+        nodes,
     }
+}
+
+fn redis() -> Fixture {
+    on_redis(RedisTopology::Single(redis_url()), vec![redis_url()])
+}
+
+/// The test binary's shared Cluster (every multi-key step must stay in one slot there).
+fn cluster() -> Fixture {
+    let nodes = crate::servers::cluster().urls();
+    on_redis(RedisTopology::Cluster(nodes.clone()), nodes)
 }
 
 fn memory() -> Fixture {
     Fixture {
         store: Arc::new(MemoryStore::new()),
-        prefix: None,
+        prefix: String::new(),
+        nodes: Vec::new(),
     }
 }
 
-/// Run one contract test against both stores.
+/// Run one contract test against both stores (Redis as one server and as a Cluster).
 macro_rules! contract {
     ($name:ident) => {
         mod $name {
             #[tokio::test]
             async fn on_redis() {
                 super::$name(&*super::redis().store).await;
+            }
+            #[tokio::test]
+            async fn on_cluster() {
+                super::$name(&*super::cluster().store).await;
             }
             #[tokio::test]
             async fn on_memory() {
@@ -778,3 +793,54 @@ async fn expired_sessions_are_claimed_once_per_lease(store: &dyn Store) {
     );
 }
 contract!(expired_sessions_are_claimed_once_per_lease);
+
+/// Sentinel: after a failover the same store, never restarted, still has the sessions written
+/// before it and keeps its contract on the new master — writes go there (the old master here
+/// stays writable, so only following the sentinels gets them there), and so does the change
+/// subscription.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn after_a_sentinel_failover_the_store_follows_the_new_master() {
+    let setup = crate::servers::SentinelSetup::start();
+    let settings = setup.settings();
+    let topology = RedisTopology::Sentinel(authlink::config::SentinelConfig {
+        master_name: settings.master_name,
+        nodes: settings.nodes,
+        master_tls: false,
+        master_username: None,
+        master_password: None,
+    });
+    let fixture = on_redis(topology, Vec::new());
+    let (store, prefix) = (&*fixture.store, fixture.prefix.as_str());
+    let now = now();
+    let before = session("u1", now);
+    create(store, &before).await;
+    setup.replicated();
+
+    let old_master = setup.master_port();
+    setup.failover();
+    assert_ne!(setup.master_port(), old_master);
+    let new_master = &setup.replica;
+    crate::helpers::until_async_within(Duration::from_secs(30), || async {
+        let probe = session("probe", authlink::clock::now());
+        let id = probe.spec.id.to_string();
+        store
+            .create_session(NewSession {
+                session: &probe,
+                idempotency: None,
+                retention: Duration::from_secs(60),
+                unless_authorized_by: None,
+            })
+            .await
+            .is_ok()
+            && new_master.keys(prefix).iter().any(|k| k.contains(&id))
+    })
+    .await;
+    crate::helpers::until(|| new_master.has_subscriber(prefix)).await;
+
+    let back = store.get_session(before.spec.id).await.unwrap();
+    assert_eq!(back.map(|s| s.spec.context), Some(before.spec.context));
+    sessions_round_trip(store).await;
+    transitions_follow_the_status_machine(store).await;
+    an_attempt_is_taken_exactly_once(store).await;
+    listeners_wake_on_transitions(store).await;
+}

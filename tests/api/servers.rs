@@ -1,0 +1,385 @@
+//! Redis servers of the tests' own, on free loopback ports: a single server, a 3-master Cluster,
+//! and a master with a replica watched by a sentinel. Each runs in a directory of its own under a
+//! small shell that kills it (SIGKILL) and removes the directory when the shell's stdin closes:
+//! when the handle drops, or when the test process ends in any way — so no server outlives the
+//! tests, not even the Cluster that a whole test binary shares.
+
+use std::io::Write as _;
+use std::process::{Child, ChildStdin, Command, Stdio};
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+use authlink::config::SentinelSettings;
+
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// Poll `cond` (blocking, for setup outside the async tests) until it holds or `limit` passes.
+fn poll(what: &str, limit: Duration, mut cond: impl FnMut() -> bool) {
+    let end = Instant::now() + limit;
+    while Instant::now() < end {
+        if cond() {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    panic!("{what}: not reached within {limit:?}");
+}
+
+/// One `redis-server` (or sentinel) process.
+pub struct Server {
+    pub port: u16,
+    shell: Child,
+    /// Closing it stops the server.
+    stdin: Option<ChildStdin>,
+    dir: std::path::PathBuf,
+}
+
+impl Server {
+    /// A plain server on `port` without persistence.
+    pub fn start(port: u16) -> Self {
+        Self::with_args(port, &["--save", "", "--appendonly", "no"])
+    }
+
+    /// A server on `port` with these extra arguments, answering PING when this returns.
+    pub fn with_args(port: u16, args: &[&str]) -> Self {
+        let dir = tempfile::Builder::new()
+            .prefix("authlink-redis-")
+            .tempdir()
+            .unwrap()
+            .keep();
+        let (port_arg, dir_arg) = (port.to_string(), dir.to_str().unwrap().to_owned());
+        let mut all = vec![
+            "--port",
+            &port_arg,
+            "--bind",
+            "127.0.0.1",
+            "--dir",
+            &dir_arg,
+        ];
+        all.extend_from_slice(args);
+        Self::spawn(port, dir, &all)
+    }
+
+    /// A sentinel on `port` with this configuration (written to its directory: sentinels rewrite
+    /// their configuration file).
+    fn sentinel(port: u16, config: &str) -> Self {
+        let dir = tempfile::Builder::new()
+            .prefix("authlink-sentinel-")
+            .tempdir()
+            .unwrap()
+            .keep();
+        let file = dir.join("sentinel.conf");
+        std::fs::write(
+            &file,
+            format!(
+                "port {port}\nbind 127.0.0.1\ndir {}\n{config}",
+                dir.display()
+            ),
+        )
+        .unwrap();
+        let file = file.to_str().unwrap().to_owned();
+        Self::spawn(port, dir, &[&file, "--sentinel"])
+    }
+
+    fn spawn(port: u16, dir: std::path::PathBuf, args: &[&str]) -> Self {
+        let mut shell = Command::new("sh")
+            .arg("-c")
+            .arg(
+                r#"dir=$1; shift; redis-server "$@" & pid=$!
+                   read -r _; kill -9 "$pid" 2>/dev/null; wait "$pid"; rm -rf "$dir""#,
+            )
+            .arg("sh")
+            .arg(&dir)
+            .args(args)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("sh and redis-server are installed");
+        let stdin = shell.stdin.take();
+        let server = Self {
+            port,
+            shell,
+            stdin,
+            dir,
+        };
+        poll(
+            &format!("redis on {port} answers"),
+            Duration::from_secs(10),
+            || server.connection().is_ok(),
+        );
+        server
+    }
+
+    pub fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}", self.port)
+    }
+
+    pub fn connection(&self) -> redis::RedisResult<redis::Connection> {
+        redis::Client::open(self.url())?
+            .get_connection_with_timeout(Duration::from_secs(1))
+            .and_then(|mut c| redis::cmd("PING").query::<()>(&mut c).map(|_| c))
+    }
+
+    /// `INFO <section>` as text.
+    pub fn info(&self, section: &str) -> String {
+        redis::cmd("INFO")
+            .arg(section)
+            .query(&mut self.connection().unwrap())
+            .unwrap()
+    }
+}
+
+impl Server {
+    /// This server's keys under `prefix`.
+    pub fn keys(&self, prefix: &str) -> Vec<String> {
+        crate::helpers::scan_keys(&mut self.connection().unwrap(), prefix).unwrap()
+    }
+
+    /// Whether somebody is subscribed here to a channel under `prefix`.
+    pub fn has_subscriber(&self, prefix: &str) -> bool {
+        !redis::cmd("PUBSUB")
+            .arg("CHANNELS")
+            .arg(format!("{prefix}:*"))
+            .query::<Vec<String>>(&mut self.connection().unwrap())
+            .unwrap()
+            .is_empty()
+    }
+}
+
+impl Drop for Server {
+    /// Stops the server (SIGKILL, as a crash) and waits until it is gone.
+    fn drop(&mut self) {
+        if let Some(mut stdin) = self.stdin.take() {
+            let _ = stdin.write_all(b"\n");
+        }
+        let _ = self.shell.wait();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// A Redis Cluster of three masters (no replicas), created with `redis-cli --cluster create`.
+pub struct Cluster {
+    pub nodes: Vec<Server>,
+}
+
+impl Cluster {
+    pub fn start() -> Self {
+        let nodes: Vec<Server> = (0..3)
+            .map(|_| {
+                let (port, bus) = (free_port(), free_port());
+                let conf = format!("nodes-{port}.conf");
+                let bus = bus.to_string();
+                Server::with_args(
+                    port,
+                    &[
+                        "--cluster-enabled",
+                        "yes",
+                        "--cluster-config-file",
+                        &conf,
+                        // The default bus port (port + 10000) may be taken or out of range.
+                        "--cluster-port",
+                        &bus,
+                        "--appendonly",
+                        "no",
+                        "--save",
+                        "",
+                    ],
+                )
+            })
+            .collect();
+        let status = Command::new("redis-cli")
+            .args(["--cluster", "create"])
+            .args(nodes.iter().map(|n| format!("127.0.0.1:{}", n.port)))
+            .args(["--cluster-replicas", "0", "--cluster-yes"])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .status()
+            .expect("redis-cli is installed");
+        assert!(status.success(), "redis-cli --cluster create failed");
+        poll(
+            "cluster_state:ok on every node",
+            Duration::from_secs(30),
+            || {
+                nodes.iter().all(|n| {
+                    redis::cmd("CLUSTER")
+                        .arg("INFO")
+                        .query::<String>(&mut n.connection().unwrap())
+                        .is_ok_and(|i| i.contains("cluster_state:ok"))
+                })
+            },
+        );
+        Self { nodes }
+    }
+
+    pub fn urls(&self) -> Vec<String> {
+        self.nodes.iter().map(Server::url).collect()
+    }
+
+    /// The node serving `key`'s slot: the others answer MOVED.
+    pub fn owner_of(&self, key: &str) -> usize {
+        self.nodes
+            .iter()
+            .position(|n| {
+                redis::cmd("EXISTS")
+                    .arg(key)
+                    .query::<u32>(&mut n.connection().unwrap())
+                    .is_ok()
+            })
+            .expect("some node serves every slot")
+    }
+}
+
+/// The Cluster this test binary shares (started by the first test asking for it; tests keep
+/// apart by their key prefixes). Its servers stop when the test process ends.
+pub fn cluster() -> &'static Cluster {
+    static CLUSTER: OnceLock<Cluster> = OnceLock::new();
+    CLUSTER.get_or_init(Cluster::start)
+}
+
+pub const MASTER_NAME: &str = "authlink-test";
+
+/// A master and one replica (both with AOF), and a sentinel watching them (quorum 1), on the
+/// test's own servers.
+pub struct SentinelSetup {
+    pub sentinel: Server,
+    /// Taken out to crash the master.
+    pub master: Option<Server>,
+    pub replica: Server,
+}
+
+impl SentinelSetup {
+    pub fn start() -> Self {
+        let aof = ["--appendonly", "yes", "--save", ""];
+        // The first master cannot be turned into a replica (REPLICAOF is disabled on it): after a
+        // failover it stays a writable master for good, so a client that kept writing there —
+        // rather than following the sentinels — would be seen losing its writes. (Real old
+        // masters are demoted seconds later, which only narrows that window.)
+        let master = Server::with_args(
+            free_port(),
+            &[
+                &aof[..],
+                &[
+                    "--rename-command",
+                    "REPLICAOF",
+                    "",
+                    "--rename-command",
+                    "SLAVEOF",
+                    "",
+                ],
+            ]
+            .concat(),
+        );
+        let m = master.port.to_string();
+        let replica = Server::with_args(
+            free_port(),
+            &[&aof[..], &["--replicaof", "127.0.0.1", &m]].concat(),
+        );
+        poll("the replica is in sync", Duration::from_secs(20), || {
+            replica
+                .info("replication")
+                .contains("master_link_status:up")
+        });
+        let sentinel = Server::sentinel(
+            free_port(),
+            &format!(
+                "sentinel monitor {MASTER_NAME} 127.0.0.1 {m} 1\n\
+                 sentinel down-after-milliseconds {MASTER_NAME} 1000\n\
+                 sentinel failover-timeout {MASTER_NAME} 5000\n"
+            ),
+        );
+        let setup = Self {
+            sentinel,
+            master: Some(master),
+            replica,
+        };
+        // Only a replica the sentinel has heard from recently can be promoted.
+        poll(
+            "the sentinel knows a healthy replica",
+            Duration::from_secs(30),
+            || {
+                setup
+                    .sentinel_query::<Vec<std::collections::HashMap<String, String>>>(&[
+                        "REPLICAS",
+                        MASTER_NAME,
+                    ])
+                    .iter()
+                    .any(|r| {
+                        r.get("flags").map(String::as_str) == Some("slave")
+                            && r.get("master-link-status").map(String::as_str) == Some("ok")
+                    })
+            },
+        );
+        setup
+    }
+
+    fn sentinel_query<T: redis::FromRedisValue>(&self, args: &[&str]) -> T {
+        redis::cmd("SENTINEL")
+            .arg(args)
+            .query(&mut self.sentinel.connection().unwrap())
+            .unwrap()
+    }
+
+    /// The store settings: a sentinel that is not there comes first, so the client must ask the
+    /// next one.
+    pub fn settings(&self) -> SentinelSettings {
+        SentinelSettings {
+            master_name: MASTER_NAME.into(),
+            nodes: vec![
+                format!("redis://127.0.0.1:{}", free_port()),
+                self.sentinel.url(),
+            ],
+            ..SentinelSettings::default()
+        }
+    }
+
+    /// The master's port as the sentinel names it.
+    pub fn master_port(&self) -> u16 {
+        let (_, port): (String, u16) =
+            self.sentinel_query(&["GET-MASTER-ADDR-BY-NAME", MASTER_NAME]);
+        port
+    }
+
+    /// Blocks until the replica has every write the master took so far (`WAIT` counts this
+    /// connection's writes: it writes one of its own first, after everything else).
+    pub fn replicated(&self) {
+        let master = self.master.as_ref().expect("the master runs");
+        let mut con = master.connection().unwrap();
+        redis::cmd("INCR")
+            .arg("test:replication-mark")
+            .query::<()>(&mut con)
+            .unwrap();
+        let acked: u32 = redis::cmd("WAIT")
+            .arg(1)
+            .arg(10_000)
+            .query(&mut con)
+            .unwrap();
+        assert_eq!(acked, 1, "the replica acknowledged");
+    }
+
+    /// `SENTINEL FAILOVER`, returning once the sentinel names the replica as master.
+    pub fn failover(&self) {
+        self.sentinel_query::<()>(&["FAILOVER", MASTER_NAME]);
+        self.promoted();
+    }
+
+    /// Crash the master (SIGKILL), returning once the sentinel has promoted the replica.
+    pub fn crash_master(&mut self) {
+        drop(self.master.take());
+        self.promoted();
+    }
+
+    fn promoted(&self) {
+        poll(
+            "the sentinel names the replica as master",
+            Duration::from_secs(60),
+            || self.master_port() == self.replica.port,
+        );
+    }
+}
