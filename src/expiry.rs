@@ -33,8 +33,6 @@ pub async fn settle(
     match result {
         Ok(updated) => {
             tracing::info!(session_id = %s.spec.id, "auth session expired");
-            metrics::counter!("authlink_session_transitions_total", "status" => "expired")
-                .increment(1);
             Ok(updated)
         }
         Err(TransitionError::Conflict(_) | TransitionError::Expired) => {

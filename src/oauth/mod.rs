@@ -279,6 +279,25 @@ impl Provider {
         verifier: SecretString,
         now: OffsetDateTime,
     ) -> Result<TokenSet, ExchangeError> {
+        let started = std::time::Instant::now();
+        let result = self.exchange_inner(http, code, verifier, now).await;
+        metrics::histogram!(
+            "authlink_exchange_seconds",
+            "provider" => self.kind.as_str(),
+            "outcome" => if result.is_ok() { "ok" } else { "failed" },
+        )
+        .record(started.elapsed().as_secs_f64());
+        result
+    }
+
+    /// The code exchange with the identity checks that belong to it.
+    async fn exchange_inner(
+        &self,
+        http: &reqwest::Client,
+        code: String,
+        verifier: SecretString,
+        now: OffsetDateTime,
+    ) -> Result<TokenSet, ExchangeError> {
         let response = self
             .client()
             .exchange_code(AuthorizationCode::new(code))

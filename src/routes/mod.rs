@@ -152,6 +152,37 @@ fn request_span(req: &axum::http::Request<axum::body::Body>) -> tracing::Span {
     )
 }
 
+/// `authlink_http_requests_total` and `authlink_http_request_seconds` by route template (never
+/// the path: few label values, no tokens), method and status.
+async fn record_metrics(
+    req: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    let started = std::time::Instant::now();
+    let route = req
+        .extensions()
+        .get::<axum::extract::MatchedPath>()
+        .map_or("unmatched", |p| p.as_str())
+        .to_owned();
+    let method = req.method().as_str().to_owned();
+    let response = next.run(req).await;
+    let status = response.status().as_str().to_owned();
+    metrics::histogram!(
+        "authlink_http_request_seconds",
+        "route" => route.clone(),
+        "method" => method.clone(),
+    )
+    .record(started.elapsed().as_secs_f64());
+    metrics::counter!(
+        "authlink_http_requests_total",
+        "route" => route,
+        "method" => method,
+        "status" => status,
+    )
+    .increment(1);
+    response
+}
+
 pub fn router(state: AppState) -> Router {
     let config = state.config.clone();
     // Long-polls hold a request for up to `max_wait`; the deadline covers that plus the work.
@@ -211,6 +242,7 @@ pub fn router(state: AppState) -> Router {
             StatusCode::SERVICE_UNAVAILABLE,
             deadline + Duration::from_secs(1),
         ))
+        .layer(axum::middleware::from_fn(record_metrics))
         .layer(TraceLayer::new_for_http().make_span_with(request_span))
         .layer(SetSensitiveRequestHeadersLayer::new([
             header::AUTHORIZATION,

@@ -214,6 +214,8 @@ pub async fn create(
     match outcome {
         CreateOutcome::Created => {
             tracing::info!(session_id = %id, bot = %bot.id, integration = %integration.name, "auth session created");
+            metrics::counter!("authlink_session_transitions_total", "status" => "pending", "code" => "")
+                .increment(1);
             Ok((StatusCode::CREATED, respond(&state, &session, now, true)).into_response())
         }
         CreateOutcome::InFlight { fingerprint } => {

@@ -298,7 +298,7 @@ impl Store for MemoryStore {
             .map(|t| t.value.clone()))
     }
 
-    async fn transition(&self, t: Transition<'_>) -> Result<Session, TransitionError> {
+    async fn apply_transition(&self, t: Transition<'_>) -> Result<Session, TransitionError> {
         let updated = {
             let mut d = self.data();
             d.sweep(t.now);

@@ -167,7 +167,22 @@ pub trait Store: Send + Sync + 'static {
     async fn get_session(&self, id: SessionId) -> Result<Option<Session>, StoreError>;
     /// Change the status if the current one allows it (`Status::sources_of`) and the session has
     /// not expired (expiring it is always allowed), with the side write and the event.
-    async fn transition(&self, t: Transition<'_>) -> Result<Session, TransitionError>;
+    /// Implementations provide `apply_transition`; this wrapper counts what happened.
+    async fn transition(&self, t: Transition<'_>) -> Result<Session, TransitionError> {
+        let (to, code) = (t.to, t.error.map(|e| e.code.as_str()));
+        let result = self.apply_transition(t).await;
+        if result.is_ok() {
+            metrics::counter!(
+                "authlink_session_transitions_total",
+                "status" => to.as_str(),
+                "code" => code.unwrap_or(""),
+            )
+            .increment(1);
+        }
+        result
+    }
+    /// The store's own atomic step behind `transition`.
+    async fn apply_transition(&self, t: Transition<'_>) -> Result<Session, TransitionError>;
     /// Remove and return an attempt; `None` if it never existed, expired, or was taken already.
     async fn take_attempt(
         &self,

@@ -456,10 +456,12 @@ async fn subscribe(
 }
 
 fn unavailable(e: redis::RedisError) -> StoreError {
+    metrics::counter!("authlink_store_errors_total", "kind" => "unavailable").increment(1);
     StoreError::Unavailable(e.to_string())
 }
 
 fn corrupt(what: &str, e: impl std::fmt::Display) -> StoreError {
+    metrics::counter!("authlink_store_errors_total", "kind" => "corrupt").increment(1);
     StoreError::Corrupt(format!("{what}: {e}"))
 }
 
@@ -741,7 +743,7 @@ impl Store for RedisStore {
         }))
     }
 
-    async fn transition(&self, t: Transition<'_>) -> Result<Session, TransitionError> {
+    async fn apply_transition(&self, t: Transition<'_>) -> Result<Session, TransitionError> {
         let p = t.id.partition();
         // Only events with somewhere to go are queued.
         let queued = t.event.filter(|e| e.webhook_url.is_some());

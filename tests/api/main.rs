@@ -10,6 +10,7 @@ mod helpers;
 mod link;
 mod modes;
 mod oidc;
+mod operations;
 mod profiles;
 mod provider;
 mod provider_fixture;

@@ -253,6 +253,19 @@ async fn a_store_outage_is_a_fast_503_and_recovers_without_restart() {
         StatusCode::SERVICE_UNAVAILABLE
     );
     assert_eq!(app.status_of("/healthz").await, StatusCode::OK);
+    let metrics = app
+        .api
+        .get(app.url("/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metrics.contains(r#"authlink_store_errors_total{kind="unavailable"}"#),
+        "{metrics}"
+    );
 
     // Back on the same port (empty: this Redis keeps nothing), the daemon reconnects by itself.
     let _redis = Server::start(port);

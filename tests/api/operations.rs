@@ -1,0 +1,85 @@
+//! ⑦ Operating the daemon: what `/metrics` tells an operator after a real flow.
+
+use reqwest::StatusCode;
+
+use crate::helpers::{Browser, spawn_app};
+
+/// The value of the first series named `name` whose labels include every one of `labels`.
+fn sample(text: &str, name: &str, labels: &[&str]) -> Option<f64> {
+    text.lines()
+        .filter(|l| !l.starts_with('#'))
+        .filter(|l| l.starts_with(&format!("{name}{{")) || l.starts_with(&format!("{name} ")))
+        .find(|l| labels.iter().all(|want| l.contains(want)))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse().ok())
+}
+
+#[tokio::test]
+async fn metrics_describe_requests_transitions_and_exchanges_with_few_labels() {
+    let app = spawn_app().await;
+    let key = app.setup_bot("acme").await;
+    let s = app.new_session(&key, "acme", "metrics-user").await;
+    let id = s["id"].as_str().unwrap();
+    let link = s["link"].as_str().unwrap();
+    let page = Browser::new().authorize(link).await;
+    assert_eq!(page.status, StatusCode::OK, "{}", page.body);
+    // A request no route matches.
+    assert_eq!(app.status_of("/no/such/path").await, StatusCode::NOT_FOUND);
+
+    let text = app
+        .api
+        .get(app.url("/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let created = sample(
+        &text,
+        "authlink_http_requests_total",
+        &[
+            r#"route="/v1/bots/{bot}/auth-sessions""#,
+            r#"method="POST""#,
+            r#"status="201""#,
+        ],
+    );
+    assert!(created >= Some(1.0), "{text}");
+    let callback = sample(
+        &text,
+        "authlink_http_request_seconds_count",
+        &[r#"route="/oauth/callback/{config}""#],
+    );
+    assert!(callback >= Some(1.0), "{text}");
+    assert!(
+        sample(
+            &text,
+            "authlink_http_requests_total",
+            &[r#"route="unmatched""#, r#"status="404""#]
+        ) >= Some(1.0),
+        "{text}"
+    );
+    for status in ["pending", "in_progress", "completed"] {
+        assert!(
+            sample(
+                &text,
+                "authlink_session_transitions_total",
+                &[&format!(r#"status="{status}""#)]
+            ) >= Some(1.0),
+            "{status}: {text}"
+        );
+    }
+    assert!(
+        sample(
+            &text,
+            "authlink_exchange_seconds_count",
+            &[r#"provider="salesforce""#, r#"outcome="ok""#]
+        ) >= Some(1.0),
+        "{text}"
+    );
+    // Labels are templates and enums: no session id, link token or user id ever becomes one.
+    let link_token = link.rsplit('/').next().unwrap();
+    for secretish in [id, link_token, "metrics-user", key.as_str()] {
+        assert!(!text.contains(secretish), "{secretish} in metrics");
+    }
+}
