@@ -123,7 +123,19 @@ fn serve(file: Option<PathBuf>) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    telemetry::init(config.log_format);
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("authlink: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    // Inside the runtime: the OTLP exporter (feature `otlp`) sends from it. Dropped after the
+    // server stops, while the runtime still runs, so the last spans are flushed.
+    let telemetry = {
+        let _inside = runtime.enter();
+        telemetry::init(config.log_format)
+    };
     if let Some(keys) = &ephemeral {
         eprintln!(
             "\n  !! authlink is running WITHOUT configuration: ephemeral keys, embedded store.\n  \
@@ -135,19 +147,12 @@ fn serve(file: Option<PathBuf>) -> ExitCode {
     if matches!(config.store, authlink::config::StoreConfig::Memory) {
         tracing::warn!("using the embedded in-memory store: one process, nothing persisted");
     }
-    let runtime = match tokio::runtime::Runtime::new() {
-        Ok(r) => r,
-        Err(e) => {
-            eprintln!("authlink: cannot start the async runtime: {e}");
-            return ExitCode::FAILURE;
-        }
-    };
     let result = runtime.block_on(async {
         let app = Application::build(config).await?;
         tracing::info!(addr = %app.local_addr(), "authlink listening");
         app.run_until_stopped(shutdown_signal()).await
     });
-    match result {
+    let code = match result {
         Ok(()) => {
             tracing::info!("authlink stopped");
             ExitCode::SUCCESS
@@ -156,7 +161,9 @@ fn serve(file: Option<PathBuf>) -> ExitCode {
             eprintln!("authlink: {e:#}");
             ExitCode::FAILURE
         }
-    }
+    };
+    drop(telemetry);
+    code
 }
 
 /// SIGTERM or Ctrl-C.

@@ -91,6 +91,7 @@ async fn reread(state: &AppState, grant: &Grant) -> Result<Grant, TokenError> {
         .ok_or(TokenError::AuthorizationRequired)
 }
 
+#[tracing::instrument(name = "refresh", skip_all, fields(bot = %grant.bot, integration = %grant.integration, provider = provider.kind.as_str()))]
 async fn refresh_locked(
     state: &AppState,
     provider: &Provider,

@@ -1,20 +1,160 @@
-//! Log setup: human-readable on a terminal, JSON lines in production. `RUST_LOG` filters.
-//! Secrets never reach a log line: they are `SecretString`s (redacted `Debug`), and the HTTP
-//! layer marks `Authorization` and `Cookie` as sensitive.
+//! Logs, traces and metrics. Logs are human-readable on a terminal and JSON lines in production
+//! (`log_format = "json"`: every line carries its spans — request id, route, session id, bot,
+//! integration); `RUST_LOG` filters. With the `otlp` cargo feature and
+//! `OTEL_EXPORTER_OTLP_ENDPOINT` (or `OTEL_EXPORTER_OTLP_TRACES_ENDPOINT`) set, the same spans are
+//! exported over OTLP/HTTP. Secrets never reach a log line or a span: they are `SecretString`s
+//! (redacted `Debug`), spans record ids and route templates only, and the HTTP layer marks
+//! `Authorization` and `Cookie` as sensitive.
 
 use tracing_subscriber::EnvFilter;
+use tracing_subscriber::fmt::MakeWriter;
+use tracing_subscriber::layer::SubscriberExt;
+use tracing_subscriber::util::SubscriberInitExt;
 
 use crate::config::LogFormat;
 
-pub fn init(format: LogFormat) {
-    let filter = EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| EnvFilter::new("info,tower_http=info"));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter);
+/// Flushes exported spans when dropped (at the end of `main`).
+#[must_use]
+pub struct Guard {
+    #[cfg(feature = "otlp")]
+    otlp: Option<otlp::Provider>,
+}
+
+impl Drop for Guard {
+    fn drop(&mut self) {
+        #[cfg(feature = "otlp")]
+        if let Some(provider) = self.otlp.take() {
+            otlp::shutdown(provider);
+        }
+    }
+}
+
+/// Install the process-wide subscriber writing to stdout. Call from inside the tokio runtime
+/// (the OTLP exporter sends from it).
+pub fn init(format: LogFormat) -> Guard {
+    init_with(format, "info,tower_http=info", std::io::stdout)
+}
+
+/// `init` with other default filter directives (`RUST_LOG` still wins) and another writer:
+/// tests capture the production format this way.
+pub fn init_with<W>(format: LogFormat, default_filter: &str, writer: W) -> Guard
+where
+    W: for<'w> MakeWriter<'w> + Send + Sync + 'static,
+{
+    type Boxed = Box<dyn tracing_subscriber::Layer<tracing_subscriber::Registry> + Send + Sync>;
+    let filter =
+        EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default_filter));
+    let fmt = tracing_subscriber::fmt::layer().with_writer(writer);
+    let mut layers: Vec<Boxed> = vec![Box::new(filter)];
+    layers.push(match format {
+        LogFormat::Json => Box::new(fmt.json().flatten_event(true)),
+        LogFormat::Pretty => Box::new(fmt),
+    });
+    #[cfg(feature = "otlp")]
+    let provider = otlp::configured().map(|endpoint| {
+        let provider = otlp::provider();
+        layers.push(Box::new(otlp::layer(&provider)));
+        (provider, endpoint)
+    });
     // `try_init`: a second call (tests in one process) keeps the first subscriber.
-    let _ = match format {
-        LogFormat::Json => builder.json().flatten_event(true).try_init(),
-        LogFormat::Pretty => builder.try_init(),
-    };
+    let _ = tracing_subscriber::registry().with(layers).try_init();
+    #[cfg(feature = "otlp")]
+    {
+        if let Some((_, endpoint)) = &provider {
+            tracing::info!(endpoint = %endpoint, "exporting traces over OTLP/HTTP");
+        }
+        Guard {
+            otlp: provider.map(|(p, _)| p),
+        }
+    }
+    #[cfg(not(feature = "otlp"))]
+    Guard {}
+}
+
+#[cfg(feature = "otlp")]
+mod otlp {
+    use opentelemetry::trace::TracerProvider as _;
+    use opentelemetry_otlp::{WithExportConfig as _, WithHttpConfig as _};
+
+    pub type Provider = opentelemetry_sdk::trace::SdkTracerProvider;
+
+    /// The endpoint named by the standard OpenTelemetry variables, if any.
+    pub fn configured() -> Option<String> {
+        [
+            "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT",
+            "OTEL_EXPORTER_OTLP_ENDPOINT",
+        ]
+        .iter()
+        .find_map(|v| std::env::var(v).ok().filter(|s| !s.is_empty()))
+    }
+
+    /// A batching provider; the exporter reads endpoint, headers and timeout from the standard
+    /// `OTEL_EXPORTER_OTLP_*` variables and the service name from `OTEL_SERVICE_NAME`
+    /// (default "authlink").
+    pub fn provider() -> Provider {
+        let exporter = opentelemetry_otlp::SpanExporter::builder()
+            .with_http()
+            .with_protocol(opentelemetry_otlp::Protocol::HttpBinary)
+            .with_http_client(ReqwestOnTokio {
+                client: reqwest::Client::new(),
+                runtime: tokio::runtime::Handle::current(),
+            })
+            .build()
+            .expect("the OTLP exporter builds from OTEL_EXPORTER_OTLP_* settings");
+        let service = std::env::var("OTEL_SERVICE_NAME").unwrap_or_else(|_| "authlink".into());
+        Provider::builder()
+            .with_batch_exporter(exporter)
+            .with_resource(
+                opentelemetry_sdk::Resource::builder()
+                    .with_service_name(service)
+                    .build(),
+            )
+            .build()
+    }
+
+    pub fn layer<S>(provider: &Provider) -> impl tracing_subscriber::Layer<S>
+    where
+        S: tracing::Subscriber + for<'a> tracing_subscriber::registry::LookupSpan<'a>,
+    {
+        tracing_opentelemetry::layer().with_tracer(provider.tracer("authlink"))
+    }
+
+    pub fn shutdown(provider: Provider) {
+        if let Err(e) = provider.shutdown() {
+            eprintln!("authlink: flushing OTLP spans failed: {e}");
+        }
+    }
+
+    /// The exporter's HTTP client: our reqwest 0.12, run on the daemon's tokio runtime (the
+    /// batch processor exports from its own thread, outside any runtime).
+    #[derive(Debug)]
+    struct ReqwestOnTokio {
+        client: reqwest::Client,
+        runtime: tokio::runtime::Handle,
+    }
+
+    #[async_trait::async_trait]
+    impl opentelemetry_http::HttpClient for ReqwestOnTokio {
+        async fn send_bytes(
+            &self,
+            request: axum::http::Request<bytes::Bytes>,
+        ) -> Result<axum::http::Response<bytes::Bytes>, opentelemetry_http::HttpError> {
+            let client = self.client.clone();
+            let request = reqwest::Request::try_from(request)?;
+            let (status, headers, body) = self
+                .runtime
+                .spawn(async move {
+                    let response = client.execute(request).await?;
+                    let (status, headers) = (response.status(), response.headers().clone());
+                    Ok::<_, reqwest::Error>((status, headers, response.bytes().await?))
+                })
+                .await??;
+            let mut response = axum::http::Response::new(body);
+            *response.status_mut() = status;
+            *response.headers_mut() = headers;
+            Ok(response)
+        }
+    }
 }
 
 /// The process-wide Prometheus recorder (installed on first use; later calls share it).

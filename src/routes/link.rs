@@ -125,6 +125,7 @@ pub async fn interstitial(
 }
 
 #[utoipa::path(operation_id = "link_start", post, path = "/l/{link}", tag = "browser", summary = "Continue: start a sign-in (PKCE, signed state, binding cookie)", params(("link" = String, Path)), responses((status = 303, description = "303 to the provider"), (status = "4XX", description = "problem+json (RFC 9457)")))]
+#[tracing::instrument(name = "start_attempt", skip_all, fields(session_id = tracing::field::Empty, bot = tracing::field::Empty, integration = tracing::field::Empty))]
 pub async fn start(
     State(state): State<AppState>,
     Path(token): Path<String>,
@@ -134,6 +135,13 @@ pub async fn start(
         Ok(s) => s,
         Err(page) => return page.into_response(),
     };
+    tracing::Span::current()
+        .record("session_id", tracing::field::display(session.spec.id))
+        .record("bot", tracing::field::display(&session.spec.bot))
+        .record(
+            "integration",
+            tracing::field::display(&session.spec.integration),
+        );
     let lang = Lang::pick(session.spec.locale.as_deref(), &headers);
     let spec = &session.spec;
     let provider = match state

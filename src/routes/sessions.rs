@@ -95,6 +95,7 @@ pub(crate) async fn bot_and_integration(
 }
 
 #[utoipa::path(operation_id = "sessions_create", post, path = "/v1/bots/{bot}/auth-sessions", tag = "sessions", summary = "Create an auth session and its link", params(("bot" = String, Path)), request_body = CreateBody, responses((status = 201, description = "201: the session with its link; 200: already_authorized"), (status = "4XX", description = "problem+json (RFC 9457)")), security(("bearer" = [])))]
+#[tracing::instrument(name = "create_session", skip_all, fields(bot = %bot, integration = tracing::field::Empty, session_id = tracing::field::Empty))]
 pub async fn create(
     State(state): State<AppState>,
     caller: Caller,
@@ -174,6 +175,9 @@ pub async fn create(
     let now = clock::now();
     let subject = Subject::User(req.user_id);
     let id = SessionId::new(Partition::of(&bot.id, &integration.name, &subject));
+    tracing::Span::current()
+        .record("integration", tracing::field::display(&integration.name))
+        .record("session_id", tracing::field::display(id));
     let session = Session {
         spec: SessionSpec {
             id,
@@ -373,6 +377,7 @@ pub(crate) async fn settle_expiry(
 }
 
 #[utoipa::path(operation_id = "sessions_status", get, path = "/v1/bots/{bot}/auth-sessions/{id}", tag = "sessions", summary = "Session status; ?wait=N long-polls until it settles", params(("bot" = String, Path), ("id" = String, Path)), responses((status = 200, description = "200: the session"), (status = "4XX", description = "problem+json (RFC 9457)")), security(("bearer" = [])))]
+#[tracing::instrument(name = "session_status", skip_all, fields(bot = %bot, session_id = %id))]
 pub async fn status(
     State(state): State<AppState>,
     caller: Caller,
@@ -419,6 +424,7 @@ pub async fn status(
 }
 
 #[utoipa::path(operation_id = "sessions_cancel", delete, path = "/v1/bots/{bot}/auth-sessions/{id}", tag = "sessions", summary = "Cancel a session", params(("bot" = String, Path), ("id" = String, Path)), responses((status = 200, description = "200: the session"), (status = "4XX", description = "problem+json (RFC 9457)")), security(("bearer" = [])))]
+#[tracing::instrument(name = "cancel_session", skip_all, fields(bot = %bot, session_id = %id))]
 pub async fn cancel(
     State(state): State<AppState>,
     caller: Caller,
@@ -537,6 +543,7 @@ pub struct PreAuthorizeBody {
 #[utoipa::path(operation_id = "sessions_pre_authorize", post, path = "/v1/bots/{bot}/integrations/{integration}/pre-authorize", tag = "integrations", summary = "A sign-in link for the bot-wide grant (admin)", params(("bot" = String, Path), ("integration" = String, Path)), request_body = PreAuthorizeBody, responses((status = 201, description = "201: the session with its link"), (status = "4XX", description = "problem+json (RFC 9457)")), security(("bearer" = [])))]
 /// "Pre-authorize the integration": a link for an admin, whose sign-in stores the bot-wide grant
 /// that every conversation of the bot then uses. Signing in again replaces it.
+#[tracing::instrument(name = "pre_authorize", skip_all, fields(bot = %bot, integration = %integration, session_id = tracing::field::Empty))]
 pub async fn pre_authorize(
     State(state): State<AppState>,
     caller: Caller,
@@ -577,9 +584,11 @@ pub async fn pre_authorize(
     let provider_config = Provider::config_id(&state.config, &integration)
         .map_err(|e| ApiError::Conflict(e.to_string()))?;
     let now = clock::now();
+    let admin_session_id = SessionId::new(Partition::of(&bot.id, &integration.name, &Subject::Bot));
+    tracing::Span::current().record("session_id", tracing::field::display(admin_session_id));
     let session = Session {
         spec: SessionSpec {
-            id: SessionId::new(Partition::of(&bot.id, &integration.name, &Subject::Bot)),
+            id: admin_session_id,
             bot: bot.id.clone(),
             integration: integration.name.clone(),
             subject: Subject::Bot,
@@ -623,6 +632,7 @@ pub struct VerifyBody {
 /// `verification: code`: the dialog engine posts the code the person typed into the chat. The
 /// right code makes the grant usable and completes the session (one atomic store step); five
 /// wrong ones fail it and the grant is revoked and dropped. Codes expire with the session.
+#[tracing::instrument(name = "verify_code", skip_all, fields(bot = %bot, session_id = %id))]
 pub async fn verify(
     State(state): State<AppState>,
     caller: Caller,

@@ -62,6 +62,7 @@ async fn working_grant(
 }
 
 #[utoipa::path(operation_id = "tokens_access_token", post, path = "/v1/bots/{bot}/integrations/{integration}/access-token", tag = "tokens", summary = "A working access token (refreshed exactly once when needed)", params(("bot" = String, Path), ("integration" = String, Path)), request_body = TokenBody, responses((status = 200, description = "200: the token"), (status = "4XX", description = "problem+json (RFC 9457)")), security(("bearer" = [])))]
+#[tracing::instrument(name = "access_token", skip_all, fields(bot = %bot, integration = %integration))]
 pub async fn access_token(
     State(state): State<AppState>,
     caller: Caller,

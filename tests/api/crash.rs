@@ -4,6 +4,8 @@
 
 use std::collections::HashSet;
 use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use authlink::config::GeneratedKeys;
@@ -60,22 +62,32 @@ async fn start(config: &std::path::Path, port: u16) -> Daemon {
     daemon
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_replica_killed_mid_backlog_loses_no_event() {
-    let receiver = Receiver::spawn().await;
-    receiver.slow(Duration::from_millis(20));
-    let keys = GeneratedKeys::new();
-    let operator = secrecy::ExposeSecret::expose_secret(&keys.operator_key).to_owned();
-    let prefix = format!("t-{}", uuid::Uuid::new_v4().simple());
-    // Declared before the daemons, so it runs after they are killed.
-    let _cleanup = Cleanup(prefix.clone());
-    let (port_a, port_b) = (free_port(), free_port());
-    let dir = tempfile::tempdir().unwrap();
-    let config = dir.path().join("authlink.toml");
-    std::fs::write(
-        &config,
-        format!(
-            r#"public_url = "http://127.0.0.1:{port_a}"
+/// Two daemon processes on one Redis (a fresh key prefix), with bot `acme` whose webhooks go to
+/// `receiver` (which trusts its secret) and the Salesforce integration `crm`.
+struct Replicas {
+    a: Daemon,
+    /// The other replica: it only needs to run (it delivers what A leaves behind).
+    _b: Daemon,
+    operator: String,
+    api: reqwest::Client,
+    _dir: tempfile::TempDir,
+    // Last: the keys are deleted after both daemons are gone.
+    _cleanup: Cleanup,
+}
+
+impl Replicas {
+    async fn start(receiver: &Receiver) -> Self {
+        let keys = GeneratedKeys::new();
+        let operator = secrecy::ExposeSecret::expose_secret(&keys.operator_key).to_owned();
+        let prefix = format!("t-{}", uuid::Uuid::new_v4().simple());
+        let cleanup = Cleanup(prefix.clone());
+        let (port_a, port_b) = (free_port(), free_port());
+        let dir = tempfile::tempdir().unwrap();
+        let config = dir.path().join("authlink.toml");
+        std::fs::write(
+            &config,
+            format!(
+                r#"public_url = "http://127.0.0.1:{port_a}"
 [store]
 redis_url = "{redis}"
 key_prefix = "{prefix}"
@@ -93,121 +105,130 @@ client_id = "cid"
 client_secret = "secret"
 login_host = "http://127.0.0.1:9"
 "#,
-            redis = redis_url(),
-            signing = keys.signing,
-            encryption = keys.encryption,
-            op = keys.operator_key_sha256,
-        ),
-    )
-    .unwrap();
-    let a = start(&config, port_a).await;
-    let b = start(&config, port_b).await;
+                redis = redis_url(),
+                signing = keys.signing,
+                encryption = keys.encryption,
+                op = keys.operator_key_sha256,
+            ),
+        )
+        .unwrap();
+        let a = start(&config, port_a).await;
+        let b = start(&config, port_b).await;
+        let r = Self {
+            a,
+            _b: b,
+            operator,
+            api: reqwest::Client::new(),
+            _dir: dir,
+            _cleanup: cleanup,
+        };
+        let bot = r
+            .call(
+                reqwest::Method::PUT,
+                "/v1/bots/acme",
+                Some(json!({"name": "acme", "webhook_url": receiver.url})),
+            )
+            .await;
+        assert_eq!(bot.status(), StatusCode::CREATED);
+        let secret: Value = r
+            .call(reqwest::Method::POST, "/v1/bots/acme/webhook-secrets", None)
+            .await
+            .json()
+            .await
+            .unwrap();
+        receiver.trust(secret["secret"].as_str().unwrap());
+        let integration = r
+            .call(
+                reqwest::Method::PUT,
+                "/v1/bots/acme/integrations/crm",
+                Some(json!({"provider": "salesforce"})),
+            )
+            .await;
+        assert_eq!(integration.status(), StatusCode::CREATED);
+        r
+    }
 
-    let api = reqwest::Client::new();
-    let call = |method: reqwest::Method, base: &str, path: &str, key: &str, body: Option<Value>| {
-        let mut req = api
-            .request(method, format!("{base}{path}"))
-            .bearer_auth(key);
+    /// An operator call to replica A.
+    async fn call(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<Value>,
+    ) -> reqwest::Response {
+        let mut req = self
+            .api
+            .request(method, format!("{}{path}", self.a.base))
+            .bearer_auth(&self.operator);
         if let Some(body) = body {
             req = req.json(&body);
         }
-        req.send()
-    };
-    let r = call(
-        reqwest::Method::PUT,
-        &a.base,
-        "/v1/bots/acme",
-        &operator,
-        Some(json!({"name": "acme", "webhook_url": receiver.url})),
-    )
-    .await
-    .unwrap();
-    assert_eq!(r.status(), StatusCode::CREATED);
-    let secret: Value = call(
-        reqwest::Method::POST,
-        &a.base,
-        "/v1/bots/acme/webhook-secrets",
-        &operator,
-        None,
-    )
-    .await
-    .unwrap()
-    .json()
-    .await
-    .unwrap();
-    receiver.trust(secret["secret"].as_str().unwrap());
-    let r = call(
-        reqwest::Method::PUT,
-        &a.base,
-        "/v1/bots/acme/integrations/crm",
-        &operator,
-        Some(json!({"provider": "salesforce"})),
-    )
-    .await
-    .unwrap();
-    assert_eq!(r.status(), StatusCode::CREATED);
+        req.send().await.unwrap()
+    }
+}
 
+/// The session ids of every event `receiver` got.
+fn arrived(receiver: &Receiver) -> HashSet<String> {
+    receiver
+        .delivered()
+        .iter()
+        .map(|r| {
+            r.body["data"]["session_id"]
+                .as_str()
+                .unwrap_or("")
+                .to_owned()
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replica_killed_mid_backlog_loses_no_event() {
+    let receiver = Receiver::spawn().await;
+    receiver.slow(Duration::from_millis(20));
+    let mut r = Replicas::start(&receiver).await;
     // 1,000 sessions, each cancelled: 1,000 events, queued faster than the receiver takes them.
     let mut sessions = Vec::new();
     for chunk in (0..1000).collect::<Vec<_>>().chunks(50) {
         let created = join_all(chunk.iter().map(|i| {
-            call(
+            r.call(
                 reqwest::Method::POST,
-                &a.base,
                 "/v1/bots/acme/auth-sessions",
-                &operator,
                 Some(json!({"integration": "crm", "user_id": format!("u{i}")})),
             )
         }))
         .await;
-        for r in created {
-            let v: Value = r.unwrap().json().await.unwrap();
+        for c in created {
+            let v: Value = c.json().await.unwrap();
             sessions.push(v["id"].as_str().unwrap().to_owned());
         }
     }
     for chunk in sessions.chunks(50) {
-        let cancelled = join_all(chunk.iter().map(|id| {
-            call(
-                reqwest::Method::DELETE,
-                &a.base,
-                &format!("/v1/bots/acme/auth-sessions/{id}"),
-                &operator,
-                None,
-            )
-        }))
+        let paths: Vec<String> = chunk
+            .iter()
+            .map(|id| format!("/v1/bots/acme/auth-sessions/{id}"))
+            .collect();
+        let cancelled = join_all(
+            paths
+                .iter()
+                .map(|path| r.call(reqwest::Method::DELETE, path, None)),
+        )
         .await;
-        assert!(
-            cancelled
-                .into_iter()
-                .all(|r| r.unwrap().status() == StatusCode::OK)
-        );
+        assert!(cancelled.iter().all(|c| c.status() == StatusCode::OK));
     }
 
     // Kill A while the backlog drains (it holds leased deliveries at this point).
     until(|| receiver.delivered().len() >= 100).await;
-    let mut a = a;
-    a.child.kill().unwrap(); // SIGKILL
-    a.child.wait().unwrap();
+    r.a.child.kill().unwrap(); // SIGKILL
+    r.a.child.wait().unwrap();
     let delivered_at_kill = receiver.delivered().len();
     assert!(delivered_at_kill < 1000, "the kill happened mid-backlog");
 
     let wanted: HashSet<String> = sessions.iter().cloned().collect();
-    let arrived = || {
-        receiver
-            .delivered()
-            .iter()
-            .map(|r| {
-                r.body["data"]["session_id"]
-                    .as_str()
-                    .unwrap_or("")
-                    .to_owned()
-            })
-            .collect::<HashSet<_>>()
-    };
     // Reclaiming waits for the 2 s leases; then the survivor drains the rest (a minute at most).
-    crate::helpers::until_async_within(Duration::from_secs(60), || async { arrived() == wanted })
-        .await;
-    assert_eq!(arrived(), wanted, "every event arrived");
+    crate::helpers::until_async_within(Duration::from_secs(60), || async {
+        arrived(&receiver) == wanted
+    })
+    .await;
+    assert_eq!(arrived(&receiver), wanted, "every event arrived");
     let ids: HashSet<String> = receiver.delivered().iter().map(|r| r.id.clone()).collect();
     assert_eq!(
         ids.len(),
@@ -215,7 +236,115 @@ login_host = "http://127.0.0.1:9"
         "one webhook-id per event; duplicates share it"
     );
     assert!(receiver.log().iter().all(|r| r.verified == [true]));
-    drop(b);
+}
+
+/// SIGTERM under load: replica A stops accepting, answers everything it accepted, and exits 0
+/// by itself; clients see nothing worse than refused connections once it has closed, and every
+/// event queued through A arrives (sent by A before it exits, or by B).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_under_load_fails_no_request_and_loses_no_webhook() {
+    let receiver = Receiver::spawn().await;
+    receiver.slow(Duration::from_millis(20));
+    let mut r = Replicas::start(&receiver).await;
+    let signalled = Arc::new(AtomicBool::new(false));
+    // A new connection per request, so that a closed listener shows as a refused connection.
+    let client = reqwest::Client::builder()
+        .pool_max_idle_per_host(0)
+        .build()
+        .unwrap();
+    let clients: Vec<_> = (0..8)
+        .map(|c| {
+            let (client, signalled) = (client.clone(), signalled.clone());
+            let (base, operator) = (r.a.base.clone(), r.operator.clone());
+            tokio::spawn(async move {
+                let mut cancelled = Vec::new();
+                for i in 0.. {
+                    let body = json!({"integration": "crm", "user_id": format!("c{c}-{i}")});
+                    let created = client
+                        .post(format!("{base}/v1/bots/acme/auth-sessions"))
+                        .bearer_auth(&operator)
+                        .json(&body)
+                        .send()
+                        .await;
+                    let Some(created) = answered(created, &signalled) else {
+                        break;
+                    };
+                    assert_eq!(created.status(), StatusCode::CREATED);
+                    let id = created.json::<Value>().await.unwrap()["id"]
+                        .as_str()
+                        .unwrap()
+                        .to_owned();
+                    let cancel = client
+                        .delete(format!("{base}/v1/bots/acme/auth-sessions/{id}"))
+                        .bearer_auth(&operator)
+                        .send()
+                        .await;
+                    let Some(cancel) = answered(cancel, &signalled) else {
+                        break;
+                    };
+                    assert_eq!(cancel.status(), StatusCode::OK);
+                    cancelled.push(id);
+                }
+                cancelled
+            })
+        })
+        .collect();
+
+    // Under load, with deliveries flowing: SIGTERM to A.
+    until(|| receiver.delivered().len() >= 50).await;
+    signalled.store(true, Ordering::SeqCst);
+    let pid = r.a.child.id().to_string();
+    assert!(
+        Command::new("kill")
+            .args(["-TERM", &pid])
+            .status()
+            .unwrap()
+            .success()
+    );
+    let mut wanted = HashSet::new();
+    for c in clients {
+        wanted.extend(c.await.expect("no client saw a failed request"));
+    }
+    // A exits by itself, successfully (bounded, so a hang fails instead of blocking the suite).
+    crate::helpers::until_async_within(Duration::from_secs(40), || {
+        let exited = r.a.child.try_wait().unwrap().is_some();
+        async move { exited }
+    })
+    .await;
+    assert!(r.a.child.wait().unwrap().success());
+    // Every cancelled session's event arrives.
+    crate::helpers::until_async_within(Duration::from_secs(60), || async {
+        arrived(&receiver).is_superset(&wanted)
+    })
+    .await;
+    assert!(wanted.len() > 50, "the load ran: {}", wanted.len());
+}
+
+/// A response, or `None` for a connection refused after the signal; any other failure panics.
+/// Refused includes a reset of a fresh connection without any answer: the kernel had completed
+/// its handshake, but the daemon never accepted it before closing its listener (the kernel then
+/// resets what waits in the accept queue). Every connection the daemon did accept is answered.
+fn answered(
+    result: reqwest::Result<reqwest::Response>,
+    signalled: &AtomicBool,
+) -> Option<reqwest::Response> {
+    let refused = |e: &reqwest::Error| {
+        let mut source: Option<&(dyn std::error::Error + 'static)> = Some(e);
+        while let Some(s) = source {
+            if s.downcast_ref::<std::io::Error>()
+                .is_some_and(|io| io.kind() == std::io::ErrorKind::ConnectionReset)
+            {
+                return true;
+            }
+            source = s.source();
+        }
+        e.is_connect()
+    };
+    match result {
+        Ok(response) => Some(response),
+        Err(e) if signalled.load(Ordering::SeqCst) && refused(&e) => None,
+        Err(e) => panic!("request failed: {e:?}"),
+    }
 }
 
 /// Deletes a key prefix's keys when dropped — also when the test panics.

@@ -663,11 +663,12 @@ fn capture_logs() {
     LOGS.get_or_init(|| {
         let buf = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
         let sink = LogSink(buf.clone());
-        tracing_subscriber::fmt()
-            .with_env_filter("debug")
-            .with_writer(move || sink.clone())
-            .with_ansi(false)
-            .init();
+        // The production format (JSON lines with their spans), at debug level.
+        let guard =
+            authlink::telemetry::init_with(authlink::config::LogFormat::Json, "debug", move || {
+                sink.clone()
+            });
+        std::mem::forget(guard);
         buf
     });
 }

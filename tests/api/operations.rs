@@ -83,3 +83,63 @@ async fn metrics_describe_requests_transitions_and_exchanges_with_few_labels() {
         assert!(!text.contains(secretish), "{secretish} in metrics");
     }
 }
+
+#[tokio::test]
+async fn json_logs_carry_the_request_id_and_the_flow_ids_in_their_spans() {
+    let app = spawn_app().await;
+    let key = app.setup_bot("acme").await;
+    let request_id = format!("req-{}", uuid::Uuid::new_v4().simple());
+    let r = app
+        .api
+        .post(app.url("/v1/bots/acme/auth-sessions"))
+        .bearer_auth(&key)
+        .header("x-request-id", &request_id)
+        .json(&serde_json::json!({"integration": "crm", "user_id": "log-user"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::CREATED);
+    assert_eq!(
+        r.headers()["x-request-id"],
+        request_id.as_str(),
+        "propagated"
+    );
+    let s: serde_json::Value = r.json().await.unwrap();
+    let id = s["id"].as_str().unwrap();
+    let page = Browser::new().authorize(s["link"].as_str().unwrap()).await;
+    assert_eq!(page.status, StatusCode::OK, "{}", page.body);
+
+    // Every line is a JSON object (the production format) …
+    let logs = crate::helpers::logs();
+    let lines: Vec<serde_json::Value> = logs
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}")))
+        .collect();
+    // … and an event inside a flow step carries that step's span with the ids.
+    let in_span = |message: &str, span: &str| {
+        lines
+            .iter()
+            .find(|l| {
+                l["message"] == message
+                    && l["spans"].as_array().is_some_and(|spans| {
+                        spans
+                            .iter()
+                            .any(|s| s["name"] == span && s["session_id"] == id)
+                    })
+            })
+            .cloned()
+            .unwrap_or_else(|| panic!("no {message:?} in span {span} for {id}"))
+    };
+    let created = in_span("auth session created", "create_session");
+    let spans = created["spans"].as_array().unwrap();
+    let request = spans.iter().find(|s| s["name"] == "request").unwrap();
+    assert_eq!(request["request_id"], request_id.as_str());
+    assert_eq!(request["route"], "/v1/bots/{bot}/auth-sessions");
+    let step = spans
+        .iter()
+        .find(|s| s["name"] == "create_session")
+        .unwrap();
+    assert_eq!(step["bot"], "acme");
+    assert_eq!(step["integration"], "crm");
+    in_span("auth session completed", "callback");
+}
