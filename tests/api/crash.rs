@@ -3,7 +3,7 @@
 //! deliveries return to the queue when their lease ends, and the survivor delivers them.
 
 use std::collections::HashSet;
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
@@ -15,52 +15,7 @@ use serde_json::{Value, json};
 
 use crate::helpers::{redis_url, scan_keys, until};
 use crate::receiver::Receiver;
-
-struct Daemon {
-    child: Child,
-    base: String,
-}
-
-impl Drop for Daemon {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-async fn start(config: &std::path::Path, port: u16) -> Daemon {
-    let child = Command::new(env!("CARGO_BIN_EXE_authlink"))
-        .args(["serve", "--config"])
-        .arg(config)
-        .env("AUTHLINK__LISTEN", format!("127.0.0.1:{port}"))
-        .env("RUST_LOG", "warn")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("the authlink binary runs");
-    let daemon = Daemon {
-        child,
-        base: format!("http://127.0.0.1:{port}"),
-    };
-    let client = reqwest::Client::new();
-    crate::helpers::until_async_within(Duration::from_secs(20), || async {
-        client
-            .get(format!("{}/readyz", daemon.base))
-            .send()
-            .await
-            .is_ok_and(|r| r.status() == StatusCode::OK)
-    })
-    .await;
-    daemon
-}
+use crate::servers::{Daemon, free_port};
 
 /// Two daemon processes on one Redis (a fresh key prefix), with bot `acme` whose webhooks go to
 /// `receiver` (which trusts its secret) and the Salesforce integration `crm`.
@@ -112,8 +67,8 @@ login_host = "http://127.0.0.1:9"
             ),
         )
         .unwrap();
-        let a = start(&config, port_a).await;
-        let b = start(&config, port_b).await;
+        let a = Daemon::start(&config, port_a, &[]).await;
+        let b = Daemon::start(&config, port_b, &[]).await;
         let r = Self {
             a,
             _b: b,
@@ -456,7 +411,7 @@ login_host = "http://127.0.0.1:9"
         ),
     )
     .unwrap();
-    let mut daemon = start(&config, port).await;
+    let mut daemon = Daemon::start(&config, port, &[]).await;
     let api = reqwest::Client::new();
     let base = daemon.base.clone();
     let put = |path: &str, body: Value| {

@@ -143,3 +143,119 @@ async fn json_logs_carry_the_request_id_and_the_flow_ids_in_their_spans() {
     assert_eq!(step["integration"], "crm");
     in_span("auth session completed", "callback");
 }
+
+/// With the `otlp` feature and `OTEL_EXPORTER_OTLP_ENDPOINT`, a real daemon process exports its
+/// spans over OTLP/HTTP (protobuf) to a collector on loopback, flushing them when it stops; the
+/// export carries the ids and names, and no key.
+#[cfg(feature = "otlp")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn spans_are_exported_over_otlp_and_flushed_on_stop() {
+    use std::sync::{Arc, Mutex};
+
+    use authlink::config::GeneratedKeys;
+    use axum::body::Bytes;
+
+    use crate::servers::{Daemon, free_port};
+
+    // The collector: records every OTLP/HTTP trace export.
+    let exports: Arc<Mutex<Vec<Bytes>>> = Arc::default();
+    let seen = exports.clone();
+    let collector = axum::Router::new().route(
+        "/v1/traces",
+        axum::routing::post(move |body: Bytes| {
+            seen.lock().unwrap().push(body);
+            async { StatusCode::OK }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let endpoint = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, collector).await });
+
+    let keys = GeneratedKeys::new();
+    let operator = secrecy::ExposeSecret::expose_secret(&keys.operator_key).to_owned();
+    let port = free_port();
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("authlink.toml");
+    std::fs::write(
+        &config,
+        format!(
+            r#"public_url = "http://127.0.0.1:{port}"
+log_format = "json"
+[keys]
+signing = ["{}"]
+encryption = ["{}"]
+operator_key_sha256 = "{}"
+[system_apps.salesforce]
+client_id = "cid"
+client_secret = "secret"
+"#,
+            keys.signing, keys.encryption, keys.operator_key_sha256
+        ),
+    )
+    .unwrap();
+    let mut daemon = Daemon::start(
+        &config,
+        port,
+        &[
+            ("OTEL_EXPORTER_OTLP_ENDPOINT", &endpoint),
+            ("OTEL_SERVICE_NAME", "authlink-otlp-test"),
+            ("RUST_LOG", "info"),
+        ],
+    )
+    .await;
+    let api = reqwest::Client::new();
+    for (path, body) in [
+        ("/v1/bots/acme", serde_json::json!({"name": "acme"})),
+        (
+            "/v1/bots/acme/integrations/crm",
+            serde_json::json!({"provider": "salesforce"}),
+        ),
+    ] {
+        let r = api
+            .put(format!("{}{path}", daemon.base))
+            .bearer_auth(&operator)
+            .json(&body)
+            .send()
+            .await
+            .unwrap();
+        assert!(r.status().is_success());
+    }
+    let s: serde_json::Value = api
+        .post(format!("{}/v1/bots/acme/auth-sessions", daemon.base))
+        .bearer_auth(&operator)
+        .json(&serde_json::json!({"integration": "crm", "user_id": "otlp-user"}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let id = s["id"].as_str().unwrap().to_owned();
+
+    // Stop it: the batch still waiting is flushed on the way out.
+    let pid = daemon.child.id().to_string();
+    assert!(
+        std::process::Command::new("kill")
+            .args(["-TERM", &pid])
+            .status()
+            .unwrap()
+            .success()
+    );
+    assert!(daemon.child.wait().unwrap().success());
+
+    let exported: Vec<u8> = exports.lock().unwrap().concat();
+    let has = |needle: &[u8]| exported.windows(needle.len()).any(|w| w == needle);
+    for wanted in [
+        b"authlink-otlp-test".as_slice(),
+        b"create_session",
+        b"/v1/bots/{bot}/auth-sessions",
+        id.as_bytes(),
+    ] {
+        assert!(
+            has(wanted),
+            "{} not exported",
+            String::from_utf8_lossy(wanted)
+        );
+    }
+    assert!(!has(operator.as_bytes()), "the operator key was exported");
+}

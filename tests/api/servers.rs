@@ -383,3 +383,45 @@ impl SentinelSetup {
         );
     }
 }
+
+/// A real `authlink serve` process on `port`, killed on drop; `start` returns once it is ready.
+pub struct Daemon {
+    pub child: Child,
+    pub base: String,
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Daemon {
+    pub async fn start(config: &std::path::Path, port: u16, env: &[(&str, &str)]) -> Self {
+        let child = Command::new(env!("CARGO_BIN_EXE_authlink"))
+            .args(["serve", "--config"])
+            .arg(config)
+            .env("AUTHLINK__LISTEN", format!("127.0.0.1:{port}"))
+            .env("RUST_LOG", "warn")
+            .envs(env.iter().copied())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("the authlink binary runs");
+        let daemon = Daemon {
+            child,
+            base: format!("http://127.0.0.1:{port}"),
+        };
+        let client = reqwest::Client::new();
+        crate::helpers::until_async_within(Duration::from_secs(20), || async {
+            client
+                .get(format!("{}/readyz", daemon.base))
+                .send()
+                .await
+                .is_ok_and(|r| r.status() == reqwest::StatusCode::OK)
+        })
+        .await;
+        daemon
+    }
+}
