@@ -461,6 +461,13 @@ pub async fn long_poll_wakes_on_a_callback_at_another_replica(
     assert_eq!(page.status, StatusCode::OK, "{}", page.body);
     let woke = waiter.await.unwrap();
     assert_eq!(woke["status"], "completed");
+    // Both replicas run delivery workers; the event arrives once. Once the queue is empty no
+    // replica holds a claim on it either, so no second delivery can follow.
+    let first = a.receiver.wait_for(&id, 1).await;
+    crate::helpers::until_async(|| async { a.store.backlog().await.unwrap() == 0 }).await;
+    let all = a.receiver.for_session(&id);
+    assert_eq!(all.len(), 1, "delivered once: {all:?}");
+    assert_eq!(all[0].id, first[0].id);
 }
 
 #[tokio::test]
