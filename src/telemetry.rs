@@ -41,15 +41,17 @@ pub fn init_with<W>(format: LogFormat, default_filter: &str, writer: W) -> Guard
 where
     W: for<'w> MakeWriter<'w> + Send + Sync + 'static,
 {
-    type Boxed = Box<dyn tracing_subscriber::Layer<tracing_subscriber::Registry> + Send + Sync>;
+    // The filter applies to the whole subscriber (a filter inside the list of layers would not).
+    type Filtered = tracing_subscriber::layer::Layered<EnvFilter, tracing_subscriber::Registry>;
+    type Boxed = Box<dyn tracing_subscriber::Layer<Filtered> + Send + Sync>;
     let filter =
         EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default_filter));
     let fmt = tracing_subscriber::fmt::layer().with_writer(writer);
-    let mut layers: Vec<Boxed> = vec![Box::new(filter)];
-    layers.push(match format {
+    #[cfg_attr(not(feature = "otlp"), allow(unused_mut))]
+    let mut layers: Vec<Boxed> = vec![match format {
         LogFormat::Json => Box::new(fmt.json().flatten_event(true)),
         LogFormat::Pretty => Box::new(fmt),
-    });
+    }];
     #[cfg(feature = "otlp")]
     let provider = otlp::configured().map(|endpoint| {
         let provider = otlp::provider();
@@ -57,7 +59,10 @@ where
         (provider, endpoint)
     });
     // `try_init`: a second call (tests in one process) keeps the first subscriber.
-    let _ = tracing_subscriber::registry().with(layers).try_init();
+    let _ = tracing_subscriber::registry()
+        .with(filter)
+        .with(layers)
+        .try_init();
     #[cfg(feature = "otlp")]
     {
         if let Some((_, endpoint)) = &provider {
@@ -153,6 +158,43 @@ mod otlp {
             *response.status_mut() = status;
             *response.headers_mut() = headers;
             Ok(response)
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::{Arc, Mutex};
+
+    /// The filter holds for every layer: below it nothing is formatted (nor exported). The only
+    /// test in this binary that installs the global subscriber.
+    #[test]
+    fn events_below_the_filter_are_not_written() {
+        if std::env::var_os("RUST_LOG").is_some() {
+            return; // RUST_LOG overrides the default filter this test sets.
+        }
+        let out = Arc::new(Mutex::new(Vec::<u8>::new()));
+        let sink = out.clone();
+        let _guard = super::init_with(crate::config::LogFormat::Json, "warn", move || {
+            Sink(sink.clone())
+        });
+        tracing::info!("hidden-event");
+        tracing::info_span!("hidden-span").in_scope(|| tracing::warn!("shown-event"));
+        let written = String::from_utf8(out.lock().unwrap().clone()).unwrap();
+        assert!(written.contains("shown-event"), "{written}");
+        assert!(!written.contains("hidden-event"), "{written}");
+        assert!(!written.contains("hidden-span"), "{written}");
+    }
+
+    struct Sink(Arc<Mutex<Vec<u8>>>);
+
+    impl std::io::Write for Sink {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(buf);
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
         }
     }
 }
