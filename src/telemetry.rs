@@ -162,6 +162,20 @@ mod otlp {
     }
 }
 
+/// The process-wide Prometheus recorder (installed on first use; later calls share it).
+pub fn metrics() -> &'static metrics_exporter_prometheus::PrometheusHandle {
+    static HANDLE: std::sync::OnceLock<metrics_exporter_prometheus::PrometheusHandle> =
+        std::sync::OnceLock::new();
+    HANDLE.get_or_init(|| {
+        let recorder = metrics_exporter_prometheus::PrometheusBuilder::new().build_recorder();
+        let handle = recorder.handle();
+        // Another recorder may already be installed (tests embedding several apps): then ours
+        // renders nothing, which is harmless.
+        let _ = metrics::set_global_recorder(recorder);
+        handle
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use std::sync::{Arc, Mutex};
@@ -197,18 +211,4 @@ mod tests {
             Ok(())
         }
     }
-}
-
-/// The process-wide Prometheus recorder (installed on first use; later calls share it).
-pub fn metrics() -> &'static metrics_exporter_prometheus::PrometheusHandle {
-    static HANDLE: std::sync::OnceLock<metrics_exporter_prometheus::PrometheusHandle> =
-        std::sync::OnceLock::new();
-    HANDLE.get_or_init(|| {
-        let recorder = metrics_exporter_prometheus::PrometheusBuilder::new().build_recorder();
-        let handle = recorder.handle();
-        // Another recorder may already be installed (tests embedding several apps): then ours
-        // renders nothing, which is harmless.
-        let _ = metrics::set_global_recorder(recorder);
-        handle
-    })
 }
