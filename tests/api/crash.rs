@@ -3,7 +3,6 @@
 //! deliveries return to the queue when their lease ends, and the survivor delivers them.
 
 use std::collections::HashSet;
-use std::process::Command;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
@@ -15,7 +14,7 @@ use serde_json::{Value, json};
 
 use crate::helpers::{redis_url, scan_keys, until};
 use crate::receiver::Receiver;
-use crate::servers::{Daemon, free_port};
+use crate::servers::{Daemon, Solo, free_port};
 
 /// Two daemon processes on one Redis (a fresh key prefix), with bot `acme` whose webhooks go to
 /// `receiver` (which trusts its secret) and the Salesforce integration `crm`.
@@ -248,14 +247,7 @@ async fn sigterm_under_load_fails_no_request_and_loses_no_webhook() {
     // Under load, with deliveries flowing: SIGTERM to A.
     until(|| receiver.delivered().len() >= 50).await;
     signalled.store(true, Ordering::SeqCst);
-    let pid = r.a.child.id().to_string();
-    assert!(
-        Command::new("kill")
-            .args(["-TERM", &pid])
-            .status()
-            .unwrap()
-            .success()
-    );
+    r.a.terminate();
     let mut wanted = HashSet::new();
     for c in clients {
         wanted.extend(c.await.expect("no client saw a failed request"));
@@ -389,64 +381,13 @@ async fn enqueue_backlog() {
 /// current status), and the process exits cleanly instead of hanging on them.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_ends_long_polls_and_event_streams_and_exits_cleanly() {
-    let keys = GeneratedKeys::new();
-    let operator = secrecy::ExposeSecret::expose_secret(&keys.operator_key).to_owned();
-    let port = free_port();
-    let dir = tempfile::tempdir().unwrap();
-    let config = dir.path().join("authlink.toml");
-    std::fs::write(
-        &config,
-        format!(
-            r#"public_url = "http://127.0.0.1:{port}"
-[keys]
-signing = ["{}"]
-encryption = ["{}"]
-operator_key_sha256 = "{}"
-[system_apps.salesforce]
-client_id = "cid"
-client_secret = "secret"
-login_host = "http://127.0.0.1:9"
-"#,
-            keys.signing, keys.encryption, keys.operator_key_sha256
-        ),
-    )
-    .unwrap();
-    let mut daemon = Daemon::start(&config, port, &[]).await;
-    let api = reqwest::Client::new();
-    let base = daemon.base.clone();
-    let put = |path: &str, body: Value| {
-        api.put(format!("{base}{path}"))
-            .bearer_auth(&operator)
-            .json(&body)
-            .send()
-    };
-    assert!(
-        put("/v1/bots/acme", json!({"name": "acme"}))
-            .await
-            .unwrap()
-            .status()
-            .is_success()
+    let mut solo = Solo::start("", &[]).await;
+    let (api, base, operator) = (
+        solo.api.clone(),
+        solo.daemon.base.clone(),
+        solo.operator.clone(),
     );
-    assert!(
-        put(
-            "/v1/bots/acme/integrations/crm",
-            json!({"provider": "salesforce"})
-        )
-        .await
-        .unwrap()
-        .status()
-        .is_success()
-    );
-    let s: Value = api
-        .post(format!("{base}/v1/bots/acme/auth-sessions"))
-        .bearer_auth(&operator)
-        .json(&json!({"integration": "crm", "user_id": "u1"}))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let s = solo.new_session("u1").await;
     let id = s["id"].as_str().unwrap();
     let mut stream = api
         .get(format!("{base}/v1/bots/acme/auth-sessions/{id}/events"))
@@ -475,14 +416,7 @@ login_host = "http://127.0.0.1:9"
     })
     .await;
 
-    let pid = daemon.child.id().to_string();
-    assert!(
-        Command::new("kill")
-            .args(["-TERM", &pid])
-            .status()
-            .unwrap()
-            .success()
-    );
+    solo.terminate();
     // The stream ends… (bounded, so a regression fails instead of hanging)
     tokio::time::timeout(Duration::from_secs(20), async {
         while stream.chunk().await.unwrap().is_some() {}
@@ -500,7 +434,7 @@ login_host = "http://127.0.0.1:9"
     // …and the process exits by itself, successfully.
     let mut exited = None;
     for _ in 0..200 {
-        if let Some(status) = daemon.child.try_wait().unwrap() {
+        if let Some(status) = solo.daemon.child.try_wait().unwrap() {
             exited = Some(status);
             break;
         }

@@ -270,6 +270,12 @@ impl TestApp {
     }
 
     /// The status a plain GET of `path` answers with (e.g. `/readyz`).
+    /// The Prometheus text at `/metrics`.
+    pub async fn metrics(&self) -> String {
+        let r = self.api.get(self.url("/metrics")).send().await.unwrap();
+        r.text().await.unwrap()
+    }
+
     pub async fn status_of(&self, path: &str) -> StatusCode {
         self.api.get(self.url(path)).send().await.unwrap().status()
     }

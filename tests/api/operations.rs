@@ -26,15 +26,7 @@ async fn metrics_describe_requests_transitions_and_exchanges_with_few_labels() {
     // A request no route matches.
     assert_eq!(app.status_of("/no/such/path").await, StatusCode::NOT_FOUND);
 
-    let text = app
-        .api
-        .get(app.url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let text = app.metrics().await;
     let created = sample(
         &text,
         "authlink_http_requests_total",
@@ -152,10 +144,9 @@ async fn json_logs_carry_the_request_id_and_the_flow_ids_in_their_spans() {
 async fn spans_are_exported_over_otlp_and_flushed_on_stop() {
     use std::sync::{Arc, Mutex};
 
-    use authlink::config::GeneratedKeys;
     use axum::body::Bytes;
 
-    use crate::servers::{Daemon, free_port};
+    use crate::servers::Solo;
 
     // The collector: records every OTLP/HTTP trace export.
     let exports: Arc<Mutex<Vec<Bytes>>> = Arc::default();
@@ -171,31 +162,8 @@ async fn spans_are_exported_over_otlp_and_flushed_on_stop() {
     let endpoint = format!("http://{}", listener.local_addr().unwrap());
     tokio::spawn(async move { axum::serve(listener, collector).await });
 
-    let keys = GeneratedKeys::new();
-    let operator = secrecy::ExposeSecret::expose_secret(&keys.operator_key).to_owned();
-    let port = free_port();
-    let dir = tempfile::tempdir().unwrap();
-    let config = dir.path().join("authlink.toml");
-    std::fs::write(
-        &config,
-        format!(
-            r#"public_url = "http://127.0.0.1:{port}"
-log_format = "json"
-[keys]
-signing = ["{}"]
-encryption = ["{}"]
-operator_key_sha256 = "{}"
-[system_apps.salesforce]
-client_id = "cid"
-client_secret = "secret"
-"#,
-            keys.signing, keys.encryption, keys.operator_key_sha256
-        ),
-    )
-    .unwrap();
-    let mut daemon = Daemon::start(
-        &config,
-        port,
+    let mut solo = Solo::start(
+        r#"log_format = "json""#,
         &[
             ("OTEL_EXPORTER_OTLP_ENDPOINT", &endpoint),
             ("OTEL_SERVICE_NAME", "authlink-otlp-test"),
@@ -203,45 +171,12 @@ client_secret = "secret"
         ],
     )
     .await;
-    let api = reqwest::Client::new();
-    for (path, body) in [
-        ("/v1/bots/acme", serde_json::json!({"name": "acme"})),
-        (
-            "/v1/bots/acme/integrations/crm",
-            serde_json::json!({"provider": "salesforce"}),
-        ),
-    ] {
-        let r = api
-            .put(format!("{}{path}", daemon.base))
-            .bearer_auth(&operator)
-            .json(&body)
-            .send()
-            .await
-            .unwrap();
-        assert!(r.status().is_success());
-    }
-    let s: serde_json::Value = api
-        .post(format!("{}/v1/bots/acme/auth-sessions", daemon.base))
-        .bearer_auth(&operator)
-        .json(&serde_json::json!({"integration": "crm", "user_id": "otlp-user"}))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let s = solo.new_session("otlp-user").await;
     let id = s["id"].as_str().unwrap().to_owned();
 
     // Stop it: the batch still waiting is flushed on the way out.
-    let pid = daemon.child.id().to_string();
-    assert!(
-        std::process::Command::new("kill")
-            .args(["-TERM", &pid])
-            .status()
-            .unwrap()
-            .success()
-    );
-    assert!(daemon.child.wait().unwrap().success());
+    solo.terminate();
+    assert!(solo.daemon.child.wait().unwrap().success());
 
     let exported: Vec<u8> = exports.lock().unwrap().concat();
     let has = |needle: &[u8]| exported.windows(needle.len()).any(|w| w == needle);
@@ -257,5 +192,8 @@ client_secret = "secret"
             String::from_utf8_lossy(wanted)
         );
     }
-    assert!(!has(operator.as_bytes()), "the operator key was exported");
+    assert!(
+        !has(solo.operator.as_bytes()),
+        "the operator key was exported"
+    );
 }

@@ -398,6 +398,18 @@ impl Drop for Daemon {
 }
 
 impl Daemon {
+    /// SIGTERM, as an orchestrator stops it.
+    pub fn terminate(&self) {
+        let pid = self.child.id().to_string();
+        assert!(
+            Command::new("kill")
+                .args(["-TERM", &pid])
+                .status()
+                .unwrap()
+                .success()
+        );
+    }
+
     pub async fn start(config: &std::path::Path, port: u16, env: &[(&str, &str)]) -> Self {
         let child = Command::new(env!("CARGO_BIN_EXE_authlink"))
             .args(["serve", "--config"])
@@ -423,5 +435,86 @@ impl Daemon {
         })
         .await;
         daemon
+    }
+}
+
+/// One daemon process on the embedded store with fresh keys, a Salesforce app, bot `acme` and
+/// its integration `crm`. `top` is added to the configuration's top level, `env` to the process.
+pub struct Solo {
+    pub daemon: Daemon,
+    pub operator: String,
+    pub api: reqwest::Client,
+    _dir: tempfile::TempDir,
+}
+
+impl Solo {
+    pub async fn start(top: &str, env: &[(&str, &str)]) -> Self {
+        let keys = authlink::config::GeneratedKeys::new();
+        let port = free_port();
+        let dir = tempfile::tempdir().unwrap();
+        let config = dir.path().join("authlink.toml");
+        std::fs::write(
+            &config,
+            format!(
+                r#"public_url = "http://127.0.0.1:{port}"
+{top}
+[keys]
+signing = ["{}"]
+encryption = ["{}"]
+operator_key_sha256 = "{}"
+[system_apps.salesforce]
+client_id = "cid"
+client_secret = "secret"
+login_host = "http://127.0.0.1:9"
+"#,
+                keys.signing, keys.encryption, keys.operator_key_sha256
+            ),
+        )
+        .unwrap();
+        let solo = Self {
+            daemon: Daemon::start(&config, port, env).await,
+            operator: secrecy::ExposeSecret::expose_secret(&keys.operator_key).to_owned(),
+            api: reqwest::Client::new(),
+            _dir: dir,
+        };
+        for (path, body) in [
+            ("/v1/bots/acme", serde_json::json!({"name": "acme"})),
+            (
+                "/v1/bots/acme/integrations/crm",
+                serde_json::json!({"provider": "salesforce"}),
+            ),
+        ] {
+            let r = solo
+                .api
+                .put(solo.url(path))
+                .bearer_auth(&solo.operator)
+                .json(&body)
+                .send()
+                .await
+                .unwrap();
+            assert!(r.status().is_success(), "{path}: {}", r.status());
+        }
+        solo
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.daemon.base)
+    }
+
+    pub async fn new_session(&self, user: &str) -> serde_json::Value {
+        self.api
+            .post(self.url("/v1/bots/acme/auth-sessions"))
+            .bearer_auth(&self.operator)
+            .json(&serde_json::json!({"integration": "crm", "user_id": user}))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap()
+    }
+
+    pub fn terminate(&self) {
+        self.daemon.terminate();
     }
 }

@@ -253,15 +253,7 @@ async fn a_store_outage_is_a_fast_503_and_recovers_without_restart() {
         StatusCode::SERVICE_UNAVAILABLE
     );
     assert_eq!(app.status_of("/healthz").await, StatusCode::OK);
-    let metrics = app
-        .api
-        .get(app.url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = app.metrics().await;
     assert!(
         metrics.contains(r#"authlink_store_errors_total{kind="unavailable"}"#),
         "{metrics}"

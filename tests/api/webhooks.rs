@@ -403,15 +403,7 @@ async fn metrics_count_deliveries() {
     let s = app.new_session(&key, "acme", "u1").await;
     cancel(&app, &key, s["id"].as_str().unwrap()).await;
     app.receiver.wait_for(s["id"].as_str().unwrap(), 1).await;
-    let text = app
-        .api
-        .get(app.url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let text = app.metrics().await;
     assert!(text.contains("authlink_webhook_deliveries_total"), "{text}");
 }
 
