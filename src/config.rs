@@ -5,6 +5,7 @@
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
 use figment::Figment;
@@ -122,6 +123,9 @@ pub struct StoreSettings {
     pub redis_sentinel: Option<SentinelSettings>,
     /// Prefix of every Redis key, so several deployments can share one Redis.
     pub key_prefix: Option<String>,
+    /// PEM file of the certificate authorities that sign the Redis servers' certificates, for
+    /// `rediss://` with a private CA. Trusted instead of the public web roots.
+    pub redis_ca_file: Option<PathBuf>,
 }
 
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]
@@ -478,6 +482,8 @@ pub enum StoreConfig {
     Redis {
         topology: RedisTopology,
         prefix: String,
+        /// PEM roots for `rediss://` (else the public web roots).
+        tls_ca: Option<Arc<[u8]>>,
     },
 }
 
@@ -624,13 +630,41 @@ fn store_config(s: &StoreSettings) -> Result<StoreConfig, Vec<Problem>> {
     } else {
         None
     };
+    let tls_ca = s.redis_ca_file.as_ref().and_then(|path| {
+        let uses_tls = s
+            .redis_url
+            .iter()
+            .chain(s.redis_cluster_nodes.iter().flatten())
+            .chain(s.redis_sentinel.iter().flat_map(|s| &s.nodes))
+            .any(|u| u.starts_with("rediss://"))
+            || s.redis_sentinel.as_ref().is_some_and(|s| s.master_tls);
+        let read = if uses_tls {
+            read_ca(path)
+        } else {
+            Err("is only used for rediss:// (TLS) connections, and none is configured".into())
+        };
+        p.check("store.redis_ca_file", read)
+    });
     if !p.0.is_empty() {
         return Err(p.0);
     }
     Ok(match topology {
-        Some(topology) => StoreConfig::Redis { topology, prefix },
+        Some(topology) => StoreConfig::Redis {
+            topology,
+            prefix,
+            tls_ca,
+        },
         None => StoreConfig::Memory,
     })
+}
+
+/// A PEM bundle with at least one certificate.
+fn read_ca(path: &std::path::Path) -> Result<Arc<[u8]>, String> {
+    let pem = std::fs::read(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+    if !String::from_utf8_lossy(&pem).contains("-----BEGIN CERTIFICATE-----") {
+        return Err(format!("{} holds no PEM certificate", path.display()));
+    }
+    Ok(pem.into())
 }
 
 /// A Redis server's URL: `redis://` or `rediss://` (and, for a single server, a unix socket).

@@ -76,7 +76,9 @@ fn check_config(file: Option<PathBuf>) -> ExitCode {
                 config.listen,
                 match config.store {
                     authlink::config::StoreConfig::Memory => "memory (embedded)".to_string(),
-                    authlink::config::StoreConfig::Redis { topology, prefix } => {
+                    authlink::config::StoreConfig::Redis {
+                        topology, prefix, ..
+                    } => {
                         use authlink::config::RedisTopology;
                         let what = match topology {
                             RedisTopology::Single(_) => "redis".to_string(),

@@ -32,8 +32,12 @@ impl Application {
     pub async fn build(config: Config) -> anyhow::Result<Self> {
         let store: Arc<dyn Store> = match &config.store {
             StoreConfig::Memory => Arc::new(MemoryStore::new()),
-            StoreConfig::Redis { topology, prefix } => Arc::new(
-                RedisStore::open(topology, prefix)
+            StoreConfig::Redis {
+                topology,
+                prefix,
+                tls_ca,
+            } => Arc::new(
+                RedisStore::open_with_ca(topology, tls_ca.as_deref(), prefix)
                     .context("store: cannot use these Redis settings")?,
             ),
         };

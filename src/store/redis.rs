@@ -196,8 +196,17 @@ impl RedisStore {
     /// the change subscription. Commands fail fast when Redis is unreachable (see `topology`):
     /// callers get a 503, not a hang.
     pub fn open(topology: &RedisTopology, prefix: &str) -> Result<Self, StoreError> {
+        Self::open_with_ca(topology, None, prefix)
+    }
+
+    /// `open`, trusting the PEM roots `tls_ca` (instead of the public web roots) for `rediss://`.
+    pub fn open_with_ca(
+        topology: &RedisTopology,
+        tls_ca: Option<&[u8]>,
+        prefix: &str,
+    ) -> Result<Self, StoreError> {
         let (conn, subscriber) =
-            topology::open(topology).map_err(|e| StoreError::Unavailable(e.to_string()))?;
+            topology::open(topology, tls_ca).map_err(|e| StoreError::Unavailable(e.to_string()))?;
         let store = Self {
             conn,
             prefix: prefix.into(),

@@ -52,11 +52,30 @@ pub enum Subscriber {
     Sentinel(Arc<Sentinels>),
 }
 
+/// A client for one server; `rediss://` trusts the PEM roots `ca` if given (else the public
+/// web roots).
+fn client<T: redis::IntoConnectionInfo>(info: T, ca: Option<&[u8]>) -> RedisResult<Client> {
+    let info = info.into_connection_info()?;
+    match (ca, info.addr()) {
+        (Some(ca), redis::ConnectionAddr::TcpTls { .. }) => {
+            Client::build_with_tls(info, certificates(ca))
+        }
+        _ => Client::open(info),
+    }
+}
+
+fn certificates(ca: &[u8]) -> redis::TlsCertificates {
+    redis::TlsCertificates {
+        client_tls: None,
+        root_cert: Some(ca.to_vec()),
+    }
+}
+
 /// The connection and its subscriber for `topology`. Nothing is contacted yet.
-pub fn open(topology: &RedisTopology) -> RedisResult<(Conn, Subscriber)> {
+pub fn open(topology: &RedisTopology, ca: Option<&[u8]>) -> RedisResult<(Conn, Subscriber)> {
     match topology {
         RedisTopology::Single(url) => {
-            let client = Client::open(url.as_str())?;
+            let client = client(url.as_str(), ca)?;
             let config = ConnectionManagerConfig::new()
                 .set_number_of_retries(1)
                 .set_max_delay(Duration::from_millis(200))
@@ -72,13 +91,16 @@ pub fn open(topology: &RedisTopology) -> RedisResult<(Conn, Subscriber)> {
         RedisTopology::Cluster(nodes) => {
             let seeds = nodes
                 .iter()
-                .map(|n| Client::open(n.as_str()))
+                .map(|n| client(n.as_str(), ca))
                 .collect::<RedisResult<Vec<_>>>()?;
-            let client = ClusterClientBuilder::new(nodes.iter().map(String::as_str))
+            let mut builder = ClusterClientBuilder::new(nodes.iter().map(String::as_str))
                 .connection_timeout(CONNECT_TIMEOUT)
                 .response_timeout(RESPONSE_TIMEOUT)
-                .retries(2)
-                .build()?;
+                .retries(2);
+            if let Some(ca) = ca {
+                builder = builder.certs(certificates(ca));
+            }
+            let client = builder.build()?;
             let conn = client.get_pending_async_connection_with_config(
                 ClusterConfig::new()
                     .set_connection_timeout(CONNECT_TIMEOUT)
@@ -91,7 +113,7 @@ pub fn open(topology: &RedisTopology) -> RedisResult<(Conn, Subscriber)> {
             Ok((Conn::Cluster(conn), subscriber))
         }
         RedisTopology::Sentinel(config) => {
-            let sentinels = Arc::new(Sentinels::new(config)?);
+            let sentinels = Arc::new(Sentinels::new(config, ca)?);
             let conn = SentinelConn::new(sentinels.clone());
             tokio::spawn(follow_switches(conn.clone()));
             Ok((Conn::Sentinel(conn), Subscriber::Sentinel(sentinels)))
@@ -212,12 +234,13 @@ pub struct Sentinels {
     sentinels: Vec<Client>,
     master_tls: bool,
     master_settings: RedisConnectionInfo,
+    ca: Option<Vec<u8>>,
     /// Counts the master switches announced (see `follow_switches`).
     switches: watch::Sender<u64>,
 }
 
 impl Sentinels {
-    fn new(config: &SentinelConfig) -> RedisResult<Self> {
+    fn new(config: &SentinelConfig, ca: Option<&[u8]>) -> RedisResult<Self> {
         let mut master_settings = RedisConnectionInfo::default();
         if let Some(user) = &config.master_username {
             master_settings = master_settings.set_username(user);
@@ -230,8 +253,9 @@ impl Sentinels {
             sentinels: config
                 .nodes
                 .iter()
-                .map(|n| Client::open(n.as_str()))
+                .map(|n| client(n.as_str(), ca))
                 .collect::<RedisResult<_>>()?,
+            ca: ca.map(<[u8]>::to_vec),
             master_tls: config.master_tls,
             master_settings,
             switches: watch::Sender::new(0),
@@ -279,9 +303,10 @@ impl Sentinels {
         } else {
             ConnectionAddr::Tcp(host, port)
         };
-        let client = Client::open(
+        let client = client(
             addr.into_connection_info()?
                 .set_redis_settings(self.master_settings.clone()),
+            self.ca.as_deref(),
         )?;
         let mut master = client
             .get_multiplexed_async_connection_with_config(&connection_config())

@@ -17,7 +17,7 @@ async fn outbox(app: &TestApp, session_id: &str) -> Vec<crate::receiver::Receive
     events
 }
 
-async fn full_flow(opts: Options) {
+pub async fn full_flow(opts: Options) {
     let backend = opts.backend;
     let app = spawn_with(opts).await;
     let key = app.setup_bot("acme").await;

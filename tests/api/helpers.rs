@@ -59,6 +59,8 @@ pub struct Options {
     pub redis_cluster_nodes: Option<Vec<String>>,
     /// Use the master these sentinels name instead.
     pub redis_sentinel: Option<SentinelSettings>,
+    /// `redis_url` is `rediss://`: trust this CA, and inspect the store through this plain URL.
+    pub redis_tls: Option<(std::path::PathBuf, String)>,
     pub deny_private_networks: bool,
     /// Webhook deliveries in flight per replica and per bot.
     pub webhook_concurrency: (usize, usize),
@@ -83,6 +85,7 @@ impl Default for Options {
             shape: Shape::Salesforce,
             redis_url: None,
             redis_cluster_nodes: None,
+            redis_tls: None,
             redis_sentinel: None,
             deny_private_networks: false,
             webhook_concurrency: (64, 8),
@@ -131,6 +134,10 @@ pub async fn spawn_with(opts: Options) -> TestApp {
             settings.store.redis_cluster_nodes = Some(nodes);
         } else if let Some(sentinel) = opts.redis_sentinel {
             settings.store.redis_sentinel = Some(sentinel);
+        } else if let Some((ca_file, plain_url)) = opts.redis_tls {
+            redis_nodes = vec![plain_url];
+            settings.store.redis_url = Some(redis_url);
+            settings.store.redis_ca_file = Some(ca_file);
         } else {
             redis_nodes = vec![redis_url.clone()];
             settings.store.redis_url = Some(redis_url);
@@ -226,9 +233,11 @@ fn keys_operator(keys: &GeneratedKeys) -> String {
 fn make_store(config: &Config) -> Arc<dyn Store> {
     match &config.store {
         StoreConfig::Memory => Arc::new(MemoryStore::new()),
-        StoreConfig::Redis { topology, prefix } => {
-            Arc::new(RedisStore::open(topology, prefix).unwrap())
-        }
+        StoreConfig::Redis {
+            topology,
+            prefix,
+            tls_ca,
+        } => Arc::new(RedisStore::open_with_ca(topology, tls_ca.as_deref(), prefix).unwrap()),
     }
 }
 

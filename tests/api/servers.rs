@@ -11,6 +11,10 @@ use std::time::{Duration, Instant};
 
 use authlink::config::SentinelSettings;
 
+fn strings(args: &[&str]) -> Vec<String> {
+    args.iter().map(|a| (*a).to_owned()).collect()
+}
+
 pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
@@ -20,15 +24,19 @@ pub fn free_port() -> u16 {
 }
 
 /// Poll `cond` (blocking, for setup outside the async tests) until it holds or `limit` passes.
-fn poll(what: &str, limit: Duration, mut cond: impl FnMut() -> bool) {
+fn poll(what: &str, limit: Duration, cond: impl FnMut() -> bool) {
+    assert!(reached(limit, cond), "{what}: not reached within {limit:?}");
+}
+
+fn reached(limit: Duration, mut cond: impl FnMut() -> bool) -> bool {
     let end = Instant::now() + limit;
     while Instant::now() < end {
         if cond() {
-            return;
+            return true;
         }
         std::thread::sleep(Duration::from_millis(20));
     }
-    panic!("{what}: not reached within {limit:?}");
+    false
 }
 
 /// One `redis-server` (or sentinel) process.
@@ -46,8 +54,27 @@ impl Server {
         Self::with_args(port, &["--save", "", "--appendonly", "no"])
     }
 
+    /// A server on a free port with the extra arguments `args(port)`, answering PING when this
+    /// returns. A port found free may be taken by a parallel test before the server binds it:
+    /// then the server is started again on another one.
+    pub fn on_free_port(mut args: impl FnMut(u16) -> Vec<String>) -> Self {
+        for _ in 0..5 {
+            let port = free_port();
+            let args = args(port);
+            let args: Vec<&str> = args.iter().map(String::as_str).collect();
+            if let Some(server) = Self::try_with_args(port, &args) {
+                return server;
+            }
+        }
+        panic!("no redis-server started on five free ports");
+    }
+
     /// A server on `port` with these extra arguments, answering PING when this returns.
     pub fn with_args(port: u16, args: &[&str]) -> Self {
+        Self::try_with_args(port, args).unwrap_or_else(|| panic!("redis on {port} does not answer"))
+    }
+
+    fn try_with_args(port: u16, args: &[&str]) -> Option<Self> {
         let dir = tempfile::Builder::new()
             .prefix("authlink-redis-")
             .tempdir()
@@ -85,9 +112,11 @@ impl Server {
         .unwrap();
         let file = file.to_str().unwrap().to_owned();
         Self::spawn(port, dir, &[&file, "--sentinel"])
+            .unwrap_or_else(|| panic!("sentinel on {port} does not answer"))
     }
 
-    fn spawn(port: u16, dir: std::path::PathBuf, args: &[&str]) -> Self {
+    /// The server, once it answers PING; `None` if it does not within 10 s (stopped again).
+    fn spawn(port: u16, dir: std::path::PathBuf, args: &[&str]) -> Option<Self> {
         let mut shell = Command::new("sh")
             .arg("-c")
             .arg(
@@ -109,12 +138,7 @@ impl Server {
             stdin,
             dir,
         };
-        poll(
-            &format!("redis on {port} answers"),
-            Duration::from_secs(10),
-            || server.connection().is_ok(),
-        );
-        server
+        reached(Duration::from_secs(10), || server.connection().is_ok()).then_some(server)
     }
 
     pub fn url(&self) -> String {
@@ -173,25 +197,21 @@ impl Cluster {
     pub fn start() -> Self {
         let nodes: Vec<Server> = (0..3)
             .map(|_| {
-                let (port, bus) = (free_port(), free_port());
-                let conf = format!("nodes-{port}.conf");
-                let bus = bus.to_string();
-                Server::with_args(
-                    port,
-                    &[
+                Server::on_free_port(|port| {
+                    strings(&[
                         "--cluster-enabled",
                         "yes",
                         "--cluster-config-file",
-                        &conf,
+                        &format!("nodes-{port}.conf"),
                         // The default bus port (port + 10000) may be taken or out of range.
                         "--cluster-port",
-                        &bus,
+                        &free_port().to_string(),
                         "--appendonly",
                         "no",
                         "--save",
                         "",
-                    ],
-                )
+                    ])
+                })
             })
             .collect();
         let status = Command::new("redis-cli")
@@ -261,26 +281,26 @@ impl SentinelSetup {
         // failover it stays a writable master for good, so a client that kept writing there —
         // rather than following the sentinels — would be seen losing its writes. (Real old
         // masters are demoted seconds later, which only narrows that window.)
-        let master = Server::with_args(
-            free_port(),
-            &[
-                &aof[..],
+        let master = Server::on_free_port(|_| {
+            strings(
                 &[
-                    "--rename-command",
-                    "REPLICAOF",
-                    "",
-                    "--rename-command",
-                    "SLAVEOF",
-                    "",
-                ],
-            ]
-            .concat(),
-        );
+                    &aof[..],
+                    &[
+                        "--rename-command",
+                        "REPLICAOF",
+                        "",
+                        "--rename-command",
+                        "SLAVEOF",
+                        "",
+                    ],
+                ]
+                .concat(),
+            )
+        });
         let m = master.port.to_string();
-        let replica = Server::with_args(
-            free_port(),
-            &[&aof[..], &["--replicaof", "127.0.0.1", &m]].concat(),
-        );
+        let replica = Server::on_free_port(|_| {
+            strings(&[&aof[..], &["--replicaof", "127.0.0.1", &m]].concat())
+        });
         poll("the replica is in sync", Duration::from_secs(20), || {
             replica
                 .info("replication")
@@ -516,5 +536,72 @@ login_host = "http://127.0.0.1:9"
 
     pub fn terminate(&self) {
         self.daemon.terminate();
+    }
+}
+
+/// A `redis-server` speaking TLS with a certificate from a private CA made for the test
+/// (openssl), on a TLS port; it also listens in plain text for the test's own inspection.
+pub struct TlsServer {
+    pub server: Server,
+    pub tls_port: u16,
+    /// The CA's certificate (PEM): what authlink must be told to trust.
+    pub ca_file: std::path::PathBuf,
+    _certs: tempfile::TempDir,
+}
+
+impl TlsServer {
+    pub fn start() -> Self {
+        let certs = tempfile::tempdir().unwrap();
+        let ok = Command::new("sh")
+            .current_dir(certs.path())
+            .arg("-c")
+            .arg(
+                r#"set -e
+                ec="-newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes"
+                openssl req -x509 $ec -keyout ca.key -out ca.pem -days 1 \
+                  -subj "/CN=authlink test CA" \
+                  -addext basicConstraints=critical,CA:TRUE -addext keyUsage=critical,keyCertSign
+                openssl req $ec -keyout server.key -out server.csr -subj "/CN=127.0.0.1"
+                printf 'subjectAltName=IP:127.0.0.1\nextendedKeyUsage=serverAuth\n' > ext
+                openssl x509 -req -in server.csr -CA ca.pem -CAkey ca.key -CAcreateserial \
+                  -out server.pem -days 1 -extfile ext"#,
+            )
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .expect("openssl is installed")
+            .success();
+        assert!(ok, "test certificates made");
+        let file = |name: &str| certs.path().join(name).to_str().unwrap().to_owned();
+        let mut tls_port = 0;
+        let server = Server::on_free_port(|_| {
+            tls_port = free_port();
+            strings(&[
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+                "--tls-port",
+                &tls_port.to_string(),
+                "--tls-cert-file",
+                &file("server.pem"),
+                "--tls-key-file",
+                &file("server.key"),
+                "--tls-ca-cert-file",
+                &file("ca.pem"),
+                "--tls-auth-clients",
+                "no",
+            ])
+        });
+        Self {
+            server,
+            tls_port,
+            ca_file: certs.path().join("ca.pem"),
+            _certs: certs,
+        }
+    }
+
+    pub fn tls_url(&self) -> String {
+        format!("rediss://127.0.0.1:{}", self.tls_port)
     }
 }

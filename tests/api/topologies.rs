@@ -10,7 +10,7 @@ use authlink::domain::SessionId;
 use reqwest::StatusCode;
 
 use crate::helpers::{Browser, Options, spawn_with, until_async_within};
-use crate::servers::{SentinelSetup, cluster};
+use crate::servers::{SentinelSetup, TlsServer, cluster};
 
 /// `authlink check-config` on `toml` (after the keys) with `env`: (succeeded, what it printed).
 fn check_config(toml: &str, env: &[(&str, &str)]) -> (bool, String) {
@@ -89,6 +89,16 @@ fn check_config_accepts_each_topology_and_names_the_setting_at_fault() {
             vec![],
             "store.redis_sentinel",
         ),
+        (
+            "[store]\nredis_url = \"redis://10.0.0.1:6379\"\nredis_ca_file = \"/etc/ssl/ca.pem\"",
+            vec![],
+            "store.redis_ca_file: is only used for rediss://",
+        ),
+        (
+            "[store]\nredis_url = \"rediss://10.0.0.1:6379\"\nredis_ca_file = \"/nonexistent/ca.pem\"",
+            vec![],
+            "store.redis_ca_file: cannot read /nonexistent/ca.pem",
+        ),
     ] {
         let (ok, out) = check_config(toml, &env);
         assert!(!ok, "{toml}: accepted");
@@ -158,4 +168,35 @@ async fn a_daemon_on_sentinel_survives_a_master_crash_without_restart() {
         let events = app.receiver.wait_for(id, 1).await;
         assert_eq!(events[0].kind, "auth_session.completed");
     }
+}
+
+/// `rediss://` to a server whose certificate comes from a private CA: refused (503, not ready)
+/// until `store.redis_ca_file` names that CA; then the whole flow runs over TLS (and its records
+/// are found in that server, read back through its plain port).
+#[tokio::test]
+async fn over_tls_the_private_ca_is_required_and_the_full_flow_runs() {
+    let redis = TlsServer::start();
+    let untrusted = spawn_with(Options {
+        redis_url: Some(redis.tls_url()),
+        ..Options::default()
+    })
+    .await;
+    assert_eq!(
+        untrusted.status_of("/readyz").await,
+        StatusCode::SERVICE_UNAVAILABLE,
+        "the public roots do not vouch for this server"
+    );
+    crate::callback::full_flow(Options {
+        redis_url: Some(redis.tls_url()),
+        redis_tls: Some((redis.ca_file.clone(), redis.server.url())),
+        ..Options::default()
+    })
+    .await;
+    // The flow's keys are in this server, written over TLS.
+    assert!(
+        redis
+            .server
+            .info("stats")
+            .contains("total_connections_received")
+    );
 }
