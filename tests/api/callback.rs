@@ -423,8 +423,10 @@ async fn an_identity_mismatch_revokes_and_stores_nothing() {
     );
 }
 
-/// A long-poll on replica B wakes when the callback lands at replica A. `b_config` may set up B
-/// once the session exists.
+/// The flow across two replicas: the link issued by A is followed at B, the provider returns to
+/// A, a long-poll on B wakes, the webhook arrives once although both deliver, and an expired
+/// token asked for at both at once is refreshed once. `b_config` may set up B once the session
+/// exists.
 pub async fn long_poll_wakes_on_a_callback_at_another_replica(
     a: TestApp,
     b_config: impl FnOnce(&str, &mut authlink::config::Config),
@@ -468,6 +470,18 @@ pub async fn long_poll_wakes_on_a_callback_at_another_replica(
     let all = a.receiver.for_session(&id);
     assert_eq!(all.len(), 1, "delivered once: {all:?}");
     assert_eq!(all[0].id, first[0].id);
+
+    // The token expires; both replicas are asked for it at once: one refresh at the provider.
+    crate::tokens::expire(&a, "u1").await;
+    let asks =
+        (0..20).map(|i| crate::tokens::token(if i % 2 == 0 { &a } else { &b }, &key, "u1", false));
+    let mut tokens = std::collections::HashSet::new();
+    for r in futures_util::future::join_all(asks).await {
+        assert_eq!(r.status(), StatusCode::OK);
+        tokens.insert(r.json::<Value>().await.unwrap()["access_token"].to_string());
+    }
+    assert_eq!(a.provider.refresh_requests(), 1, "refreshed once");
+    assert_eq!(tokens.len(), 1, "everyone got the refreshed token");
 }
 
 #[tokio::test]

@@ -20,7 +20,7 @@ async fn connected(app: &TestApp, user: &str) -> String {
     key
 }
 
-async fn token(app: &TestApp, key: &str, user: &str, force: bool) -> reqwest::Response {
+pub async fn token(app: &TestApp, key: &str, user: &str, force: bool) -> reqwest::Response {
     app.call(
         Method::POST,
         "/v1/bots/acme/integrations/crm/access-token",
@@ -31,7 +31,7 @@ async fn token(app: &TestApp, key: &str, user: &str, force: bool) -> reqwest::Re
 }
 
 /// Make the stored access token look expired (as time would).
-async fn expire(app: &TestApp, user: &str) {
+pub async fn expire(app: &TestApp, user: &str) {
     let mut g = app
         .store
         .get_grant(
