@@ -189,6 +189,10 @@ pub struct HttpSettings {
     pub request_timeout_seconds: u64,
     /// Timeout for calls to providers (token, identity, revoke).
     pub provider_timeout_seconds: u64,
+    /// After SIGTERM: the listener closes at once, and connections already open are served for
+    /// this long before idle ones are closed (in-flight requests always finish). A request that
+    /// reached a just-accepted connection is answered instead of cut off.
+    pub shutdown_drain_ms: u64,
 }
 
 impl Default for HttpSettings {
@@ -197,6 +201,7 @@ impl Default for HttpSettings {
             body_limit_bytes: 64 * 1024,
             request_timeout_seconds: 30,
             provider_timeout_seconds: 15,
+            shutdown_drain_ms: 500,
         }
     }
 }
@@ -421,6 +426,7 @@ impl Settings {
             body_limit: self.http.body_limit_bytes,
             request_timeout: Duration::from_secs(self.http.request_timeout_seconds),
             provider_timeout: Duration::from_secs(self.http.provider_timeout_seconds),
+            shutdown_drain: Duration::from_millis(self.http.shutdown_drain_ms),
             webhooks,
             refresh_margin: Duration::from_secs(self.tokens.refresh_margin_seconds),
             proactive_refresh: self.tokens.proactive_refresh,
@@ -462,6 +468,7 @@ pub struct Config {
     pub body_limit: usize,
     pub request_timeout: Duration,
     pub provider_timeout: Duration,
+    pub shutdown_drain: Duration,
     pub webhooks: WebhookConfig,
     pub refresh_margin: Duration,
     pub proactive_refresh: bool,

@@ -69,9 +69,10 @@ impl Application {
         &self.state
     }
 
-    /// Serve until `shutdown` completes, then finish in-flight requests.
-    /// Serve until `shutdown` completes, then: stop accepting, finish in-flight requests, stop
-    /// the workers claiming, let in-flight deliveries finish, and return.
+    /// Serve until `shutdown` completes, then: close the listener (new connections are refused,
+    /// `/readyz` says 503, long-polls and event streams end), serve the connections already open
+    /// for `http.shutdown_drain_ms`, close the idle ones and finish in-flight requests, stop the
+    /// workers claiming, let in-flight deliveries finish, and return.
     pub async fn run_until_stopped(
         self,
         shutdown: impl Future<Output = ()> + Send + 'static,
@@ -79,9 +80,13 @@ impl Application {
         // One token for everything that must stop: long-polls, event streams, the workers.
         let cancel = self.state.shutdown.clone();
         let stop = cancel.clone();
+        let drain = self.state.config.shutdown_drain;
         let shutdown = async move {
             shutdown.await;
             stop.cancel();
+            // Requests may already sit in connections accepted a moment ago: read and answer
+            // them before idle connections are closed.
+            tokio::time::sleep(drain).await;
         };
         let workers = TaskTracker::new();
         crate::telemetry::metrics();
@@ -93,7 +98,11 @@ impl Application {
         }
         workers.close();
         let app = router(self.state);
-        let served = axum::serve(self.listener, app)
+        let listener = Draining {
+            listener: Some(self.listener),
+            stop: cancel.clone(),
+        };
+        let served = axum::serve(listener, app)
             .with_graceful_shutdown(shutdown)
             .await
             .context("server error");
@@ -121,6 +130,38 @@ async fn upkeep(store: Arc<dyn Store>, cancel: CancellationToken) {
         crate::telemetry::metrics().run_upkeep();
         if let Ok(n) = store.backlog().await {
             metrics::gauge!("authlink_webhook_queue_depth").set(n as f64);
+        }
+    }
+}
+
+/// The listener, closed (not just no longer polled) as soon as `stop` is cancelled: new
+/// connections are refused at once while open ones drain.
+struct Draining {
+    listener: Option<TcpListener>,
+    stop: CancellationToken,
+}
+
+impl axum::serve::Listener for Draining {
+    type Io = <TcpListener as axum::serve::Listener>::Io;
+    type Addr = <TcpListener as axum::serve::Listener>::Addr;
+
+    async fn accept(&mut self) -> (Self::Io, Self::Addr) {
+        loop {
+            let Some(listener) = &mut self.listener else {
+                return std::future::pending().await;
+            };
+            tokio::select! {
+                biased;
+                () = self.stop.cancelled() => self.listener = None,
+                accepted = axum::serve::Listener::accept(listener) => return accepted,
+            }
+        }
+    }
+
+    fn local_addr(&self) -> std::io::Result<Self::Addr> {
+        match &self.listener {
+            Some(l) => l.local_addr(),
+            None => Err(std::io::ErrorKind::NotConnected.into()),
         }
     }
 }

@@ -14,6 +14,13 @@ pub async fn healthz() -> Json<Value> {
 
 #[utoipa::path(operation_id = "health_readyz", get, path = "/readyz", tag = "operations", summary = "The store is reachable", responses((status = 200, description = "200, or 503"), (status = "4XX", description = "problem+json (RFC 9457)")))]
 pub async fn readyz(State(state): State<AppState>) -> (StatusCode, Json<Value>) {
+    if state.shutdown.is_cancelled() {
+        // Stopping: load balancers should send new requests elsewhere while we drain.
+        return (
+            StatusCode::SERVICE_UNAVAILABLE,
+            Json(json!({"status": "stopping"})),
+        );
+    }
     match state.store.ping().await {
         Ok(()) => (StatusCode::OK, Json(json!({"status": "ready"}))),
         Err(e) => (
