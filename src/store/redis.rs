@@ -3,7 +3,7 @@
 //!
 //! | key | type | what |
 //! |---|---|---|
-//! | `P:{pNN}:s:<session>` | hash `d` spec JSON, `st` status, `err` error JSON, `up` ms, `exp` ms | session |
+//! | `P:{pNN}:s:<session>` | string `<status>\n<expires ms>\n<updated ms>\n<error JSON>\n<spec JSON>`, PX | session |
 //! | `P:{pNN}:a:<session>:<attempt>` | string, PX | pending attempt (sealed PKCE verifier) |
 //! | `P:{pNN}:g:<bot>:<integration>:<subject>` | hash `j` JSON, `st`, `cfg`, `gen` | grant |
 //! | `P:{pNN}:ev:<event>` | hash `e` event JSON, `b` bot, `n` failures, `err`, `c` claim, `st` | a delivery |
@@ -53,12 +53,13 @@ use time::OffsetDateTime;
 /// side ttl ms or grant status, grant config, channel, session id, event id, bot, refresh-at ms or
 /// "", grant member.
 const TRANSITION: &str = r#"
-local cur = redis.call('HMGET', KEYS[1], 'st', 'exp')
-local st, exp = cur[1], cur[2]
-if not st then return {'missing'} end
+local cur = redis.call('GET', KEYS[1])
+if not cur then return {'missing'} end
+local st, exp, spec = string.match(cur, '^([^\n]*)\n([^\n]*)\n[^\n]*\n[^\n]*\n(.*)$')
+if not st then return redis.error_reply('corrupt session record') end
 if not string.find(ARGV[1], ',' .. st .. ',', 1, true) then return {'conflict', st} end
 if ARGV[2] ~= 'expired' and tonumber(ARGV[4]) >= tonumber(exp) then return {'expired'} end
-redis.call('HSET', KEYS[1], 'st', ARGV[2], 'err', ARGV[3], 'up', ARGV[4])
+redis.call('SET', KEYS[1], ARGV[2] .. '\n' .. exp .. '\n' .. ARGV[4] .. '\n' .. ARGV[3] .. '\n' .. spec, 'KEEPTTL')
 if ARGV[6] == 'attempt' then
   redis.call('SET', KEYS[4], ARGV[7], 'PX', ARGV[8])
 elseif ARGV[6] == 'grant' then
@@ -375,19 +376,10 @@ impl RedisStore {
                 .arg(self.grant_key_in(p, &spec.bot, &spec.integration, &spec.subject))
                 .arg(&["st", "cfg", "j"]);
         }
-        tx.cmd("HSET")
+        tx.cmd("SET")
             .arg(&key)
-            .arg("d")
-            .arg(to_json(spec))
-            .arg("st")
-            .arg(session.status.as_str())
-            .arg("up")
-            .arg(unix_ms(session.updated_at))
-            .arg("exp")
-            .arg(unix_ms(spec.expires_at))
-            .ignore()
-            .cmd("PEXPIRE")
-            .arg(&key)
+            .arg(session_record(session))
+            .arg("PX")
             .arg(ms(record_ttl(session, session.updated_at, new.retention)))
             .ignore()
             .cmd("ZADD")
@@ -472,6 +464,36 @@ fn unavailable(e: redis::RedisError) -> StoreError {
 fn corrupt(what: &str, e: impl std::fmt::Display) -> StoreError {
     metrics::counter!("authlink_store_errors_total", "kind" => "corrupt").increment(1);
     StoreError::Corrupt(format!("{what}: {e}"))
+}
+
+/// A session as one string (one `SET`, no hash to build): `status`, expiry and update times in
+/// ms, the error JSON (or nothing) and the spec JSON, one per line. JSON never holds a raw
+/// newline, and the Lua transition reads the first two fields and rewrites the first four.
+fn session_record(s: &Session) -> String {
+    format!(
+        "{}\n{}\n{}\n{}\n{}",
+        s.status.as_str(),
+        unix_ms(s.spec.expires_at),
+        unix_ms(s.updated_at),
+        s.error.as_ref().map(to_json).unwrap_or_default(),
+        to_json(&s.spec)
+    )
+}
+
+fn parse_session(record: &str) -> Result<Session, StoreError> {
+    let bad = || corrupt("session record", "malformed");
+    let mut fields = record.splitn(5, '\n');
+    let mut next = || fields.next().ok_or_else(bad);
+    let (st, _expires, up, err, spec) = (next()?, next()?, next()?, next()?, next()?);
+    Ok(Session {
+        status: Status::parse(st).ok_or_else(|| corrupt("session status", st))?,
+        updated_at: from_unix_ms(up.parse().map_err(|_| bad())?),
+        error: match err {
+            "" => None,
+            e => Some(from_json::<SessionError>("session error", e)?),
+        },
+        spec: from_json::<SessionSpec>("session", spec)?,
+    })
 }
 
 fn to_json<T: serde::Serialize>(v: &T) -> String {
@@ -728,28 +750,12 @@ impl Store for RedisStore {
     }
 
     async fn get_session(&self, id: SessionId) -> Result<Option<Session>, StoreError> {
-        let (d, st, err, up): (Option<String>, Option<String>, Option<String>, Option<i64>) =
-            redis::cmd("HMGET")
-                .arg(self.session_key(id))
-                .arg(&["d", "st", "err", "up"])
-                .query_async(&mut self.conn())
-                .await
-                .map_err(unavailable)?;
-        let (Some(d), Some(st), Some(up)) = (d, st, up) else {
-            return Ok(None);
-        };
-        let spec: SessionSpec = from_json("session", &d)?;
-        let status = Status::parse(&st).ok_or_else(|| corrupt("session status", &st))?;
-        let error: Option<SessionError> = match err.as_deref() {
-            None | Some("") => None,
-            Some(e) => Some(from_json("session error", e)?),
-        };
-        Ok(Some(Session {
-            spec,
-            status,
-            error,
-            updated_at: from_unix_ms(up),
-        }))
+        let record: Option<String> = self
+            .conn()
+            .get(self.session_key(id))
+            .await
+            .map_err(unavailable)?;
+        record.as_deref().map(parse_session).transpose()
     }
 
     async fn apply_transition(&self, t: Transition<'_>) -> Result<Session, TransitionError> {
