@@ -129,11 +129,7 @@ pub async fn delete_bot(
 ) -> Result<StatusCode, ApiError> {
     let id = bot_id(&bot)?;
     caller.operator(&id)?;
-    if state.store.delete_bot(&id).await? {
-        Ok(StatusCode::NO_CONTENT)
-    } else {
-        Err(ApiError::NotFound("bot"))
-    }
+    super::deleted(state.store.delete_bot(&id).await?, "bot")
 }
 
 #[derive(Deserialize, Default, utoipa::ToSchema)]
@@ -226,11 +222,7 @@ pub async fn delete_api_key(
 ) -> Result<StatusCode, ApiError> {
     let id = bot_id(&bot)?;
     caller.admin(&id)?;
-    if state.store.delete_api_key(&id, &key).await? {
-        Ok(StatusCode::NO_CONTENT)
-    } else {
-        Err(ApiError::NotFound("api key"))
-    }
+    super::deleted(state.store.delete_api_key(&id, &key).await?, "api key")
 }
 
 #[derive(Deserialize, utoipa::ToSchema)]
@@ -374,11 +366,10 @@ pub async fn delete_integration(
     let bot = bot_id(&bot)?;
     caller.admin(&bot)?;
     let name = IntegrationName::parse(&name).map_err(|_| ApiError::NotFound("integration"))?;
-    if state.store.delete_integration(&bot, &name).await? {
-        Ok(StatusCode::NO_CONTENT)
-    } else {
-        Err(ApiError::NotFound("integration"))
-    }
+    super::deleted(
+        state.store.delete_integration(&bot, &name).await?,
+        "integration",
+    )
 }
 
 #[utoipa::path(operation_id = "admin_create_webhook_secret", post, path = "/v1/bots/{bot}/webhook-secrets", tag = "webhooks", summary = "Create a webhook signing secret, shown once (admin)", params(("bot" = String, Path)), responses((status = 201, description = "201: the secret"), (status = "4XX", description = "problem+json (RFC 9457)")), security(("bearer" = [])))]
@@ -445,11 +436,10 @@ pub async fn delete_webhook_secret(
 ) -> Result<StatusCode, ApiError> {
     let bot = bot_id(&bot)?;
     caller.admin(&bot)?;
-    if state.store.delete_webhook_secret(&bot, &id).await? {
-        Ok(StatusCode::NO_CONTENT)
-    } else {
-        Err(ApiError::NotFound("webhook secret"))
-    }
+    super::deleted(
+        state.store.delete_webhook_secret(&bot, &id).await?,
+        "webhook secret",
+    )
 }
 
 #[derive(Deserialize)]

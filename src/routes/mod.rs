@@ -87,6 +87,15 @@ impl From<axum::extract::rejection::BytesRejection> for ApiError {
     }
 }
 
+/// A DELETE's answer: 204 when `what` was there, else 404.
+pub fn deleted(found: bool, what: &'static str) -> Result<StatusCode, ApiError> {
+    if found {
+        Ok(StatusCode::NO_CONTENT)
+    } else {
+        Err(ApiError::NotFound(what))
+    }
+}
+
 /// Parse a JSON request body into our problem+json errors: 415 without a JSON content type, 400
 /// when malformed, 422 when well-formed but wrong. Handlers call it only after the caller's rights
 /// are checked, so another tenant's key never learns anything from validation errors.

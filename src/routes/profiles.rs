@@ -308,9 +308,8 @@ pub async fn delete(
             using.join(", ")
         )));
     }
-    if state.store.delete_profile(&bot, &id).await? {
-        Ok(StatusCode::NO_CONTENT)
-    } else {
-        Err(ApiError::NotFound("authorization profile"))
-    }
+    super::deleted(
+        state.store.delete_profile(&bot, &id).await?,
+        "authorization profile",
+    )
 }

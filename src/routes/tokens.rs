@@ -46,6 +46,32 @@ fn integration_name(s: &str) -> Result<IntegrationName, ApiError> {
 }
 
 /// The grant of `subject`, usable with the integration's current app, or 404.
+/// A connection's path, `/bots/{bot}/integrations/{integration}/connections/{user}`, resolved for
+/// `caller`: another bot's path, an unknown integration or a malformed user are all 404.
+async fn connection_path(
+    state: &AppState,
+    caller: &Caller,
+    (bot, integration, user): &(String, String, String),
+) -> Result<(crate::domain::bot::Bot, Integration, Subject), ApiError> {
+    let (bot, integration) =
+        bot_and_integration(state, caller, bot, &integration_name(integration)?).await?;
+    let subject = Subject::parse(user).map_err(|_| ApiError::NotFound("connection"))?;
+    Ok((bot, integration, subject))
+}
+
+/// The stored grant of a connection, or 404.
+async fn stored_grant(
+    state: &AppState,
+    integration: &Integration,
+    subject: &Subject,
+) -> Result<Grant, ApiError> {
+    state
+        .store
+        .get_grant(&integration.bot, &integration.name, subject)
+        .await?
+        .ok_or(ApiError::NotFound("connection"))
+}
+
 async fn working_grant(
     state: &AppState,
     integration: &Integration,
@@ -107,16 +133,10 @@ fn token_response(grant: &Grant, tokens: &Tokens) -> Response {
 pub async fn connection(
     State(state): State<AppState>,
     caller: Caller,
-    Path((bot, integration, user)): Path<(String, String, String)>,
+    Path(path): Path<(String, String, String)>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
-    let (_, integration) =
-        bot_and_integration(&state, &caller, &bot, &integration_name(&integration)?).await?;
-    let subject = Subject::parse(&user).map_err(|_| ApiError::NotFound("connection"))?;
-    let grant = state
-        .store
-        .get_grant(&integration.bot, &integration.name, &subject)
-        .await?
-        .ok_or(ApiError::NotFound("connection"))?;
+    let (_, integration, subject) = connection_path(&state, &caller, &path).await?;
+    let grant = stored_grant(&state, &integration, &subject).await?;
     Ok(Json(json!({
         "user_id": grant.subject,
         "status": grant.status,
@@ -136,16 +156,10 @@ pub async fn connection(
 pub async fn disconnect(
     State(state): State<AppState>,
     caller: Caller,
-    Path((bot, integration, user)): Path<(String, String, String)>,
+    Path(path): Path<(String, String, String)>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
-    let (bot, integration) =
-        bot_and_integration(&state, &caller, &bot, &integration_name(&integration)?).await?;
-    let subject = Subject::parse(&user).map_err(|_| ApiError::NotFound("connection"))?;
-    let grant = state
-        .store
-        .get_grant(&integration.bot, &integration.name, &subject)
-        .await?
-        .ok_or(ApiError::NotFound("connection"))?;
+    let (bot, integration, subject) = connection_path(&state, &caller, &path).await?;
+    let grant = stored_grant(&state, &integration, &subject).await?;
     let aad = Grant::aad(&grant.bot, &grant.integration, &grant.subject);
     let mut revoked = false;
     if let (Ok(provider), Ok(tokens)) = (
@@ -188,11 +202,9 @@ pub async fn disconnect(
 pub async fn check(
     State(state): State<AppState>,
     caller: Caller,
-    Path((bot, integration, user)): Path<(String, String, String)>,
+    Path(path): Path<(String, String, String)>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
-    let (_, integration) =
-        bot_and_integration(&state, &caller, &bot, &integration_name(&integration)?).await?;
-    let subject = Subject::parse(&user).map_err(|_| ApiError::NotFound("connection"))?;
+    let (_, integration, subject) = connection_path(&state, &caller, &path).await?;
     let (provider, grant) = working_grant(&state, &integration, &subject).await?;
     let (_, tokens) = match refresh::access_token(&state, &provider, grant, false).await {
         Ok(t) => t,
