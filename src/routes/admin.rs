@@ -8,8 +8,8 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 use url::Url;
 
+use super::AppState;
 use super::auth::{Caller, bot_id};
-use super::{AppState, json_body};
 use crate::clock;
 use crate::crypto::{random_token, sha256_hex};
 use crate::domain::IntegrationName;
@@ -68,13 +68,12 @@ pub async fn put_bot(
     State(state): State<AppState>,
     caller: Caller,
     Path(bot): Path<String>,
-    headers: axum::http::HeaderMap,
-    super::RawBody(body): super::RawBody,
+    body: super::JsonBody,
 ) -> Result<(StatusCode, Json<Bot>), ApiError> {
     // Creating a bot: a malformed id is a validation error, not a 404.
     let id = crate::domain::BotId::parse(&bot).map_err(|e| ApiError::Invalid(e.to_string()))?;
     caller.operator(&id)?;
-    let body: BotBody = json_body(&headers, &body)?;
+    let body: BotBody = body.parse()?;
     if body.name.trim().is_empty() || body.name.len() > 200 {
         return Err(ApiError::Invalid("name must be 1-200 characters".into()));
     }
@@ -264,12 +263,11 @@ pub async fn put_integration(
     State(state): State<AppState>,
     caller: Caller,
     Path((bot, name)): Path<(String, String)>,
-    headers: axum::http::HeaderMap,
-    super::RawBody(body): super::RawBody,
+    body: super::JsonBody,
 ) -> Result<(StatusCode, Json<Integration>), ApiError> {
     let bot = bot_id(&bot)?;
     caller.admin(&bot)?;
-    let body: IntegrationBody = json_body(&headers, &body)?;
+    let body: IntegrationBody = body.parse()?;
     let name = IntegrationName::parse(&name).map_err(|e| ApiError::Invalid(e.to_string()))?;
     state
         .store

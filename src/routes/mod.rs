@@ -6,6 +6,7 @@ pub mod auth;
 pub mod callback;
 pub mod health;
 pub mod link;
+mod observe;
 pub mod pages;
 pub mod profiles;
 pub mod sessions;
@@ -96,24 +97,53 @@ pub fn deleted(found: bool, what: &'static str) -> Result<StatusCode, ApiError> 
     }
 }
 
-/// Parse a JSON request body into our problem+json errors: 415 without a JSON content type, 400
-/// when malformed, 422 when well-formed but wrong. Handlers call it only after the caller's rights
-/// are checked, so another tenant's key never learns anything from validation errors.
-pub fn json_body<T: serde::de::DeserializeOwned>(
-    headers: &axum::http::HeaderMap,
-    body: &[u8],
-) -> Result<T, ApiError> {
-    let json = headers
-        .get(header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| v.starts_with("application/json"));
-    if !json {
-        return Err(ApiError::UnsupportedMediaType);
+/// A JSON request body: its bytes (read within the body limit, rejections as problem+json) and
+/// whether the request declared JSON. Handlers `parse` it only after the caller's rights are
+/// checked, so another tenant's key never learns anything from validation errors.
+pub struct JsonBody {
+    pub bytes: axum::body::Bytes,
+    declared_json: bool,
+}
+
+impl<S: Send + Sync> axum::extract::FromRequest<S> for JsonBody {
+    type Rejection = ApiError;
+
+    async fn from_request(req: axum::extract::Request, state: &S) -> Result<Self, ApiError> {
+        let declared_json = req
+            .headers()
+            .get(header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|v| v.starts_with("application/json"));
+        let RawBody(bytes) = RawBody::from_request(req, state).await?;
+        Ok(Self {
+            bytes,
+            declared_json,
+        })
     }
-    serde_json::from_slice(body).map_err(|e| match e.classify() {
-        serde_json::error::Category::Data => ApiError::Invalid(e.to_string()),
-        _ => ApiError::BadRequest(e.to_string()),
-    })
+}
+
+impl JsonBody {
+    /// 415 without a JSON content type, 400 when malformed, 422 when well-formed but wrong.
+    pub fn parse<T: serde::de::DeserializeOwned>(&self) -> Result<T, ApiError> {
+        if !self.declared_json {
+            return Err(ApiError::UnsupportedMediaType);
+        }
+        serde_json::from_slice(&self.bytes).map_err(|e| match e.classify() {
+            serde_json::error::Category::Data => ApiError::Invalid(e.to_string()),
+            _ => ApiError::BadRequest(e.to_string()),
+        })
+    }
+}
+
+/// A JSON response serialized into one buffer sized for a session view (axum's `Json` starts at
+/// 128 bytes and grows it several times).
+pub fn json_response(value: &impl serde::Serialize) -> axum::response::Response {
+    use axum::response::IntoResponse as _;
+    let mut body = Vec::with_capacity(512);
+    match serde_json::to_writer(&mut body, value) {
+        Ok(()) => ([(header::CONTENT_TYPE, "application/json")], body).into_response(),
+        Err(e) => ApiError::Internal(e.into()).into_response(),
+    }
 }
 
 #[derive(utoipa::OpenApi)]
@@ -138,58 +168,6 @@ impl utoipa::Modify for BearerAuth {
             SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).build()),
         );
     }
-}
-
-/// The request span: method, route template and request id — never the raw path or query (the
-/// link carries its token, the callback the authorization code and state) and never headers.
-fn request_span(req: &axum::http::Request<axum::body::Body>) -> tracing::Span {
-    // The route template (`/l/{link}`), not the path: link tokens stay out of logs.
-    let route = req
-        .extensions()
-        .get::<axum::extract::MatchedPath>()
-        .map_or("unmatched", |p| p.as_str());
-    let request_id = req
-        .headers()
-        .get("x-request-id")
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or("");
-    tracing::info_span!(
-        "request",
-        method = %req.method(),
-        route = %route,
-        request_id = %request_id,
-    )
-}
-
-/// `authlink_http_requests_total` and `authlink_http_request_seconds` by route template (never
-/// the path: few label values, no tokens), method and status.
-async fn record_metrics(
-    req: axum::extract::Request,
-    next: axum::middleware::Next,
-) -> axum::response::Response {
-    let started = std::time::Instant::now();
-    let route = req
-        .extensions()
-        .get::<axum::extract::MatchedPath>()
-        .map_or("unmatched", |p| p.as_str())
-        .to_owned();
-    let method = req.method().as_str().to_owned();
-    let response = next.run(req).await;
-    let status = response.status().as_str().to_owned();
-    metrics::histogram!(
-        "authlink_http_request_seconds",
-        "route" => route.clone(),
-        "method" => method.clone(),
-    )
-    .record(started.elapsed().as_secs_f64());
-    metrics::counter!(
-        "authlink_http_requests_total",
-        "route" => route,
-        "method" => method,
-        "status" => status,
-    )
-    .increment(1);
-    response
 }
 
 pub fn router(state: AppState) -> Router {
@@ -245,19 +223,24 @@ pub fn router(state: AppState) -> Router {
         )
         .fallback(|| async { ApiError::NotFound("route") })
         .with_state(state)
-        // The limit is enforced where the body is read, so that 413 is our problem+json too.
-        .layer(DefaultBodyLimit::max(config.body_limit))
-        .layer(TimeoutLayer::with_status_code(
-            StatusCode::SERVICE_UNAVAILABLE,
-            deadline + Duration::from_secs(1),
-        ))
-        .layer(axum::middleware::from_fn(record_metrics))
-        .layer(TraceLayer::new_for_http().make_span_with(request_span))
-        .layer(SetSensitiveRequestHeadersLayer::new([
-            header::AUTHORIZATION,
-            header::COOKIE,
-            header::SET_COOKIE,
-        ]))
-        .layer(PropagateRequestIdLayer::x_request_id())
-        .layer(SetRequestIdLayer::x_request_id(MakeRequestUuid))
+        // One stack, applied to the routes once (each `Router::layer` call would box every route
+        // again: a service clone and a boxed future per layer per request). Outermost first.
+        .layer(
+            tower::ServiceBuilder::new()
+                .layer(SetRequestIdLayer::x_request_id(MakeRequestUuid))
+                .layer(PropagateRequestIdLayer::x_request_id())
+                .layer(SetSensitiveRequestHeadersLayer::new([
+                    header::AUTHORIZATION,
+                    header::COOKIE,
+                    header::SET_COOKIE,
+                ]))
+                .layer(TraceLayer::new_for_http().make_span_with(observe::request_span))
+                .layer(observe::HttpMetricsLayer::default())
+                .layer(TimeoutLayer::with_status_code(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    deadline + Duration::from_secs(1),
+                ))
+                // The limit is enforced where the body is read, so that 413 is our problem+json too.
+                .layer(DefaultBodyLimit::max(config.body_limit)),
+        )
 }

@@ -11,9 +11,9 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 use url::Url;
 
+use super::AppState;
 use super::admin::check_scopes;
 use super::auth::{Caller, bot_id};
-use super::{AppState, json_body};
 use crate::clock;
 use crate::config::secure_or_loopback;
 use crate::crypto::random_token;
@@ -203,12 +203,11 @@ pub async fn create(
     State(state): State<AppState>,
     caller: Caller,
     Path(bot): Path<String>,
-    headers: axum::http::HeaderMap,
-    super::RawBody(body): super::RawBody,
+    body: super::JsonBody,
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
     let bot = bot_id(&bot)?;
     caller.admin(&bot)?;
-    let body: ProfileBody = json_body(&headers, &body)?;
+    let body: ProfileBody = body.parse()?;
     state
         .store
         .get_bot(&bot)
@@ -262,8 +261,7 @@ pub async fn update(
     State(state): State<AppState>,
     caller: Caller,
     Path((bot, id)): Path<(String, String)>,
-    headers: axum::http::HeaderMap,
-    super::RawBody(body): super::RawBody,
+    body: super::JsonBody,
 ) -> Result<Json<Value>, ApiError> {
     let bot = bot_id(&bot)?;
     caller.admin(&bot)?;
@@ -272,7 +270,7 @@ pub async fn update(
         .get_profile(&bot, &id)
         .await?
         .ok_or(ApiError::NotFound("authorization profile"))?;
-    let body: ProfileBody = json_body(&headers, &body)?;
+    let body: ProfileBody = body.parse()?;
     validate(&state, &body)?;
     let profile = build(
         &state,

@@ -8,9 +8,9 @@ use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
 use serde_json::json;
 
+use super::AppState;
 use super::auth::Caller;
 use super::sessions::bot_and_integration;
-use super::{AppState, json_body};
 use crate::clock;
 use crate::domain::bot::{Integration, Mode};
 use crate::domain::event::Event;
@@ -93,12 +93,11 @@ pub async fn access_token(
     State(state): State<AppState>,
     caller: Caller,
     Path((bot, integration)): Path<(String, String)>,
-    headers: axum::http::HeaderMap,
-    super::RawBody(body): super::RawBody,
+    body: super::JsonBody,
 ) -> Result<Response, ApiError> {
     let (_, integration) =
         bot_and_integration(&state, &caller, &bot, &integration_name(&integration)?).await?;
-    let body: TokenBody = json_body(&headers, &body)?;
+    let body: TokenBody = body.parse()?;
     let subject = subject(&integration, body.user_id)?;
     let (provider, grant) = working_grant(&state, &integration, &subject).await?;
     match refresh::access_token(&state, &provider, grant, body.force_refresh).await {
