@@ -50,7 +50,8 @@ impl Event {
             "status": session.status,
         });
         if let Some(ctx) = &spec.context {
-            data["context"] = ctx.clone();
+            // A RawValue holds valid JSON by construction.
+            data["context"] = serde_json::from_str(ctx.get()).unwrap_or_default();
         }
         if let Some(err) = &session.error {
             data["error"] = json!(err);

@@ -127,8 +127,9 @@ pub struct SessionSpec {
     pub integration: IntegrationName,
     pub subject: Subject,
     pub conversation_id: Option<String>,
+    /// The caller's JSON, kept as sent (validated, never re-parsed): echoed in the API and events.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub context: Option<serde_json::Value>,
+    pub context: Option<Box<serde_json::value::RawValue>>,
     /// Fixed at creation (the session's own, else the bot's at that moment).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub webhook_url: Option<Url>,
