@@ -218,6 +218,15 @@ impl SessionId {
         out[1..].copy_from_slice(self.uuid.as_bytes());
         out
     }
+    /// The 34 characters of the id, written on the stack (ids go into every key and response).
+    pub fn encode(self) -> EncodedId {
+        const HEX: &[u8; 16] = b"0123456789abcdef";
+        let mut out = [0u8; 34];
+        out[0] = HEX[usize::from(self.partition.0 >> 4)];
+        out[1] = HEX[usize::from(self.partition.0 & 0xf)];
+        self.uuid.simple().encode_lower(&mut out[2..]);
+        EncodedId(out)
+    }
     pub fn from_bytes(b: &[u8]) -> Option<Self> {
         let (&p, rest) = b.split_first()?;
         if p >= Partition::COUNT {
@@ -230,15 +239,25 @@ impl SessionId {
     }
 }
 
+/// A session id's text form, without an allocation.
+pub struct EncodedId([u8; 34]);
+
+impl EncodedId {
+    pub fn as_str(&self) -> &str {
+        // Only ASCII hex digits are ever written into it.
+        std::str::from_utf8(&self.0).unwrap_or_default()
+    }
+}
+
 impl fmt::Display for SessionId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{:02x}{}", self.partition.0, self.uuid.simple())
+        f.write_str(self.encode().as_str())
     }
 }
 
 impl Serialize for SessionId {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        s.collect_str(self)
+        s.serialize_str(self.encode().as_str())
     }
 }
 

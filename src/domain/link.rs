@@ -5,7 +5,10 @@
 use time::OffsetDateTime;
 
 use super::SessionId;
-use crate::crypto::{SigningKeys, b64url, b64url_decode};
+use base64::Engine as _;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+
+use crate::crypto::{SigningKeys, b64url_decode};
 
 const DOMAIN: &str = "authlink/link/v1";
 const TAG_LEN: usize = 16;
@@ -19,10 +22,26 @@ pub enum LinkError {
 }
 
 pub fn encode(keys: &SigningKeys, id: SessionId, expires_at: OffsetDateTime) -> String {
+    let mut token = String::new();
+    encode_into(keys, id, expires_at, &mut token);
+    token
+}
+
+/// `encode`, appended to `out` (the link URL is built in one buffer).
+pub fn encode_into(
+    keys: &SigningKeys,
+    id: SessionId,
+    expires_at: OffsetDateTime,
+    out: &mut String,
+) {
     let key = keys.current();
     let payload = payload(id, expires_at);
     let tag: [u8; TAG_LEN] = keys.mac(key, DOMAIN, &[key.id.as_bytes(), &payload]);
-    format!("{}.{}.{}", key.id, b64url(&payload), b64url(&tag))
+    out.push_str(&key.id);
+    out.push('.');
+    URL_SAFE_NO_PAD.encode_string(payload, out);
+    out.push('.');
+    URL_SAFE_NO_PAD.encode_string(tag, out);
 }
 
 /// Verify a link token; returns the session it opens.

@@ -4,12 +4,14 @@
 use std::time::Duration;
 
 use axum::Json;
+use axum::extract::FromRequestParts;
 use axum::extract::{Path, Query, State};
-use axum::http::{HeaderMap, StatusCode};
+use axum::http::request::Parts;
+use axum::http::{HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
+use serde_json::json;
 use serde_json::value::RawValue;
-use serde_json::{Value, json};
 use time::OffsetDateTime;
 use url::Url;
 
@@ -100,11 +102,11 @@ pub async fn create(
     State(state): State<AppState>,
     caller: Caller,
     Path(bot): Path<String>,
-    headers: HeaderMap,
-    super::RawBody(body): super::RawBody,
+    idempotency_key: IdempotencyKey,
+    body: super::JsonBody,
 ) -> Result<Response, ApiError> {
     caller.runtime(&bot_id(&bot)?)?;
-    let req: CreateBody = super::json_body(&headers, &body)?;
+    let req: CreateBody = body.parse()?;
     let (bot, integration) = bot_and_integration(&state, &caller, &bot, &req.integration).await?;
     if integration.mode != Mode::User {
         return Err(ApiError::Conflict(
@@ -185,11 +187,7 @@ pub async fn create(
             integration: integration.name.clone(),
             subject,
             conversation_id: req.conversation_id,
-            context: req
-                .context
-                .map(|c| serde_json::from_str(c.get()))
-                .transpose()
-                .map_err(|e| ApiError::Invalid(e.to_string()))?,
+            context: req.context,
             webhook_url,
             scopes: req.scopes.unwrap_or_default(),
             login_hint: req.login_hint,
@@ -205,7 +203,7 @@ pub async fn create(
         error: None,
         updated_at: now,
     };
-    let idempotency = idempotency(&headers, &body, state.config.idempotency_ttl)?;
+    let idempotency = idempotency(idempotency_key, &body.bytes, state.config.idempotency_ttl)?;
     let outcome = state
         .store
         .create_session(NewSession {
@@ -266,12 +264,23 @@ pub async fn create(
     }
 }
 
+/// The `Idempotency-Key` header as sent; `idempotency` checks it.
+pub struct IdempotencyKey(Option<HeaderValue>);
+
+impl<S: Send + Sync> FromRequestParts<S> for IdempotencyKey {
+    type Rejection = std::convert::Infallible;
+
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
+        Ok(Self(parts.headers.get("idempotency-key").cloned()))
+    }
+}
+
 fn idempotency(
-    headers: &HeaderMap,
+    key: IdempotencyKey,
     body: &[u8],
     ttl: Duration,
 ) -> Result<Option<Idempotency>, ApiError> {
-    let Some(value) = headers.get("idempotency-key") else {
+    let Some(value) = key.0 else {
         return Ok(None);
     };
     let key = value
@@ -301,7 +310,7 @@ struct SessionView<'a> {
     integration: &'a IntegrationName,
     user_id: &'a Subject,
     conversation_id: &'a Option<String>,
-    context: &'a Option<Value>,
+    context: &'a Option<Box<RawValue>>,
     #[serde(with = "crate::clock::rfc3339")]
     created_at: OffsetDateTime,
     #[serde(with = "crate::clock::rfc3339")]
@@ -333,23 +342,23 @@ fn view_of<'a>(
         updated_at: s.updated_at,
         expires_at: spec.expires_at,
         error: s.error.as_ref(),
-        link: (with_link && !status.is_final()).then(|| {
-            link_url(
-                state,
-                &link::encode(&state.config.signing, spec.id, spec.expires_at),
-            )
-        }),
+        link: (with_link && !status.is_final()).then(|| link_url(state, spec.id, spec.expires_at)),
     }
 }
 
 /// The response body for a session.
 pub fn respond(state: &AppState, s: &Session, now: OffsetDateTime, with_link: bool) -> Response {
-    Json(view_of(state, s, now, with_link)).into_response()
+    super::json_response(&view_of(state, s, now, with_link))
 }
 
-pub fn link_url(state: &AppState, token: &str) -> String {
+/// `{public_url}/l/{token}`, built in one buffer.
+pub fn link_url(state: &AppState, id: SessionId, expires_at: OffsetDateTime) -> String {
     let base = state.config.public_url.as_str().trim_end_matches('/');
-    format!("{base}/l/{token}")
+    let mut url = String::with_capacity(base.len() + 64);
+    url.push_str(base);
+    url.push_str("/l/");
+    link::encode_into(&state.config.signing, id, expires_at, &mut url);
+    url
 }
 
 #[derive(Deserialize)]
@@ -637,12 +646,11 @@ pub async fn verify(
     State(state): State<AppState>,
     caller: Caller,
     Path((bot, id)): Path<(String, String)>,
-    headers: HeaderMap,
-    super::RawBody(body): super::RawBody,
+    body: super::JsonBody,
 ) -> Result<Response, ApiError> {
     use crate::domain::grant::{GrantStatus, PendingCode};
     let session = load(&state, &caller, &bot, &id).await?;
-    let body: VerifyBody = super::json_body(&headers, &body)?;
+    let body: VerifyBody = body.parse()?;
     let now = clock::now();
     let session = settle_expiry(&state, session, now).await?;
     if session.status != Status::AwaitingCode {

@@ -25,7 +25,10 @@ impl<K: Eq + Hash, V: Clone> Map<K, V> {
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<K, (V, Instant)>> {
         self.0.lock().unwrap_or_else(|e| e.into_inner())
     }
-    fn get(&self, k: &K) -> Option<V> {
+    fn get<Q: Eq + Hash + ?Sized>(&self, k: &Q) -> Option<V>
+    where
+        K: std::borrow::Borrow<Q>,
+    {
         let map = self.lock();
         map.get(k)
             .filter(|(_, at)| at.elapsed() < TTL)
@@ -64,7 +67,7 @@ impl Default for ConfigCache {
 
 impl ConfigCache {
     pub fn key(&self, hash: &str) -> Option<ApiKey> {
-        self.keys.get(&hash.to_owned())
+        self.keys.get(hash)
     }
     pub fn put_key(&self, key: ApiKey) {
         self.keys.put(key.hash.clone(), key);
