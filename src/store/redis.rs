@@ -29,6 +29,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use futures_util::StreamExt;
+use redis::aio::ConnectionLike as _;
 use redis::{AsyncCommands, Script};
 
 use super::cache::ConfigCache;
@@ -406,21 +407,30 @@ impl RedisStore {
             .arg(&deadlines)
             .arg(unix_ms(spec.expires_at))
             .arg(id.as_str())
-            .ignore()
             .cmd("SET")
             .arg(&key)
             .arg(session_record(session))
             .arg("PX")
-            .arg(ms(record_ttl(session, session.updated_at, new.retention)))
-            .ignore();
+            .arg(ms(record_ttl(session, session.updated_at, new.retention)));
         let mut conn = self.conn();
-        let reply: Vec<Option<String>> = pipe.query_async(&mut conn).await.map_err(unavailable)?;
-        let (Some(grant_key), Some(cfg), Some(Some(st))) =
-            (grant_key, new.unless_authorized_by, reply.first())
+        // The replies as they come (no conversion of the two we do not read); a server error in
+        // any of them fails the create.
+        let replies = conn
+            .req_packed_commands(&pipe, 0, pipe.len())
+            .await
+            .and_then(|replies| {
+                replies
+                    .into_iter()
+                    .map(redis::Value::extract_error)
+                    .collect::<redis::RedisResult<Vec<_>>>()
+            })
+            .map_err(unavailable)?;
+        let (Some(grant_key), Some(cfg), Some(redis::Value::BulkString(st))) =
+            (grant_key, new.unless_authorized_by, replies.first())
         else {
             return Ok(CreateOutcome::Created);
         };
-        if st != "active" {
+        if st != b"active" {
             return Ok(CreateOutcome::Created);
         }
         let (issued_by, grant): (Option<String>, Option<String>) = redis::cmd("HMGET")
