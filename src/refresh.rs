@@ -192,7 +192,7 @@ async fn refresh_locked(
                 &dead,
                 "connection.reauth_required",
                 Some(&error),
-                bot.and_then(|b| b.webhook_url),
+                bot.and_then(|b| b.webhook_url.clone()),
                 now,
             );
             state.store.update_grant(&dead, Some(&event)).await?;

@@ -116,7 +116,7 @@ pub async fn get_bot(
         .store
         .get_bot(&id)
         .await?
-        .map(Json)
+        .map(|b| Json(std::sync::Arc::unwrap_or_clone(b)))
         .ok_or(ApiError::NotFound("bot"))
 }
 
@@ -348,7 +348,7 @@ pub async fn get_integration(
         .get_integration(&bot, &name)
         .await?
         .ok_or(ApiError::NotFound("integration"))?;
-    let mut view = json!(integration);
+    let mut view = json!(*integration);
     if let Ok(p) = super::profiles::provider_for(&state, &integration).await {
         view["callback_url"] = json!(p.redirect_uri);
     }

@@ -14,7 +14,7 @@ use crate::error::ApiError;
 
 pub enum Caller {
     Operator,
-    Bot(ApiKey),
+    Bot(std::sync::Arc<ApiKey>),
 }
 
 impl FromRequestParts<AppState> for Caller {

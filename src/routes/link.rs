@@ -107,7 +107,7 @@ pub async fn interstitial(
         Err(page) => return page.into_response(),
     };
     let bot_name = match state.store.get_bot(&session.spec.bot).await {
-        Ok(Some(b)) => b.name,
+        Ok(Some(b)) => b.name.clone(),
         Ok(None) => return invalid_page(Lang::pick(None, &headers)).into_response(),
         Err(_) => return unavailable_page(Lang::pick(None, &headers)).into_response(),
     };

@@ -80,7 +80,7 @@ pub(crate) async fn bot_and_integration(
     caller: &Caller,
     bot: &str,
     integration: &IntegrationName,
-) -> Result<(Bot, Integration), ApiError> {
+) -> Result<(std::sync::Arc<Bot>, std::sync::Arc<Integration>), ApiError> {
     let bot = bot_id(bot)?;
     caller.runtime(&bot)?;
     let b = state
@@ -733,7 +733,7 @@ pub async fn verify(
         // The tokens someone obtained through this session are not kept, here or at the provider.
         if let Ok(provider) = super::profiles::provider_for(
             &state,
-            &state
+            &*state
                 .store
                 .get_integration(&spec.bot, &spec.integration)
                 .await?

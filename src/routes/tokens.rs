@@ -52,7 +52,14 @@ async fn connection_path(
     state: &AppState,
     caller: &Caller,
     (bot, integration, user): &(String, String, String),
-) -> Result<(crate::domain::bot::Bot, Integration, Subject), ApiError> {
+) -> Result<
+    (
+        std::sync::Arc<crate::domain::bot::Bot>,
+        std::sync::Arc<Integration>,
+        Subject,
+    ),
+    ApiError,
+> {
     let (bot, integration) =
         bot_and_integration(state, caller, bot, &integration_name(integration)?).await?;
     let subject = Subject::parse(user).map_err(|_| ApiError::NotFound("connection"))?;
@@ -184,7 +191,7 @@ pub async fn disconnect(
         &grant,
         "connection.revoked",
         None,
-        bot.webhook_url,
+        bot.webhook_url.clone(),
         clock::now(),
     );
     state

@@ -6,7 +6,7 @@
 
 use std::collections::HashMap;
 use std::hash::Hash;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use crate::domain::bot::{ApiKey, Bot, Integration};
@@ -50,9 +50,9 @@ impl<K: Eq + Hash, V: Clone> Map<K, V> {
 }
 
 pub struct ConfigCache {
-    keys: Map<String, ApiKey>,
-    bots: Map<BotId, Bot>,
-    integrations: Map<(BotId, IntegrationName), Integration>,
+    keys: Map<String, Arc<ApiKey>>,
+    bots: Map<BotId, Arc<Bot>>,
+    integrations: Map<(BotId, IntegrationName), Arc<Integration>>,
 }
 
 impl Default for ConfigCache {
@@ -66,22 +66,22 @@ impl Default for ConfigCache {
 }
 
 impl ConfigCache {
-    pub fn key(&self, hash: &str) -> Option<ApiKey> {
+    pub fn key(&self, hash: &str) -> Option<Arc<ApiKey>> {
         self.keys.get(hash)
     }
-    pub fn put_key(&self, key: ApiKey) {
+    pub fn put_key(&self, key: Arc<ApiKey>) {
         self.keys.put(key.hash.clone(), key);
     }
-    pub fn bot(&self, id: &BotId) -> Option<Bot> {
+    pub fn bot(&self, id: &BotId) -> Option<Arc<Bot>> {
         self.bots.get(id)
     }
-    pub fn put_bot(&self, bot: Bot) {
+    pub fn put_bot(&self, bot: Arc<Bot>) {
         self.bots.put(bot.id.clone(), bot);
     }
-    pub fn integration(&self, bot: &BotId, name: &IntegrationName) -> Option<Integration> {
+    pub fn integration(&self, bot: &BotId, name: &IntegrationName) -> Option<Arc<Integration>> {
         self.integrations.get(&(bot.clone(), name.clone()))
     }
-    pub fn put_integration(&self, i: Integration) {
+    pub fn put_integration(&self, i: Arc<Integration>) {
         self.integrations.put((i.bot.clone(), i.name.clone()), i);
     }
 

@@ -133,8 +133,8 @@ impl Store for MemoryStore {
         Ok(())
     }
 
-    async fn get_bot(&self, id: &BotId) -> Result<Option<Bot>, StoreError> {
-        Ok(self.data().bots.get(id).cloned())
+    async fn get_bot(&self, id: &BotId) -> Result<Option<Arc<Bot>>, StoreError> {
+        Ok(self.data().bots.get(id).cloned().map(Arc::new))
     }
 
     async fn delete_bot(&self, id: &BotId) -> Result<bool, StoreError> {
@@ -151,8 +151,8 @@ impl Store for MemoryStore {
         Ok(())
     }
 
-    async fn find_api_key(&self, hash: &str) -> Result<Option<ApiKey>, StoreError> {
-        Ok(self.data().keys.get(hash).cloned())
+    async fn find_api_key(&self, hash: &str) -> Result<Option<Arc<ApiKey>>, StoreError> {
+        Ok(self.data().keys.get(hash).cloned().map(Arc::new))
     }
 
     async fn list_api_keys(&self, bot: &BotId) -> Result<Vec<ApiKey>, StoreError> {
@@ -186,12 +186,13 @@ impl Store for MemoryStore {
         &self,
         bot: &BotId,
         name: &IntegrationName,
-    ) -> Result<Option<Integration>, StoreError> {
+    ) -> Result<Option<Arc<Integration>>, StoreError> {
         Ok(self
             .data()
             .integrations
             .get(&(bot.clone(), name.clone()))
-            .cloned())
+            .cloned()
+            .map(Arc::new))
     }
 
     async fn delete_integration(

@@ -12,6 +12,7 @@ pub mod notify;
 pub mod redis;
 pub mod topology;
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -135,12 +136,13 @@ pub trait Store: Send + Sync + 'static {
     async fn ping(&self) -> Result<(), StoreError>;
 
     async fn put_bot(&self, bot: &Bot) -> Result<(), StoreError>;
-    async fn get_bot(&self, id: &BotId) -> Result<Option<Bot>, StoreError>;
+    /// Bots, keys and integrations are read on every API call and shared, not copied.
+    async fn get_bot(&self, id: &BotId) -> Result<Option<Arc<Bot>>, StoreError>;
     /// Deletes the bot with its keys and integrations. Grants expire with their own TTL.
     async fn delete_bot(&self, id: &BotId) -> Result<bool, StoreError>;
 
     async fn put_api_key(&self, key: &ApiKey) -> Result<(), StoreError>;
-    async fn find_api_key(&self, hash: &str) -> Result<Option<ApiKey>, StoreError>;
+    async fn find_api_key(&self, hash: &str) -> Result<Option<Arc<ApiKey>>, StoreError>;
     async fn list_api_keys(&self, bot: &BotId) -> Result<Vec<ApiKey>, StoreError>;
     async fn delete_api_key(&self, bot: &BotId, id: &str) -> Result<bool, StoreError>;
 
@@ -149,7 +151,7 @@ pub trait Store: Send + Sync + 'static {
         &self,
         bot: &BotId,
         name: &IntegrationName,
-    ) -> Result<Option<Integration>, StoreError>;
+    ) -> Result<Option<Arc<Integration>>, StoreError>;
     async fn delete_integration(
         &self,
         bot: &BotId,

@@ -398,20 +398,28 @@ impl RedisStore {
         let grant_key = new
             .unless_authorized_by
             .map(|_| self.grant_key_in(p, &spec.bot, &spec.integration, &spec.subject));
-        let mut pipe = redis::pipe();
+        // Commands sized up front: the record is most of the bytes, and growing the buffers
+        // argument by argument showed up in profiles.
+        let record = session_record(session);
+        let mut pipe = redis::Pipeline::with_capacity(3);
         if let Some(grant_key) = &grant_key {
             // Only the status: usually there is no grant, and one nil is the cheapest reply.
-            pipe.hget(grant_key, "st");
+            let mut hget = redis::Cmd::with_capacity(3, grant_key.len() + 8);
+            hget.arg("HGET").arg(grant_key).arg("st");
+            pipe.add_command(hget);
         }
-        pipe.cmd("ZADD")
+        let mut zadd = redis::Cmd::with_capacity(4, deadlines.len() + 60);
+        zadd.arg("ZADD")
             .arg(&deadlines)
             .arg(unix_ms(spec.expires_at))
-            .arg(id.as_str())
-            .cmd("SET")
+            .arg(id.as_str());
+        let mut set = redis::Cmd::with_capacity(5, key.len() + record.len() + 32);
+        set.arg("SET")
             .arg(&key)
-            .arg(session_record(session))
+            .arg(&record)
             .arg("PX")
             .arg(ms(record_ttl(session, session.updated_at, new.retention)));
+        pipe.add_command(zadd).add_command(set);
         let mut conn = self.conn();
         // The replies as they come (no conversion of the two we do not read); a server error in
         // any of them fails the create.
@@ -579,7 +587,7 @@ impl Store for RedisStore {
         self.changed(&bot.id).await
     }
 
-    async fn get_bot(&self, id: &BotId) -> Result<Option<Bot>, StoreError> {
+    async fn get_bot(&self, id: &BotId) -> Result<Option<Arc<Bot>>, StoreError> {
         if let Some(bot) = self.cache.bot(id) {
             return Ok(Some(bot));
         }
@@ -588,7 +596,9 @@ impl Store for RedisStore {
             .get(self.bot_key(id, "bot"))
             .await
             .map_err(unavailable)?;
-        let bot: Option<Bot> = raw.map(|r| from_json("bot", &r)).transpose()?;
+        let bot: Option<Arc<Bot>> = raw
+            .map(|r| from_json("bot", &r).map(Arc::new))
+            .transpose()?;
         if let Some(b) = &bot {
             self.cache.put_bot(b.clone());
         }
@@ -631,7 +641,7 @@ impl Store for RedisStore {
         self.changed(&key.bot).await
     }
 
-    async fn find_api_key(&self, hash: &str) -> Result<Option<ApiKey>, StoreError> {
+    async fn find_api_key(&self, hash: &str) -> Result<Option<Arc<ApiKey>>, StoreError> {
         if let Some(key) = self.cache.key(hash) {
             return Ok(Some(key));
         }
@@ -640,7 +650,9 @@ impl Store for RedisStore {
             .get(self.api_key_key(hash))
             .await
             .map_err(unavailable)?;
-        let key: Option<ApiKey> = raw.map(|r| from_json("api key", &r)).transpose()?;
+        let key: Option<Arc<ApiKey>> = raw
+            .map(|r| from_json("api key", &r).map(Arc::new))
+            .transpose()?;
         if let Some(k) = &key {
             self.cache.put_key(k.clone());
         }
@@ -656,7 +668,7 @@ impl Store for RedisStore {
         let mut keys = Vec::with_capacity(hashes.len());
         for h in hashes {
             if let Some(k) = self.find_api_key(&h).await? {
-                keys.push(k);
+                keys.push(Arc::unwrap_or_clone(k));
             }
         }
         keys.sort_by_key(|k| k.created_at);
@@ -694,7 +706,7 @@ impl Store for RedisStore {
         &self,
         bot: &BotId,
         name: &IntegrationName,
-    ) -> Result<Option<Integration>, StoreError> {
+    ) -> Result<Option<Arc<Integration>>, StoreError> {
         if let Some(i) = self.cache.integration(bot, name) {
             return Ok(Some(i));
         }
@@ -703,8 +715,9 @@ impl Store for RedisStore {
             .hget(self.bot_key(bot, "ints"), name.as_str())
             .await
             .map_err(unavailable)?;
-        let integration: Option<Integration> =
-            raw.map(|r| from_json("integration", &r)).transpose()?;
+        let integration: Option<Arc<Integration>> = raw
+            .map(|r| from_json("integration", &r).map(Arc::new))
+            .transpose()?;
         if let Some(i) = &integration {
             self.cache.put_integration(i.clone());
         }

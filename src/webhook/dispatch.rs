@@ -319,10 +319,11 @@ impl Dispatcher {
         let Some(url) = d.event.webhook_url.clone() else {
             return;
         };
-        if let Ok(Some(mut bot)) = self.store.get_bot(bot_id).await
+        if let Ok(Some(bot)) = self.store.get_bot(bot_id).await
             && !bot.disabled_webhooks.iter().any(|e| e.url == url)
         {
             tracing::warn!(%url, "webhook endpoint answered 410 Gone; disabled for this bot");
+            let mut bot = std::sync::Arc::unwrap_or_clone(bot);
             bot.disabled_webhooks
                 .push(DisabledEndpoint { url, since: now });
             if let Err(e) = self.store.put_bot(&bot).await {

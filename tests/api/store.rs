@@ -560,7 +560,10 @@ async fn tenancy_records_round_trip(store: &dyn Store) {
         updated_at: now,
     };
     store.put_bot(&b).await.unwrap();
-    assert_eq!(store.get_bot(&bot()).await.unwrap(), Some(b));
+    assert_eq!(
+        store.get_bot(&bot()).await.unwrap(),
+        Some(std::sync::Arc::new(b))
+    );
     let key = ApiKey {
         id: "key_1".into(),
         bot: bot(),
@@ -572,7 +575,7 @@ async fn tenancy_records_round_trip(store: &dyn Store) {
     store.put_api_key(&key).await.unwrap();
     assert_eq!(
         store.find_api_key(&key.hash).await.unwrap(),
-        Some(key.clone())
+        Some(std::sync::Arc::new(key.clone()))
     );
     assert_eq!(
         store.list_api_keys(&bot()).await.unwrap(),
@@ -594,7 +597,7 @@ async fn tenancy_records_round_trip(store: &dyn Store) {
     store.put_integration(&i).await.unwrap();
     assert_eq!(
         store.get_integration(&bot(), &integration()).await.unwrap(),
-        Some(i)
+        Some(std::sync::Arc::new(i))
     );
     assert!(store.delete_bot(&bot()).await.unwrap());
     assert!(
