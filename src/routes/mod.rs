@@ -19,7 +19,7 @@ use axum::Router;
 use axum::extract::DefaultBodyLimit;
 use axum::http::{StatusCode, header};
 use axum::routing::get;
-use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
+use tower_http::request_id::{PropagateRequestIdLayer, SetRequestIdLayer};
 use tower_http::sensitive_headers::SetSensitiveRequestHeadersLayer;
 use tower_http::timeout::TimeoutLayer;
 use tower_http::trace::TraceLayer;
@@ -227,7 +227,7 @@ pub fn router(state: AppState) -> Router {
         // again: a service clone and a boxed future per layer per request). Outermost first.
         .layer(
             tower::ServiceBuilder::new()
-                .layer(SetRequestIdLayer::x_request_id(MakeRequestUuid))
+                .layer(SetRequestIdLayer::x_request_id(observe::RequestUuid))
                 .layer(PropagateRequestIdLayer::x_request_id())
                 .layer(SetSensitiveRequestHeadersLayer::new([
                     header::AUTHORIZATION,

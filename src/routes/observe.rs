@@ -10,23 +10,39 @@ use std::task::{Context, Poll, ready};
 use std::time::Instant;
 
 use axum::extract::MatchedPath;
-use axum::http::{Method, Request, Response, StatusCode};
+use axum::http::{HeaderName, HeaderValue, Method, Request, Response, StatusCode};
 use metrics::{Counter, Histogram};
+use tower_http::request_id::{MakeRequestId, RequestId};
 
 /// The request span: method, route template and request id — never the raw path or query (the
 /// link carries its token, the callback the authorization code and state) and never headers.
 pub fn request_span<B>(req: &Request<B>) -> tracing::Span {
-    let request_id = req
-        .headers()
-        .get("x-request-id")
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or("");
+    // The fields are evaluated only when the span is enabled.
     tracing::info_span!(
         "request",
         method = %req.method(),
         route = %route_of(req),
-        request_id = %request_id,
+        request_id = %req
+            .headers()
+            .get(REQUEST_ID)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or(""),
     )
+}
+
+const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+
+/// `x-request-id` for requests that come without one: a UUIDv4, formatted on the stack
+/// (tower-http's `MakeRequestUuid` goes through `to_string` and a parse).
+#[derive(Clone, Copy, Default)]
+pub struct RequestUuid;
+
+impl MakeRequestId for RequestUuid {
+    fn make_request_id<B>(&mut self, _: &Request<B>) -> Option<RequestId> {
+        let mut buf = [0u8; uuid::fmt::Hyphenated::LENGTH];
+        let id = uuid::Uuid::new_v4().hyphenated().encode_lower(&mut buf);
+        HeaderValue::from_str(id).ok().map(RequestId::new)
+    }
 }
 
 fn route_of<B>(req: &Request<B>) -> &str {

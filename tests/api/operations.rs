@@ -136,6 +136,45 @@ async fn json_logs_carry_the_request_id_and_the_flow_ids_in_their_spans() {
     in_span("auth session completed", "callback");
 }
 
+#[tokio::test]
+async fn a_request_without_an_id_gets_a_fresh_uuid_in_its_response_and_its_span() {
+    let app = spawn_app().await;
+    let key = app.setup_bot("acme").await;
+    let mut ids = Vec::new();
+    for _ in 0..2 {
+        let r = app
+            .api
+            .post(app.url("/v1/bots/acme/auth-sessions"))
+            .bearer_auth(&key)
+            .json(&serde_json::json!({"integration": "crm", "user_id": "id-user"}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), StatusCode::CREATED);
+        let id = r.headers()["x-request-id"].to_str().unwrap().to_owned();
+        let parsed = uuid::Uuid::parse_str(&id).expect("a UUID");
+        assert_eq!(parsed.get_version_num(), 4);
+        assert_eq!(
+            parsed.hyphenated().to_string(),
+            id,
+            "lower-case, hyphenated"
+        );
+        ids.push(id);
+    }
+    assert_ne!(ids[0], ids[1], "one id per request");
+    let logs = crate::helpers::logs();
+    for id in &ids {
+        assert!(
+            logs.lines()
+                .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+                .any(|l| l["spans"].as_array().is_some_and(|spans| spans
+                    .iter()
+                    .any(|s| s["name"] == "request" && s["request_id"] == id.as_str()))),
+            "no log line in the request span of {id}"
+        );
+    }
+}
+
 /// With the `otlp` feature and `OTEL_EXPORTER_OTLP_ENDPOINT`, a real daemon process exports its
 /// spans over OTLP/HTTP (protobuf) to a collector on loopback, flushing them when it stops; the
 /// export carries the ids and names, and no key.
