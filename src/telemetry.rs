@@ -13,9 +13,10 @@ use tracing_subscriber::util::SubscriberInitExt;
 
 use crate::config::LogFormat;
 
-/// Flushes exported spans when dropped (at the end of `main`).
+/// Flushes log lines and exported spans when dropped (at the end of `main`).
 #[must_use]
 pub struct Guard {
+    log: Option<tracing_appender::non_blocking::WorkerGuard>,
     #[cfg(feature = "otlp")]
     otlp: Option<otlp::Provider>,
 }
@@ -31,8 +32,22 @@ impl Drop for Guard {
 
 /// Install the process-wide subscriber writing to stdout. Call from inside the tokio runtime
 /// (the OTLP exporter sends from it).
+///
+/// Lines go through a channel to a writer thread, which writes whatever has queued up with one
+/// `write(2)` and flushes whenever the queue runs empty: a busy daemon makes a few large writes
+/// instead of one per line, an idle one shows each line at once. Nothing is dropped: when the
+/// queue is full, loggers wait (as they would for stdout itself).
 pub fn init(format: LogFormat) -> Guard {
-    init_with(format, "info,tower_http=info", std::io::stdout)
+    let (writer, flush) = tracing_appender::non_blocking::NonBlockingBuilder::default()
+        .lossy(false)
+        .thread_name("authlink-log")
+        .finish(std::io::BufWriter::with_capacity(
+            64 * 1024,
+            std::io::stdout(),
+        ));
+    let mut guard = init_with(format, "info,tower_http=info", writer);
+    guard.log = Some(flush);
+    guard
 }
 
 /// `init` with other default filter directives (`RUST_LOG` still wins) and another writer:
@@ -69,11 +84,12 @@ where
             tracing::info!(endpoint = %endpoint, "exporting traces over OTLP/HTTP");
         }
         Guard {
+            log: None,
             otlp: provider.map(|(p, _)| p),
         }
     }
     #[cfg(not(feature = "otlp"))]
-    Guard {}
+    Guard { log: None }
 }
 
 #[cfg(feature = "otlp")]

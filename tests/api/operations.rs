@@ -175,6 +175,67 @@ async fn a_request_without_an_id_gets_a_fresh_uuid_in_its_response_and_its_span(
     }
 }
 
+/// A daemon process writes its log lines from a writer thread, batched under load: every line
+/// still arrives whole, while the daemon runs (not only when a buffer fills), and the last ones
+/// are flushed when it stops.
+#[tokio::test]
+async fn a_daemon_writes_whole_json_log_lines_promptly_and_flushes_them_when_it_stops() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("stdout.log");
+    let file = std::fs::File::create(&path).unwrap();
+    let mut solo = crate::servers::Solo::start_with_output(
+        r#"log_format = "json""#,
+        &[("RUST_LOG", "info")],
+        file.into(),
+    )
+    .await;
+    let users: Vec<String> = (0..50).map(|i| format!("log-user-{i}")).collect();
+    let sessions = futures_util::future::join_all(users.iter().map(|u| solo.new_session(u))).await;
+    let ids: Vec<String> = sessions
+        .iter()
+        .map(|s| s["id"].as_str().unwrap().to_owned())
+        .collect();
+    let lines = || -> Vec<serde_json::Value> {
+        std::fs::read_to_string(&path)
+            .unwrap()
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}")))
+            .collect()
+    };
+    let created = |lines: &[serde_json::Value], id: &str| {
+        lines
+            .iter()
+            .any(|l| l["message"] == "auth session created" && l["session_id"] == id)
+    };
+    // While it runs: one whole JSON line per session, without waiting for a buffer to fill.
+    crate::helpers::until(|| {
+        let lines = lines();
+        ids.iter().all(|id| created(&lines, id))
+    })
+    .await;
+    assert!(
+        !lines().iter().any(|l| l["message"] == "authlink stopped"),
+        "still running"
+    );
+    // Stopped: the last line is flushed before the process exits.
+    solo.terminate();
+    let mut exited = None;
+    for _ in 0..200 {
+        if let Some(status) = solo.daemon.child.try_wait().unwrap() {
+            exited = Some(status);
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    assert!(exited.expect("exited within 10 s").success());
+    let lines = lines();
+    assert_eq!(
+        lines.last().map(|l| l["message"].clone()),
+        Some("authlink stopped".into())
+    );
+    assert!(ids.iter().all(|id| created(&lines, id)));
+}
+
 /// With the `otlp` feature and `OTEL_EXPORTER_OTLP_ENDPOINT`, a real daemon process exports its
 /// spans over OTLP/HTTP (protobuf) to a collector on loopback, flushing them when it stops; the
 /// export carries the ids and names, and no key.

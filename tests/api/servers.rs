@@ -431,13 +431,23 @@ impl Daemon {
     }
 
     pub async fn start(config: &std::path::Path, port: u16, env: &[(&str, &str)]) -> Self {
+        Self::start_with_output(config, port, env, Stdio::null()).await
+    }
+
+    /// `start`, with the daemon's standard output (its log lines) going to `stdout`.
+    pub async fn start_with_output(
+        config: &std::path::Path,
+        port: u16,
+        env: &[(&str, &str)],
+        stdout: Stdio,
+    ) -> Self {
         let child = Command::new(env!("CARGO_BIN_EXE_authlink"))
             .args(["serve", "--config"])
             .arg(config)
             .env("AUTHLINK__LISTEN", format!("127.0.0.1:{port}"))
             .env("RUST_LOG", "warn")
             .envs(env.iter().copied())
-            .stdout(Stdio::null())
+            .stdout(stdout)
             .stderr(Stdio::null())
             .spawn()
             .expect("the authlink binary runs");
@@ -469,6 +479,11 @@ pub struct Solo {
 
 impl Solo {
     pub async fn start(top: &str, env: &[(&str, &str)]) -> Self {
+        Self::start_with_output(top, env, Stdio::null()).await
+    }
+
+    /// `start`, with the daemon's standard output (its log lines) going to `stdout`.
+    pub async fn start_with_output(top: &str, env: &[(&str, &str)], stdout: Stdio) -> Self {
         let keys = authlink::config::GeneratedKeys::new();
         let port = free_port();
         let dir = tempfile::tempdir().unwrap();
@@ -492,7 +507,7 @@ login_host = "http://127.0.0.1:9"
         )
         .unwrap();
         let solo = Self {
-            daemon: Daemon::start(&config, port, env).await,
+            daemon: Daemon::start_with_output(&config, port, env, stdout).await,
             operator: secrecy::ExposeSecret::expose_secret(&keys.operator_key).to_owned(),
             api: reqwest::Client::new(),
             _dir: dir,
