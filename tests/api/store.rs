@@ -803,6 +803,59 @@ async fn expired_sessions_are_claimed_once_per_lease(store: &dyn Store) {
 }
 contract!(expired_sessions_are_claimed_once_per_lease);
 
+/// Creation writes the deadline before the session (one pipeline, no transaction), so a crash
+/// between the two leaves a deadline without its session: the sweep drops it, sends nothing, and
+/// it is never claimed again.
+#[tokio::test]
+async fn a_deadline_whose_session_was_never_written_is_dropped_without_an_event() {
+    let fixture = redis();
+    let store = &*fixture.store;
+    let now = now();
+    let s = session("crashed-between-writes", now);
+    create(store, &s).await;
+    let key = format!(
+        "{}:{{p{:02}}}:s:{}",
+        fixture.prefix,
+        s.spec.id.partition().index(),
+        s.spec.id
+    );
+    let mut conn = redis::Client::open(redis_url())
+        .unwrap()
+        .get_multiplexed_async_connection()
+        .await
+        .unwrap();
+    let removed: u32 = redis::cmd("DEL")
+        .arg(&key)
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    assert_eq!(removed, 1, "the session record is where the store keeps it");
+
+    let p = s.spec.id.partition();
+    let lease = Duration::from_secs(30);
+    let later = s.spec.expires_at + time::Duration::seconds(1);
+    assert_eq!(
+        authlink::expiry::sweep(store, p, later, lease)
+            .await
+            .unwrap(),
+        1,
+        "the orphaned deadline is claimed"
+    );
+    assert!(store.get_session(s.spec.id).await.unwrap().is_none());
+    assert!(
+        queued(store).await.is_empty(),
+        "no event for a session nobody saw"
+    );
+    assert!(
+        store
+            .claim_expiries(p, later + time::Duration::seconds(99), lease, 10)
+            .await
+            .unwrap()
+            .is_empty(),
+        "dropped, not leased again"
+    );
+}
+
 /// Sentinel: after a failover the same store, never restarted, still has the sessions written
 /// before it and keeps its contract on the new master — writes go there (the old master here
 /// stays writable, so only following the sentinels gets them there), and so does the change
