@@ -96,24 +96,36 @@ impl<S> tower::Layer<S> for HttpMetricsLayer {
 /// One route template's series, by method and status.
 pub struct RouteSeries {
     route: String,
-    series: RwLock<Vec<(Method, StatusCode, Counter, Histogram)>>,
+    series: RwLock<Vec<(&'static str, StatusCode, Counter, Histogram)>>,
+}
+
+/// The method label: the standard methods by name, anything else "other" (a client inventing
+/// methods must not create series).
+fn method_label(method: &Method) -> &'static str {
+    match *method {
+        Method::GET => "GET",
+        Method::POST => "POST",
+        Method::PUT => "PUT",
+        Method::DELETE => "DELETE",
+        Method::PATCH => "PATCH",
+        Method::HEAD => "HEAD",
+        Method::OPTIONS => "OPTIONS",
+        _ => "other",
+    }
 }
 
 impl RouteSeries {
-    fn record(&self, method: &Method, status: StatusCode, started: Instant) {
+    fn record(&self, method: &'static str, status: StatusCode, started: Instant) {
         let seconds = started.elapsed().as_secs_f64();
         let found = self
             .series
             .read()
             .unwrap_or_else(|e| e.into_inner())
             .iter()
-            .find(|(m, s, ..)| m == method && *s == status)
+            .find(|(m, s, ..)| *m == method && *s == status)
             .map(|(.., requests, latency)| (requests.clone(), latency.clone()));
         let (requests, latency) = found.unwrap_or_else(|| {
-            let labels = [
-                ("route", self.route.clone()),
-                ("method", method.as_str().to_owned()),
-            ];
+            let labels = [("route", self.route.clone()), ("method", method.to_owned())];
             let requests = metrics::counter!(
                 "authlink_http_requests_total",
                 &[
@@ -126,7 +138,7 @@ impl RouteSeries {
             self.series
                 .write()
                 .unwrap_or_else(|e| e.into_inner())
-                .push((method.clone(), status, requests.clone(), latency.clone()));
+                .push((method, status, requests.clone(), latency.clone()));
             (requests, latency)
         });
         requests.increment(1);
@@ -154,7 +166,7 @@ where
 
     fn call(&mut self, req: Request<B>) -> Self::Future {
         let series = self.layer.series(route_of(&req));
-        let method = req.method().clone();
+        let method = method_label(req.method());
         Recorded {
             inner: self.inner.call(req),
             series,
@@ -170,7 +182,7 @@ pin_project_lite::pin_project! {
         #[pin]
         inner: F,
         series: Arc<RouteSeries>,
-        method: Method,
+        method: &'static str,
         started: Instant,
     }
 }

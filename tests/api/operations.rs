@@ -23,8 +23,18 @@ async fn metrics_describe_requests_transitions_and_exchanges_with_few_labels() {
     let link = s["link"].as_str().unwrap();
     let page = Browser::new().authorize(link).await;
     assert_eq!(page.status, StatusCode::OK, "{}", page.body);
-    // A request no route matches.
+    // A request no route matches, and one with a method nobody defined.
     assert_eq!(app.status_of("/no/such/path").await, StatusCode::NOT_FOUND);
+    let brew = app
+        .api
+        .request(
+            reqwest::Method::from_bytes(b"BREW").unwrap(),
+            app.url("/no/such/pot"),
+        )
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(brew.status(), StatusCode::NOT_FOUND);
 
     let text = app.metrics().await;
     let created = sample(
@@ -43,14 +53,17 @@ async fn metrics_describe_requests_transitions_and_exchanges_with_few_labels() {
         &[r#"route="/oauth/callback/{config}""#],
     );
     assert!(callback >= Some(1.0), "{text}");
-    assert!(
-        sample(
-            &text,
-            "authlink_http_requests_total",
-            &[r#"route="unmatched""#, r#"status="404""#]
-        ) >= Some(1.0),
-        "{text}"
-    );
+    // Unmatched paths share one route label; an invented method is labelled "other".
+    for labels in [
+        [r#"route="unmatched""#, r#"status="404""#],
+        [r#"route="unmatched""#, r#"method="other""#],
+    ] {
+        assert!(
+            sample(&text, "authlink_http_requests_total", &labels) >= Some(1.0),
+            "{labels:?}: {text}"
+        );
+    }
+    assert!(!text.contains("BREW"), "{text}");
     for status in ["pending", "in_progress", "completed"] {
         assert!(
             sample(
