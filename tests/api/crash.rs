@@ -270,7 +270,10 @@ async fn sigterm_under_load_fails_no_request_and_loses_no_webhook() {
 /// A response, or `None` for a connection refused after the signal; any other failure panics.
 /// Refused includes a reset of a fresh connection without any answer: the kernel had completed
 /// its handshake, but the daemon never accepted it before closing its listener (the kernel then
-/// resets what waits in the accept queue). Every connection the daemon did accept is answered.
+/// resets what waits in the accept queue). Depending on when that reset arrives, the client
+/// reports it as a reset, or as the request cancelled before it was sent ("connection was not
+/// ready"): every request here goes on a fresh connection, so neither was ever read by the
+/// daemon. Every connection the daemon did accept is answered.
 fn answered(
     result: reqwest::Result<reqwest::Response>,
     signalled: &AtomicBool,
@@ -280,6 +283,8 @@ fn answered(
         while let Some(s) = source {
             if s.downcast_ref::<std::io::Error>()
                 .is_some_and(|io| io.kind() == std::io::ErrorKind::ConnectionReset)
+                || s.downcast_ref::<hyper::Error>()
+                    .is_some_and(hyper::Error::is_canceled)
             {
                 return true;
             }
