@@ -289,16 +289,16 @@ impl RedisStore {
         )
     }
     fn due_key(&self, p: Partition) -> String {
-        format!("{}:due", self.part(p))
+        self.key_in(p, &[":due"])
     }
     fn dead_key(&self, p: Partition) -> String {
-        format!("{}:dead", self.part(p))
+        self.key_in(p, &[":dead"])
     }
     fn event_prefix(&self, p: Partition) -> String {
-        format!("{}:ev:", self.part(p))
+        self.key_in(p, &[":ev:"])
     }
     fn refresh_key(&self, p: Partition) -> String {
-        format!("{}:refresh", self.part(p))
+        self.key_in(p, &[":refresh"])
     }
     /// A grant's member in the refresh index (bot and integration names contain no ':').
     fn grant_member(bot: &BotId, integration: &IntegrationName, subject: &Subject) -> String {

@@ -232,15 +232,12 @@ async fn a_daemon_writes_whole_json_log_lines_promptly_and_flushes_them_when_it_
     );
     // Stopped: the last line is flushed before the process exits.
     solo.terminate();
-    let mut exited = None;
-    for _ in 0..200 {
-        if let Some(status) = solo.daemon.child.try_wait().unwrap() {
-            exited = Some(status);
-            break;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-    }
-    assert!(exited.expect("exited within 10 s").success());
+    crate::helpers::until_async_within(std::time::Duration::from_secs(10), || {
+        let exited = solo.daemon.child.try_wait().unwrap().is_some();
+        async move { exited }
+    })
+    .await;
+    assert!(solo.daemon.child.wait().unwrap().success());
     let lines = lines();
     assert_eq!(
         lines.last().map(|l| l["message"].clone()),
