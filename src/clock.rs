@@ -1,7 +1,54 @@
-//! The only place that reads the wall clock. Everything else takes `now` as a parameter, so
-//! expiry and backoff math is testable.
+//! The only place that reads the wall clock. Everything else takes `now` as a parameter, or asks
+//! the application's [`Clock`], so expiry, refresh, backoff and lease math is testable.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicI64, Ordering};
 
 use time::OffsetDateTime;
+
+/// The application's clock: the wall clock, unless a test has frozen it ([`freeze`]) or moved it
+/// forward ([`advance`]) — so that a test can stand still at, or jump past, a token's refresh
+/// point or a backoff without waiting for it. Clones share the setting (replicas in one test
+/// process can share one clock). The daemon itself never freezes or moves its clock.
+///
+/// [`freeze`]: Clock::freeze
+/// [`advance`]: Clock::advance
+#[derive(Clone, Debug, Default)]
+pub struct Clock {
+    /// Added to the wall clock.
+    offset_ms: Arc<AtomicI64>,
+    /// Unix ms the clock stands at, or 0: running.
+    frozen_ms: Arc<AtomicI64>,
+}
+
+impl Clock {
+    pub fn now(&self) -> OffsetDateTime {
+        match (
+            self.frozen_ms.load(Ordering::Relaxed),
+            self.offset_ms.load(Ordering::Relaxed),
+        ) {
+            (0, 0) => now(),
+            (0, offset) => now() + time::Duration::milliseconds(offset),
+            (frozen, _) => from_unix_ms(frozen),
+        }
+    }
+
+    /// Stop the clock where it is now; only [`advance`](Clock::advance) moves it from then on.
+    pub fn freeze(&self) {
+        self.frozen_ms
+            .store(unix_ms(self.now()).max(1), Ordering::Relaxed);
+    }
+
+    /// Move this clock (and its clones) forward.
+    pub fn advance(&self, by: std::time::Duration) {
+        let ms = i64::try_from(by.as_millis()).unwrap_or(i64::MAX / 2);
+        if self.frozen_ms.load(Ordering::Relaxed) != 0 {
+            self.frozen_ms.fetch_add(ms, Ordering::Relaxed);
+        } else {
+            self.offset_ms.fetch_add(ms, Ordering::Relaxed);
+        }
+    }
+}
 
 /// Current UTC time, truncated to milliseconds (the store's resolution).
 pub fn now() -> OffsetDateTime {

@@ -15,6 +15,7 @@ use serde::{Deserialize, Serialize};
 use url::Url;
 
 use crate::crypto::{EncryptionKeys, KeyEntry, SigningKeys, sha256_hex};
+use crate::domain::grant::RefreshPolicy;
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -37,8 +38,13 @@ pub struct Settings {
 #[derive(Clone, Debug, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct TokenSettings {
-    /// Refresh when the access token expires within this many seconds.
+    /// Refresh when the access token expires within this many seconds — but at most a third of
+    /// the token's own lifetime before it, so short-lived tokens are not refreshed on every use.
     pub refresh_margin_seconds: u64,
+    /// After a refresh fails for a transient reason (network, 5xx), wait this long before the
+    /// next attempt, doubling per failure (jittered) up to `refresh_retry_max_seconds`.
+    pub refresh_retry_base_seconds: u64,
+    pub refresh_retry_max_seconds: u64,
     /// Refresh grants in the background before they expire, so requests rarely wait for one.
     pub proactive_refresh: bool,
 }
@@ -47,6 +53,8 @@ impl Default for TokenSettings {
     fn default() -> Self {
         Self {
             refresh_margin_seconds: 300,
+            refresh_retry_base_seconds: 2,
+            refresh_retry_max_seconds: 300,
             proactive_refresh: true,
         }
     }
@@ -59,7 +67,10 @@ pub struct WebhookSettings {
     /// letter. The default spreads 11 attempts over about a day.
     pub retry_schedule_seconds: Vec<f64>,
     pub request_timeout_seconds: u64,
-    /// How long a worker may hold a delivery before another replica takes it over.
+    /// The lease on claimed work (deliveries, due refreshes, due expiries): renewed every third
+    /// of it while the worker holds the work, so a killed replica's work is taken over by
+    /// another within this time. The request timeout plus two seconds by default: a live holder
+    /// survives two missed renewals.
     pub visibility_timeout_seconds: u64,
     /// How often idle workers look for due deliveries and expired sessions (changes on any
     /// replica wake them sooner).
@@ -79,7 +90,7 @@ impl Default for WebhookSettings {
                 5.0, 30.0, 120.0, 600.0, 1800.0, 3600.0, 7200.0, 14400.0, 28800.0, 28800.0,
             ],
             request_timeout_seconds: 10,
-            visibility_timeout_seconds: 60,
+            visibility_timeout_seconds: 12,
             poll_interval_ms: 1000,
             concurrency: 64,
             per_bot_concurrency: 8,
@@ -378,6 +389,15 @@ impl Settings {
                     .unwrap_or(self.public_url.starts_with("https://")),
             })
         };
+        let t = &self.tokens;
+        if t.refresh_retry_base_seconds == 0
+            || t.refresh_retry_max_seconds < t.refresh_retry_base_seconds
+        {
+            p.add(
+                "tokens.refresh_retry_base_seconds",
+                "must be positive and at most tokens.refresh_retry_max_seconds",
+            );
+        }
         if self.http.body_limit_bytes < 1024 {
             p.add("http.body_limit_bytes", "must be at least 1024");
         }
@@ -428,7 +448,11 @@ impl Settings {
             provider_timeout: Duration::from_secs(self.http.provider_timeout_seconds),
             shutdown_drain: Duration::from_millis(self.http.shutdown_drain_ms),
             webhooks,
-            refresh_margin: Duration::from_secs(self.tokens.refresh_margin_seconds),
+            refresh: RefreshPolicy {
+                margin: Duration::from_secs(t.refresh_margin_seconds),
+                retry_base: Duration::from_secs(t.refresh_retry_base_seconds),
+                retry_max: Duration::from_secs(t.refresh_retry_max_seconds),
+            },
             proactive_refresh: self.tokens.proactive_refresh,
             salesforce,
             oauth2,
@@ -470,7 +494,7 @@ pub struct Config {
     pub provider_timeout: Duration,
     pub shutdown_drain: Duration,
     pub webhooks: WebhookConfig,
-    pub refresh_margin: Duration,
+    pub refresh: RefreshPolicy,
     pub proactive_refresh: bool,
     pub salesforce: Option<AppConfig>,
     pub oauth2: Option<AppConfig>,

@@ -4,9 +4,10 @@
 
 use time::OffsetDateTime;
 
+use crate::clock::Clock;
 use crate::domain::event::Event;
 use crate::domain::session::{Session, Status};
-use crate::store::{SideWrite, Store, StoreError, Transition, TransitionError};
+use crate::store::{Held, Lease, SideWrite, Store, StoreError, Transition, TransitionError};
 
 /// Record the expiry of `s` if it is due; returns the session as it now stands.
 pub async fn settle(
@@ -44,22 +45,31 @@ pub async fn settle(
 }
 
 /// One sweep of a partition's expiry index: settle what is due, drop what is gone or settled.
+/// The claimed sessions stay leased (renewed) until the sweep is done with them.
 pub async fn sweep(
     store: &dyn Store,
+    clock: &Clock,
     partition: crate::domain::Partition,
     now: OffsetDateTime,
     lease: std::time::Duration,
 ) -> Result<usize, StoreError> {
     let due = store.claim_expiries(partition, now, lease, 100).await?;
     let n = due.len();
-    for id in due {
-        match store.get_session(id).await? {
-            None => store.forget_deadline(id).await?,
-            Some(s) if s.status.is_final() => store.forget_deadline(id).await?,
-            Some(s) => {
-                settle(store, s, now).await?;
+    if n == 0 {
+        return Ok(0);
+    }
+    let held = Lease::taken(partition, Held::Expiries(due.clone()), now, lease);
+    let work = async {
+        for id in due {
+            match store.get_session(id).await? {
+                None => store.forget_deadline(id).await?,
+                Some(s) if s.status.is_final() => store.forget_deadline(id).await?,
+                Some(s) => {
+                    settle(store, s, now).await?;
+                }
             }
         }
-    }
-    Ok(n)
+        Ok(n)
+    };
+    held.hold(store, clock, lease, work).await
 }

@@ -1,22 +1,27 @@
-//! ⑤ Handing out working tokens. A token near expiry (or on `force_refresh`, after a 401) is
-//! refreshed by exactly one request across all replicas: it takes the grant's lock (renewed while
-//! the provider call runs), re-reads the grant, refreshes, and writes the result fenced by the
-//! grant's generation — so a writer with a stale view is refused — before releasing the lock. A
-//! response without a refresh token keeps the old one. Everyone else waits for the new generation
-//! and never calls the provider. `invalid_grant` & co. mark the grant `reauth_required` (after a
-//! re-read: another replica may just have rotated it); network errors and 5xx keep the grant.
+//! ⑤ Handing out working tokens. A token is *stale* from `margin` before it expires, where the
+//! margin is the configured one capped at a third of the token's own lifetime (see
+//! `Grant::refresh_margin`): short-lived tokens are served unchanged for most of their life
+//! instead of being refreshed on every use. A stale token (or one asked for with `force_refresh`,
+//! after a 401) is refreshed by exactly one request across all replicas: it takes the grant's
+//! lock (renewed while the provider call runs), re-reads the grant, refreshes, and writes the
+//! result fenced by the grant's generation — so a writer with a stale view is refused — before
+//! releasing the lock. A response without a refresh token keeps the old one. Everyone else waits
+//! for the new generation and never calls the provider. `invalid_grant` & co. mark the grant
+//! `reauth_required` (after a re-read: another replica may just have rotated it). Network errors,
+//! 5xx and rate limits keep the grant and put it in backoff: no attempt, by a request or the
+//! background refresher, before an exponentially growing delay; meanwhile a token that has not
+//! expired yet is still served, and an expired one is answered with 503 and `Retry-After`.
 
 use std::time::Duration;
 
 use secrecy::ExposeSecret;
 use time::OffsetDateTime;
 
-use crate::clock;
 use crate::domain::event::Event;
 use crate::domain::grant::{Grant, GrantStatus, Tokens};
 use crate::oauth::{ExchangeError, Provider};
 use crate::routes::AppState;
-use crate::store::StoreError;
+use crate::store::{Held, Lease, StoreError};
 
 const LOCK_TTL: Duration = Duration::from_secs(15);
 /// How long a request waits for another replica's refresh before answering 503.
@@ -26,24 +31,76 @@ const WAIT: Duration = Duration::from_secs(20);
 pub enum TokenError {
     #[error("no usable grant")]
     AuthorizationRequired,
-    #[error("provider unavailable: {0}")]
-    Unavailable(String),
+    /// The provider cannot refresh the token right now; ask again after `retry_after`.
+    #[error("provider unavailable: {cause}")]
+    Unavailable {
+        cause: String,
+        retry_after: Duration,
+    },
     #[error(transparent)]
     Store(#[from] StoreError),
 }
 
-/// Usable without a refresh: it does not expire within the margin. (A token of unknown lifetime
-/// is refreshed only on `force_refresh`, i.e. after the API said 401.)
-fn fresh(state: &AppState, grant: &Grant, now: OffsetDateTime) -> bool {
-    let margin =
-        time::Duration::try_from(state.config.refresh_margin).unwrap_or(time::Duration::ZERO);
-    grant.access_expires_at.is_none_or(|exp| now + margin < exp)
+/// What a grant needs before its token can be handed out.
+enum Need {
+    Nothing,
+    Refresh,
+    /// Refreshes failed recently and the next attempt is not due before this.
+    Backoff(OffsetDateTime),
+}
+
+fn need(state: &AppState, grant: &Grant, now: OffsetDateTime, force: bool) -> Need {
+    if let Some(retry_at) = grant.backing_off(now) {
+        // A token that still works is served while the provider recovers.
+        return if force || grant.is_expired(now) {
+            Need::Backoff(retry_at)
+        } else {
+            Need::Nothing
+        };
+    }
+    if force || !grant.is_fresh(now, &state.config.refresh) {
+        Need::Refresh
+    } else {
+        Need::Nothing
+    }
+}
+
+fn backing_off(grant: &Grant, retry_at: OffsetDateTime, now: OffsetDateTime) -> TokenError {
+    TokenError::Unavailable {
+        cause: format!(
+            "the last {} refresh(es) of this grant failed at the provider; the next attempt is due in {} s",
+            grant.refresh_failures,
+            (retry_at - now).whole_seconds().max(1)
+        ),
+        retry_after: (retry_at - now).try_into().unwrap_or(Duration::ZERO),
+    }
 }
 
 fn open(state: &AppState, grant: &Grant) -> Result<Tokens, TokenError> {
     let aad = Grant::aad(&grant.bot, &grant.integration, &grant.subject);
     Tokens::open(&state.config.encryption, &aad, &grant.sealed_tokens)
         .map_err(|_| TokenError::AuthorizationRequired)
+}
+
+fn serve(state: &AppState, grant: Grant) -> Result<(Grant, Tokens), TokenError> {
+    let tokens = open(state, &grant)?;
+    Ok((grant, tokens))
+}
+
+/// A newer generation of the grant appeared while we waited for it (someone refreshed, or
+/// recorded a failed refresh): hand it out, unless it is in backoff and its token will not do.
+fn settled(
+    state: &AppState,
+    latest: Grant,
+    force: bool,
+    now: OffsetDateTime,
+) -> Result<(Grant, Tokens), TokenError> {
+    match latest.backing_off(now) {
+        Some(retry_at) if force || latest.is_expired(now) => {
+            Err(backing_off(&latest, retry_at, now))
+        }
+        _ => serve(state, latest),
+    }
 }
 
 /// A working access token for `grant` (refreshed if needed, or if `force`).
@@ -53,10 +110,11 @@ pub async fn access_token(
     grant: Grant,
     force: bool,
 ) -> Result<(Grant, Tokens), TokenError> {
-    let now = clock::now();
-    if !force && fresh(state, &grant, now) {
-        let tokens = open(state, &grant)?;
-        return Ok((grant, tokens));
+    let now = state.clock.now();
+    match need(state, &grant, now, force) {
+        Need::Nothing => return serve(state, grant),
+        Need::Backoff(retry_at) => return Err(backing_off(&grant, retry_at, now)),
+        Need::Refresh => {}
     }
     let seen = grant.generation;
     let owner = crate::crypto::random_token::<12>();
@@ -71,13 +129,13 @@ pub async fn access_token(
         tokio::time::sleep(Duration::from_millis(25)).await;
         let latest = reread(state, &grant).await?;
         if latest.generation != seen {
-            let tokens = open(state, &latest)?;
-            return Ok((latest, tokens));
+            return settled(state, latest, force, state.clock.now());
         }
         if tokio::time::Instant::now() >= deadline {
-            return Err(TokenError::Unavailable(
-                "another refresh of this grant is still running".into(),
-            ));
+            return Err(TokenError::Unavailable {
+                cause: "another refresh of this grant is still running".into(),
+                retry_after: Duration::from_secs(1),
+            });
         }
     }
 }
@@ -102,10 +160,14 @@ async fn refresh_locked(
 ) -> Result<(Grant, Tokens), TokenError> {
     // Re-read under the lock: another replica may have refreshed meanwhile.
     let latest = reread(state, grant).await?;
-    let now = clock::now();
-    if latest.generation != seen || (!force && fresh(state, &latest, now)) {
-        let tokens = open(state, &latest)?;
-        return Ok((latest, tokens));
+    let now = state.clock.now();
+    if latest.generation != seen {
+        return settled(state, latest, force, now);
+    }
+    match need(state, &latest, now, force) {
+        Need::Nothing => return serve(state, latest),
+        Need::Backoff(retry_at) => return Err(backing_off(&latest, retry_at, now)),
+        Need::Refresh => {}
     }
     let old = open(state, &latest)?;
     let Some(refresh_token) = old.refresh_token.clone() else {
@@ -145,6 +207,7 @@ async fn refresh_locked(
             let mut updated = Grant {
                 sealed_tokens: tokens.seal(&state.config.encryption, &aad),
                 access_expires_at: set.access_expires_at,
+                access_issued_at: Some(now),
                 refreshed_at: Some(now),
                 instance_url: set.instance_url.or(latest.instance_url.clone()),
                 scopes: if set.scopes.is_empty() {
@@ -155,7 +218,7 @@ async fn refresh_locked(
                 last_error: None,
                 ..latest.clone()
             };
-            updated.schedule_refresh(refreshable, state.config.refresh_margin);
+            updated.schedule_refresh(refreshable, &state.config.refresh);
             if !state.store.update_grant(&updated, None).await? {
                 // Fenced out (our lease ran out and someone else wrote): theirs is the truth.
                 let now_latest = reread(state, grant).await?;
@@ -201,8 +264,39 @@ async fn refresh_locked(
         }
         Err(e) => {
             metrics::counter!("authlink_refreshes_total", "outcome" => "unavailable").increment(1);
-            tracing::warn!(error = %e, "refresh failed; the grant is kept");
-            Err(TokenError::Unavailable(e.to_string()))
+            let cause = e.to_string();
+            let mut failed = Grant {
+                last_error: Some(cause.clone()),
+                ..latest.clone()
+            };
+            failed.schedule_retry(now, &state.config.refresh);
+            let retry_in = failed
+                .refresh_at
+                .map_or(0.0, |at| (at - now).as_seconds_f64());
+            tracing::warn!(
+                bot = %latest.bot,
+                integration = %latest.integration,
+                error = %e,
+                failures = failed.refresh_failures,
+                retry_in_seconds = retry_in,
+                "refresh failed; the grant is kept and backs off"
+            );
+            if !state.store.update_grant(&failed, None).await? {
+                // Someone else wrote meanwhile: theirs is the truth.
+                return settled(state, reread(state, grant).await?, force, now);
+            }
+            if force || latest.is_expired(now) {
+                return Err(TokenError::Unavailable {
+                    cause,
+                    retry_after: Duration::from_secs_f64(retry_in.max(0.0)),
+                });
+            }
+            // The token still works: serve it while the provider recovers.
+            let failed = Grant {
+                generation: failed.generation + 1,
+                ..failed
+            };
+            serve(state, failed)
         }
     }
 }
@@ -212,33 +306,15 @@ pub fn expose(tokens: &Tokens) -> &str {
     tokens.access_token.expose_secret()
 }
 
-/// The proactive refresher every replica runs: grants whose `refresh_at` passed are leased (one
-/// replica each) and refreshed through the same lock-protected path as a request, so a hot token
-/// is rarely refreshed on the request path. At most four refreshes run at once per replica.
+/// The proactive refresher every replica runs: one [`sweep`] per poll interval.
 pub async fn run(state: AppState, cancel: tokio_util::sync::CancellationToken) {
-    const LEASE: Duration = Duration::from_secs(60);
     let interval = state
         .config
         .webhooks
         .poll_interval
         .max(Duration::from_millis(50));
     while !cancel.is_cancelled() {
-        let now = clock::now();
-        for p in crate::domain::Partition::all() {
-            let due = match state.store.claim_refreshes(p, now, LEASE, 20).await {
-                Ok(due) => due,
-                Err(e) => {
-                    tracing::warn!(error = %e, "cannot claim grants to refresh");
-                    break;
-                }
-            };
-            for chunk in due.chunks(4) {
-                futures_util::future::join_all(chunk.iter().map(|(bot, integration, subject)| {
-                    refresh_in_background(&state, bot, integration, subject)
-                }))
-                .await;
-            }
-        }
+        sweep(&state).await;
         tokio::select! {
             _ = cancel.cancelled() => {}
             _ = tokio::time::sleep(interval) => {}
@@ -246,26 +322,72 @@ pub async fn run(state: AppState, cancel: tokio_util::sync::CancellationToken) {
     }
 }
 
+/// One pass of the proactive refresher, at the application clock's time: grants whose
+/// `refresh_at` passed are claimed (a lease per partition, renewed while this replica works on
+/// them, so a dead replica's claims return within one lease) and refreshed through the same
+/// lock-protected path as a request — so a hot token is rarely refreshed on the request path, and
+/// a grant is never refreshed by both. `refresh_at` follows the same margin rule as requests
+/// (and the backoff after failures), so a grant is refreshed once per token lifetime at most.
+/// At most four refreshes run at once per replica. Returns how many grants were claimed.
+pub async fn sweep(state: &AppState) -> usize {
+    let len = state.config.webhooks.visibility_timeout;
+    let mut claimed = 0;
+    for p in crate::domain::Partition::all() {
+        let now = state.clock.now();
+        let due = match state.store.claim_refreshes(p, now, len, 20).await {
+            Ok(due) => due,
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot claim grants to refresh");
+                break;
+            }
+        };
+        if due.is_empty() {
+            continue;
+        }
+        claimed += due.len();
+        let lease = Lease::taken(p, Held::Refreshes(due.clone()), now, len);
+        let work = async {
+            for chunk in due.chunks(4) {
+                futures_util::future::join_all(chunk.iter().map(|(bot, integration, subject)| {
+                    refresh_in_background(state, bot, integration, subject)
+                }))
+                .await;
+            }
+        };
+        lease.hold(&*state.store, &state.clock, len, work).await;
+    }
+    claimed
+}
+
 async fn refresh_in_background(
     state: &AppState,
     bot: &crate::domain::BotId,
-    integration: &crate::domain::IntegrationName,
+    name: &crate::domain::IntegrationName,
     subject: &crate::domain::Subject,
 ) {
-    let (Ok(Some(integration)), Ok(Some(grant))) = (
-        state.store.get_integration(bot, integration).await,
-        state.store.get_grant(bot, integration, subject).await,
+    let (Ok(integration), Ok(grant)) = (
+        state.store.get_integration(bot, name).await,
+        state.store.get_grant(bot, name, subject).await,
     ) else {
+        return; // The store is unreachable: the lease runs out and the grant is claimed again.
+    };
+    let (Some(integration), Some(grant)) = (integration, grant) else {
+        // The integration (or the grant) is gone: nothing to refresh, ever.
+        let _ = state.store.forget_refresh(bot, name, subject).await;
         return;
     };
     let Ok(provider) = crate::routes::profiles::provider_for(state, &integration).await else {
         return;
     };
+    if !grant.is_working(&provider.config_id) {
+        // Issued by an app the integration no longer uses (or not active): never refreshed.
+        let _ = state.store.forget_refresh(bot, name, subject).await;
+        return;
+    }
     // Due by its schedule (a request may have refreshed it since it was claimed: then it has a
     // later `refresh_at`). Due means refresh now, even if it is not yet stale for requests: the
     // schedule's jitter deliberately runs a little ahead of the request path's margin.
-    let due = grant.refresh_at.is_some_and(|t| t <= clock::now());
-    if !grant.is_working(&provider.config_id) || !due {
+    if grant.refresh_at.is_none_or(|t| t > state.clock.now()) {
         return;
     }
     match access_token(state, &provider, grant, true).await {
@@ -275,7 +397,7 @@ async fn refresh_in_background(
         Err(e) => {
             metrics::counter!("authlink_proactive_refreshes_total", "outcome" => "failed")
                 .increment(1);
-            tracing::warn!(bot = %bot, integration = %integration.name, error = %e, "background refresh failed");
+            tracing::warn!(bot = %bot, integration = %name, error = %e, "background refresh failed");
         }
     }
 }

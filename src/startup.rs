@@ -13,6 +13,7 @@ use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use crate::clock::Clock;
 use crate::config::{Config, StoreConfig};
 use crate::oauth::http_client;
 use crate::routes::{AppState, router};
@@ -54,8 +55,18 @@ impl Application {
 
     /// With a listener bound elsewhere (tests bind port 0 first, to know `public_url`).
     pub fn with_listener(config: Config, store: Arc<dyn Store>, listener: TcpListener) -> Self {
+        Self::with_clock(config, store, listener, Clock::default())
+    }
+
+    /// With a clock of the caller's (tests move it forward; replicas in one test share it).
+    pub fn with_clock(
+        config: Config,
+        store: Arc<dyn Store>,
+        listener: TcpListener,
+        clock: Clock,
+    ) -> Self {
         let config_timeout = config.provider_timeout;
-        let state = AppState::new(Arc::new(config), store, http_client(config_timeout));
+        let state = AppState::new(Arc::new(config), store, http_client(config_timeout), clock);
         Self { listener, state }
     }
 
@@ -90,7 +101,11 @@ impl Application {
         };
         let workers = TaskTracker::new();
         crate::telemetry::metrics();
-        let dispatcher = Dispatcher::new(self.state.store.clone(), self.state.config.clone());
+        let dispatcher = Dispatcher::new(
+            self.state.store.clone(),
+            self.state.config.clone(),
+            self.state.clock.clone(),
+        );
         workers.spawn(dispatcher.run(cancel.clone()));
         workers.spawn(upkeep(self.state.store.clone(), cancel.clone()));
         if self.state.config.proactive_refresh {

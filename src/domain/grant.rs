@@ -108,6 +108,10 @@ pub struct Grant {
     pub instance_url: Option<String>,
     #[serde(default, with = "crate::clock::rfc3339::option")]
     pub access_expires_at: Option<OffsetDateTime>,
+    /// When the current access token was obtained (its lifetime is `access_expires_at` minus
+    /// this). Older records lack it: then `refreshed_at`, else `created_at`.
+    #[serde(default, with = "crate::clock::rfc3339::option")]
+    pub access_issued_at: Option<OffsetDateTime>,
     #[serde(with = "crate::clock::rfc3339")]
     pub created_at: OffsetDateTime,
     #[serde(default, with = "crate::clock::rfc3339::option")]
@@ -115,9 +119,14 @@ pub struct Grant {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_error: Option<String>,
     /// When the background refresher should renew this grant (`None`: never — no refresh token,
-    /// no known expiry, or not active). Indexed by the store.
+    /// no known expiry, or not active); after failed refreshes, when the next attempt is allowed.
+    /// Indexed by the store.
     #[serde(default, with = "crate::clock::rfc3339::option")]
     pub refresh_at: Option<OffsetDateTime>,
+    /// Refreshes that failed in a row for a transient reason (network, 5xx, rate limit); each one
+    /// doubles the wait before the next attempt. Reset by a successful refresh.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub refresh_failures: u32,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pending_code: Option<PendingCode>,
     /// Fencing generation: bumped by every token write; a write carrying a stale generation is
@@ -126,26 +135,240 @@ pub struct Grant {
     pub sealed_tokens: String,
 }
 
+fn is_zero(n: &u32) -> bool {
+    *n == 0
+}
+
+/// When tokens are refreshed: `margin` before expiry (capped by the token's own lifetime, see
+/// [`Grant::refresh_margin`]), and after a transient failure not again before an exponentially
+/// growing, jittered delay (`retry_base`, doubling per failure, at most `retry_max`).
+#[derive(Clone, Copy, Debug)]
+pub struct RefreshPolicy {
+    pub margin: std::time::Duration,
+    pub retry_base: std::time::Duration,
+    pub retry_max: std::time::Duration,
+}
+
+impl RefreshPolicy {
+    /// The margin is at most this fraction (1/n) of the token's lifetime.
+    pub const LIFETIME_SHARE: i32 = 3;
+
+    /// The wait after `failures` (≥ 1) failed refreshes in a row: `retry_base · 2^(failures-1)`,
+    /// capped at `retry_max`, then drawn from its upper half (jitter, so grants that failed
+    /// together do not retry together).
+    pub fn retry_delay(&self, failures: u32) -> std::time::Duration {
+        use rand::Rng;
+        let doubling = 2f64.powi(failures.saturating_sub(1).min(30) as i32);
+        let full = self
+            .retry_base
+            .mul_f64(doubling)
+            .min(self.retry_max)
+            .max(std::time::Duration::from_millis(1));
+        full.mul_f64(rand::thread_rng().gen_range(0.5..=1.0))
+    }
+}
+
 impl Grant {
     /// Associated data for the seal: the record the tokens belong to.
     pub fn aad(bot: &BotId, integration: &IntegrationName, subject: &Subject) -> String {
         format!("grant|{bot}|{integration}|{}", subject.as_str())
     }
 
-    /// When to refresh ahead of expiry: `margin` before it, minus up to 10% of the margin at
-    /// random so that grants created together do not all refresh in the same second.
-    pub fn schedule_refresh(&mut self, refreshable: bool, margin: std::time::Duration) {
+    /// When the current access token was obtained.
+    fn issued_at(&self) -> OffsetDateTime {
+        self.access_issued_at
+            .or(self.refreshed_at)
+            .unwrap_or(self.created_at)
+    }
+
+    /// How long before expiry the token counts as stale: the configured margin, but at most a
+    /// third of the token's lifetime as issued — so a 2 s, 120 s or 300 s token is served
+    /// unchanged for two thirds of its life, and a 2 h token until 5 minutes before it ends.
+    pub fn refresh_margin(&self, policy: &RefreshPolicy) -> time::Duration {
+        let configured = time::Duration::try_from(policy.margin).unwrap_or(time::Duration::ZERO);
+        let Some(exp) = self.access_expires_at else {
+            return configured;
+        };
+        let lifetime = (exp - self.issued_at()).max(time::Duration::ZERO);
+        configured.min(lifetime / RefreshPolicy::LIFETIME_SHARE)
+    }
+
+    /// From when requests refresh the token (`None`: unknown lifetime — only on `force_refresh`,
+    /// i.e. after the API said 401).
+    pub fn stale_from(&self, policy: &RefreshPolicy) -> Option<OffsetDateTime> {
+        self.access_expires_at
+            .map(|exp| exp - self.refresh_margin(policy))
+    }
+
+    /// Usable without a refresh.
+    pub fn is_fresh(&self, now: OffsetDateTime, policy: &RefreshPolicy) -> bool {
+        self.stale_from(policy).is_none_or(|t| now < t)
+    }
+
+    /// The access token is past its expiry (as far as we know it).
+    pub fn is_expired(&self, now: OffsetDateTime) -> bool {
+        self.access_expires_at.is_some_and(|exp| now >= exp)
+    }
+
+    /// After failed refreshes: when the next attempt is allowed, if that is still ahead.
+    pub fn backing_off(&self, now: OffsetDateTime) -> Option<OffsetDateTime> {
+        self.refresh_at
+            .filter(|at| self.refresh_failures > 0 && now < *at)
+    }
+
+    /// After a successful refresh (or a new grant): the background refresher renews the token a
+    /// little ahead of the point requests would — by up to a tenth of the margin, at random, so
+    /// that grants issued together do not all refresh in the same second.
+    pub fn schedule_refresh(&mut self, refreshable: bool, policy: &RefreshPolicy) {
         use rand::Rng;
-        let margin = time::Duration::try_from(margin).unwrap_or(time::Duration::ZERO);
-        let jitter = margin * rand::thread_rng().gen_range(0.0..0.1);
-        self.refresh_at = match (self.status, refreshable, self.access_expires_at) {
-            (GrantStatus::Active, true, Some(exp)) => Some(exp - margin - jitter),
+        self.refresh_failures = 0;
+        let jitter = self.refresh_margin(policy) * rand::thread_rng().gen_range(0.0..0.1);
+        self.refresh_at = match (self.status, refreshable, self.stale_from(policy)) {
+            (GrantStatus::Active, true, Some(stale)) => Some(stale - jitter),
             _ => None,
         };
+    }
+
+    /// After a refresh that failed for a transient reason: no attempt (background or request)
+    /// before `policy.retry_delay(failures)` has passed.
+    pub fn schedule_retry(&mut self, now: OffsetDateTime, policy: &RefreshPolicy) {
+        self.refresh_failures = self.refresh_failures.saturating_add(1);
+        let delay = policy.retry_delay(self.refresh_failures);
+        self.refresh_at = Some(now + time::Duration::try_from(delay).unwrap_or_default());
     }
 
     /// Usable for the access-token API and for `already_authorized`.
     pub fn is_working(&self, provider_config: &str) -> bool {
         self.status == GrantStatus::Active && self.provider_config == provider_config
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use time::macros::datetime;
+
+    use super::*;
+
+    const POLICY: RefreshPolicy = RefreshPolicy {
+        margin: Duration::from_secs(300),
+        retry_base: Duration::from_secs(2),
+        retry_max: Duration::from_secs(300),
+    };
+
+    fn issued(lifetime: Option<time::Duration>) -> Grant {
+        let t0 = datetime!(2026-12-01 08:00 UTC);
+        Grant {
+            bot: BotId::parse("acme").unwrap(),
+            integration: IntegrationName::parse("crm").unwrap(),
+            subject: Subject::parse("u1").unwrap(),
+            provider_config: "oauth2".into(),
+            status: GrantStatus::Active,
+            identity: Identity::default(),
+            scopes: vec![],
+            instance_url: None,
+            access_expires_at: lifetime.map(|l| t0 + l),
+            access_issued_at: Some(t0),
+            created_at: t0 - time::Duration::days(3),
+            refreshed_at: None,
+            last_error: None,
+            refresh_at: None,
+            refresh_failures: 0,
+            pending_code: None,
+            generation: 1,
+            sealed_tokens: String::new(),
+        }
+    }
+
+    #[test]
+    fn the_margin_is_the_configured_one_capped_at_a_third_of_the_lifetime() {
+        use time::Duration as D;
+        for (lifetime, stale_after) in [
+            (D::seconds(2), D::milliseconds(1334)),
+            (D::seconds(120), D::seconds(80)),
+            (D::seconds(300), D::seconds(200)),
+            (D::seconds(900), D::seconds(600)),
+            (D::hours(2), D::seconds(6900)),
+        ] {
+            let g = issued(Some(lifetime));
+            let t0 = g.access_issued_at.unwrap();
+            let stale = g.stale_from(&POLICY).unwrap();
+            assert!(
+                (stale - (t0 + stale_after)).abs() <= D::milliseconds(1),
+                "{lifetime}: stale at {stale}, wanted {}",
+                t0 + stale_after
+            );
+            assert!(g.is_fresh(stale - D::milliseconds(10), &POLICY));
+            assert!(!g.is_fresh(stale, &POLICY));
+            assert!(!g.is_expired(stale));
+        }
+        let unknown = issued(None);
+        assert!(unknown.is_fresh(datetime!(2030-01-01 0:00 UTC), &POLICY));
+        assert_eq!(unknown.stale_from(&POLICY), None);
+    }
+
+    #[test]
+    fn records_without_an_issue_time_use_the_last_refresh_then_the_creation() {
+        let mut g = issued(Some(time::Duration::seconds(120)));
+        let t0 = g.access_issued_at.take().unwrap();
+        // Signed in three days before this token was issued: the lifetime looks long, so the
+        // whole margin applies (only records written before `access_issued_at` existed).
+        assert_eq!(g.refresh_margin(&POLICY), time::Duration::seconds(300));
+        g.refreshed_at = Some(t0);
+        assert_eq!(g.refresh_margin(&POLICY), time::Duration::seconds(40));
+    }
+
+    #[test]
+    fn the_background_runs_a_little_ahead_of_requests_and_never_for_dead_grants() {
+        for _ in 0..100 {
+            let mut g = issued(Some(time::Duration::seconds(120)));
+            g.schedule_refresh(true, &POLICY);
+            let stale = g.stale_from(&POLICY).unwrap();
+            let at = g.refresh_at.unwrap();
+            assert!(
+                at <= stale && stale - at <= time::Duration::seconds(4),
+                "{at}"
+            );
+        }
+        let mut g = issued(Some(time::Duration::seconds(120)));
+        g.schedule_refresh(false, &POLICY);
+        assert_eq!(g.refresh_at, None, "no refresh token");
+        let mut g = issued(None);
+        g.schedule_refresh(true, &POLICY);
+        assert_eq!(g.refresh_at, None, "unknown lifetime");
+        let mut g = issued(Some(time::Duration::seconds(120)));
+        g.status = GrantStatus::ReauthRequired;
+        g.schedule_refresh(true, &POLICY);
+        assert_eq!(g.refresh_at, None, "not active");
+    }
+
+    #[test]
+    fn failures_back_off_exponentially_with_jitter_up_to_the_cap_and_success_resets() {
+        let now = datetime!(2026-12-01 09:00 UTC);
+        let mut g = issued(Some(time::Duration::seconds(120)));
+        let mut waits = Vec::new();
+        for _ in 0..12 {
+            g.schedule_retry(now, &POLICY);
+            let at = g.refresh_at.unwrap();
+            assert_eq!(g.backing_off(now), Some(at));
+            assert_eq!(g.backing_off(at), None, "due again at the retry point");
+            waits.push((at - now).as_seconds_f64());
+        }
+        let full = [
+            2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0, 300.0, 300.0, 300.0, 300.0,
+        ];
+        for (i, (wait, full)) in waits.iter().zip(full).enumerate() {
+            assert!(
+                *wait >= full / 2.0 - 0.001 && *wait <= full + 0.001,
+                "failure {}: waited {wait} s, wanted {}..{full}",
+                i + 1,
+                full / 2.0
+            );
+        }
+        assert_eq!(g.refresh_failures, 12);
+        g.schedule_refresh(true, &POLICY);
+        assert_eq!(g.refresh_failures, 0);
+        assert_eq!(g.backing_off(now), None);
     }
 }

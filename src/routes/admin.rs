@@ -10,7 +10,6 @@ use url::Url;
 
 use super::AppState;
 use super::auth::{Caller, bot_id};
-use crate::clock;
 use crate::crypto::{random_token, sha256_hex};
 use crate::domain::IntegrationName;
 use crate::domain::bot::{
@@ -82,7 +81,7 @@ pub async fn put_bot(
     }
     check_hosts("allowed_return_hosts", &body.allowed_return_hosts)?;
     check_hosts("allowed_webhook_hosts", &body.allowed_webhook_hosts)?;
-    let now = clock::now();
+    let now = state.clock.now();
     let existing = state.store.get_bot(&id).await?;
     let bot = Bot {
         id,
@@ -172,7 +171,7 @@ pub async fn create_api_key(
         role: body.role.unwrap_or(KeyRole::Runtime),
         name: body.name,
         hash: sha256_hex(secret.as_bytes()),
-        created_at: clock::now(),
+        created_at: state.clock.now(),
     };
     state.store.put_api_key(&key).await?;
     Ok((
@@ -306,7 +305,7 @@ pub async fn put_integration(
             _ => {}
         }
     }
-    let now = clock::now();
+    let now = state.clock.now();
     let existing = state.store.get_integration(&bot, &name).await?;
     let integration = Integration {
         bot,
@@ -398,7 +397,7 @@ pub async fn create_webhook_secret(
             .encryption
             .seal(&format!("whsec|{bot}|{id}"), secret.as_bytes()),
         id,
-        created_at: clock::now(),
+        created_at: state.clock.now(),
     };
     state.store.put_webhook_secret(&bot, &record).await?;
     Ok((
@@ -486,7 +485,11 @@ pub async fn replay_delivery(
 ) -> Result<StatusCode, ApiError> {
     let bot = bot_id(&bot)?;
     caller.admin(&bot)?;
-    if state.store.replay_delivery(&bot, &id, clock::now()).await? {
+    if state
+        .store
+        .replay_delivery(&bot, &id, state.clock.now())
+        .await?
+    {
         Ok(StatusCode::ACCEPTED)
     } else {
         Err(ApiError::NotFound("dead letter"))

@@ -17,7 +17,6 @@ use tracing::Instrument;
 use super::AppState;
 use super::link::{cookie_name, invalid_page, settled_page};
 use super::pages::{Lang, Msg, Page, esc};
-use crate::clock;
 use crate::crypto::{b64url, ct_eq, sha256};
 use crate::domain::event::Event;
 use crate::domain::grant::{Grant, GrantStatus};
@@ -52,7 +51,7 @@ pub async fn callback(
         )
         .into_response();
     };
-    let now = clock::now();
+    let now = state.clock.now();
     // 1. Signature and expiry, no store access.
     let claims = match q
         .state
@@ -278,10 +277,12 @@ async fn finish(
         },
         instance_url: set.instance_url.clone(),
         access_expires_at: set.access_expires_at,
+        access_issued_at: Some(now),
         created_at: now,
         refreshed_at: None,
         last_error: None,
         refresh_at: None,
+        refresh_failures: 0,
         pending_code: None,
         generation: 1,
         sealed_tokens: set.tokens.seal(
@@ -289,10 +290,7 @@ async fn finish(
             &Grant::aad(&spec.bot, &spec.integration, &spec.subject),
         ),
     };
-    grant.schedule_refresh(
-        set.tokens.refresh_token.is_some(),
-        state.config.refresh_margin,
-    );
+    grant.schedule_refresh(set.tokens.refresh_token.is_some(), &state.config.refresh);
     // `verification: code`: the grant waits, unusable, for the code the person reads here and
     // types into the conversation.
     let verification_code =

@@ -9,7 +9,6 @@ use time::Duration;
 
 use super::AppState;
 use super::pages::{Lang, Msg, Page, esc, protect};
-use crate::clock;
 use crate::crypto::{b64url, random_token, sha256};
 use crate::domain::link::{self, LinkError};
 use crate::domain::session::{Attempt, Session, Status};
@@ -69,7 +68,7 @@ fn unavailable_page(lang: Lang) -> Page {
 
 /// Verify the link (before any store access), then load its live session.
 async fn open(state: &AppState, token: &str, headers: &HeaderMap) -> Result<Session, Page> {
-    let now = clock::now();
+    let now = state.clock.now();
     let browser = Lang::pick(None, headers);
     let id = match link::decode(&state.config.signing, token, now) {
         Ok(id) => id,
@@ -159,7 +158,7 @@ pub async fn start(
             .into_response();
     };
 
-    let now = clock::now();
+    let now = state.clock.now();
     let attempt_id = random_token::<16>();
     let binding = random_token::<32>();
     let until = (now + ATTEMPT_TTL).min(spec.expires_at);

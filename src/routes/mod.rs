@@ -44,15 +44,23 @@ pub struct Shared {
     /// Cancelled when the daemon is asked to stop: long-polls answer at once and event streams
     /// end, so that graceful shutdown is not held up by requests that would wait for minutes.
     pub shutdown: tokio_util::sync::CancellationToken,
+    /// Time for the flow: session expiry, token refresh, backoff and leases all read it here.
+    pub clock: crate::clock::Clock,
 }
 
 impl AppState {
-    pub fn new(config: Arc<Config>, store: Arc<dyn Store>, http: reqwest::Client) -> Self {
+    pub fn new(
+        config: Arc<Config>,
+        store: Arc<dyn Store>,
+        http: reqwest::Client,
+        clock: crate::clock::Clock,
+    ) -> Self {
         Self(Arc::new(Shared {
             config,
             store,
             http,
             shutdown: tokio_util::sync::CancellationToken::new(),
+            clock,
         }))
     }
 }

@@ -170,7 +170,7 @@ fn build(
     sealed: Option<String>,
     created_at: Option<time::OffsetDateTime>,
 ) -> Result<AuthProfile, ApiError> {
-    let now = clock::now();
+    let now = state.clock.now();
     let client_secret_sealed = match (b.client_secret, sealed) {
         (Some(secret), _) => state
             .config

@@ -18,7 +18,6 @@ use url::Url;
 use super::AppState;
 use super::admin::{check_scopes, check_webhook_url};
 use super::auth::{Caller, bot_id};
-use crate::clock;
 use crate::crypto::sha256_hex;
 use crate::domain::bot::{Bot, Integration, Mode, host_allowed};
 use crate::domain::event::Event;
@@ -174,7 +173,7 @@ pub async fn create(
     let provider_config = Provider::config_id(&state.config, &integration)
         .map_err(|e| ApiError::Conflict(e.to_string()))?;
 
-    let now = clock::now();
+    let now = state.clock.now();
     let subject = Subject::User(req.user_id);
     let id = SessionId::new(Partition::of(&bot.id, &integration.name, &subject));
     tracing::Span::current()
@@ -406,7 +405,7 @@ pub async fn status(
     let listener = state.store.listen(session.spec.id);
     loop {
         let changed = listener.next_change();
-        let now = clock::now();
+        let now = state.clock.now();
         session = settle_expiry(&state, session, now).await?;
         let settled = !matches!(session.status_at(now), Status::Pending | Status::InProgress);
         if settled || tokio::time::Instant::now() >= deadline || state.shutdown.is_cancelled() {
@@ -440,7 +439,7 @@ pub async fn cancel(
     Path((bot, id)): Path<(String, String)>,
 ) -> Result<Response, ApiError> {
     let session = load(&state, &caller, &bot, &id).await?;
-    let now = clock::now();
+    let now = state.clock.now();
     let session = settle_expiry(&state, session, now).await?;
     if session.status.is_final() {
         return Err(ApiError::Conflict(format!(
@@ -498,7 +497,7 @@ pub async fn events(
         }
         loop {
             let changed = c.listener.next_change();
-            let now = clock::now();
+            let now = c.state.clock.now();
             let session = match c.state.store.get_session(c.id).await {
                 Ok(Some(s)) => crate::expiry::settle(&*c.state.store, s, now).await.ok(),
                 _ => None,
@@ -592,7 +591,7 @@ pub async fn pre_authorize(
     }
     let provider_config = Provider::config_id(&state.config, &integration)
         .map_err(|e| ApiError::Conflict(e.to_string()))?;
-    let now = clock::now();
+    let now = state.clock.now();
     let admin_session_id = SessionId::new(Partition::of(&bot.id, &integration.name, &Subject::Bot));
     tracing::Span::current().record("session_id", tracing::field::display(admin_session_id));
     let session = Session {
@@ -651,7 +650,7 @@ pub async fn verify(
     use crate::domain::grant::{GrantStatus, PendingCode};
     let session = load(&state, &caller, &bot, &id).await?;
     let body: VerifyBody = body.parse()?;
-    let now = clock::now();
+    let now = state.clock.now();
     let session = settle_expiry(&state, session, now).await?;
     if session.status != Status::AwaitingCode {
         return Err(ApiError::Conflict(format!(
@@ -691,7 +690,7 @@ pub async fn verify(
             pending_code: None,
             ..grant
         };
-        active.schedule_refresh(refreshable, state.config.refresh_margin);
+        active.schedule_refresh(refreshable, &state.config.refresh);
         let mut completed = session.clone();
         completed.status = Status::Completed;
         let event = Event::for_session(&completed, Some(&active.identity), now);

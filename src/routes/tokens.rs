@@ -11,7 +11,6 @@ use serde_json::json;
 use super::AppState;
 use super::auth::Caller;
 use super::sessions::bot_and_integration;
-use crate::clock;
 use crate::domain::bot::{Integration, Mode};
 use crate::domain::event::Event;
 use crate::domain::grant::{Grant, Tokens};
@@ -111,10 +110,12 @@ pub async fn access_token(
         Ok((grant, tokens)) => Ok(token_response(&grant, &tokens)),
         Err(TokenError::AuthorizationRequired) => Err(ApiError::AuthorizationRequired),
         Err(TokenError::Store(e)) => Err(e.into()),
-        Err(TokenError::Unavailable(cause)) => {
+        Err(TokenError::Unavailable { cause, retry_after }) => {
             let mut resp = ApiError::ProviderUnavailable(cause).into_response();
+            // Whole seconds, rounded up: asking again earlier would only be refused again.
+            let seconds = retry_after.as_secs() + u64::from(retry_after.subsec_nanos() > 0);
             resp.headers_mut()
-                .insert(header::RETRY_AFTER, HeaderValue::from_static("5"));
+                .insert(header::RETRY_AFTER, HeaderValue::from(seconds.max(1)));
             Ok(resp)
         }
     }
@@ -192,7 +193,7 @@ pub async fn disconnect(
         "connection.revoked",
         None,
         bot.webhook_url.clone(),
-        clock::now(),
+        state.clock.now(),
     );
     state
         .store
@@ -216,9 +217,11 @@ pub async fn check(
         Ok(t) => t,
         Err(TokenError::AuthorizationRequired) => return Err(ApiError::AuthorizationRequired),
         Err(TokenError::Store(e)) => return Err(e.into()),
-        Err(TokenError::Unavailable(cause)) => return Err(ApiError::ProviderUnavailable(cause)),
+        Err(TokenError::Unavailable { cause, .. }) => {
+            return Err(ApiError::ProviderUnavailable(cause));
+        }
     };
-    let checked_at = crate::clock::rfc3339::format(clock::now());
+    let checked_at = crate::clock::rfc3339::format(state.clock.now());
     match provider.check(&state.http, &tokens.access_token).await {
         None => Err(ApiError::Conflict(
             "the app has no identity (userinfo) endpoint to test with".into(),

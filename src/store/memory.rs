@@ -9,10 +9,11 @@ use std::time::Duration;
 use async_trait::async_trait;
 use time::OffsetDateTime;
 
+use super::lease::lease_end;
 use super::notify::{Hub, Listener};
 use super::{
-    CreateOutcome, DEAD_LETTER_TTL, Delivery, DeliveryOutcome, NewSession, SideWrite, Store,
-    StoreError, Transition, TransitionError, record_ttl,
+    CreateOutcome, DEAD_LETTER_TTL, Delivery, DeliveryOutcome, Held, Lease, NewSession, SideWrite,
+    Store, StoreError, Transition, TransitionError, record_ttl,
 };
 use crate::clock;
 use crate::domain::bot::{ApiKey, AuthProfile, Bot, Integration, WebhookSecret};
@@ -331,6 +332,7 @@ impl Store for MemoryStore {
                 SideWrite::Grant(g) => {
                     let key = (g.bot.clone(), g.integration.clone(), g.subject.clone());
                     let generation = d.grants.get(&key).map_or(0, |old| old.generation) + 1;
+                    d.refresh_leases.remove(&key);
                     d.grants.insert(
                         key,
                         Grant {
@@ -391,6 +393,8 @@ impl Store for MemoryStore {
             Some(old) if old.generation == grant.generation => {}
             _ => return Ok(false),
         }
+        // A new schedule ends any refresh lease (as the index's new score does in Redis).
+        d.refresh_leases.remove(&key);
         d.grants.insert(
             key,
             Grant {
@@ -413,10 +417,9 @@ impl Store for MemoryStore {
     ) -> Result<bool, StoreError> {
         let now = clock::now();
         let mut d = self.data();
-        let removed = d
-            .grants
-            .remove(&(bot.clone(), integration.clone(), subject.clone()))
-            .is_some();
+        let key = (bot.clone(), integration.clone(), subject.clone());
+        d.refresh_leases.remove(&key);
+        let removed = d.grants.remove(&key).is_some();
         if removed && let Some(e) = event {
             d.queue(e, now);
         }
@@ -443,7 +446,7 @@ impl Store for MemoryStore {
             .take(max)
             .collect();
         for k in &due {
-            d.refresh_leases.insert(k.clone(), now + lease);
+            d.refresh_leases.insert(k.clone(), lease_end(now, lease));
         }
         Ok(due)
     }
@@ -526,7 +529,7 @@ impl Store for MemoryStore {
             .into_iter()
             .filter_map(|(_, id)| {
                 let q = d.deliveries.get_mut(&id)?;
-                q.due = Some(now + lease);
+                q.due = Some(lease_end(now, lease));
                 q.delivery.claim = claim.clone();
                 Some(q.delivery.clone())
             })
@@ -642,13 +645,58 @@ impl Store for MemoryStore {
         due.sort_by_key(|(t, _)| *t);
         due.truncate(max);
         for (_, id) in &due {
-            d.deadlines.insert(*id, now + lease);
+            d.deadlines.insert(*id, lease_end(now, lease));
         }
         Ok(due.into_iter().map(|(_, id)| id).collect())
     }
 
     async fn forget_deadline(&self, id: SessionId) -> Result<(), StoreError> {
         self.data().deadlines.remove(&id);
+        Ok(())
+    }
+
+    async fn renew_lease(&self, lease: &Lease, until: OffsetDateTime) -> Result<usize, StoreError> {
+        let mut d = self.data();
+        let held = Some(lease.until);
+        let mut n = 0;
+        let mut renew = |at: Option<&mut OffsetDateTime>| {
+            if let Some(at) = at.filter(|at| Some(**at) == held) {
+                *at = until;
+                n += 1;
+            }
+        };
+        match &lease.held {
+            Held::Deliveries(ids) => {
+                for id in ids {
+                    renew(d.deliveries.get_mut(id).and_then(|q| q.due.as_mut()));
+                }
+            }
+            Held::Refreshes(grants) => {
+                for k in grants {
+                    renew(d.refresh_leases.get_mut(k));
+                }
+            }
+            Held::Expiries(ids) => {
+                for id in ids {
+                    renew(d.deadlines.get_mut(id));
+                }
+            }
+        }
+        Ok(n)
+    }
+
+    async fn forget_refresh(
+        &self,
+        bot: &BotId,
+        integration: &IntegrationName,
+        subject: &Subject,
+    ) -> Result<(), StoreError> {
+        let mut d = self.data();
+        let key = (bot.clone(), integration.clone(), subject.clone());
+        d.refresh_leases.remove(&key);
+        if let Some(g) = d.grants.get_mut(&key) {
+            g.refresh_at = None;
+        }
         Ok(())
     }
 

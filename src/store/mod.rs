@@ -7,6 +7,7 @@
 //! transitioning a session together with its grant and its outbox event.
 
 pub mod cache;
+pub mod lease;
 pub mod memory;
 pub mod notify;
 pub mod redis;
@@ -23,6 +24,7 @@ use crate::domain::event::Event;
 use crate::domain::grant::Grant;
 use crate::domain::session::{Attempt, Session, SessionError, Status};
 use crate::domain::{BotId, IntegrationName, Partition, SessionId, Subject};
+pub use lease::{Held, Lease};
 pub use notify::Listener;
 
 #[derive(Debug, thiserror::Error)]
@@ -278,6 +280,19 @@ pub trait Store: Send + Sync + 'static {
     ) -> Result<Vec<SessionId>, StoreError>;
     /// Drop a session from the expiry index (it vanished, or is settled).
     async fn forget_deadline(&self, id: SessionId) -> Result<(), StoreError>;
+
+    /// Extend `lease` to `until` for the members it still holds: those no other worker has
+    /// taken over and that were not finished meanwhile (delivered, rescheduled, refreshed,
+    /// settled). Returns how many were extended; 0 means the lease holds nothing any more.
+    async fn renew_lease(&self, lease: &Lease, until: OffsetDateTime) -> Result<usize, StoreError>;
+    /// Take a grant out of the proactive refresher's index (its integration or app is gone, so
+    /// it can never be refreshed in the background).
+    async fn forget_refresh(
+        &self,
+        bot: &BotId,
+        integration: &IntegrationName,
+        subject: &Subject,
+    ) -> Result<(), StoreError>;
 
     async fn put_webhook_secret(
         &self,

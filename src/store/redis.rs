@@ -36,8 +36,8 @@ use super::cache::ConfigCache;
 use super::notify::{Hub, Listener};
 use super::topology::{self, Conn, Subscriber};
 use super::{
-    CreateOutcome, Delivery, DeliveryOutcome, NewSession, SideWrite, Store, StoreError, Transition,
-    TransitionError, record_ttl,
+    CreateOutcome, Delivery, DeliveryOutcome, Held, Lease, NewSession, SideWrite, Store,
+    StoreError, Transition, TransitionError, record_ttl,
 };
 use crate::clock::{from_unix_ms, unix_ms};
 use crate::config::RedisTopology;
@@ -172,6 +172,17 @@ for _, id in ipairs(ids) do redis.call('ZADD', KEYS[1], ARGV[2], id) end
 return ids
 "#;
 
+/// Renew leases still held. KEYS: index. ARGV: held-until ms, new until ms, members…
+const RENEW: &str = r#"
+local n = 0
+for i = 3, #ARGV do
+  if tonumber(redis.call('ZSCORE', KEYS[1], ARGV[i])) == tonumber(ARGV[1]) then
+    redis.call('ZADD', KEYS[1], ARGV[2], ARGV[i]); n = n + 1
+  end
+end
+return n
+"#;
+
 #[derive(Clone)]
 pub struct RedisStore {
     conn: Conn,
@@ -188,6 +199,7 @@ pub struct RedisStore {
     update_grant: Arc<Script>,
     delete_grant: Arc<Script>,
     lock_owner: Arc<Script>,
+    renew: Arc<Script>,
 }
 
 impl RedisStore {
@@ -227,6 +239,7 @@ impl RedisStore {
             update_grant: Arc::new(Script::new(UPDATE_GRANT)),
             delete_grant: Arc::new(Script::new(DELETE_GRANT)),
             lock_owner: Arc::new(Script::new(LOCK_OWNER)),
+            renew: Arc::new(Script::new(RENEW)),
         };
         tokio::spawn(subscribe(
             subscriber,
@@ -1268,6 +1281,51 @@ impl Store for RedisStore {
     async fn forget_deadline(&self, id: SessionId) -> Result<(), StoreError> {
         self.conn()
             .zrem::<_, _, ()>(self.deadlines_key(id.partition()), id.to_string())
+            .await
+            .map_err(unavailable)
+    }
+
+    async fn renew_lease(&self, lease: &Lease, until: OffsetDateTime) -> Result<usize, StoreError> {
+        let p = lease.partition;
+        let (index, members): (String, Vec<String>) = match &lease.held {
+            Held::Deliveries(ids) => (self.due_key(p), ids.clone()),
+            Held::Refreshes(grants) => (
+                self.refresh_key(p),
+                grants
+                    .iter()
+                    .map(|(b, i, s)| Self::grant_member(b, i, s))
+                    .collect(),
+            ),
+            Held::Expiries(ids) => (
+                self.deadlines_key(p),
+                ids.iter().map(ToString::to_string).collect(),
+            ),
+        };
+        if members.is_empty() {
+            return Ok(0);
+        }
+        self.renew
+            .key(index)
+            .arg(unix_ms(lease.until))
+            .arg(unix_ms(until))
+            .arg(members)
+            .invoke_async(&mut self.conn())
+            .await
+            .map_err(unavailable)
+    }
+
+    async fn forget_refresh(
+        &self,
+        bot: &BotId,
+        integration: &IntegrationName,
+        subject: &Subject,
+    ) -> Result<(), StoreError> {
+        let p = Partition::of(bot, integration, subject);
+        self.conn()
+            .zrem::<_, _, ()>(
+                self.refresh_key(p),
+                Self::grant_member(bot, integration, subject),
+            )
             .await
             .map_err(unavailable)
     }

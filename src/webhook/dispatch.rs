@@ -1,5 +1,6 @@
-//! The delivery worker every replica runs: claim due deliveries from each partition (leased, so
-//! a killed replica's claims return to the queue), POST them signed, and record the outcome —
+//! The delivery worker every replica runs: claim due deliveries from each partition (leased, and
+//! the lease renewed while a delivery runs, so a killed replica's claims return to the queue
+//! within one short lease), POST them signed, and record the outcome —
 //! delivered, retry with backoff and jitter (honouring `Retry-After`), or dead letter. A `410 Gone`
 //! disables the endpoint for its bot. The same loop sweeps expired sessions.
 
@@ -16,16 +17,17 @@ use tokio_util::task::TaskTracker;
 use tracing::Instrument;
 
 use super::{PublicOnlyResolver, names_private_host, sign};
-use crate::clock;
+use crate::clock::Clock;
 use crate::config::{Config, WebhookConfig};
 use crate::domain::BotId;
 use crate::domain::Partition;
 use crate::domain::bot::DisabledEndpoint;
-use crate::store::{Delivery, DeliveryOutcome, Store};
+use crate::store::{Delivery, DeliveryOutcome, Held, Lease, Store};
 
 pub struct Dispatcher {
     store: Arc<dyn Store>,
     config: Arc<Config>,
+    clock: Clock,
     http: reqwest::Client,
     slots: Arc<Semaphore>,
     /// Deliveries in flight per bot on this replica.
@@ -49,7 +51,7 @@ pub fn http_client(w: &WebhookConfig) -> reqwest::Client {
 }
 
 impl Dispatcher {
-    pub fn new(store: Arc<dyn Store>, config: Arc<Config>) -> Arc<Self> {
+    pub fn new(store: Arc<dyn Store>, config: Arc<Config>, clock: Clock) -> Arc<Self> {
         let w = &config.webhooks;
         Arc::new(Self {
             http: http_client(w),
@@ -57,6 +59,7 @@ impl Dispatcher {
             per_bot: Mutex::new(HashMap::new()),
             store,
             config,
+            clock,
         })
     }
 
@@ -68,12 +71,19 @@ impl Dispatcher {
         let w = self.config.webhooks.clone();
         let mut last_sweep = Instant::now() - w.poll_interval;
         while !cancel.is_cancelled() {
-            let now = clock::now();
+            let now = self.clock.now();
             let mut busy = false;
             if last_sweep.elapsed() >= w.poll_interval {
                 last_sweep = Instant::now();
                 for p in Partition::all() {
-                    match crate::expiry::sweep(&*self.store, p, now, w.visibility_timeout).await {
+                    let sweep = crate::expiry::sweep(
+                        &*self.store,
+                        &self.clock,
+                        p,
+                        now,
+                        w.visibility_timeout,
+                    );
+                    match sweep.await {
                         Ok(n) => busy |= n > 0,
                         Err(e) => tracing::warn!(error = %e, "expiry sweep failed"),
                     }
@@ -93,7 +103,13 @@ impl Dispatcher {
                     Ok(batch) => {
                         busy |= !batch.is_empty();
                         for d in batch {
-                            self.start(&tracker, d).await;
+                            let lease = Lease::taken(
+                                p,
+                                Held::Deliveries(vec![d.event.id.clone()]),
+                                now,
+                                w.visibility_timeout,
+                            );
+                            self.start(&tracker, d, lease).await;
                         }
                     }
                     Err(e) => {
@@ -122,7 +138,7 @@ impl Dispatcher {
         tracker.wait().await;
     }
 
-    async fn start(self: &Arc<Self>, tracker: &TaskTracker, d: Delivery) {
+    async fn start(self: &Arc<Self>, tracker: &TaskTracker, d: Delivery, lease: Lease) {
         let Some(bot) = d.event.bot() else {
             let _ = self
                 .store
@@ -131,7 +147,7 @@ impl Dispatcher {
                     DeliveryOutcome::Dead {
                         error: "event without a bot",
                     },
-                    clock::now(),
+                    self.clock.now(),
                 )
                 .await;
             return;
@@ -144,10 +160,11 @@ impl Dispatcher {
         };
         if !admitted {
             // This bot's endpoint is busy; others go first. Back in the queue, no failure counted.
-            let at = clock::now() + time::Duration::milliseconds(250);
+            let now = self.clock.now();
+            let at = now + time::Duration::milliseconds(250);
             let _ = self
                 .store
-                .finish_delivery(&d, DeliveryOutcome::Release { at }, clock::now())
+                .finish_delivery(&d, DeliveryOutcome::Release { at }, now)
                 .await;
             return;
         }
@@ -158,7 +175,10 @@ impl Dispatcher {
         let span = tracing::info_span!("webhook", event_id = %d.event.id, session_id = %d.event.data["session_id"].as_str().unwrap_or(""), bot = %bot);
         tracker.spawn(
             async move {
-                me.deliver(&bot, d).await;
+                let len = me.config.webhooks.visibility_timeout;
+                lease
+                    .hold(&*me.store, &me.clock, len, me.deliver(&bot, d))
+                    .await;
                 drop(permit);
                 let mut per_bot = me.per_bot.lock().unwrap_or_else(|e| e.into_inner());
                 if let Some(n) = per_bot.get_mut(&bot) {
@@ -175,7 +195,7 @@ impl Dispatcher {
     async fn deliver(&self, bot_id: &BotId, d: Delivery) {
         let started = Instant::now();
         let outcome = self.attempt(bot_id, &d).await;
-        let now = clock::now();
+        let now = self.clock.now();
         let (label, store_outcome, error) = match &outcome {
             Attempt::Delivered => ("delivered", DeliveryOutcome::Delivered, None),
             Attempt::Failed {
@@ -268,7 +288,7 @@ impl Dispatcher {
             Err(e) => return failed(format!("store: {e}")),
         };
         let body = d.event.body();
-        let ts = clock::now().unix_timestamp();
+        let ts = self.clock.now().unix_timestamp();
         let signatures: Vec<String> = secrets
             .iter()
             .filter_map(|s| {

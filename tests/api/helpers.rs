@@ -7,6 +7,7 @@ use std::sync::Arc;
 use authlink::config::{
     AppSettings, Config, GeneratedKeys, SentinelSettings, Settings, StoreConfig, SystemApps,
 };
+use authlink::routes::AppState;
 use authlink::startup::Application;
 use authlink::store::Store;
 use authlink::store::memory::MemoryStore;
@@ -41,6 +42,9 @@ pub struct TestApp {
     pub backend: Backend,
     pub config: Config,
     pub store: Arc<dyn Store>,
+    /// The daemon's own state: its clock (`state.clock.advance`) and the flow functions that
+    /// take it (e.g. one `refresh::sweep`).
+    pub state: AppState,
     /// The webhook receiver `setup_bot` points bots at.
     pub receiver: Receiver,
     /// The real OpenID provider, when asked for.
@@ -69,6 +73,8 @@ pub struct Options {
     pub oidc: Option<OidcOptions>,
     /// Salesforce: learn token expiry from the introspection endpoint.
     pub salesforce_introspect: bool,
+    /// The lease on claimed work (`webhooks.visibility_timeout_seconds`).
+    pub lease_seconds: u64,
 }
 
 #[derive(Clone, Copy)]
@@ -91,6 +97,7 @@ impl Default for Options {
             webhook_concurrency: (64, 8),
             oidc: None,
             salesforce_introspect: false,
+            lease_seconds: 5,
         }
     }
 }
@@ -121,7 +128,7 @@ pub async fn spawn_with(opts: Options) -> TestApp {
     // Webhooks on a compressed schedule: three quick retries, then a dead letter.
     settings.webhooks.retry_schedule_seconds = vec![0.05, 0.1, 0.1];
     settings.webhooks.poll_interval_ms = 20;
-    settings.webhooks.visibility_timeout_seconds = 5;
+    settings.webhooks.visibility_timeout_seconds = opts.lease_seconds;
     settings.webhooks.deny_private_networks = Some(opts.deny_private_networks);
     (
         settings.webhooks.concurrency,
@@ -207,9 +214,11 @@ pub async fn spawn_with(opts: Options) -> TestApp {
     let config = settings.validate().expect("test settings are valid");
     let store = make_store(&config);
     let application = Application::with_listener(config.clone(), store.clone(), listener);
+    let state = application.state().clone();
     tokio::spawn(application.run_until_stopped(std::future::pending()));
     TestApp {
         oidc,
+        state,
         receiver: Receiver::spawn().await,
         base: format!("http://{addr}"),
         operator_key: keys_operator(&keys),
@@ -257,9 +266,17 @@ impl TestApp {
         config.listen = addr;
         change(&mut config);
         let store = make_store(&config);
-        let application = Application::with_listener(config.clone(), store.clone(), listener);
+        // One clock for both: moving time forward moves it for every replica.
+        let application = Application::with_clock(
+            config.clone(),
+            store.clone(),
+            listener,
+            self.state.clock.clone(),
+        );
+        let state = application.state().clone();
         tokio::spawn(application.run_until_stopped(std::future::pending()));
         TestApp {
+            state,
             oidc: self.oidc.clone(),
             receiver: self.receiver.clone(),
             base: format!("http://{addr}"),

@@ -10,6 +10,11 @@ use futures_util::future::join_all;
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 
+use std::time::Duration;
+
+use authlink::domain::grant::{Grant, GrantStatus};
+use authlink::domain::{BotId, IntegrationName, Subject};
+
 use crate::helpers::{Browser, OidcOptions, Options, TestApp, spawn_with};
 
 pub const CLIENT_ID: &str = "authlink-test";
@@ -206,6 +211,8 @@ async fn a_provider_outage_keeps_the_grant_and_disconnect_revokes_it() {
     let r = token(&a, &key, "u1", true).await;
     assert_eq!(r.status(), StatusCode::SERVICE_UNAVAILABLE);
     assert!(r.headers().contains_key("retry-after"));
+    // Backing off: the next attempt waits for the retry point, then works.
+    a.state.clock.advance(Duration::from_secs(2));
     let t: Value = token(&a, &key, "u1", true).await.json().await.unwrap();
     let access = t["access_token"].as_str().unwrap().to_owned();
     assert!(oidc.active(&access).await);
@@ -232,21 +239,252 @@ async fn a_provider_outage_keeps_the_grant_and_disconnect_revokes_it() {
     );
 }
 
+fn ids() -> (BotId, IntegrationName, Subject) {
+    (
+        BotId::parse("acme").unwrap(),
+        IntegrationName::parse("crm").unwrap(),
+        Subject::parse("u1").unwrap(),
+    )
+}
+
+async fn grant_of(app: &TestApp) -> Grant {
+    let (bot, integration, subject) = ids();
+    app.store
+        .get_grant(&bot, &integration, &subject)
+        .await
+        .unwrap()
+        .unwrap()
+}
+
+async fn access(app: &TestApp, key: &str) -> String {
+    let r = token(app, key, "u1", false).await;
+    assert_eq!(r.status(), StatusCode::OK);
+    r.json::<Value>().await.unwrap()["access_token"]
+        .as_str()
+        .unwrap()
+        .to_owned()
+}
+
+async fn refreshes(oidc: &OidcProvider) -> u64 {
+    oidc.stats().await["refresh_grants"].as_u64().unwrap()
+}
+
+/// Tokens of `ttl` seconds with the default 300 s margin (Keycloak's default lifespan is 300 s):
+/// right after sign-in they are served unchanged and nobody refreshes them — not the requests,
+/// not the background refresher, which runs all along; past two thirds of their life exactly one
+/// refresh happens, however requests and the background race for it.
+async fn served_unchanged_then_refreshed_exactly_once(ttl: u64) {
+    let a = app(ttl, 300, true).await;
+    let key = a.setup_bot("acme").await;
+    sign_in(&a, &key, "u1", "dora").await;
+    let oidc = a.oidc.clone().unwrap();
+    let clock = &a.state.clock;
+    clock.freeze();
+    let first = access(&a, &key).await;
+    for _ in 0..24 {
+        assert_eq!(access(&a, &key).await, first);
+    }
+    assert_eq!(authlink::refresh::sweep(&a.state).await, 0, "nothing due");
+    assert_eq!(refreshes(&oidc).await, 0, "no refresh right after sign-in");
+
+    // The background is due up to a tenth of the margin before requests find the token stale.
+    let g = grant_of(&a).await;
+    let issued = g.access_issued_at.unwrap();
+    let stale = g.stale_from(&a.config.refresh).unwrap();
+    let two_thirds = time::Duration::milliseconds(ttl as i64 * 2000 / 3);
+    assert!((stale - (issued + two_thirds)).abs() <= time::Duration::milliseconds(1));
+    let due = g.refresh_at.unwrap();
+    assert!(
+        due <= stale && stale - due <= two_thirds / 20,
+        "{due} vs {stale}"
+    );
+
+    // Just before the background's point: still nothing.
+    clock.advance(
+        ((due - clock.now()) - time::Duration::seconds(1))
+            .try_into()
+            .unwrap(),
+    );
+    assert_eq!(access(&a, &key).await, first);
+    assert_eq!(authlink::refresh::sweep(&a.state).await, 0);
+    assert_eq!(refreshes(&oidc).await, 0);
+
+    // Past the request path's point: ten requests and the background refresher race.
+    clock.advance(
+        ((stale - clock.now()) + time::Duration::seconds(1))
+            .try_into()
+            .unwrap(),
+    );
+    let answers = join_all((0..10).map(|_| access(&a, &key))).await;
+    let distinct: std::collections::HashSet<_> = answers.iter().collect();
+    assert_eq!(distinct.len(), 1, "everyone got the same new token");
+    assert_ne!(answers[0], first);
+    assert_eq!(userinfo(&a, &answers[0]).await, StatusCode::OK);
+    assert_eq!(authlink::refresh::sweep(&a.state).await, 0, "rescheduled");
+    assert_eq!(refreshes(&oidc).await, 1, "exactly one refresh");
+    assert_eq!(access(&a, &key).await, answers[0]);
+    assert_eq!(oidc.stats().await["refresh_reuse_detected"], 0);
+}
+
 #[tokio::test]
-async fn grants_are_refreshed_in_the_background_before_they_expire() {
-    // Tokens live 60 s and are due 58 s before expiry: the background refresher renews at once.
-    let a = app(60, 58, true).await;
+async fn two_minute_tokens_are_served_unchanged_then_refreshed_exactly_once() {
+    served_unchanged_then_refreshed_exactly_once(120).await;
+}
+
+#[tokio::test]
+async fn five_minute_tokens_are_served_unchanged_then_refreshed_exactly_once() {
+    served_unchanged_then_refreshed_exactly_once(300).await;
+}
+
+#[tokio::test]
+async fn the_background_refreshes_a_due_grant_without_any_request() {
+    let a = app(120, 300, true).await;
     let key = a.setup_bot("acme").await;
     sign_in(&a, &key, "u1", "carol").await;
     let oidc = a.oidc.clone().unwrap();
-    crate::helpers::until_async_within(std::time::Duration::from_secs(20), || async {
-        oidc.stats().await["refresh_grants"].as_u64().unwrap_or(0) >= 1
+    a.state.clock.freeze();
+    let first = access(&a, &key).await;
+    let due = grant_of(&a).await.refresh_at.unwrap();
+    a.state.clock.advance(
+        ((due - a.state.clock.now()) + time::Duration::milliseconds(1))
+            .try_into()
+            .unwrap(),
+    );
+    crate::helpers::until_async_within(Duration::from_secs(20), || async {
+        refreshes(&oidc).await >= 1
     })
     .await;
-    let t: Value = token(&a, &key, "u1", false).await.json().await.unwrap();
-    assert_eq!(
-        userinfo(&a, t["access_token"].as_str().unwrap()).await,
-        StatusCode::OK
-    );
+    crate::helpers::until_async_within(Duration::from_secs(5), || async {
+        grant_of(&a).await.refreshed_at.is_some()
+    })
+    .await;
+    let t = access(&a, &key).await;
+    assert_ne!(t, first);
+    assert_eq!(userinfo(&a, &t).await, StatusCode::OK);
+    assert_eq!(refreshes(&oidc).await, 1);
     assert_eq!(oidc.stats().await["refresh_reuse_detected"], 0);
+}
+
+#[tokio::test]
+async fn concurrent_requests_on_an_expired_two_second_grant_refresh_once() {
+    let a = app(2, 300, false).await;
+    let b = a.replica().await;
+    let key = a.setup_bot("acme").await;
+    sign_in(&a, &key, "u1", "erin").await;
+    let oidc = a.oidc.clone().unwrap();
+    a.state.clock.freeze();
+    let first = access(&a, &key).await;
+    assert_eq!(
+        access(&b, &key).await,
+        first,
+        "fresh for two thirds of its 2 s"
+    );
+    a.state.clock.advance(Duration::from_secs(3)); // both replicas: one clock
+    let answers = join_all((0..50).map(|i| access(if i % 2 == 0 { &a } else { &b }, &key))).await;
+    let distinct: std::collections::HashSet<_> = answers.iter().collect();
+    assert_eq!(distinct.len(), 1, "one new token for all 50");
+    assert_ne!(answers[0], first);
+    assert_eq!(refreshes(&oidc).await, 1, "one refresh");
+    assert_eq!(userinfo(&a, &answers[0]).await, StatusCode::OK);
+}
+
+/// The proactive refresher over a compressed hour (one sweep per 2 s of clock time) for one grant
+/// of 120 s tokens: it refreshes once per ~78 s (two thirds of the lifetime, minus the jitter),
+/// not on every sweep.
+#[tokio::test]
+async fn a_grant_of_two_minute_tokens_is_refreshed_once_per_eighty_seconds_over_an_hour() {
+    let a = app(120, 300, false).await;
+    let key = a.setup_bot("acme").await;
+    sign_in(&a, &key, "u1", "frank").await;
+    let oidc = a.oidc.clone().unwrap();
+    a.state.clock.freeze();
+    let mut claimed = 0;
+    for _ in 0..1800 {
+        a.state.clock.advance(Duration::from_secs(2));
+        claimed += authlink::refresh::sweep(&a.state).await;
+    }
+    let n = refreshes(&oidc).await;
+    eprintln!("refreshes over a compressed hour of 120 s tokens: {n} (1800 sweeps)");
+    assert_eq!(
+        claimed as u64, n,
+        "claimed only when due, and each claim refreshed"
+    );
+    // Between refreshes: 80 s minus up to 4 s of jitter, plus up to 2 s until the next sweep.
+    assert!((3600 / 82..=3600 / 76).contains(&n), "{n} refreshes");
+    assert_eq!(oidc.stats().await["refresh_reuse_detected"], 0);
+    assert_eq!(userinfo(&a, &access(&a, &key).await).await, StatusCode::OK);
+}
+
+/// A provider answering 500 to every refresh, for a compressed hour: the grant backs off
+/// (2 s doubling to 300 s, jittered), so the provider sees a few dozen attempts, not one per
+/// sweep; meanwhile the unexpired token is served, and once it has expired callers get 503 with
+/// `Retry-After`. When the provider recovers, the next attempt works and the backoff resets.
+#[tokio::test]
+async fn a_failing_provider_sees_backed_off_refreshes_not_one_per_sweep() {
+    let a = app(120, 300, false).await;
+    let key = a.setup_bot("acme").await;
+    sign_in(&a, &key, "u1", "gina").await;
+    let oidc = a.oidc.clone().unwrap();
+    let clock = &a.state.clock;
+    clock.freeze();
+    let first = access(&a, &key).await;
+    reqwest::get(format!(
+        "{}/__fail_next_token?status=500&count=100000",
+        oidc.issuer
+    ))
+    .await
+    .unwrap();
+    let expires = grant_of(&a).await.access_expires_at.unwrap();
+    for step in 0..1800 {
+        clock.advance(Duration::from_secs(2));
+        authlink::refresh::sweep(&a.state).await;
+        if step % 15 == 0 {
+            let r = token(&a, &key, "u1", false).await;
+            if clock.now() < expires {
+                assert_eq!(r.status(), StatusCode::OK);
+                let t: Value = r.json().await.unwrap();
+                assert_eq!(
+                    t["access_token"],
+                    first.as_str(),
+                    "the working token is served"
+                );
+            } else {
+                assert_eq!(r.status(), StatusCode::SERVICE_UNAVAILABLE);
+                let retry: u64 = r.headers()["retry-after"]
+                    .to_str()
+                    .unwrap()
+                    .parse()
+                    .unwrap();
+                assert!((1..=300).contains(&retry), "Retry-After: {retry}");
+            }
+        }
+    }
+    let attempts = oidc.stats().await["injected_failures"].as_u64().unwrap();
+    eprintln!(
+        "refresh attempts over a compressed hour of 500s: {attempts} (1800 sweeps, 120 requests)"
+    );
+    // Waits of 1–2, 2–4, … 128–256 s, then 150–300 s: 16 to 30 attempts in an hour.
+    assert!((14..=32).contains(&attempts), "{attempts} attempts");
+    let g = grant_of(&a).await;
+    assert_eq!(
+        g.status,
+        GrantStatus::Active,
+        "a provider outage keeps the grant"
+    );
+    assert_eq!(g.refresh_failures as u64, attempts);
+
+    // The provider recovers: the next attempt (at the retry point) works, and the backoff resets.
+    reqwest::get(format!("{}/__fail_next_token?count=0", oidc.issuer))
+        .await
+        .unwrap();
+    clock.advance(
+        ((g.refresh_at.unwrap() - clock.now()) + time::Duration::milliseconds(1))
+            .try_into()
+            .unwrap(),
+    );
+    assert_eq!(authlink::refresh::sweep(&a.state).await, 1);
+    let g = grant_of(&a).await;
+    assert_eq!(g.refresh_failures, 0);
+    assert_eq!(refreshes(&oidc).await, 1);
+    assert_eq!(userinfo(&a, &access(&a, &key).await).await, StatusCode::OK);
 }

@@ -21,6 +21,8 @@ pub struct Received {
     pub verified: Vec<bool>,
     /// What the receiver answered.
     pub answered: u16,
+    /// When it arrived.
+    pub at: std::time::Instant,
 }
 
 #[derive(Default)]
@@ -30,6 +32,8 @@ struct Inner {
     fallback: Option<u16>,
     delay: Duration,
     log: Vec<Received>,
+    /// Requests that arrived, answered or not yet.
+    started: usize,
 }
 
 #[derive(Clone)]
@@ -67,6 +71,10 @@ impl Receiver {
     pub fn slow(&self, delay: Duration) {
         self.lock().delay = delay;
     }
+    /// Requests that have arrived so far, including those still being answered.
+    pub fn started(&self) -> usize {
+        self.lock().started
+    }
     pub fn log(&self) -> Vec<Received> {
         self.lock().log.clone()
     }
@@ -97,7 +105,8 @@ async fn hook(
     body: Bytes,
 ) -> StatusCode {
     let (secrets, delay) = {
-        let i = inner.lock().unwrap();
+        let mut i = inner.lock().unwrap();
+        i.started += 1;
         (i.secrets.clone(), i.delay)
     };
     if !delay.is_zero() {
@@ -125,6 +134,7 @@ async fn hook(
         body: parsed,
         verified,
         answered,
+        at: std::time::Instant::now(),
     });
     StatusCode::from_u16(answered).unwrap()
 }

@@ -4,6 +4,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use authlink::clock::Clock;
 use authlink::config::RedisTopology;
 use authlink::domain::bot::{ApiKey, Bot, Integration, KeyRole, Mode, ProfileRef, ProviderKind};
 use authlink::domain::event::Event;
@@ -15,8 +16,8 @@ use authlink::domain::{BotId, IntegrationName, Partition, SessionId, Subject};
 use authlink::store::memory::MemoryStore;
 use authlink::store::redis::RedisStore;
 use authlink::store::{
-    CreateOutcome, DeliveryOutcome, Idempotency, NewSession, SideWrite, Store, Transition,
-    TransitionError,
+    CreateOutcome, DeliveryOutcome, Held, Idempotency, Lease, NewSession, SideWrite, Store,
+    Transition, TransitionError,
 };
 use time::OffsetDateTime;
 
@@ -180,10 +181,12 @@ fn grant(s: &Session, now: OffsetDateTime) -> Grant {
         scopes: vec!["api".into()],
         instance_url: None,
         access_expires_at: None,
+        access_issued_at: None,
         created_at: now,
         refreshed_at: None,
         last_error: None,
         refresh_at: None,
+        refresh_failures: 0,
         pending_code: None,
         generation: 1,
         sealed_tokens: "k.sealed".into(),
@@ -776,9 +779,15 @@ async fn expired_sessions_are_claimed_once_per_lease(store: &dyn Store) {
             .is_empty(),
         "leased"
     );
-    let n = authlink::expiry::sweep(store, p, later + time::Duration::seconds(31), lease)
-        .await
-        .unwrap();
+    let n = authlink::expiry::sweep(
+        store,
+        &Clock::default(),
+        p,
+        later + time::Duration::seconds(31),
+        lease,
+    )
+    .await
+    .unwrap();
     assert_eq!(n, 1);
     assert_eq!(
         store.get_session(s.spec.id).await.unwrap().unwrap().status,
@@ -795,6 +804,171 @@ async fn expired_sessions_are_claimed_once_per_lease(store: &dyn Store) {
     assert_nothing_claimable(store, p, later + time::Duration::seconds(99), "settled").await;
 }
 contract!(expired_sessions_are_claimed_once_per_lease);
+
+/// A worker renews what it holds, so nobody else can claim it while it works; a renewal finds
+/// nothing once the work is finished (delivered, refreshed, settled) or was taken over after the
+/// lease ran out — for each of the three leased queues.
+async fn leases_are_renewed_while_held_and_end_with_the_work(store: &dyn Store) {
+    let now = now();
+    let len = Duration::from_secs(30);
+    let at = |s: i64| now + time::Duration::seconds(s);
+
+    // A delivery.
+    let s = session("u1", now);
+    create(store, &s).await;
+    let mut cancelled = s.clone();
+    cancelled.status = Status::Cancelled;
+    let event = Event::for_session(&cancelled, None, now);
+    move_to(
+        store,
+        &s,
+        Status::Cancelled,
+        SideWrite::None,
+        Some(&event),
+        now,
+    )
+    .await
+    .unwrap();
+    let p = s.spec.id.partition();
+    let claimed = store.claim_deliveries(p, now, len, 10).await.unwrap();
+    let mut lease = Lease::taken(p, Held::Deliveries(vec![event.id.clone()]), now, len);
+    let renewed_to = authlink::store::lease::lease_end(at(20), len);
+    assert_eq!(store.renew_lease(&lease, renewed_to).await.unwrap(), 1);
+    lease.until = renewed_to;
+    assert!(
+        store
+            .claim_deliveries(p, at(31), len, 10)
+            .await
+            .unwrap()
+            .is_empty(),
+        "renewed: still held after the first lease's end"
+    );
+    // The holder stalls past the renewed lease: another worker takes over, the old lease is gone.
+    let taken_over = store.claim_deliveries(p, at(51), len, 10).await.unwrap();
+    assert_eq!(taken_over.len(), 1);
+    assert_eq!(store.renew_lease(&lease, at(60)).await.unwrap(), 0);
+    let mut theirs = Lease::taken(p, Held::Deliveries(vec![event.id.clone()]), at(51), len);
+    assert_eq!(store.renew_lease(&theirs, at(70)).await.unwrap(), 1);
+    theirs.until = at(70);
+    store
+        .finish_delivery(&taken_over[0], DeliveryOutcome::Delivered, at(52))
+        .await
+        .unwrap();
+    assert_eq!(
+        store.renew_lease(&theirs, at(80)).await.unwrap(),
+        0,
+        "delivered"
+    );
+    drop(claimed);
+
+    // A due refresh.
+    let s = session("u2", now);
+    create(store, &s).await;
+    let a = attempt(&s, "a1", now);
+    let until = now + time::Duration::minutes(5);
+    move_to(
+        store,
+        &s,
+        Status::InProgress,
+        SideWrite::Attempt(&a, until),
+        None,
+        now,
+    )
+    .await
+    .unwrap();
+    let mut g = grant(&s, now);
+    g.refresh_at = Some(now);
+    move_to(
+        store,
+        &s,
+        Status::Completed,
+        SideWrite::Grant(&g),
+        None,
+        now,
+    )
+    .await
+    .unwrap();
+    let p = s.spec.id.partition();
+    let due = store.claim_refreshes(p, now, len, 10).await.unwrap();
+    assert_eq!(due.len(), 1);
+    let lease = Lease::taken(p, Held::Refreshes(due), now, len);
+    assert_eq!(store.renew_lease(&lease, at(60)).await.unwrap(), 1);
+    let lease = Lease {
+        until: at(60),
+        ..lease
+    };
+    assert!(
+        store
+            .claim_refreshes(p, at(31), len, 10)
+            .await
+            .unwrap()
+            .is_empty(),
+        "renewed"
+    );
+    // Refreshed: the grant's new schedule replaces the lease.
+    let mut stored = store
+        .get_grant(&bot(), &integration(), &s.spec.subject)
+        .await
+        .unwrap()
+        .unwrap();
+    stored.refresh_at = Some(at(3600));
+    assert!(store.update_grant(&stored, None).await.unwrap());
+    assert_eq!(
+        store.renew_lease(&lease, at(90)).await.unwrap(),
+        0,
+        "refreshed"
+    );
+    assert!(
+        store
+            .claim_refreshes(p, at(61), len, 10)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    // A grant that can never be refreshed in the background leaves the index.
+    assert_eq!(
+        store
+            .claim_refreshes(p, at(3600), len, 10)
+            .await
+            .unwrap()
+            .len(),
+        1
+    );
+    store
+        .forget_refresh(&bot(), &integration(), &s.spec.subject)
+        .await
+        .unwrap();
+    assert!(
+        store
+            .claim_refreshes(p, at(9999), len, 10)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+
+    // A due expiry.
+    let s = session("u3", now);
+    create(store, &s).await;
+    let p = s.spec.id.partition();
+    let later = s.spec.expires_at + time::Duration::seconds(1);
+    let due = store.claim_expiries(p, later, len, 10).await.unwrap();
+    assert_eq!(due, vec![s.spec.id]);
+    let lease = Lease::taken(p, Held::Expiries(due), later, len);
+    let renewed_to = later + time::Duration::seconds(60);
+    assert_eq!(store.renew_lease(&lease, renewed_to).await.unwrap(), 1);
+    assert_nothing_claimable(store, p, later + time::Duration::seconds(31), "renewed").await;
+    store.forget_deadline(s.spec.id).await.unwrap();
+    let lease = Lease {
+        until: renewed_to,
+        ..lease
+    };
+    assert_eq!(
+        store.renew_lease(&lease, renewed_to).await.unwrap(),
+        0,
+        "settled"
+    );
+}
+contract!(leases_are_renewed_while_held_and_end_with_the_work);
 
 /// No deadline in `p` is due (or back from its lease) at `at`.
 async fn assert_nothing_claimable(store: &dyn Store, p: Partition, at: OffsetDateTime, why: &str) {
@@ -837,7 +1011,7 @@ async fn a_deadline_whose_session_was_never_written_is_dropped_without_an_event(
     let lease = Duration::from_secs(30);
     let later = s.spec.expires_at + time::Duration::seconds(1);
     assert_eq!(
-        authlink::expiry::sweep(store, p, later, lease)
+        authlink::expiry::sweep(store, &Clock::default(), p, later, lease)
             .await
             .unwrap(),
         1,

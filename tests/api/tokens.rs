@@ -129,12 +129,30 @@ async fn invalid_grant_requires_reauthorization_and_a_provider_outage_keeps_the_
         .fail_next_token(500, json!({"error": "server_error"}));
     let r = token(&app, &key, "u1", true).await;
     assert_eq!(r.status(), StatusCode::SERVICE_UNAVAILABLE);
-    assert_eq!(r.headers()["retry-after"], "5");
+    // The first failure backs off for 1–2 s (half to all of `refresh_retry_base_seconds`).
+    let retry_after: u64 = r.headers()["retry-after"]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!((1..=2).contains(&retry_after), "Retry-After: {retry_after}");
     assert_eq!(
         token(&app, &key, "u1", false).await.status(),
         StatusCode::OK,
-        "grant kept"
+        "grant kept, its unexpired token served"
     );
+    let r = token(&app, &key, "u1", true).await;
+    assert_eq!(
+        r.status(),
+        StatusCode::SERVICE_UNAVAILABLE,
+        "still backing off"
+    );
+    assert_eq!(
+        app.provider.refresh_requests(),
+        1,
+        "without asking the provider"
+    );
+    app.state.clock.advance(std::time::Duration::from_secs(2));
 
     app.provider.fail_next_token(
         400,
@@ -338,11 +356,7 @@ async fn a_stale_view_after_another_replicas_rotation_does_not_kill_the_grant() 
     // …and the provider would now refuse the old refresh token.
     app.provider
         .fail_next_token(400, json!({"error": "invalid_grant"}));
-    let state = authlink::routes::AppState::new(
-        std::sync::Arc::new(app.config.clone()),
-        app.store.clone(),
-        authlink::oauth::http_client(std::time::Duration::from_secs(5)),
-    );
+    let state = app.state.clone();
     let integration = app
         .store
         .get_integration(&ids.0, &ids.1)

@@ -59,6 +59,32 @@ async fn a_completed_session_is_delivered_signed_and_without_tokens() {
     }
 }
 
+/// A delivery that takes longer than the lease is not taken over while its worker lives: the
+/// lease is renewed (every third of it) until the endpoint answers, so neither replica sends it
+/// a second time.
+#[tokio::test]
+async fn a_slow_delivery_keeps_its_lease_and_is_sent_once_across_replicas() {
+    let a = spawn_with(Options {
+        lease_seconds: 1,
+        ..Options::default()
+    })
+    .await;
+    let _b = a.replica().await;
+    let key = a.setup_bot("acme").await;
+    a.receiver.slow(Duration::from_millis(3500));
+    let s = a.new_session(&key, "acme", "u1").await;
+    let id = s["id"].as_str().unwrap();
+    cancel(&a, &key, id).await;
+    let events = a.receiver.wait_for(id, 1).await;
+    assert_eq!(events.len(), 1);
+    assert_eq!(
+        a.receiver.started(),
+        1,
+        "nobody else started the delivery while it ran for 3.5 leases"
+    );
+    until_async(|| async { a.store.backlog().await.unwrap() == 0 }).await;
+}
+
 #[tokio::test]
 async fn a_failing_receiver_gets_the_event_again_with_the_same_id() {
     let app = spawn_app().await;
