@@ -314,6 +314,24 @@ async fn salesforce_expiry_is_learned_by_introspection_or_assumed() {
     )
     .unwrap();
     assert_eq!(learned.unix_timestamp(), exp, "expiry from introspection");
+
+    // The learned lifetime follows the one margin rule: a 2-hour token is served unchanged until
+    // 5 minutes before it ends, then refreshed once.
+    let clock = &app.state.clock;
+    clock.freeze();
+    let until_stale = learned - time::Duration::seconds(300) - clock.now();
+    clock.advance(
+        (until_stale - time::Duration::seconds(1))
+            .try_into()
+            .unwrap(),
+    );
+    let same: Value = token(&app, &key, "u1", false).await.json().await.unwrap();
+    assert_eq!(same["access_token"], t["access_token"]);
+    assert_eq!(app.provider.refresh_requests(), 0);
+    clock.advance(std::time::Duration::from_secs(2));
+    let new: Value = token(&app, &key, "u1", false).await.json().await.unwrap();
+    assert_ne!(new["access_token"], t["access_token"]);
+    assert_eq!(app.provider.refresh_requests(), 1);
 }
 
 #[tokio::test]
