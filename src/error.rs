@@ -63,6 +63,15 @@ impl ApiError {
     }
 }
 
+impl From<crate::flow::provider::ProviderError> for ApiError {
+    fn from(e: crate::flow::provider::ProviderError) -> Self {
+        match e {
+            crate::flow::provider::ProviderError::Misconfigured(why) => ApiError::Conflict(why),
+            crate::flow::provider::ProviderError::Store(e) => e.into(),
+        }
+    }
+}
+
 impl From<StoreError> for ApiError {
     fn from(e: StoreError) -> Self {
         match e {

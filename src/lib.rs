@@ -22,6 +22,7 @@ pub mod crypto;
 pub mod domain;
 pub mod error;
 pub mod expiry;
+pub mod flow;
 pub mod oauth;
 pub mod refresh;
 pub mod routes;

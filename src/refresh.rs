@@ -19,8 +19,8 @@ use time::OffsetDateTime;
 
 use crate::domain::event::Event;
 use crate::domain::grant::{Grant, GrantStatus, Tokens};
+use crate::flow::AppState;
 use crate::oauth::{ExchangeError, Provider};
-use crate::routes::AppState;
 use crate::store::{Held, Lease, StoreError};
 
 const LOCK_TTL: Duration = Duration::from_secs(15);
@@ -376,7 +376,7 @@ async fn refresh_in_background(
         let _ = state.store.forget_refresh(bot, name, subject).await;
         return;
     };
-    let Ok(provider) = crate::routes::profiles::provider_for(state, &integration).await else {
+    let Ok(provider) = crate::flow::provider::provider_for(state, &integration).await else {
         return;
     };
     if !grant.is_working(&provider.config_id) {

@@ -15,8 +15,9 @@ use tokio_util::task::TaskTracker;
 
 use crate::clock::Clock;
 use crate::config::{Config, StoreConfig};
+use crate::flow::AppState;
 use crate::oauth::http_client;
-use crate::routes::{AppState, router};
+use crate::routes::router;
 use crate::store::Store;
 use crate::store::memory::MemoryStore;
 use crate::store::redis::RedisStore;

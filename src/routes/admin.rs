@@ -8,7 +8,6 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 use url::Url;
 
-use super::AppState;
 use super::auth::{Caller, bot_id};
 use crate::crypto::{random_token, sha256_hex};
 use crate::domain::IntegrationName;
@@ -18,6 +17,7 @@ use crate::domain::bot::{
 };
 use crate::domain::session::Verification;
 use crate::error::ApiError;
+use crate::flow::AppState;
 
 #[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
@@ -321,7 +321,7 @@ pub async fn put_integration(
         updated_at: now,
     };
     // The app must exist now, not fail later in the middle of someone's sign-in.
-    super::profiles::provider_for(&state, &integration)
+    crate::flow::provider::provider_for(&state, &integration)
         .await
         .map_err(|e| ApiError::Invalid(e.to_string()))?;
     state.store.put_integration(&integration).await?;
@@ -348,7 +348,7 @@ pub async fn get_integration(
         .await?
         .ok_or(ApiError::NotFound("integration"))?;
     let mut view = json!(*integration);
-    if let Ok(p) = super::profiles::provider_for(&state, &integration).await {
+    if let Ok(p) = crate::flow::provider::provider_for(&state, &integration).await {
         view["callback_url"] = json!(p.redirect_uri);
     }
     Ok(Json(view))

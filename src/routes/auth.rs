@@ -6,11 +6,11 @@ use axum::extract::FromRequestParts;
 use axum::http::header::AUTHORIZATION;
 use axum::http::request::Parts;
 
-use super::AppState;
 use crate::crypto::{ct_eq, sha256_hex};
 use crate::domain::BotId;
 use crate::domain::bot::{ApiKey, KeyRole};
 use crate::error::ApiError;
+use crate::flow::AppState;
 
 pub enum Caller {
     Operator,

@@ -14,7 +14,6 @@ use serde::Deserialize;
 use time::OffsetDateTime;
 use tracing::Instrument;
 
-use super::AppState;
 use super::link::{cookie_name, invalid_page, settled_page};
 use super::pages::{Lang, Msg, Page, esc};
 use crate::crypto::{b64url, ct_eq, sha256};
@@ -23,6 +22,7 @@ use crate::domain::grant::{Grant, GrantStatus};
 use crate::domain::identity;
 use crate::domain::session::{FailureCode, Session, SessionError, Status};
 use crate::domain::state::{StateClaims, StateError};
+use crate::flow::AppState;
 use crate::oauth::{ExchangeError, Provider, TokenSet};
 use crate::store::{SideWrite, Transition, TransitionError};
 
@@ -183,7 +183,7 @@ async fn finish(
         .get_integration(&session.spec.bot, &session.spec.integration)
         .await
     {
-        Ok(Some(i)) => super::profiles::provider_for(state, &i)
+        Ok(Some(i)) => crate::flow::provider::provider_for(state, &i)
             .await
             .ok()
             .filter(|p| p.config_id == claims.cfg),

@@ -5,7 +5,7 @@ use axum::extract::State;
 use axum::http::StatusCode;
 use serde_json::{Value, json};
 
-use super::AppState;
+use crate::flow::AppState;
 
 #[utoipa::path(operation_id = "health_healthz", get, path = "/healthz", tag = "operations", summary = "The process serves", responses((status = 200, description = "200"), (status = "4XX", description = "problem+json (RFC 9457)")))]
 pub async fn healthz() -> Json<Value> {

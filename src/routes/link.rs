@@ -7,12 +7,12 @@ use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use time::Duration;
 
-use super::AppState;
 use super::pages::{Lang, Msg, Page, esc, protect};
 use crate::crypto::{b64url, random_token, sha256};
 use crate::domain::link::{self, LinkError};
 use crate::domain::session::{Attempt, Session, Status};
 use crate::domain::state::StateClaims;
+use crate::flow::AppState;
 use crate::store::{SideWrite, Transition, TransitionError};
 
 /// How long one attempt (sign-in at the provider) may take, at most.
@@ -148,7 +148,7 @@ pub async fn start(
         .get_integration(&spec.bot, &spec.integration)
         .await
     {
-        Ok(Some(i)) => super::profiles::provider_for(&state, &i).await.ok(),
+        Ok(Some(i)) => crate::flow::provider::provider_for(&state, &i).await.ok(),
         Ok(None) => None,
         Err(_) => return unavailable_page(lang).into_response(),
     };

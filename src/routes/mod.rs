@@ -27,50 +27,8 @@ use utoipa::OpenApi as _;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-use crate::config::Config;
 use crate::error::ApiError;
-use crate::store::Store;
-
-/// Everything a handler needs; no per-replica state that another replica would need lives here.
-/// One `Arc`, so the per-request clone is a single reference count.
-#[derive(Clone)]
-pub struct AppState(Arc<Shared>);
-
-pub struct Shared {
-    pub config: Arc<Config>,
-    pub store: Arc<dyn Store>,
-    /// Provider calls: no redirects, bounded time.
-    pub http: reqwest::Client,
-    /// Cancelled when the daemon is asked to stop: long-polls answer at once and event streams
-    /// end, so that graceful shutdown is not held up by requests that would wait for minutes.
-    pub shutdown: tokio_util::sync::CancellationToken,
-    /// Time for the flow: session expiry, token refresh, backoff and leases all read it here.
-    pub clock: crate::clock::Clock,
-}
-
-impl AppState {
-    pub fn new(
-        config: Arc<Config>,
-        store: Arc<dyn Store>,
-        http: reqwest::Client,
-        clock: crate::clock::Clock,
-    ) -> Self {
-        Self(Arc::new(Shared {
-            config,
-            store,
-            http,
-            shutdown: tokio_util::sync::CancellationToken::new(),
-            clock,
-        }))
-    }
-}
-
-impl std::ops::Deref for AppState {
-    type Target = Shared;
-    fn deref(&self) -> &Shared {
-        &self.0
-    }
-}
+use crate::flow::AppState;
 
 /// The raw request body, with axum's rejections (over the size limit, unreadable) turned into
 /// our problem+json errors.

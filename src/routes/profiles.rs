@@ -11,37 +11,15 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 use url::Url;
 
-use super::AppState;
 use super::admin::check_scopes;
 use super::auth::{Caller, bot_id};
 use crate::clock;
 use crate::config::secure_or_loopback;
 use crate::crypto::random_token;
-use crate::domain::bot::{AuthProfile, ClientAuth, Integration, ProfileRef};
+use crate::domain::bot::{AuthProfile, ClientAuth, ProfileRef};
 use crate::error::ApiError;
-use crate::oauth::{Provider, callback_url};
-
-/// The app an integration uses, system or custom.
-pub async fn provider_for(
-    state: &AppState,
-    integration: &Integration,
-) -> Result<Provider, ApiError> {
-    match &integration.profile {
-        ProfileRef::System => Provider::resolve(&state.config, integration)
-            .map_err(|e| ApiError::Conflict(e.to_string())),
-        ProfileRef::Custom(id) => {
-            let profile = state
-                .store
-                .get_profile(&integration.bot, id)
-                .await?
-                .ok_or_else(|| {
-                    ApiError::Conflict(format!("authorization profile {id} does not exist"))
-                })?;
-            Provider::custom(&state.config, integration, &profile)
-                .map_err(|e| ApiError::Conflict(e.to_string()))
-        }
-    }
-}
+use crate::flow::AppState;
+use crate::oauth::callback_url;
 
 #[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]

@@ -15,7 +15,6 @@ use serde_json::value::RawValue;
 use time::OffsetDateTime;
 use url::Url;
 
-use super::AppState;
 use super::admin::{check_scopes, check_webhook_url};
 use super::auth::{Caller, bot_id};
 use crate::crypto::sha256_hex;
@@ -25,6 +24,7 @@ use crate::domain::link;
 use crate::domain::session::{ExpectedIdentity, Session, SessionSpec, Status, Verification};
 use crate::domain::{IntegrationName, Partition, SessionId, Subject, UserId};
 use crate::error::ApiError;
+use crate::flow::AppState;
 use crate::oauth::Provider;
 use crate::store::{CreateOutcome, Idempotency, NewSession, SideWrite, Transition};
 
@@ -730,7 +730,7 @@ pub async fn verify(
             })
             .await?;
         // The tokens someone obtained through this session are not kept, here or at the provider.
-        if let Ok(provider) = super::profiles::provider_for(
+        if let Ok(provider) = crate::flow::provider::provider_for(
             &state,
             &*state
                 .store

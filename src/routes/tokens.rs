@@ -8,7 +8,6 @@ use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
 use serde_json::json;
 
-use super::AppState;
 use super::auth::Caller;
 use super::sessions::bot_and_integration;
 use crate::domain::bot::{Integration, Mode};
@@ -16,6 +15,7 @@ use crate::domain::event::Event;
 use crate::domain::grant::{Grant, Tokens};
 use crate::domain::{IntegrationName, Subject, UserId};
 use crate::error::ApiError;
+use crate::flow::AppState;
 use crate::oauth::Provider;
 use crate::refresh::{self, TokenError};
 
@@ -83,7 +83,7 @@ async fn working_grant(
     integration: &Integration,
     subject: &Subject,
 ) -> Result<(Provider, Grant), ApiError> {
-    let provider = super::profiles::provider_for(state, integration).await?;
+    let provider = crate::flow::provider::provider_for(state, integration).await?;
     let grant = state
         .store
         .get_grant(&integration.bot, &integration.name, subject)
@@ -170,7 +170,7 @@ pub async fn disconnect(
     let aad = Grant::aad(&grant.bot, &grant.integration, &grant.subject);
     let mut revoked = false;
     if let (Ok(provider), Ok(tokens)) = (
-        super::profiles::provider_for(&state, &integration).await,
+        crate::flow::provider::provider_for(&state, &integration).await,
         Tokens::open(&state.config.encryption, &aad, &grant.sealed_tokens),
     ) {
         let result = match &tokens.refresh_token {

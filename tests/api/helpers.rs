@@ -7,7 +7,7 @@ use std::sync::Arc;
 use authlink::config::{
     AppSettings, Config, GeneratedKeys, SentinelSettings, Settings, StoreConfig, SystemApps,
 };
-use authlink::routes::AppState;
+use authlink::flow::AppState;
 use authlink::startup::Application;
 use authlink::store::Store;
 use authlink::store::memory::MemoryStore;

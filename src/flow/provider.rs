@@ -1,0 +1,41 @@
+//! Which OAuth app an integration uses: the operator's system app for its provider, or the
+//! bot's custom authorization profile.
+
+use super::AppState;
+use crate::domain::bot::{Integration, ProfileRef};
+use crate::oauth::Provider;
+use crate::store::StoreError;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ProviderError {
+    /// The integration names an app that is not there (no system app configured, a deleted
+    /// profile): a configuration problem the bot's admin must fix.
+    #[error("{0}")]
+    Misconfigured(String),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// The app an integration uses, system or custom.
+pub async fn provider_for(
+    state: &AppState,
+    integration: &Integration,
+) -> Result<Provider, ProviderError> {
+    match &integration.profile {
+        ProfileRef::System => Provider::resolve(&state.config, integration)
+            .map_err(|e| ProviderError::Misconfigured(e.to_string())),
+        ProfileRef::Custom(id) => {
+            let profile = state
+                .store
+                .get_profile(&integration.bot, id)
+                .await?
+                .ok_or_else(|| {
+                    ProviderError::Misconfigured(format!(
+                        "authorization profile {id} does not exist"
+                    ))
+                })?;
+            Provider::custom(&state.config, integration, &profile)
+                .map_err(|e| ProviderError::Misconfigured(e.to_string()))
+        }
+    }
+}
