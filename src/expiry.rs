@@ -21,6 +21,7 @@ pub async fn settle(
     let mut expired = s.clone();
     expired.status = Status::Expired;
     let event = Event::for_session(&expired, None, now);
+    let channel_event = Event::channel_update(&expired, now);
     let result = store
         .transition(Transition {
             id: s.spec.id,
@@ -28,6 +29,7 @@ pub async fn settle(
             error: None,
             write: SideWrite::None,
             event: Some(&event),
+            channel_event: channel_event.as_ref(),
             now,
         })
         .await;

@@ -16,6 +16,7 @@
 //! types), `store` (the only code that knows Redis), `startup` (the `Application`), `error`
 //! (the one HTTP error mapping).
 
+pub mod channel;
 pub mod clock;
 pub mod config;
 pub mod crypto;
@@ -24,6 +25,7 @@ pub mod error;
 pub mod expiry;
 pub mod flow;
 pub mod oauth;
+pub mod outbox;
 pub mod refresh;
 pub mod routes;
 pub mod startup;

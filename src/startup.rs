@@ -17,11 +17,11 @@ use crate::clock::Clock;
 use crate::config::{Config, StoreConfig};
 use crate::flow::AppState;
 use crate::oauth::http_client;
+use crate::outbox::Dispatcher;
 use crate::routes::router;
 use crate::store::Store;
 use crate::store::memory::MemoryStore;
 use crate::store::redis::RedisStore;
-use crate::webhook::dispatch::Dispatcher;
 
 pub struct Application {
     listener: TcpListener,

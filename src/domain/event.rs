@@ -23,6 +23,30 @@ pub struct Event {
     /// (the event is still recorded for SSE and polling consumers).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub webhook_url: Option<Url>,
+    /// Set for work for a chat channel instead of a webhook: post the session's link, or update
+    /// the posted message. Such items share the outbox (durable, leased, retried) but are never
+    /// sent to a webhook.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub channel: Option<ChannelJob>,
+}
+
+/// What a channel item of the outbox asks for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ChannelJob {
+    /// Post the link.
+    Send,
+    /// Change the posted message to show how the session ended.
+    Update,
+}
+
+impl ChannelJob {
+    pub fn kind(self) -> &'static str {
+        match self {
+            ChannelJob::Send => "auth_link.send",
+            ChannelJob::Update => "auth_link.update",
+        }
+    }
 }
 
 impl Event {
@@ -60,16 +84,76 @@ impl Event {
             data["identity"] = json!(identity);
         }
         Self {
-            id: format!(
-                "evt_{:02x}{}",
-                spec.id.partition().index(),
-                Uuid::now_v7().simple()
-            ),
+            id: Self::new_id(spec.id.partition()),
             kind: kind.to_owned(),
             timestamp: now,
             data,
             webhook_url: spec.webhook_url.clone(),
+            channel: None,
         }
+    }
+
+    /// The outbox item that posts `session`'s link to its channel (`job: Send`, written with the
+    /// session) or updates the posted message (`job: Update`, written with the status change
+    /// that settles it). `None` when the session has no configured channel (or uses web chat,
+    /// which the caller renders itself).
+    pub fn for_channel(session: &Session, job: ChannelJob, now: OffsetDateTime) -> Option<Self> {
+        let spec = &session.spec;
+        let target = spec.channel.as_ref().filter(|c| !c.name.is_webchat())?;
+        Some(Self {
+            id: Self::new_id(spec.id.partition()),
+            kind: job.kind().to_owned(),
+            timestamp: now,
+            data: json!({
+                "session_id": spec.id,
+                "bot": spec.bot,
+                "channel": target.name,
+            }),
+            webhook_url: None,
+            channel: Some(job),
+        })
+    }
+
+    /// The channel item that updates the posted link message once `settled` (a session that just
+    /// reached a final status) ended; `None` for other statuses or sessions without a channel.
+    pub fn channel_update(settled: &Session, now: OffsetDateTime) -> Option<Self> {
+        if !settled.status.is_final() {
+            return None;
+        }
+        Self::for_channel(settled, ChannelJob::Update, now)
+    }
+
+    /// An `auth_link.*` event about a session's delivery, for the bot's webhook.
+    pub fn for_delivery(
+        session: &Session,
+        kind: &str,
+        delivery: &super::channel::ChannelDelivery,
+        now: OffsetDateTime,
+    ) -> Self {
+        let spec = &session.spec;
+        let mut data = json!({
+            "session_id": spec.id,
+            "bot": spec.bot,
+            "integration": spec.integration,
+            "user_id": spec.subject,
+            "conversation_id": spec.conversation_id,
+            "delivery": delivery,
+        });
+        if let Some(ctx) = &spec.context {
+            data["context"] = serde_json::from_str(ctx.get()).unwrap_or_default();
+        }
+        Self {
+            id: Self::new_id(spec.id.partition()),
+            kind: kind.to_owned(),
+            timestamp: now,
+            data,
+            webhook_url: spec.webhook_url.clone(),
+            channel: None,
+        }
+    }
+
+    fn new_id(p: crate::domain::Partition) -> String {
+        format!("evt_{:02x}{}", p.index(), Uuid::now_v7().simple())
     }
 
     /// A `connection.*` event about a grant (reauth required, revoked). Goes to the bot's webhook.
@@ -91,11 +175,12 @@ impl Event {
             data["reason"] = json!(r);
         }
         Self {
-            id: format!("evt_{:02x}{}", p.index(), Uuid::now_v7().simple()),
+            id: Self::new_id(p),
             kind: kind.to_owned(),
             timestamp: now,
             data,
             webhook_url,
+            channel: None,
         }
     }
 
@@ -107,6 +192,11 @@ impl Event {
         }
         let p = u8::from_str_radix(&hex[..2], 16).ok()?;
         crate::domain::Partition::all().find(|q| q.index() == p)
+    }
+
+    /// Whether the outbox has anywhere to take this: a webhook, or a chat channel.
+    pub fn has_destination(&self) -> bool {
+        self.webhook_url.is_some() || self.channel.is_some()
     }
 
     pub fn bot(&self) -> Option<crate::domain::BotId> {

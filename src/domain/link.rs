@@ -27,6 +27,21 @@ pub fn encode(keys: &SigningKeys, id: SessionId, expires_at: OffsetDateTime) -> 
     token
 }
 
+/// `{public_url}/l/{token}`, built in one buffer.
+pub fn url(
+    public_url: &url::Url,
+    keys: &SigningKeys,
+    id: SessionId,
+    expires_at: OffsetDateTime,
+) -> String {
+    let base = public_url.as_str().trim_end_matches('/');
+    let mut url = String::with_capacity(base.len() + 64);
+    url.push_str(base);
+    url.push_str("/l/");
+    encode_into(keys, id, expires_at, &mut url);
+    url
+}
+
 /// `encode`, appended to `out` (the link URL is built in one buffer).
 pub fn encode_into(
     keys: &SigningKeys,

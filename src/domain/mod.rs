@@ -2,10 +2,12 @@
 //! the signed link, grants and events. No I/O here.
 
 pub mod bot;
+pub mod channel;
 pub mod event;
 pub mod grant;
 pub mod identity;
 pub mod ids;
+pub mod lang;
 pub mod link;
 pub mod session;
 pub mod state;

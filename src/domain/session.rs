@@ -146,10 +146,23 @@ pub struct SessionSpec {
     pub expected_identity: Option<ExpectedIdentity>,
     /// The provider configuration (callback path) this session's attempts use.
     pub provider_config: String,
+    /// Where authlink posts the link (and later updates the message), if anywhere.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub channel: Option<super::channel::ChannelTarget>,
     #[serde(with = "crate::clock::rfc3339")]
     pub created_at: OffsetDateTime,
     #[serde(with = "crate::clock::rfc3339")]
     pub expires_at: OffsetDateTime,
+}
+
+impl SessionSpec {
+    /// The service the person signs in at, as people call it.
+    pub fn provider_name(&self) -> String {
+        match self.provider_config.as_str() {
+            "salesforce" => "Salesforce".into(),
+            _ => self.integration.to_string(),
+        }
+    }
 }
 
 /// A session as stored: the spec plus its mutable part.

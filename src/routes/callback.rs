@@ -323,6 +323,7 @@ async fn finish(
     completed.status = target;
     completed.error = None;
     let event = Event::for_session(&completed, Some(&grant.identity), now);
+    let channel_event = Event::channel_update(&completed, now);
     let result = state
         .store
         .transition(Transition {
@@ -331,6 +332,7 @@ async fn finish(
             error: None,
             write: SideWrite::Grant(&grant),
             event: Some(&event),
+            channel_event: channel_event.as_ref(),
             now,
         })
         .await;
@@ -422,6 +424,7 @@ async fn fail(
     failed.status = Status::Failed;
     failed.error = Some(error.clone());
     let event = Event::for_session(&failed, None, now);
+    let channel_event = Event::channel_update(&failed, now);
     let result = state
         .store
         .transition(Transition {
@@ -430,6 +433,7 @@ async fn fail(
             error: Some(&error),
             write: SideWrite::None,
             event: Some(&event),
+            channel_event: channel_event.as_ref(),
             now,
         })
         .await;

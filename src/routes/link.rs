@@ -30,10 +30,7 @@ pub fn cookie_name(https: bool, attempt: &str) -> String {
 }
 
 fn provider_name(s: &Session) -> String {
-    match s.spec.provider_config.as_str() {
-        "salesforce" => "Salesforce".into(),
-        _ => s.spec.integration.to_string(),
-    }
+    s.spec.provider_name()
 }
 
 /// The page for a session that can no longer be started.
@@ -192,6 +189,7 @@ pub async fn start(
             error: None,
             write: SideWrite::Attempt(&attempt, until),
             event: None,
+            channel_event: None,
             now,
         })
         .await;

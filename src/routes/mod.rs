@@ -4,6 +4,7 @@
 pub mod admin;
 pub mod auth;
 pub mod callback;
+pub mod channels;
 pub mod health;
 pub mod link;
 mod observe;
@@ -159,6 +160,8 @@ pub fn router(state: AppState) -> Router {
         .routes(routes!(admin::delete_webhook_secret))
         .routes(routes!(admin::list_deliveries))
         .routes(routes!(admin::replay_delivery))
+        .routes(routes!(channels::list))
+        .routes(routes!(channels::put, channels::get, channels::delete))
         .routes(routes!(profiles::create, profiles::list))
         .routes(routes!(profiles::get, profiles::update, profiles::delete))
         .routes(routes!(sessions::pre_authorize))

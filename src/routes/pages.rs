@@ -5,13 +5,7 @@
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Lang {
-    En,
-    De,
-    Fr,
-    Es,
-}
+pub use crate::domain::lang::Lang;
 
 impl Lang {
     /// The session's locale wins; then the browser's first supported language.
@@ -20,31 +14,13 @@ impl Lang {
             .get(header::ACCEPT_LANGUAGE)
             .and_then(|v| v.to_str().ok())
             .unwrap_or("");
-        locale
-            .into_iter()
-            .chain(
+        Lang::first_of(
+            locale.into_iter().chain(
                 accept
                     .split(',')
                     .map(|l| l.split(';').next().unwrap_or("").trim()),
-            )
-            .find_map(
-                |tag| match tag.get(..2).map(str::to_ascii_lowercase).as_deref() {
-                    Some("en") => Some(Lang::En),
-                    Some("de") => Some(Lang::De),
-                    Some("fr") => Some(Lang::Fr),
-                    Some("es") => Some(Lang::Es),
-                    _ => None,
-                },
-            )
-            .unwrap_or(Lang::En)
-    }
-    fn code(self) -> &'static str {
-        match self {
-            Lang::En => "en",
-            Lang::De => "de",
-            Lang::Fr => "fr",
-            Lang::Es => "es",
-        }
+            ),
+        )
     }
 }
 

@@ -19,7 +19,8 @@ use super::admin::{check_scopes, check_webhook_url};
 use super::auth::{Caller, bot_id};
 use crate::crypto::sha256_hex;
 use crate::domain::bot::{Bot, Integration, Mode, host_allowed};
-use crate::domain::event::Event;
+use crate::domain::channel::{ChannelDelivery, ChannelTarget};
+use crate::domain::event::{ChannelJob, Event};
 use crate::domain::link;
 use crate::domain::session::{ExpectedIdentity, Session, SessionSpec, Status, Verification};
 use crate::domain::{IntegrationName, Partition, SessionId, Subject, UserId};
@@ -60,6 +61,11 @@ pub struct CreateBody {
     expected_identity: Option<ExpectedIdentity>,
     #[serde(default)]
     force: bool,
+    /// Deliver the link to a chat channel of the bot (or `{"name": "webchat"}`: the response
+    /// carries a ready-to-render message).
+    #[serde(default)]
+    #[schema(value_type = Option<Object>)]
+    channel: Option<ChannelTarget>,
 }
 
 fn check_text(field: &str, v: &Option<String>, max: usize) -> Result<(), ApiError> {
@@ -172,6 +178,9 @@ pub async fn create(
     }
     let provider_config = Provider::config_id(&state.config, &integration)
         .map_err(|e| ApiError::Conflict(e.to_string()))?;
+    if let Some(target) = &req.channel {
+        check_channel(&state, &bot.id, target).await?;
+    }
 
     let now = state.clock.now();
     let subject = Subject::User(req.user_id);
@@ -195,6 +204,7 @@ pub async fn create(
             verification,
             expected_identity: req.expected_identity,
             provider_config: provider_config.clone(),
+            channel: req.channel,
             created_at: now,
             expires_at: now + ttl,
         },
@@ -203,6 +213,12 @@ pub async fn create(
         updated_at: now,
     };
     let idempotency = idempotency(idempotency_key, &body.bytes, state.config.idempotency_ttl)?;
+    // A channel's link is posted by the outbox: its item is written with the session.
+    let send = Event::for_channel(&session, ChannelJob::Send, now);
+    let queued = send
+        .as_ref()
+        .and(session.spec.channel.as_ref())
+        .map(|t| ChannelDelivery::queued(t.name.clone()));
     let outcome = state
         .store
         .create_session(NewSession {
@@ -210,6 +226,7 @@ pub async fn create(
             idempotency: idempotency.as_ref(),
             retention: state.config.retention,
             unless_authorized_by: (!req.force).then_some(provider_config.as_str()),
+            delivery: queued.as_ref().zip(send.as_ref()),
         })
         .await?;
     match outcome {
@@ -217,7 +234,13 @@ pub async fn create(
             tracing::info!(session_id = %id, bot = %bot.id, integration = %integration.name, "auth session created");
             metrics::counter!("authlink_session_transitions_total", "status" => "pending", "code" => "")
                 .increment(1);
-            Ok((StatusCode::CREATED, respond(&state, &session, now, true)).into_response())
+            let webchat = webchat_message(&state, &session, &bot.name, now);
+            let view = SessionView {
+                delivery: queued.as_ref(),
+                webchat: webchat.as_ref(),
+                ..view_of(&state, &session, now, true)
+            };
+            Ok((StatusCode::CREATED, super::json_response(&view)).into_response())
         }
         CreateOutcome::InFlight { fingerprint } => {
             if idempotency.is_some_and(|i| i.fingerprint == fingerprint) {
@@ -243,7 +266,14 @@ pub async fn create(
                 .get_session(id)
                 .await?
                 .ok_or(ApiError::NotFound("auth session"))?;
-            Ok((StatusCode::CREATED, respond(&state, &prior, now, true)).into_response())
+            let delivery = delivery_of(&state, &prior).await?;
+            let webchat = webchat_message(&state, &prior, &bot.name, now);
+            let view = SessionView {
+                delivery: delivery.as_ref(),
+                webchat: webchat.as_ref(),
+                ..view_of(&state, &prior, now, true)
+            };
+            Ok((StatusCode::CREATED, super::json_response(&view)).into_response())
         }
         CreateOutcome::AlreadyAuthorized(grant) => Ok((
             StatusCode::OK,
@@ -320,6 +350,11 @@ struct SessionView<'a> {
     error: Option<&'a crate::domain::session::SessionError>,
     #[serde(skip_serializing_if = "Option::is_none")]
     link: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    delivery: Option<&'a ChannelDelivery>,
+    /// On creation with `channel: {"name": "webchat"}`: the message to render.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    webchat: Option<&'a serde_json::Value>,
 }
 
 fn view_of<'a>(
@@ -342,22 +377,93 @@ fn view_of<'a>(
         expires_at: spec.expires_at,
         error: s.error.as_ref(),
         link: (with_link && !status.is_final()).then(|| link_url(state, spec.id, spec.expires_at)),
+        delivery: None,
+        webchat: None,
     }
 }
 
-/// The response body for a session.
-pub fn respond(state: &AppState, s: &Session, now: OffsetDateTime, with_link: bool) -> Response {
-    super::json_response(&view_of(state, s, now, with_link))
+/// The response body for a session, with its channel delivery's state if it has one.
+pub async fn respond(
+    state: &AppState,
+    s: &Session,
+    now: OffsetDateTime,
+    with_link: bool,
+) -> Result<Response, ApiError> {
+    let delivery = delivery_of(state, s).await?;
+    Ok(super::json_response(&SessionView {
+        delivery: delivery.as_ref(),
+        ..view_of(state, s, now, with_link)
+    }))
+}
+
+/// The session's channel delivery (no store access for sessions without one).
+async fn delivery_of(state: &AppState, s: &Session) -> Result<Option<ChannelDelivery>, ApiError> {
+    match &s.spec.channel {
+        Some(t) if !t.name.is_webchat() => Ok(state.store.get_delivery(s.spec.id).await?),
+        _ => Ok(None),
+    }
+}
+
+/// A channel on session creation: configured for this bot, and the address fits it.
+async fn check_channel(
+    state: &AppState,
+    bot: &crate::domain::BotId,
+    target: &ChannelTarget,
+) -> Result<(), ApiError> {
+    if target.name.is_webchat() {
+        if target.to.is_some() || target.thread.is_some() || target.user.is_some() {
+            return Err(ApiError::Invalid(
+                "channel webchat takes no to, thread or user: the response carries the message"
+                    .into(),
+            ));
+        }
+        return Ok(());
+    }
+    let config = state
+        .store
+        .get_channel(bot, &target.name)
+        .await?
+        .ok_or_else(|| {
+            ApiError::Invalid(format!(
+                "channel {} is not configured for this bot (PUT /v1/bots/{bot}/channels/{})",
+                target.name, target.name
+            ))
+        })?;
+    crate::channel::check_target(&config, target, &state.config.public_url)
+        .map_err(ApiError::Invalid)
+}
+
+/// The ready-to-render message for a `webchat` session: `{text, button: {label, url}}`.
+fn webchat_message(
+    state: &AppState,
+    s: &Session,
+    bot_name: &str,
+    now: OffsetDateTime,
+) -> Option<serde_json::Value> {
+    let target = s.spec.channel.as_ref().filter(|t| t.name.is_webchat())?;
+    if s.status_at(now).is_final() {
+        return None;
+    }
+    let m = crate::channel::LinkMessage::new(
+        s,
+        bot_name,
+        link_url(state, s.spec.id, s.spec.expires_at),
+    );
+    Some(json!({
+        "channel": target.name,
+        "text": m.text,
+        "button": {"label": m.label, "url": m.url},
+    }))
 }
 
 /// `{public_url}/l/{token}`, built in one buffer.
 pub fn link_url(state: &AppState, id: SessionId, expires_at: OffsetDateTime) -> String {
-    let base = state.config.public_url.as_str().trim_end_matches('/');
-    let mut url = String::with_capacity(base.len() + 64);
-    url.push_str(base);
-    url.push_str("/l/");
-    link::encode_into(&state.config.signing, id, expires_at, &mut url);
-    url
+    link::url(
+        &state.config.public_url,
+        &state.config.signing,
+        id,
+        expires_at,
+    )
 }
 
 #[derive(Deserialize)]
@@ -409,7 +515,7 @@ pub async fn status(
         session = settle_expiry(&state, session, now).await?;
         let settled = !matches!(session.status_at(now), Status::Pending | Status::InProgress);
         if settled || tokio::time::Instant::now() >= deadline || state.shutdown.is_cancelled() {
-            return Ok(respond(&state, &session, now, false));
+            return respond(&state, &session, now, false).await;
         }
         // Wake on a change (any replica; after a lost subscription everybody is woken to
         // re-read), at the deadline, or at the session's own expiry.
@@ -450,6 +556,7 @@ pub async fn cancel(
     let mut cancelled = session.clone();
     cancelled.status = Status::Cancelled;
     let event = Event::for_session(&cancelled, None, now);
+    let channel_event = Event::channel_update(&cancelled, now);
     let updated = state
         .store
         .transition(Transition {
@@ -458,11 +565,12 @@ pub async fn cancel(
             error: None,
             write: SideWrite::None,
             event: Some(&event),
+            channel_event: channel_event.as_ref(),
             now,
         })
         .await?;
     tracing::info!(session_id = %updated.spec.id, "auth session cancelled");
-    Ok(respond(&state, &updated, now, false))
+    respond(&state, &updated, now, false).await
 }
 
 #[utoipa::path(operation_id = "sessions_events", get, path = "/v1/bots/{bot}/auth-sessions/{id}/events", tag = "sessions", summary = "Server-sent events of status changes, until settled", params(("bot" = String, Path), ("id" = String, Path)), responses((status = 200, description = "200: text/event-stream"), (status = "4XX", description = "problem+json (RFC 9457)")), security(("bearer" = [])))]
@@ -515,8 +623,12 @@ pub async fn events(
                 drop(changed);
                 c.last = Some(status);
                 c.done = status.is_final();
-                let data = serde_json::to_string(&view_of(&c.state, &session, now, false))
-                    .unwrap_or_default();
+                let delivery = delivery_of(&c.state, &session).await.ok().flatten();
+                let data = serde_json::to_string(&SessionView {
+                    delivery: delivery.as_ref(),
+                    ..view_of(&c.state, &session, now, false)
+                })
+                .unwrap_or_default();
                 return Some((Ok(SseEvent::default().event("status").data(data)), c));
             }
             let until_expiry: Duration = (session.spec.expires_at - now)
@@ -610,6 +722,7 @@ pub async fn pre_authorize(
             verification: Verification::None,
             expected_identity: None,
             provider_config,
+            channel: None,
             created_at: now,
             expires_at: now + ttl,
         },
@@ -624,10 +737,15 @@ pub async fn pre_authorize(
             idempotency: None,
             retention: state.config.retention,
             unless_authorized_by: None,
+            delivery: None,
         })
         .await?;
     tracing::info!(session_id = %session.spec.id, bot = %bot.id, integration = %integration.name, "pre-authorization link issued");
-    Ok((StatusCode::CREATED, respond(&state, &session, now, true)).into_response())
+    Ok((
+        StatusCode::CREATED,
+        respond(&state, &session, now, true).await?,
+    )
+        .into_response())
 }
 
 #[derive(Deserialize, utoipa::ToSchema)]
@@ -694,6 +812,7 @@ pub async fn verify(
         let mut completed = session.clone();
         completed.status = Status::Completed;
         let event = Event::for_session(&completed, Some(&active.identity), now);
+        let channel_event = Event::channel_update(&completed, now);
         let updated = state
             .store
             .transition(Transition {
@@ -702,11 +821,12 @@ pub async fn verify(
                 error: None,
                 write: SideWrite::Grant(&active),
                 event: Some(&event),
+                channel_event: channel_event.as_ref(),
                 now,
             })
             .await?;
         tracing::info!(session_id = %spec.id, "verification code confirmed");
-        return Ok(respond(&state, &updated, now, false));
+        return respond(&state, &updated, now, false).await;
     }
     let failures = pending.failures + 1;
     if failures >= PendingCode::MAX_FAILURES {
@@ -718,6 +838,7 @@ pub async fn verify(
         failed.status = Status::Failed;
         failed.error = Some(error.clone());
         let event = Event::for_session(&failed, None, now);
+        let channel_event = Event::channel_update(&failed, now);
         state
             .store
             .transition(Transition {
@@ -726,6 +847,7 @@ pub async fn verify(
                 error: Some(&error),
                 write: SideWrite::None,
                 event: Some(&event),
+                channel_event: channel_event.as_ref(),
                 now,
             })
             .await?;

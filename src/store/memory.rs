@@ -17,6 +17,7 @@ use super::{
 };
 use crate::clock;
 use crate::domain::bot::{ApiKey, AuthProfile, Bot, Integration, WebhookSecret};
+use crate::domain::channel::{ChannelConfig, ChannelDelivery, ChannelName};
 use crate::domain::event::Event;
 use crate::domain::grant::Grant;
 use crate::domain::session::{Attempt, Session, Status};
@@ -65,6 +66,9 @@ struct Data {
     deadlines: HashMap<SessionId, OffsetDateTime>,
     webhook_secrets: HashMap<BotId, Vec<WebhookSecret>>,
     profiles: HashMap<(BotId, String), AuthProfile>,
+    channels: HashMap<(BotId, ChannelName), ChannelConfig>,
+    /// Sessions' channel delivery records, living as long as their session.
+    delivery_states: HashMap<SessionId, Timed<ChannelDelivery>>,
     /// Proactive-refresh leases: grant → leased until.
     refresh_leases: HashMap<GrantKey, OffsetDateTime>,
     /// Refresh locks: grant → (owner, until).
@@ -75,7 +79,7 @@ struct Data {
 impl Data {
     /// Queue `event` for delivery (if it has somewhere to go), due `now`.
     fn queue(&mut self, e: &Event, now: OffsetDateTime) {
-        if e.webhook_url.is_none() {
+        if !e.has_destination() {
             return;
         }
         self.deliveries.insert(
@@ -101,6 +105,7 @@ impl Data {
             self.sessions.retain(|_, v| v.live(now));
             self.attempts.retain(|_, v| v.live(now));
             self.idempotency.retain(|_, v| v.live(now));
+            self.delivery_states.retain(|_, v| v.live(now));
         }
     }
 }
@@ -143,6 +148,7 @@ impl Store for MemoryStore {
         d.keys.retain(|_, k| &k.bot != id);
         d.webhook_secrets.remove(id);
         d.profiles.retain(|(b, _), _| b != id);
+        d.channels.retain(|(b, _), _| b != id);
         d.integrations.retain(|(b, _), _| b != id);
         Ok(d.bots.remove(id).is_some())
     }
@@ -280,6 +286,12 @@ impl Store for MemoryStore {
         d.sessions
             .insert(spec.id, Timed::new(session.clone(), Some(ttl), now));
         d.deadlines.insert(spec.id, spec.expires_at);
+        if let Some((state, job)) = new.delivery {
+            d.delivery_states
+                .insert(spec.id, Timed::new(state.clone(), Some(ttl), now));
+            d.queue(job, now);
+            self.hub.outbox.notify_one();
+        }
         if let (Some(k), Some(i)) = (idem_key, new.idempotency) {
             // Only a created session is remembered: an `already authorized` answer is not.
             d.idempotency.insert(
@@ -345,7 +357,7 @@ impl Store for MemoryStore {
             if t.to.is_final() {
                 d.deadlines.remove(&t.id);
             }
-            if let Some(e) = t.event {
+            for e in [t.event, t.channel_event].into_iter().flatten() {
                 d.queue(e, t.now);
             }
             updated
@@ -698,6 +710,75 @@ impl Store for MemoryStore {
             g.refresh_at = None;
         }
         Ok(())
+    }
+
+    async fn get_delivery(&self, id: SessionId) -> Result<Option<ChannelDelivery>, StoreError> {
+        let now = clock::now();
+        Ok(self
+            .data()
+            .delivery_states
+            .get(&id)
+            .filter(|t| t.live(now))
+            .map(|t| t.value.clone()))
+    }
+
+    async fn record_delivery(
+        &self,
+        item: &Delivery,
+        session: SessionId,
+        state: &ChannelDelivery,
+        event: Option<&Event>,
+        now: OffsetDateTime,
+    ) -> Result<(), StoreError> {
+        let mut d = self.data();
+        if let Some(t) = d.delivery_states.get_mut(&session) {
+            t.value = state.clone();
+        }
+        d.deliveries.remove(&item.event.id);
+        if let Some(e) = event {
+            d.queue(e, now);
+            self.hub.outbox.notify_one();
+        }
+        Ok(())
+    }
+
+    async fn put_channel(&self, channel: &ChannelConfig) -> Result<(), StoreError> {
+        self.data()
+            .channels
+            .insert((channel.bot.clone(), channel.name.clone()), channel.clone());
+        Ok(())
+    }
+
+    async fn get_channel(
+        &self,
+        bot: &BotId,
+        name: &ChannelName,
+    ) -> Result<Option<ChannelConfig>, StoreError> {
+        Ok(self
+            .data()
+            .channels
+            .get(&(bot.clone(), name.clone()))
+            .cloned())
+    }
+
+    async fn list_channels(&self, bot: &BotId) -> Result<Vec<ChannelConfig>, StoreError> {
+        let mut channels: Vec<ChannelConfig> = self
+            .data()
+            .channels
+            .values()
+            .filter(|c| &c.bot == bot)
+            .cloned()
+            .collect();
+        channels.sort_by(|a, b| a.name.cmp(&b.name));
+        Ok(channels)
+    }
+
+    async fn delete_channel(&self, bot: &BotId, name: &ChannelName) -> Result<bool, StoreError> {
+        Ok(self
+            .data()
+            .channels
+            .remove(&(bot.clone(), name.clone()))
+            .is_some())
     }
 
     async fn put_webhook_secret(

@@ -20,6 +20,7 @@ use async_trait::async_trait;
 use time::OffsetDateTime;
 
 use crate::domain::bot::{ApiKey, AuthProfile, Bot, Integration, WebhookSecret};
+use crate::domain::channel::{ChannelConfig, ChannelDelivery, ChannelName};
 use crate::domain::event::Event;
 use crate::domain::grant::Grant;
 use crate::domain::session::{Attempt, Session, SessionError, Status};
@@ -96,6 +97,9 @@ pub struct NewSession<'a> {
     /// `Some(provider_config)`: do not create if the subject already has a working grant issued
     /// by that app (the `already_authorized` answer). `None` (`force`): create regardless.
     pub unless_authorized_by: Option<&'a str>,
+    /// The session's link goes to a chat channel: its delivery record (`queued`) and the outbox
+    /// item that posts it, written in the same atomic step as the session.
+    pub delivery: Option<(&'a ChannelDelivery, &'a Event)>,
 }
 
 #[derive(Debug)]
@@ -129,6 +133,8 @@ pub struct Transition<'a> {
     pub write: SideWrite<'a>,
     /// Queued for delivery in the same atomic step (if it has a webhook URL).
     pub event: Option<&'a Event>,
+    /// Also queued in that step: the channel item that updates the posted link message.
+    pub channel_event: Option<&'a Event>,
     pub now: OffsetDateTime,
 }
 
@@ -293,6 +299,29 @@ pub trait Store: Send + Sync + 'static {
         integration: &IntegrationName,
         subject: &Subject,
     ) -> Result<(), StoreError>;
+
+    /// A session's channel delivery record (`None`: the session has none, or is gone).
+    async fn get_delivery(&self, id: SessionId) -> Result<Option<ChannelDelivery>, StoreError>;
+    /// A channel item of the outbox is done (sent, updated, or failed for good): record the
+    /// session's delivery state, queue `event` (`auth_link.delivered` / `.delivery_failed`) and
+    /// remove the item, in one atomic step. Always applied, like a delivered webhook.
+    async fn record_delivery(
+        &self,
+        item: &Delivery,
+        session: SessionId,
+        state: &ChannelDelivery,
+        event: Option<&Event>,
+        now: OffsetDateTime,
+    ) -> Result<(), StoreError>;
+
+    async fn put_channel(&self, channel: &ChannelConfig) -> Result<(), StoreError>;
+    async fn get_channel(
+        &self,
+        bot: &BotId,
+        name: &ChannelName,
+    ) -> Result<Option<ChannelConfig>, StoreError>;
+    async fn list_channels(&self, bot: &BotId) -> Result<Vec<ChannelConfig>, StoreError>;
+    async fn delete_channel(&self, bot: &BotId, name: &ChannelName) -> Result<bool, StoreError>;
 
     async fn put_webhook_secret(
         &self,

@@ -4,15 +4,16 @@
 //! | key | type | what |
 //! |---|---|---|
 //! | `P:{pNN}:s:<session>` | string `<status>\n<expires ms>\n<updated ms>\n<error JSON>\n<spec JSON>`, PX | session |
+//! | `P:{pNN}:s:<session>:d` | string: delivery JSON, PX like its session | where the session's link was posted |
 //! | `P:{pNN}:a:<session>:<attempt>` | string, PX | pending attempt (sealed PKCE verifier) |
 //! | `P:{pNN}:g:<bot>:<integration>:<subject>` | hash `j` JSON, `st`, `cfg`, `gen` | grant |
-//! | `P:{pNN}:ev:<event>` | hash `e` event JSON, `b` bot, `n` failures, `err`, `c` claim, `st` | a delivery |
+//! | `P:{pNN}:ev:<event>` | hash `e` event JSON, `b` bot, `n` failures, `err`, `c` claim, `st` | a delivery (webhook event or channel item) |
 //! | `P:{pNN}:due` | zset event → next attempt ms (a claim pushes it to the lease's end) | delivery queue |
 //! | `P:{pNN}:dead` | zset event → dead since ms | dead letters |
 //! | `P:{pNN}:deadlines` | zset session → expiry ms (a claim pushes it to the lease's end) | expiry index |
 //! | `P:{pNN}:refresh` | zset `bot:integration:subject` → refresh-at ms (leased likewise) | proactive refresh index |
 //! | `P:i:<bot>:<sha256(key)>` | string, PX | idempotency key → `<session or "-"> <fingerprint>` |
-//! | `P:{b:<bot>}:bot`, `:ints`, `:profiles`, `:whsec` (hashes), `:keys` (hash id → key hash) | | tenancy |
+//! | `P:{b:<bot>}:bot`, `:ints`, `:profiles`, `:channels`, `:whsec` (hashes), `:keys` (hash id → key hash) | | tenancy |
 //! | `P:k:<sha256(key)>` | string | API key lookup |
 //!
 //! `{pNN}` is the partition (see `Partition`): the Cluster hash tag that keeps every key one
@@ -42,17 +43,18 @@ use super::{
 use crate::clock::{from_unix_ms, unix_ms};
 use crate::config::RedisTopology;
 use crate::domain::bot::{ApiKey, AuthProfile, Bot, Integration, WebhookSecret};
+use crate::domain::channel::{ChannelConfig, ChannelDelivery, ChannelName};
 use crate::domain::event::Event;
 use crate::domain::grant::Grant;
 use crate::domain::session::{Attempt, Session, SessionError, SessionSpec, Status};
 use crate::domain::{BotId, IntegrationName, Partition, SessionId, Subject};
 use time::OffsetDateTime;
 
-/// Change a session's status with its side write and outbox event, or explain why not.
-/// KEYS: session, due, deadlines, side key, event, refresh index. ARGV: allowed sources (",a,b,"),
-/// target, error JSON, now ms, event JSON or "", side kind ("", "attempt", "grant"), side value,
-/// side ttl ms or grant status, grant config, channel, session id, event id, bot, refresh-at ms or
-/// "", grant member.
+/// Change a session's status with its side write and outbox events, or explain why not.
+/// KEYS: session, due, deadlines, side key, event, refresh index, channel event. ARGV: allowed
+/// sources (",a,b,"), target, error JSON, now ms, event JSON or "", side kind ("", "attempt",
+/// "grant"), side value, side ttl ms or grant status, grant config, channel, session id, event
+/// id, bot, refresh-at ms or "", grant member, channel event JSON or "", channel event id.
 const TRANSITION: &str = r#"
 local cur = redis.call('GET', KEYS[1])
 if not cur then return {'missing'} end
@@ -75,6 +77,10 @@ end
 if ARGV[5] ~= '' then
   redis.call('HSET', KEYS[5], 'e', ARGV[5], 'b', ARGV[13], 'n', 0, 'st', 'pending', 'c', '')
   redis.call('ZADD', KEYS[2], ARGV[4], ARGV[12])
+end
+if ARGV[16] ~= '' then
+  redis.call('HSET', KEYS[7], 'e', ARGV[16], 'b', ARGV[13], 'n', 0, 'st', 'pending', 'c', '')
+  redis.call('ZADD', KEYS[2], ARGV[4], ARGV[17])
 end
 if st ~= ARGV[2] then redis.call('PUBLISH', ARGV[10], 's ' .. ARGV[11]) end
 return {'ok'}
@@ -172,6 +178,19 @@ for _, id in ipairs(ids) do redis.call('ZADD', KEYS[1], ARGV[2], id) end
 return ids
 "#;
 
+/// A channel item is done. KEYS: delivery record, due, item, event. ARGV: delivery JSON, item
+/// id, event JSON or "", event id, bot, now ms.
+const RECORD_DELIVERY: &str = r#"
+if redis.call('EXISTS', KEYS[1]) == 1 then redis.call('SET', KEYS[1], ARGV[1], 'KEEPTTL') end
+redis.call('DEL', KEYS[3])
+redis.call('ZREM', KEYS[2], ARGV[2])
+if ARGV[3] ~= '' then
+  redis.call('HSET', KEYS[4], 'e', ARGV[3], 'b', ARGV[5], 'n', 0, 'st', 'pending', 'c', '')
+  redis.call('ZADD', KEYS[2], ARGV[6], ARGV[4])
+end
+return 1
+"#;
+
 /// Renew leases still held. KEYS: index. ARGV: held-until ms, new until ms, members…
 const RENEW: &str = r#"
 local n = 0
@@ -200,6 +219,7 @@ pub struct RedisStore {
     delete_grant: Arc<Script>,
     lock_owner: Arc<Script>,
     renew: Arc<Script>,
+    record_delivery: Arc<Script>,
 }
 
 impl RedisStore {
@@ -240,6 +260,7 @@ impl RedisStore {
             delete_grant: Arc::new(Script::new(DELETE_GRANT)),
             lock_owner: Arc::new(Script::new(LOCK_OWNER)),
             renew: Arc::new(Script::new(RENEW)),
+            record_delivery: Arc::new(Script::new(RECORD_DELIVERY)),
         };
         tokio::spawn(subscribe(
             subscriber,
@@ -269,6 +290,9 @@ impl RedisStore {
     }
     fn session_key(&self, id: SessionId) -> String {
         self.key_in(id.partition(), &[":s:", id.encode().as_str()])
+    }
+    fn delivery_key(&self, id: SessionId) -> String {
+        self.key_in(id.partition(), &[":s:", id.encode().as_str(), ":d"])
     }
     fn attempt_key(&self, id: SessionId, attempt: &str) -> String {
         self.key_in(id.partition(), &[":a:", id.encode().as_str(), ":", attempt])
@@ -402,6 +426,9 @@ impl RedisStore {
         &self,
         new: &NewSession<'_>,
     ) -> Result<CreateOutcome, StoreError> {
+        if let Some((state, job)) = new.delivery {
+            return self.create_with_delivery(new, state, job).await;
+        }
         let session = new.session;
         let spec = &session.spec;
         let p = spec.id.partition();
@@ -474,6 +501,76 @@ impl RedisStore {
         Ok(CreateOutcome::AlreadyAuthorized(Box::new(from_json(
             "grant", &grant,
         )?)))
+    }
+}
+
+impl RedisStore {
+    /// A session whose link goes to a chat channel: the grant is checked first (a link must not
+    /// be posted for a session taken back a moment later), then the session, its deadline, its
+    /// delivery record and the outbox item that posts the link are written in one MULTI/EXEC.
+    async fn create_with_delivery(
+        &self,
+        new: &NewSession<'_>,
+        state: &ChannelDelivery,
+        job: &Event,
+    ) -> Result<CreateOutcome, StoreError> {
+        let session = new.session;
+        let spec = &session.spec;
+        let p = spec.id.partition();
+        let mut conn = self.conn();
+        if let Some(cfg) = new.unless_authorized_by {
+            let key = self.grant_key_in(p, &spec.bot, &spec.integration, &spec.subject);
+            let (st, issued_by, grant): (Option<String>, Option<String>, Option<String>) =
+                redis::cmd("HMGET")
+                    .arg(&key)
+                    .arg(&["st", "cfg", "j"])
+                    .query_async(&mut conn)
+                    .await
+                    .map_err(unavailable)?;
+            if let (Some("active"), Some(grant)) = (st.as_deref(), grant)
+                && issued_by.as_deref() == Some(cfg)
+            {
+                return Ok(CreateOutcome::AlreadyAuthorized(Box::new(from_json(
+                    "grant", &grant,
+                )?)));
+            }
+        }
+        let ttl = ms(record_ttl(session, session.updated_at, new.retention));
+        let now = unix_ms(session.updated_at);
+        redis::pipe()
+            .atomic()
+            .cmd("SET")
+            .arg(self.delivery_key(spec.id))
+            .arg(to_json(state))
+            .arg("PX")
+            .arg(ttl)
+            .ignore()
+            .cmd("HSET")
+            .arg(format!("{}{}", self.event_prefix(p), job.id))
+            .arg(&["e", &to_json(job), "b", spec.bot.as_str(), "n", "0"])
+            .arg(&["st", "pending", "c", ""])
+            .ignore()
+            .cmd("ZADD")
+            .arg(self.due_key(p))
+            .arg(now)
+            .arg(&job.id)
+            .ignore()
+            .cmd("ZADD")
+            .arg(self.deadlines_key(p))
+            .arg(unix_ms(spec.expires_at))
+            .arg(spec.id.encode().as_str())
+            .ignore()
+            .cmd("SET")
+            .arg(self.session_key(spec.id))
+            .arg(session_record(session))
+            .arg("PX")
+            .arg(ttl)
+            .ignore()
+            .query_async::<()>(&mut conn)
+            .await
+            .map_err(unavailable)?;
+        self.hub.outbox.notify_one();
+        Ok(CreateOutcome::Created)
     }
 }
 
@@ -636,6 +733,7 @@ impl Store for RedisStore {
                 self.bot_key(id, "keys"),
                 self.bot_key(id, "whsec"),
                 self.bot_key(id, "profiles"),
+                self.bot_key(id, "channels"),
             ])
             .await
             .map_err(unavailable)?;
@@ -841,7 +939,8 @@ impl Store for RedisStore {
     async fn apply_transition(&self, t: Transition<'_>) -> Result<Session, TransitionError> {
         let p = t.id.partition();
         // Only events with somewhere to go are queued.
-        let queued = t.event.filter(|e| e.webhook_url.is_some());
+        let queued = t.event.filter(|e| e.has_destination());
+        let channel_event = t.channel_event.filter(|e| e.has_destination());
         let (refresh_at, member) = match t.write {
             SideWrite::Grant(g) => (
                 g.refresh_at
@@ -889,6 +988,11 @@ impl Store for RedisStore {
                 t.event.map_or("-", |e| e.id.as_str())
             ))
             .key(self.refresh_key(p))
+            .key(format!(
+                "{}{}",
+                self.event_prefix(p),
+                channel_event.map_or("-", |e| e.id.as_str())
+            ))
             .arg(sources)
             .arg(t.to.as_str())
             .arg(t.error.map(to_json).unwrap_or_default())
@@ -903,12 +1007,15 @@ impl Store for RedisStore {
             .arg(t.event.map_or("", |e| e.id.as_str()))
             .arg(
                 t.event
+                    .or(t.channel_event)
                     .and_then(Event::bot)
                     .map(|b| b.to_string())
                     .unwrap_or_default(),
             )
             .arg(refresh_at)
             .arg(member)
+            .arg(channel_event.map(to_json).unwrap_or_default())
+            .arg(channel_event.map_or("", |e| e.id.as_str()))
             .invoke_async(&mut self.conn())
             .await
             .map_err(unavailable)?;
@@ -962,7 +1069,7 @@ impl Store for RedisStore {
 
     async fn update_grant(&self, grant: &Grant, event: Option<&Event>) -> Result<bool, StoreError> {
         let p = Partition::of(&grant.bot, &grant.integration, &grant.subject);
-        let queued = event.filter(|e| e.webhook_url.is_some());
+        let queued = event.filter(|e| e.has_destination());
         let n: i32 = self
             .update_grant
             .key(self.grant_key(&grant.bot, &grant.integration, &grant.subject))
@@ -1006,7 +1113,7 @@ impl Store for RedisStore {
         event: Option<&Event>,
     ) -> Result<bool, StoreError> {
         let p = Partition::of(bot, integration, subject);
-        let queued = event.filter(|e| e.webhook_url.is_some());
+        let queued = event.filter(|e| e.has_destination());
         let n: i32 = self
             .delete_grant
             .key(self.grant_key(bot, integration, subject))
@@ -1328,6 +1435,77 @@ impl Store for RedisStore {
             )
             .await
             .map_err(unavailable)
+    }
+
+    async fn get_delivery(&self, id: SessionId) -> Result<Option<ChannelDelivery>, StoreError> {
+        let raw: Option<String> = self
+            .conn()
+            .get(self.delivery_key(id))
+            .await
+            .map_err(unavailable)?;
+        raw.map(|r| from_json("delivery", &r)).transpose()
+    }
+
+    async fn record_delivery(
+        &self,
+        item: &Delivery,
+        session: SessionId,
+        state: &ChannelDelivery,
+        event: Option<&Event>,
+        now: OffsetDateTime,
+    ) -> Result<(), StoreError> {
+        let p = session.partition();
+        let event = event.filter(|e| e.has_destination());
+        self.record_delivery
+            .key(self.delivery_key(session))
+            .key(self.due_key(p))
+            .key(format!("{}{}", self.event_prefix(p), item.event.id))
+            .key(format!(
+                "{}{}",
+                self.event_prefix(p),
+                event.map_or("-", |e| e.id.as_str())
+            ))
+            .arg(to_json(state))
+            .arg(&item.event.id)
+            .arg(event.map(to_json).unwrap_or_default())
+            .arg(event.map_or("", |e| e.id.as_str()))
+            .arg(item.event.bot().map(|b| b.to_string()).unwrap_or_default())
+            .arg(unix_ms(now))
+            .invoke_async::<i32>(&mut self.conn())
+            .await
+            .map_err(unavailable)?;
+        if event.is_some() {
+            self.hub.outbox.notify_one();
+        }
+        Ok(())
+    }
+
+    async fn put_channel(&self, channel: &ChannelConfig) -> Result<(), StoreError> {
+        self.hash_put(
+            &channel.bot,
+            "channels",
+            channel.name.as_str(),
+            to_json(channel),
+        )
+        .await
+    }
+
+    async fn get_channel(
+        &self,
+        bot: &BotId,
+        name: &ChannelName,
+    ) -> Result<Option<ChannelConfig>, StoreError> {
+        self.hash_get(bot, "channels", name.as_str()).await
+    }
+
+    async fn list_channels(&self, bot: &BotId) -> Result<Vec<ChannelConfig>, StoreError> {
+        let mut channels: Vec<ChannelConfig> = self.hash_all(bot, "channels").await?;
+        channels.sort_by(|a, b| a.name.cmp(&b.name));
+        Ok(channels)
+    }
+
+    async fn delete_channel(&self, bot: &BotId, name: &ChannelName) -> Result<bool, StoreError> {
+        self.hash_del(bot, "channels", name.as_str()).await
     }
 
     async fn put_webhook_secret(

@@ -1,7 +1,7 @@
-//! Resuming the dialog: signed webhook deliveries (Standard Webhooks v1) from the durable queue
-//! the store keeps, and the URL-safety rules for where they may go.
+//! Resuming the dialog: signed webhook deliveries (Standard Webhooks v1) taken from the outbox,
+//! and the URL-safety rules for where they may go.
 
-pub mod dispatch;
+pub mod send;
 
 use std::net::{IpAddr, SocketAddr};
 

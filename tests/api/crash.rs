@@ -365,6 +365,7 @@ async fn enqueue_backlog() {
                         idempotency: None,
                         retention: Duration::from_secs(600),
                         unless_authorized_by: None,
+                        delivery: None,
                     })
                     .await
                     .unwrap();
@@ -377,6 +378,7 @@ async fn enqueue_backlog() {
                         to: done.status,
                         error: None,
                         write: authlink::store::SideWrite::None,
+                        channel_event: None,
                         event: Some(&event),
                         now,
                     })

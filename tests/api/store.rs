@@ -131,6 +131,7 @@ pub fn session_for(
             verification: Verification::None,
             expected_identity: None,
             provider_config: "salesforce".into(),
+            channel: None,
             created_at: now,
             expires_at: now + ttl,
         },
@@ -162,6 +163,7 @@ async fn create(store: &dyn Store, s: &Session) -> CreateOutcome {
             idempotency: None,
             retention: Duration::from_secs(60),
             unless_authorized_by: Some("salesforce"),
+            delivery: None,
         })
         .await
         .unwrap()
@@ -216,6 +218,7 @@ async fn move_to(
             to,
             error: None,
             write,
+            channel_event: None,
             event,
             now,
         })
@@ -257,6 +260,7 @@ async fn idempotency_replays_the_first_session(store: &dyn Store) {
         idempotency: Some(&idem),
         retention: Duration::from_secs(60),
         unless_authorized_by: None,
+        delivery: None,
     };
     assert!(matches!(
         store.create_session(new(&first)).await.unwrap(),
@@ -307,6 +311,7 @@ async fn transitions_follow_the_status_machine(store: &dyn Store) {
             to: Status::Failed,
             error: Some(&error),
             write: SideWrite::None,
+            channel_event: None,
             event: None,
             now,
         })
@@ -512,6 +517,7 @@ async fn completion_writes_grant_status_and_event_together(store: &dyn Store) {
         idempotency: None,
         retention: Duration::from_secs(60),
         unless_authorized_by: None,
+        delivery: None,
     };
     assert!(matches!(
         store.create_session(force).await.unwrap(),
@@ -524,6 +530,7 @@ async fn completion_writes_grant_status_and_event_together(store: &dyn Store) {
         idempotency: None,
         retention: Duration::from_secs(60),
         unless_authorized_by: Some("oauth2"),
+        delivery: None,
     };
     assert!(matches!(
         store.create_session(other_app).await.unwrap(),
@@ -1066,6 +1073,7 @@ async fn after_a_sentinel_failover_the_store_follows_the_new_master() {
                 idempotency: None,
                 retention: Duration::from_secs(60),
                 unless_authorized_by: None,
+                delivery: None,
             })
             .await
             .is_ok()

@@ -230,6 +230,7 @@ async fn every_expired_session_yields_one_expired_event_across_replicas() {
                 idempotency: None,
                 retention: Duration::from_secs(60),
                 unless_authorized_by: None,
+                delivery: None,
             })
             .await
             .unwrap();

@@ -1,0 +1,149 @@
+//! The second edge: chat channels. A session is created with a `channel` → its link is
+//! delivered there (`deliver`: an outbox item written with the session) → the message is
+//! updated when the session settles (another outbox item, written with the status change).
+//!
+//! One module per channel type, each implementing [`Channel`]: it knows its wire format and its
+//! error codes, and classifies every failure once into a [`ChannelError`] the outbox worker acts
+//! on (retry after the channel's own signal, or fail at once). No channel knows Redis or another
+//! channel; the message is built once (`message`), independent of the channel.
+
+pub mod deliver;
+pub mod matrix;
+pub mod message;
+pub mod slack;
+pub mod teams;
+pub mod telegram;
+pub mod webhook;
+pub mod whatsapp;
+
+use std::time::Duration;
+
+use async_trait::async_trait;
+use url::Url;
+
+use crate::domain::channel::{ChannelConfig, ChannelKind, ChannelSettings, ChannelTarget};
+pub use message::LinkMessage;
+
+/// How a channel call failed, decided once by the adapter.
+#[derive(Debug, PartialEq, Eq)]
+pub enum ChannelError {
+    /// Worth trying again: rate limited (after `retry_after`, as the channel said), a 5xx, a
+    /// timeout. `code` is the channel's own (`ratelimited`, `429`, `M_LIMIT_EXCEEDED`, …).
+    Retry {
+        code: String,
+        retry_after: Option<Duration>,
+    },
+    /// Will not work as configured or addressed (`channel_not_found`, `invalid_auth`, Telegram
+    /// 403, `M_FORBIDDEN`, WhatsApp 131047 without a template): the delivery fails at once.
+    Permanent { code: String, description: String },
+}
+
+impl ChannelError {
+    pub fn permanent(code: impl Into<String>, description: impl Into<String>) -> Self {
+        Self::Permanent {
+            code: code.into(),
+            description: description.into(),
+        }
+    }
+    pub fn retry(code: impl Into<String>, retry_after: Option<Duration>) -> Self {
+        Self::Retry {
+            code: code.into(),
+            retry_after,
+        }
+    }
+    /// A request that did not get an answer: it may have been sent, so it is retried (only
+    /// Matrix can tell a retry from a new message).
+    pub fn transport(e: &reqwest::Error) -> Self {
+        Self::retry(if e.is_timeout() { "timeout" } else { "network" }, None)
+    }
+}
+
+/// A posted message, as its channel names it (for the later edit).
+pub type MessageRef = String;
+
+/// One configured channel, ready to post.
+#[async_trait]
+pub trait Channel: Send + Sync {
+    /// Post the link message to `to`. `key` is stable across retries of this one delivery
+    /// (channels with an idempotency key use it, so a retry cannot post twice).
+    async fn send(
+        &self,
+        to: &ChannelTarget,
+        message: &LinkMessage,
+        key: &str,
+    ) -> Result<MessageRef, ChannelError>;
+
+    /// Replace the posted message's content by `text` (no button, no link). `Ok(false)`: this
+    /// channel cannot change a posted message (WhatsApp, Slack ephemerals), nothing was sent.
+    async fn update(
+        &self,
+        to: &ChannelTarget,
+        message: &MessageRef,
+        text: &str,
+        key: &str,
+    ) -> Result<bool, ChannelError>;
+}
+
+/// `Retry-After` in seconds, if the response carries one.
+pub fn retry_after_header(headers: &reqwest::header::HeaderMap) -> Option<Duration> {
+    headers
+        .get(reqwest::header::RETRY_AFTER)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse::<f64>().ok())
+        .filter(|s| s.is_finite() && *s >= 0.0)
+        .map(|s| Duration::from_secs_f64(s.min(86_400.0)))
+}
+
+/// Whether a session may be delivered to `target` through `config`: the address fits the
+/// channel type, and the link will be accepted there. Checked when the session is created, so a
+/// bad address is a clear 422 instead of a late delivery failure.
+pub fn check_target(
+    config: &ChannelConfig,
+    target: &ChannelTarget,
+    link_base: &Url,
+) -> Result<(), String> {
+    let kind = config.settings.kind();
+    let to = target.to.as_deref().unwrap_or("");
+    if to.is_empty() || to.len() > 256 || to.chars().any(char::is_control) {
+        return Err(format!(
+            "channel.to is required for a {} channel: 1-256 characters without control characters",
+            kind.as_str()
+        ));
+    }
+    if target.user.is_some() && kind != ChannelKind::Slack {
+        return Err("channel.user (an ephemeral message) is only for Slack channels".into());
+    }
+    for (field, v) in [("thread", &target.thread), ("user", &target.user)] {
+        if v.as_deref()
+            .is_some_and(|v| v.is_empty() || v.len() > 256 || v.chars().any(char::is_control))
+        {
+            return Err(format!(
+                "channel.{field} must be 1-256 characters without control characters"
+            ));
+        }
+    }
+    match &config.settings {
+        ChannelSettings::Slack { .. } => slack::check_target(to, target),
+        ChannelSettings::Telegram { .. } => telegram::check_target(to, target, link_base),
+        ChannelSettings::Whatsapp { .. } => whatsapp::check_target(to, target),
+        ChannelSettings::Matrix { .. } => matrix::check_target(to, target),
+        ChannelSettings::Teams { .. } | ChannelSettings::Webhook { .. } => Ok(()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn retry_after_is_seconds_and_bounded() {
+        let mut h = reqwest::header::HeaderMap::new();
+        assert_eq!(retry_after_header(&h), None);
+        h.insert(reqwest::header::RETRY_AFTER, "3".parse().unwrap());
+        assert_eq!(retry_after_header(&h), Some(Duration::from_secs(3)));
+        h.insert(reqwest::header::RETRY_AFTER, "9999999".parse().unwrap());
+        assert_eq!(retry_after_header(&h), Some(Duration::from_secs(86_400)));
+        h.insert(reqwest::header::RETRY_AFTER, "soon".parse().unwrap());
+        assert_eq!(retry_after_header(&h), None);
+    }
+}

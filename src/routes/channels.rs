@@ -1,0 +1,384 @@
+//! A bot's chat channels (admin): where authlink may post the bot's links. Settings are checked
+//! per type when they are written, so a delivery does not fail later for a reason known now;
+//! the secret (bot token, app secret, access token) is write-only — sealed at rest with the
+//! channel's name as associated data, never returned, replaced only when sent again.
+
+use axum::Json;
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use serde::Deserialize;
+use serde_json::{Value, json};
+use url::Url;
+
+use super::auth::{Caller, bot_id};
+use crate::config::secure_or_loopback;
+use crate::domain::BotId;
+use crate::domain::channel::{ChannelConfig, ChannelName, ChannelSettings, WhatsappTemplate};
+use crate::error::ApiError;
+use crate::flow::AppState;
+
+/// `PUT /v1/bots/{bot}/channels/{name}`: the type and its settings; the secret field is
+/// required on creation and when the type changes, and kept when omitted otherwise.
+#[derive(Deserialize, utoipa::ToSchema)]
+#[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
+pub enum ChannelBody {
+    Slack {
+        /// `xoxb-…` (write-only).
+        #[serde(default)]
+        bot_token: Option<String>,
+        #[serde(default)]
+        api_base_url: Option<Url>,
+    },
+    Teams {
+        /// The bot's Microsoft App ID.
+        app_id: String,
+        /// The app's client secret (write-only).
+        #[serde(default)]
+        app_secret: Option<String>,
+        /// A single-tenant app's tenant; omit for a multi-tenant app.
+        #[serde(default)]
+        tenant_id: Option<String>,
+        #[serde(default)]
+        service_url: Option<Url>,
+        #[serde(default)]
+        login_base_url: Option<Url>,
+    },
+    Telegram {
+        /// `<bot id>:<secret>` from BotFather (write-only).
+        #[serde(default)]
+        bot_token: Option<String>,
+        #[serde(default)]
+        api_base_url: Option<Url>,
+    },
+    Whatsapp {
+        /// A Cloud API system-user token (write-only).
+        #[serde(default)]
+        access_token: Option<String>,
+        phone_number_id: String,
+        /// The approved template with a URL button, for recipients outside the 24-hour window.
+        #[serde(default)]
+        #[schema(value_type = Option<Object>)]
+        template: Option<WhatsappTemplate>,
+        #[serde(default)]
+        api_base_url: Option<Url>,
+    },
+    Matrix {
+        homeserver_url: Url,
+        /// The bot user's access token (write-only).
+        #[serde(default)]
+        access_token: Option<String>,
+    },
+    Webhook {
+        /// The channel gateway that receives signed `auth_link.issued` events.
+        url: Url,
+    },
+}
+
+fn default_url(s: &str) -> Url {
+    Url::parse(s).expect("static default URLs parse")
+}
+
+fn check_url(state: &AppState, field: &str, url: &Url) -> Result<(), ApiError> {
+    let ok = if state.config.is_https() {
+        url.scheme() == "https"
+    } else {
+        secure_or_loopback(url) || url.scheme() == "https"
+    };
+    if !ok || url.host().is_none() {
+        return Err(ApiError::Invalid(format!("{field} must be an https URL")));
+    }
+    if !url.username().is_empty() || url.password().is_some() {
+        return Err(ApiError::Invalid(format!(
+            "{field} must not contain credentials"
+        )));
+    }
+    if state.config.webhooks.deny_private_networks && crate::webhook::names_private_host(url) {
+        return Err(ApiError::Invalid(format!(
+            "{field} must not point to a private or loopback address"
+        )));
+    }
+    Ok(())
+}
+
+fn check_secret(field: &str, secret: &Option<String>, max: usize) -> Result<(), ApiError> {
+    match secret {
+        Some(s) if s.is_empty() || s.len() > max || s.chars().any(char::is_control) => Err(
+            ApiError::Invalid(format!("{field} must be 1-{max} characters")),
+        ),
+        _ => Ok(()),
+    }
+}
+
+fn token_like(field: &str, v: &str, max: usize) -> Result<(), ApiError> {
+    if v.is_empty()
+        || v.len() > max
+        || !v
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
+    {
+        return Err(ApiError::Invalid(format!(
+            "{field} must be 1-{max} characters of letters, digits, '-', '_' and '.'"
+        )));
+    }
+    Ok(())
+}
+
+/// The settings to store and the secret sent with them (if any), checked.
+fn settle(
+    state: &AppState,
+    body: ChannelBody,
+) -> Result<(ChannelSettings, Option<String>), ApiError> {
+    let url = |field: &str, v: Option<Url>, default: &str| -> Result<Url, ApiError> {
+        let u = v.unwrap_or_else(|| default_url(default));
+        check_url(state, field, &u)?;
+        Ok(u)
+    };
+    Ok(match body {
+        ChannelBody::Slack {
+            bot_token,
+            api_base_url,
+        } => {
+            check_secret("bot_token", &bot_token, 512)?;
+            if bot_token.as_deref().is_some_and(|t| !t.starts_with("xox")) {
+                return Err(ApiError::Invalid(
+                    "bot_token must be a Slack token (xoxb-…)".into(),
+                ));
+            }
+            let api_base_url = url("api_base_url", api_base_url, "https://slack.com/api")?;
+            (ChannelSettings::Slack { api_base_url }, bot_token)
+        }
+        ChannelBody::Teams {
+            app_id,
+            app_secret,
+            tenant_id,
+            service_url,
+            login_base_url,
+        } => {
+            token_like("app_id", &app_id, 128)?;
+            if let Some(t) = &tenant_id {
+                token_like("tenant_id", t, 64)?;
+            }
+            check_secret("app_secret", &app_secret, 1024)?;
+            let service_url = url(
+                "service_url",
+                service_url,
+                "https://smba.trafficmanager.net/teams/",
+            )?;
+            let login_base_url = url(
+                "login_base_url",
+                login_base_url,
+                "https://login.microsoftonline.com",
+            )?;
+            (
+                ChannelSettings::Teams {
+                    app_id,
+                    tenant_id,
+                    service_url,
+                    login_base_url,
+                },
+                app_secret,
+            )
+        }
+        ChannelBody::Telegram {
+            bot_token,
+            api_base_url,
+        } => {
+            if let Some(t) = &bot_token {
+                crate::channel::telegram::check_token(t).map_err(ApiError::Invalid)?;
+            }
+            // Known now, not at the first delivery: Telegram would refuse every link button.
+            crate::channel::telegram::check_link_host(&state.config.public_url)
+                .map_err(ApiError::Invalid)?;
+            let api_base_url = url("api_base_url", api_base_url, "https://api.telegram.org")?;
+            (ChannelSettings::Telegram { api_base_url }, bot_token)
+        }
+        ChannelBody::Whatsapp {
+            access_token,
+            phone_number_id,
+            template,
+            api_base_url,
+        } => {
+            check_secret("access_token", &access_token, 2048)?;
+            if phone_number_id.is_empty()
+                || phone_number_id.len() > 32
+                || !phone_number_id.bytes().all(|b| b.is_ascii_digit())
+            {
+                return Err(ApiError::Invalid(
+                    "phone_number_id must be the Cloud API's numeric phone number id".into(),
+                ));
+            }
+            if let Some(t) = &template {
+                if t.name.is_empty()
+                    || t.name.len() > 512
+                    || !t
+                        .name
+                        .bytes()
+                        .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_')
+                {
+                    return Err(ApiError::Invalid(
+                        "template.name must be a WhatsApp template name (a-z, 0-9, _)".into(),
+                    ));
+                }
+                if !(2..=15).contains(&t.language.len())
+                    || !t
+                        .language
+                        .bytes()
+                        .all(|b| b.is_ascii_alphabetic() || b == b'_')
+                {
+                    return Err(ApiError::Invalid(
+                        "template.language must be a language code like en_US".into(),
+                    ));
+                }
+            }
+            let api_base_url = url(
+                "api_base_url",
+                api_base_url,
+                "https://graph.facebook.com/v23.0",
+            )?;
+            (
+                ChannelSettings::Whatsapp {
+                    phone_number_id,
+                    template,
+                    api_base_url,
+                },
+                access_token,
+            )
+        }
+        ChannelBody::Matrix {
+            homeserver_url,
+            access_token,
+        } => {
+            check_secret("access_token", &access_token, 2048)?;
+            check_url(state, "homeserver_url", &homeserver_url)?;
+            (ChannelSettings::Matrix { homeserver_url }, access_token)
+        }
+        ChannelBody::Webhook { url: gateway } => {
+            check_url(state, "url", &gateway)?;
+            (ChannelSettings::Webhook { url: gateway }, None)
+        }
+    })
+}
+
+fn view(c: &ChannelConfig) -> Value {
+    let mut v = serde_json::to_value(&c.settings).unwrap_or_default();
+    v["name"] = json!(c.name);
+    if !matches!(c.settings, ChannelSettings::Webhook { .. }) {
+        v["secret_set"] = json!(c.secret_sealed.is_some());
+    }
+    v["created_at"] = json!(crate::clock::rfc3339::format(c.created_at));
+    v["updated_at"] = json!(crate::clock::rfc3339::format(c.updated_at));
+    v
+}
+
+fn channel_name(s: &str) -> Result<ChannelName, ApiError> {
+    ChannelName::parse(s).map_err(|_| ApiError::NotFound("channel"))
+}
+
+async fn bot_exists(state: &AppState, bot: &BotId) -> Result<(), ApiError> {
+    state
+        .store
+        .get_bot(bot)
+        .await?
+        .map(|_| ())
+        .ok_or(ApiError::NotFound("bot"))
+}
+
+#[utoipa::path(operation_id = "channels_put", put, path = "/v1/bots/{bot}/channels/{name}", tag = "channels", summary = "Create or update a chat channel; its secret is write-only (admin)", params(("bot" = String, Path), ("name" = String, Path)), request_body = ChannelBody, responses((status = 201, description = "201: created"), (status = 200, description = "200: updated"), (status = "4XX", description = "problem+json (RFC 9457)")), security(("bearer" = [])))]
+pub async fn put(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path((bot, name)): Path<(String, String)>,
+    body: super::JsonBody,
+) -> Result<(StatusCode, Json<Value>), ApiError> {
+    let bot = bot_id(&bot)?;
+    caller.admin(&bot)?;
+    let name = ChannelName::parse(&name).map_err(|e| ApiError::Invalid(e.to_string()))?;
+    if name.is_webchat() {
+        return Err(ApiError::Invalid(
+            "webchat is built in and needs no configuration".into(),
+        ));
+    }
+    let body: ChannelBody = body.parse()?;
+    bot_exists(&state, &bot).await?;
+    let (settings, secret) = settle(&state, body)?;
+    let existing = state.store.get_channel(&bot, &name).await?;
+    let aad = ChannelConfig::secret_aad(&bot, &name);
+    let same_type = existing
+        .as_ref()
+        .is_some_and(|e| e.settings.kind() == settings.kind());
+    let secret_sealed = match (secret, &existing) {
+        (Some(s), _) => Some(state.config.encryption.seal(&aad, s.as_bytes())),
+        (None, _) if matches!(settings, ChannelSettings::Webhook { .. }) => None,
+        (None, Some(old)) if same_type => old.secret_sealed.clone(),
+        (None, _) => {
+            let field = match settings {
+                ChannelSettings::Slack { .. } | ChannelSettings::Telegram { .. } => "bot_token",
+                ChannelSettings::Teams { .. } => "app_secret",
+                _ => "access_token",
+            };
+            return Err(ApiError::Invalid(format!(
+                "{field} is required for a new {} channel",
+                settings.kind().as_str()
+            )));
+        }
+    };
+    let now = state.clock.now();
+    let channel = ChannelConfig {
+        bot,
+        name,
+        settings,
+        secret_sealed,
+        created_at: existing.as_ref().map_or(now, |e| e.created_at),
+        updated_at: now,
+    };
+    state.store.put_channel(&channel).await?;
+    let status = if existing.is_some() {
+        StatusCode::OK
+    } else {
+        StatusCode::CREATED
+    };
+    Ok((status, Json(view(&channel))))
+}
+
+#[utoipa::path(operation_id = "channels_get", get, path = "/v1/bots/{bot}/channels/{name}", tag = "channels", summary = "Read a chat channel, without its secret (admin)", params(("bot" = String, Path), ("name" = String, Path)), responses((status = 200, description = "200: the channel"), (status = "4XX", description = "problem+json (RFC 9457)")), security(("bearer" = [])))]
+pub async fn get(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path((bot, name)): Path<(String, String)>,
+) -> Result<Json<Value>, ApiError> {
+    let bot = bot_id(&bot)?;
+    caller.admin(&bot)?;
+    let name = channel_name(&name)?;
+    let c = state
+        .store
+        .get_channel(&bot, &name)
+        .await?
+        .ok_or(ApiError::NotFound("channel"))?;
+    Ok(Json(view(&c)))
+}
+
+#[utoipa::path(operation_id = "channels_delete", delete, path = "/v1/bots/{bot}/channels/{name}", tag = "channels", summary = "Delete a chat channel (admin)", params(("bot" = String, Path), ("name" = String, Path)), responses((status = 204, description = "204: deleted"), (status = "4XX", description = "problem+json (RFC 9457)")), security(("bearer" = [])))]
+pub async fn delete(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path((bot, name)): Path<(String, String)>,
+) -> Result<StatusCode, ApiError> {
+    let bot = bot_id(&bot)?;
+    caller.admin(&bot)?;
+    let name = channel_name(&name)?;
+    super::deleted(state.store.delete_channel(&bot, &name).await?, "channel")
+}
+
+#[utoipa::path(operation_id = "channels_list", get, path = "/v1/bots/{bot}/channels", tag = "channels", summary = "List chat channels (admin)", params(("bot" = String, Path)), responses((status = 200, description = "200: channels"), (status = "4XX", description = "problem+json (RFC 9457)")), security(("bearer" = [])))]
+pub async fn list(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(bot): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    let bot = bot_id(&bot)?;
+    caller.admin(&bot)?;
+    let channels = state.store.list_channels(&bot).await?;
+    Ok(Json(
+        json!({"channels": channels.iter().map(view).collect::<Vec<_>>()}),
+    ))
+}
