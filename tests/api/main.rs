@@ -19,6 +19,7 @@ mod rotation;
 mod servers;
 mod sessions;
 mod store;
+mod synapse;
 mod tokens;
 mod topologies;
 mod verification;
