@@ -6,6 +6,7 @@
 mod admin;
 mod callback;
 mod crash;
+mod fakes;
 mod helpers;
 mod link;
 mod modes;
