@@ -16,6 +16,7 @@
 //! clone (all clones share one state).
 
 pub mod slack;
+pub mod teams;
 pub mod telegram;
 
 use std::sync::{Mutex, MutexGuard};
