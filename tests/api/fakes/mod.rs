@@ -18,6 +18,7 @@
 pub mod slack;
 pub mod teams;
 pub mod telegram;
+pub mod whatsapp;
 
 use std::sync::{Mutex, MutexGuard};
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -70,10 +71,6 @@ fn media_type(headers: &HeaderMap) -> Option<String> {
     let value = header_value(headers, header::CONTENT_TYPE)?;
     let media = value.split(';').next().unwrap_or_default();
     Some(media.trim().to_ascii_lowercase())
-}
-
-fn is_json(headers: &HeaderMap) -> bool {
-    media_type(headers).as_deref() == Some("application/json")
 }
 
 fn random_alphanumeric(len: usize) -> String {
