@@ -207,7 +207,7 @@ impl SlackFake {
 
     /// The next `n` authenticated calls answer HTTP 429, `Retry-After: retry_after_secs`.
     pub fn rate_limit_next(&self, n: usize, retry_after_secs: u64) {
-        lock(&self.inner.state).rate_limited = Some((n, retry_after_secs));
+        lock(&self.inner.state).rate_limited = (n > 0).then_some((n, retry_after_secs));
     }
 
     /// The next authenticated call (after any armed rate limit) answers HTTP 200

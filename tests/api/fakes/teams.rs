@@ -16,7 +16,10 @@
 //!   "timestamp","trace_id","correlation_id","error_uri"}`: wrong secret → 401 `invalid_client`
 //!   AADSTS7000215; unknown client id, or a single-tenant app asking `botframework.com` → 400
 //!   `unauthorized_client` AADSTS700016; unknown tenant → 400 `invalid_request` AADSTS90002;
-//!   another scope → 400 `invalid_scope` AADSTS70011; missing parameters → AADSTS900144.
+//!   another scope → 400 `invalid_scope` AADSTS70011; another grant → 400
+//!   `unsupported_grant_type` AADSTS70003; a missing `grant_type`/`client_id`/`scope` (or a body
+//!   that is not a form) → 400 `invalid_request` AADSTS900144, a missing secret → 401
+//!   `invalid_client` AADSTS7000218. Every request is counted ([`TeamsFake::token_requests`]).
 //! - Connector calls need `Authorization: Bearer <token this fake issued, not expired>`, else
 //!   401 with exactly `{"message":"Authorization has been denied for this request."}` (not the
 //!   ErrorResponse shape).
@@ -257,7 +260,7 @@ impl TeamsFake {
 
     /// The next `n` authorized Connector calls answer 429 `Throttled`, `Retry-After: secs`.
     pub fn throttle_next(&self, n: usize, retry_after_secs: u64) {
-        lock(&self.inner.state).throttled = Some((n, retry_after_secs));
+        lock(&self.inner.state).throttled = (n > 0).then_some((n, retry_after_secs));
     }
 
     /// The next authorized Connector call (after any armed throttling) answers `status` with

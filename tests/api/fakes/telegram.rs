@@ -204,7 +204,7 @@ impl TelegramFake {
 
     /// The next `n` calls with the right token answer 429 with `retry_after` seconds.
     pub fn rate_limit_next(&self, n: usize, retry_after_secs: u64) {
-        lock(&self.inner.state).rate_limited = Some((n, retry_after_secs));
+        lock(&self.inner.state).rate_limited = (n > 0).then_some((n, retry_after_secs));
     }
 
     /// The next call with the right token (after any armed rate limit) fails with this

@@ -20,8 +20,8 @@
 //! - `type: "template"` (`template.name`, `template.language.code`, optional `components`, a
 //!   URL button being `{"type":"button","sub_type":"url","index":"0","parameters":[{"type":
 //!   "text","text":…}]}`) is accepted whatever the window, if the template was registered
-//!   ([`WhatsAppFake::register_template`]); else 132001 "Template name does not exist in the
-//!   translation".
+//!   ([`WhatsAppFake::register_template`]); else HTTP 404 code 132001 "Template name does not
+//!   exist in the translation".
 //! - Success: `{"messaging_product":"whatsapp","contacts":[{"input":to,"wa_id":digits}],
 //!   "messages":[{"id":"wamid.…","message_status":"accepted"}]}`.
 //! - Rate limits (armed) are error objects only, no `Retry-After`: 130429 (throughput, HTTP
@@ -247,7 +247,7 @@ impl WhatsAppFake {
             RATE_LIMIT_CODES.contains(&code),
             "not a WhatsApp rate-limit code: {code}"
         );
-        lock(&self.inner.state).rate_limited = Some((n, code));
+        lock(&self.inner.state).rate_limited = (n > 0).then_some((n, code));
     }
 
     /// The next authorized send (after any armed rate limit) fails with this Graph error,
