@@ -1,11 +1,13 @@
 //! The black-box test suite: one binary, files mirror the flow. Real Redis (a unique key prefix
 //! per test, or `redis-server`s the test starts itself: a single server, a Cluster, Sentinel), a
-//! fake Salesforce on loopback that checks PKCE and client authentication, and a cookie-keeping
-//! browser.
+//! fake Salesforce on loopback that checks PKCE and client authentication, loopback fakes of the
+//! chat APIs links are posted to (`fakes/`: Slack, Teams, Telegram, WhatsApp), and a
+//! cookie-keeping browser.
 
 mod admin;
 mod callback;
 mod crash;
+mod fakes;
 mod helpers;
 mod link;
 mod modes;
