@@ -20,9 +20,10 @@ pub struct Matrix {
     pub token: SecretString,
 }
 
-/// Rooms by id (`!opaque:server`; aliases cannot be sent to); thread roots are event ids.
+/// Rooms by id (`!opaque:server`, or `!opaque` from room version 12 on; aliases cannot be sent
+/// to); thread roots are event ids.
 pub fn check_target(to: &str, target: &ChannelTarget) -> Result<(), String> {
-    if !(to.starts_with('!') && to.contains(':')) {
+    if !(to.len() > 1 && to.starts_with('!')) || to.contains(['/', '?', '#']) {
         return Err(format!(
             "channel.to {to:?} is not a Matrix room id (like !abc123:example.org)"
         ));

@@ -459,6 +459,10 @@ async fn openapi_describes_every_route() {
         ("delete", "/v1/bots/{bot}/webhook-secrets/{id}"),
         ("get", "/v1/bots/{bot}/webhook-deliveries"),
         ("post", "/v1/bots/{bot}/webhook-deliveries/{id}/replay"),
+        ("get", "/v1/bots/{bot}/channels"),
+        ("put", "/v1/bots/{bot}/channels/{name}"),
+        ("get", "/v1/bots/{bot}/channels/{name}"),
+        ("delete", "/v1/bots/{bot}/channels/{name}"),
         ("post", "/v1/bots/{bot}/auth-profiles"),
         ("get", "/v1/bots/{bot}/auth-profiles"),
         ("get", "/v1/bots/{bot}/auth-profiles/{id}"),
@@ -502,4 +506,14 @@ async fn openapi_describes_every_route() {
     assert!(
         spec["components"]["schemas"]["CreateBody"]["properties"]["expected_identity"].is_object()
     );
+    assert!(spec["components"]["schemas"]["CreateBody"]["properties"]["channel"].is_object());
+    let channel = spec["components"]["schemas"]["ChannelBody"].to_string();
+    for kind in [
+        "slack", "teams", "telegram", "whatsapp", "matrix", "webhook",
+    ] {
+        assert!(
+            channel.contains(&format!("\"{kind}\"")),
+            "ChannelBody describes {kind}"
+        );
+    }
 }

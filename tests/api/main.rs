@@ -6,6 +6,7 @@
 
 mod admin;
 mod callback;
+mod channels;
 mod crash;
 mod fakes;
 mod helpers;

@@ -208,9 +208,12 @@ async fn a_daemon_writes_whole_json_log_lines_promptly_and_flushes_them_when_it_
         .iter()
         .map(|s| s["id"].as_str().unwrap().to_owned())
         .collect();
+    // Complete lines only: the file may be read while the writer is in the middle of a write,
+    // so whatever follows the last newline may still be growing.
     let lines = || -> Vec<serde_json::Value> {
-        std::fs::read_to_string(&path)
-            .unwrap()
+        let text = std::fs::read_to_string(&path).unwrap();
+        let complete = text.rfind('\n').map_or("", |end| &text[..end]);
+        complete
             .lines()
             .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}")))
             .collect()
