@@ -162,10 +162,7 @@ async fn channels_are_validated_and_their_secrets_are_write_only_sealed_and_admi
         .unwrap();
     assert_eq!(got["type"], "slack");
     assert_eq!(got["secret_set"], true);
-    assert_eq!(
-        got["api_base_url"],
-        format!("{}", slack.api_base_url).as_str()
-    );
+    assert_eq!(got["api_base_url"], slack.api_base_url.as_str());
     assert!(!got.to_string().contains(SLACK_TOKEN));
     // Updating without the token keeps it.
     let again = put_channel(
