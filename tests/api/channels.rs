@@ -953,3 +953,210 @@ mod lossy {
         (status, headers, bytes).into_response()
     }
 }
+
+/// Every channel that can change a posted message does so on completion and on expiry: the
+/// button goes, the text says how it ended.
+#[tokio::test]
+async fn every_editable_channel_updates_its_message_on_completion_and_on_expiry() {
+    let app = spawn_app().await;
+    let key = app.setup_bot("acme").await;
+    let slack = SlackFake::spawn(SLACK_TOKEN).await;
+    slack.add_channel("C0LIFE", &[]);
+    let tg = TelegramFake::spawn(TELEGRAM_TOKEN).await;
+    tg.add_chat(5150);
+    let teams = TeamsFake::spawn(TEAMS_APP, TEAMS_SECRET).await;
+    teams.add_conversation("a:life");
+    let synapse = Synapse::shared();
+    let bot = synapse.register("life-bot").await;
+    let owner = synapse.register("life-owner").await;
+    let room = synapse.create_room(&owner).await;
+    synapse.invite_and_join(&room, &owner, &bot).await;
+    created(
+        &app,
+        "slack",
+        json!({"type": "slack", "bot_token": SLACK_TOKEN, "api_base_url": slack.api_base_url}),
+    )
+    .await;
+    created(
+        &app,
+        "tg",
+        json!({"type": "telegram", "bot_token": TELEGRAM_TOKEN, "api_base_url": tg.api_base_url}),
+    )
+    .await;
+    created(&app, "teams", json!({"type": "teams", "app_id": TEAMS_APP, "app_secret": TEAMS_SECRET, "service_url": format!("{}/teams/", teams.base_url), "login_base_url": teams.base_url})).await;
+    created(&app, "mx", json!({"type": "matrix", "homeserver_url": synapse.base_url, "access_token": bot.access_token})).await;
+    let targets = [
+        json!({"name": "slack", "to": "C0LIFE"}),
+        json!({"name": "tg", "to": "5150"}),
+        json!({"name": "teams", "to": "a:life"}),
+        json!({"name": "mx", "to": room}),
+    ];
+    // The current text of the message each channel shows for a session.
+    let shown = |n: usize, message_ref: String| {
+        let (slack, tg, teams) = (slack.clone(), tg.clone(), teams.clone());
+        let (owner, room) = (owner.clone(), room.clone());
+        async move {
+            match n {
+                0 => {
+                    let ts = message_ref.split_once(':').unwrap().1;
+                    let m = slack
+                        .messages("C0LIFE")
+                        .into_iter()
+                        .find(|m| m.ts == ts)
+                        .unwrap();
+                    (
+                        m.text.unwrap(),
+                        m.blocks.unwrap().to_string().contains("button"),
+                    )
+                }
+                1 => {
+                    let id: i64 = message_ref.split_once(':').unwrap().1.parse().unwrap();
+                    let m = tg
+                        .messages(5150)
+                        .into_iter()
+                        .find(|m| m.message_id == id)
+                        .unwrap();
+                    (m.text, m.reply_markup.is_some())
+                }
+                2 => {
+                    let id = message_ref.rsplit_once('|').unwrap().1;
+                    let a = teams
+                        .activities("a:life")
+                        .into_iter()
+                        .find(|a| a.id == id)
+                        .unwrap();
+                    let card = a.activity["attachments"]
+                        .as_array()
+                        .is_some_and(|a| !a.is_empty());
+                    (a.activity["text"].as_str().unwrap().to_owned(), card)
+                }
+                _ => {
+                    let c = synapse.current_content(&owner, &room, &message_ref).await;
+                    let body = c["body"].as_str().unwrap().to_owned();
+                    (body.clone(), body.contains("http"))
+                }
+            }
+        }
+    };
+    // Completed: one session per channel, each signed in.
+    let mut completed = Vec::new();
+    for (n, t) in targets.iter().enumerate() {
+        let s = session_to(&app, &key, &format!("done-{n}"), t.clone()).await;
+        let d = delivery(&app, &key, s["id"].as_str().unwrap(), false).await;
+        assert_eq!(d["status"], "sent", "{t}: {d}");
+        let (text, button) = shown(n, d["message_ref"].as_str().unwrap().to_owned()).await;
+        assert!(button && !text.contains("Connected"), "{t}: {text}");
+        let landing = Browser::new().authorize(s["link"].as_str().unwrap()).await;
+        assert_eq!(landing.status, StatusCode::OK);
+        completed.push(s["id"].as_str().unwrap().to_owned());
+    }
+    for (n, id) in completed.iter().enumerate() {
+        let d = delivery(&app, &key, id, true).await;
+        let (text, button) = shown(n, d["message_ref"].as_str().unwrap().to_owned()).await;
+        assert!(
+            text.contains("Connected to Salesforce as "),
+            "{}: {text}",
+            targets[n]
+        );
+        assert!(!button, "{}: the button is gone", targets[n]);
+    }
+    // Expired: the clock moves past the links' end.
+    let mut expiring = Vec::new();
+    for (n, t) in targets.iter().enumerate() {
+        let r = app
+            .create_session(&key, "acme", json!({"integration": "crm", "user_id": format!("late-{n}"), "ttl_seconds": 60, "channel": t}))
+            .await;
+        let s: Value = r.json().await.unwrap();
+        let d = delivery(&app, &key, s["id"].as_str().unwrap(), false).await;
+        assert_eq!(d["status"], "sent");
+        expiring.push(s["id"].as_str().unwrap().to_owned());
+    }
+    app.state.clock.advance(Duration::from_secs(61));
+    for (n, id) in expiring.iter().enumerate() {
+        let d = delivery(&app, &key, id, true).await;
+        let (text, button) = shown(n, d["message_ref"].as_str().unwrap().to_owned()).await;
+        assert_eq!(text, "This link expired.", "{}", targets[n]);
+        assert!(!button);
+    }
+}
+
+/// A homeserver that rate-limits the bot (429 `M_LIMIT_EXCEEDED`, `Retry-After`): the second
+/// link waits as long as told and is then posted once.
+#[tokio::test]
+async fn a_rate_limited_matrix_bot_waits_as_told_and_posts_once() {
+    let synapse = Synapse::start_tight();
+    let bot = synapse.register("tight-bot").await;
+    let owner = synapse.register("tight-owner").await;
+    let room = synapse.create_room(&owner).await;
+    synapse.invite_and_join(&room, &owner, &bot).await;
+    synapse.limit_messages(&bot).await;
+    let proxy = LossyProxy::spawn(&synapse.base_url).await;
+    let app = spawn_app().await;
+    let key = app.setup_bot("acme").await;
+    created(
+        &app,
+        "mx",
+        json!({"type": "matrix", "homeserver_url": proxy.url, "access_token": bot.access_token}),
+    )
+    .await;
+    let first = session_to(&app, &key, "r1", json!({"name": "mx", "to": room})).await;
+    assert_eq!(
+        delivery(&app, &key, first["id"].as_str().unwrap(), false).await["status"],
+        "sent"
+    );
+    let second = session_to(&app, &key, "r2", json!({"name": "mx", "to": room})).await;
+    let d = delivery(&app, &key, second["id"].as_str().unwrap(), false).await;
+    assert_eq!(d["status"], "sent", "{d}");
+    assert!(
+        proxy.sends() >= 3,
+        "the second send was refused (429) first"
+    );
+    let notices = synapse
+        .messages(&owner, &room)
+        .await
+        .into_iter()
+        .filter(|e| e["content"]["msgtype"] == "m.notice")
+        .count();
+    assert_eq!(notices, 2);
+}
+
+/// A measurement aid, not a test: how many links one replica posts per second to a local Slack
+/// fake (default concurrency: 8 per bot). `cargo test --release --test api -- --ignored
+/// measure_channel_deliveries --nocapture`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore]
+async fn measure_channel_deliveries() {
+    let n: usize = std::env::var("BENCH_SESSIONS").map_or(2000, |v| v.parse().unwrap());
+    let app = spawn_app().await;
+    let key = app.setup_bot("acme").await;
+    let slack = SlackFake::spawn(SLACK_TOKEN).await;
+    slack.add_channel("C0BENCH", &[]);
+    created(
+        &app,
+        "slack",
+        json!({"type": "slack", "bot_token": SLACK_TOKEN, "api_base_url": slack.api_base_url}),
+    )
+    .await;
+    let started = std::time::Instant::now();
+    for chunk in (0..n).collect::<Vec<_>>().chunks(100) {
+        futures_util::future::join_all(chunk.iter().map(|i| {
+            session_to(
+                &app,
+                &key,
+                &format!("b{i}"),
+                json!({"name": "slack", "to": "C0BENCH"}),
+            )
+        }))
+        .await;
+    }
+    let queued = started.elapsed();
+    until_async_within(Duration::from_secs(600), || async {
+        slack.messages("C0BENCH").len() >= n
+    })
+    .await;
+    let all = started.elapsed();
+    eprintln!(
+        "{n} sessions created in {queued:?}; all {n} links posted after {all:?}: {:.0} deliveries/s",
+        n as f64 / all.as_secs_f64()
+    );
+}

@@ -200,6 +200,72 @@ async fn a_replica_killed_mid_backlog_loses_no_event() {
     assert!(receiver.log().iter().all(|r| r.verified == [true]));
 }
 
+/// The same with chat-channel deliveries: 300 sessions whose links go to a Matrix room (a real
+/// Synapse), and A killed while they are being posted. Every link reaches the room, and none
+/// twice: what A had sent without recording it is sent again by B with the same txnId, which
+/// the homeserver recognises.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replica_killed_mid_channel_backlog_posts_every_link_once() {
+    let synapse = crate::synapse::Synapse::shared();
+    let bot = synapse.register("crash-bot").await;
+    let owner = synapse.register("crash-owner").await;
+    let room = synapse.create_room(&owner).await;
+    synapse.invite_and_join(&room, &owner, &bot).await;
+    let receiver = Receiver::spawn().await;
+    let mut r = Replicas::start(&receiver).await;
+    let put = r
+        .call(
+            reqwest::Method::PUT,
+            "/v1/bots/acme/channels/mx",
+            Some(json!({"type": "matrix", "homeserver_url": synapse.base_url, "access_token": bot.access_token})),
+        )
+        .await;
+    assert_eq!(put.status(), StatusCode::CREATED);
+    let mut links = Vec::new();
+    for chunk in (0..300).collect::<Vec<_>>().chunks(50) {
+        let created = join_all(chunk.iter().map(|i| {
+            r.call(
+                reqwest::Method::POST,
+                "/v1/bots/acme/auth-sessions",
+                Some(json!({"integration": "crm", "user_id": format!("m{i}"), "channel": {"name": "mx", "to": room}})),
+            )
+        }))
+        .await;
+        for c in created {
+            assert_eq!(c.status(), StatusCode::CREATED);
+            let v: Value = c.json().await.unwrap();
+            links.push(v["link"].as_str().unwrap().to_owned());
+        }
+    }
+    let posted = || async {
+        let bodies: Vec<String> = synapse
+            .messages(&owner, &room)
+            .await
+            .into_iter()
+            .filter(|e| e["content"]["msgtype"] == "m.notice")
+            .map(|e| e["content"]["body"].as_str().unwrap_or("").to_owned())
+            .collect();
+        bodies
+    };
+    crate::helpers::until_async_within(Duration::from_secs(30), || async {
+        posted().await.len() >= 30
+    })
+    .await;
+    r.a.child.kill().unwrap(); // SIGKILL
+    r.a.child.wait().unwrap();
+    assert!(posted().await.len() < 300, "the kill happened mid-backlog");
+    crate::helpers::until_async_within(Duration::from_secs(90), || async {
+        posted().await.len() >= 300
+    })
+    .await;
+    let bodies = posted().await;
+    for link in &links {
+        let n = bodies.iter().filter(|b| b.ends_with(link.as_str())).count();
+        assert_eq!(n, 1, "{link} posted {n} times");
+    }
+    assert_eq!(bodies.len(), 300, "nothing else, nothing twice");
+}
+
 /// SIGTERM under load: replica A stops accepting, answers everything it accepted, and exits 0
 /// by itself; clients see nothing worse than refused connections once it has closed, and every
 /// event queued through A arrives (sent by A before it exits, or by B).
