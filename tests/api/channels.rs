@@ -1139,14 +1139,12 @@ async fn measure_channel_deliveries() {
     .await;
     let started = std::time::Instant::now();
     for chunk in (0..n).collect::<Vec<_>>().chunks(100) {
-        futures_util::future::join_all(chunk.iter().map(|i| {
-            session_to(
-                &app,
-                &key,
-                &format!("b{i}"),
-                json!({"name": "slack", "to": "C0BENCH"}),
-            )
-        }))
+        let users: Vec<String> = chunk.iter().map(|i| format!("b{i}")).collect();
+        futures_util::future::join_all(
+            users
+                .iter()
+                .map(|u| session_to(&app, &key, u, json!({"name": "slack", "to": "C0BENCH"}))),
+        )
         .await;
     }
     let queued = started.elapsed();
