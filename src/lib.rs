@@ -9,12 +9,15 @@
 //! ③ `routes::callback` — the provider redirects back; the state is verified before any store
 //!    access, the attempt is consumed once, the code is exchanged (`oauth`), and the grant, the
 //!    new status and the resume event are written in one atomic store operation.
-//! ④ `store` — the outbox that the event lands in (delivery is `webhook`'s job).
-//! ⑤ `routes::sessions` long-poll / status — the dialog engine resumes.
+//! ④ `store` — the outbox that the event lands in; `outbox` — the worker that takes it out and
+//!    hands it to its edge: `webhook` (a signed POST) or `channel` (the link posted into the
+//!    conversation, and the message updated when the session settles).
+//! ⑤ `routes::sessions` long-poll / status — the dialog engine resumes; `refresh` — working
+//!    tokens, refreshed once per lifetime.
 //!
-//! Around the flow: `config` (settings), `crypto` (signing and encryption keys), `domain` (pure
-//! types), `store` (the only code that knows Redis), `startup` (the `Application`), `error`
-//! (the one HTTP error mapping).
+//! Around the flow: `flow` (the state every edge works with), `config` (settings), `crypto`
+//! (signing and encryption keys), `domain` (pure types), `store` (the only code that knows
+//! Redis), `startup` (the `Application`), `error` (the one HTTP error mapping).
 
 pub mod channel;
 pub mod clock;
