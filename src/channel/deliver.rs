@@ -111,11 +111,11 @@ impl ChannelSender {
                         .unwrap_or_default()
                 ),
             };
-            return self.failed(item, session, error, now).await;
+            return self.failed(item, session, "unknown", error, now).await;
         }
-        let channel = match self.open(session).await? {
-            Ok(channel) => channel,
-            Err(error) => return self.failed(item, session, error, now).await,
+        let (kind, channel) = match self.open(session).await? {
+            Ok(opened) => opened,
+            Err(error) => return self.failed(item, session, "unknown", error, now).await,
         };
         let bot_name = match self.store.get_bot(&spec.bot).await? {
             Some(bot) => bot.name.clone(),
@@ -131,7 +131,6 @@ impl ChannelSender {
         let key = format!("authlink-{}-send", spec.id);
         let started = std::time::Instant::now();
         let result = channel.send(target, &message, &key).await;
-        let kind = self.kind_of(session).await;
         metrics::histogram!("authlink_channel_request_seconds", "type" => kind)
             .record(started.elapsed().as_secs_f64());
         match result {
@@ -150,12 +149,13 @@ impl ChannelSender {
                 Ok(Attempt::Delivered)
             }
             Err(ChannelError::Permanent { code, description }) => {
-                self.failed(item, session, DeliveryError { code, description }, now)
-                    .await
+                let error = DeliveryError { code, description };
+                self.failed(item, session, kind, error, now).await
             }
             Err(ChannelError::Retry { code, retry_after }) => {
                 metrics::counter!("authlink_channel_deliveries_total", "type" => kind, "action" => "send", "outcome" => "retry").increment(1);
-                self.again(item, session, code, retry_after, now).await
+                self.again(item, session, kind, code, retry_after, now)
+                    .await
             }
         }
     }
@@ -165,6 +165,7 @@ impl ChannelSender {
         &self,
         item: &Delivery,
         session: &Session,
+        kind: &'static str,
         error: DeliveryError,
         now: OffsetDateTime,
     ) -> Result<Attempt, StoreError> {
@@ -173,7 +174,6 @@ impl ChannelSender {
             return Ok(Attempt::Delivered);
         };
         tracing::warn!(session_id = %spec.id, channel = %target.name, code = %error.code, "auth link delivery failed");
-        let kind = self.kind_of(session).await;
         metrics::counter!("authlink_channel_deliveries_total", "type" => kind, "action" => "send", "outcome" => "failed").increment(1);
         let state = ChannelDelivery {
             status: DeliveryStatus::Failed,
@@ -193,6 +193,7 @@ impl ChannelSender {
         &self,
         item: &Delivery,
         session: &Session,
+        kind: &'static str,
         code: String,
         retry_after: Option<Duration>,
         now: OffsetDateTime,
@@ -202,7 +203,7 @@ impl ChannelSender {
                 description: format!("still failing after {} attempts", item.failures + 1),
                 code,
             };
-            return self.failed(item, session, error, now).await;
+            return self.failed(item, session, kind, error, now).await;
         };
         tracing::info!(session_id = %session.spec.id, code = %code, attempt = item.failures + 1, "channel delivery will be retried");
         Ok(Attempt::Failed {
@@ -233,8 +234,8 @@ impl ChannelSender {
             }
             _ => return Ok(Attempt::Delivered),
         };
-        let channel = match self.open(session).await? {
-            Ok(channel) => channel,
+        let (kind, channel) = match self.open(session).await? {
+            Ok(opened) => opened,
             Err(_) => return Ok(Attempt::Delivered),
         };
         let identity = match session.status {
@@ -247,7 +248,6 @@ impl ChannelSender {
         };
         let text = settled_text(session, identity.as_ref());
         let key = format!("authlink-{}-update", spec.id);
-        let kind = self.kind_of(session).await;
         match channel.update(target, &message_ref, &text, &key).await {
             Ok(changed) => {
                 let state = ChannelDelivery {
@@ -278,21 +278,11 @@ impl ChannelSender {
         }
     }
 
-    async fn kind_of(&self, session: &Session) -> &'static str {
-        match session.spec.channel.as_ref() {
-            Some(t) => match self.store.get_channel(&session.spec.bot, &t.name).await {
-                Ok(Some(c)) => c.settings.kind().as_str(),
-                _ => "unknown",
-            },
-            None => "unknown",
-        }
-    }
-
     /// The session's channel, ready to post; or why it cannot be used.
     async fn open(
         &self,
         session: &Session,
-    ) -> Result<Result<Box<dyn Channel + '_>, DeliveryError>, StoreError> {
+    ) -> Result<Result<(&'static str, Box<dyn Channel + '_>), DeliveryError>, StoreError> {
         let spec = &session.spec;
         let Some(target) = spec.channel.as_ref() else {
             return Ok(Err(DeliveryError {
@@ -328,7 +318,8 @@ impl ChannelSender {
                     .into(),
             }));
         };
-        Ok(Ok(self.adapter(config, secret, session)))
+        let kind = config.settings.kind().as_str();
+        Ok(Ok((kind, self.adapter(config, secret, session))))
     }
 
     fn adapter(

@@ -74,18 +74,6 @@ async fn delivery(app: &TestApp, key: &str, id: &str, updated: bool) -> Value {
     app.session(key, "acme", id, None).await.1["delivery"].clone()
 }
 
-async fn cancel(app: &TestApp, key: &str, id: &str) {
-    let r = app
-        .call(
-            Method::DELETE,
-            &format!("/v1/bots/acme/auth-sessions/{id}"),
-            key,
-            None,
-        )
-        .await;
-    assert_eq!(r.status(), StatusCode::OK);
-}
-
 #[tokio::test]
 async fn channels_are_validated_and_their_secrets_are_write_only_sealed_and_admin_only() {
     let app = spawn_app().await;
@@ -450,7 +438,7 @@ async fn slack_ephemeral_messages_go_to_one_user_and_are_left_alone_on_settle() 
     let m = &slack.messages("C0SHARED")[0];
     assert!(m.ephemeral);
     assert_eq!(m.user.as_deref(), Some("U0BOB"));
-    cancel(&app, &key, id).await;
+    crate::helpers::cancel(&app, &key, id).await;
     // The update item runs, finds an ephemeral (which Slack cannot change), and is done.
     until_async_within(Duration::from_secs(10), || async {
         app.store.backlog().await.unwrap() == 0
@@ -574,7 +562,7 @@ async fn teams_posts_an_adaptive_card_with_a_cached_token_refreshes_it_on_401_an
     );
     assert_eq!(teams.token_requests().len(), 2);
 
-    cancel(&app, &key, id).await;
+    crate::helpers::cancel(&app, &key, id).await;
     assert_eq!(delivery(&app, &key, id, true).await["updated"], true);
     let updated = teams
         .activities("a:1conv")
@@ -666,7 +654,7 @@ async fn whatsapp_sends_a_cta_url_inside_the_window_and_the_template_outside_it(
     assert!(link.ends_with(suffix.as_str().unwrap()));
 
     // WhatsApp cannot edit: the settled session changes nothing there.
-    cancel(&app, &key, id).await;
+    crate::helpers::cancel(&app, &key, id).await;
     until_async_within(Duration::from_secs(10), || async {
         app.store.backlog().await.unwrap() == 0
     })
@@ -700,7 +688,7 @@ async fn a_webhook_gateway_gets_signed_issued_and_updated_events_and_webchat_nee
     let data = &issued[0].body["data"];
     assert_eq!(data["message"]["button"]["url"], s["link"]);
     assert_eq!(data["channel"]["to"], "room-7");
-    cancel(&app, &key, id).await;
+    crate::helpers::cancel(&app, &key, id).await;
     let both = gateway.wait_for(id, 2).await;
     assert_eq!(both[1].kind, "auth_link.updated");
     assert_eq!(both[1].body["data"]["status"], "cancelled");

@@ -639,6 +639,19 @@ pub fn on(base: &str, url: &Url) -> String {
 }
 
 /// Wait until `cond` holds (polling; gives up after 10 s so a broken test fails, not hangs).
+/// Cancel a session of bot `acme` (asserting 200).
+pub async fn cancel(app: &TestApp, key: &str, id: &str) {
+    let r = app
+        .call(
+            reqwest::Method::DELETE,
+            &format!("/v1/bots/acme/auth-sessions/{id}"),
+            key,
+            None,
+        )
+        .await;
+    assert_eq!(r.status(), StatusCode::OK);
+}
+
 pub async fn until(mut cond: impl FnMut() -> bool) {
     for _ in 0..1000 {
         if cond() {

@@ -977,6 +977,138 @@ async fn leases_are_renewed_while_held_and_end_with_the_work(store: &dyn Store) 
 }
 contract!(leases_are_renewed_while_held_and_end_with_the_work);
 
+/// A session whose link goes to a chat channel: its delivery record and the item that posts it
+/// are written with it; recording the outcome replaces the record, queues the follow-up event
+/// and retires the item in one step; the settling transition queues the update item with the
+/// webhook event.
+async fn channel_items_are_written_with_the_session_and_recorded_when_done(store: &dyn Store) {
+    use authlink::domain::channel::{ChannelDelivery, ChannelName, ChannelTarget, DeliveryStatus};
+    use authlink::domain::event::ChannelJob;
+    let now = now();
+    let mut s = session("chan", now);
+    let name = ChannelName::parse("slack").unwrap();
+    s.spec.channel = Some(ChannelTarget {
+        name: name.clone(),
+        to: Some("C1".into()),
+        thread: None,
+        user: None,
+    });
+    let fresh = ChannelDelivery::queued(name.clone());
+    let send = Event::for_channel(&s, ChannelJob::Send, now).unwrap();
+    let outcome = store
+        .create_session(NewSession {
+            session: &s,
+            idempotency: None,
+            retention: Duration::from_secs(60),
+            unless_authorized_by: Some("salesforce"),
+            delivery: Some((&fresh, &send)),
+        })
+        .await
+        .unwrap();
+    assert!(matches!(outcome, CreateOutcome::Created));
+    assert_eq!(store.get_delivery(s.spec.id).await.unwrap(), Some(fresh));
+    let p = s.spec.id.partition();
+    let items = store
+        .claim_deliveries(p, now, Duration::from_secs(30), 10)
+        .await
+        .unwrap();
+    assert_eq!(items.len(), 1);
+    assert_eq!(items[0].event.channel, Some(ChannelJob::Send));
+    assert_eq!(items[0].event.webhook_url, None, "never sent to a webhook");
+
+    let sent = ChannelDelivery {
+        status: DeliveryStatus::Sent,
+        message_ref: Some("C1:1.2".into()),
+        ..ChannelDelivery::queued(name.clone())
+    };
+    let delivered = Event::for_delivery(&s, "auth_link.delivered", &sent, now);
+    store
+        .record_delivery(&items[0], s.spec.id, &sent, Some(&delivered), now)
+        .await
+        .unwrap();
+    assert_eq!(store.get_delivery(s.spec.id).await.unwrap(), Some(sent));
+    let later = now + time::Duration::seconds(60);
+    let next = store
+        .claim_deliveries(p, later, Duration::from_secs(30), 10)
+        .await
+        .unwrap();
+    assert_eq!(next.len(), 1, "the item is gone, the event queued");
+    assert_eq!(next[0].event, delivered);
+    store
+        .finish_delivery(&next[0], DeliveryOutcome::Delivered, later)
+        .await
+        .unwrap();
+
+    // Settling queues the webhook event and the update item together.
+    let mut cancelled = s.clone();
+    cancelled.status = Status::Cancelled;
+    let event = Event::for_session(&cancelled, None, now);
+    let update = Event::channel_update(&cancelled, now).unwrap();
+    store
+        .transition(Transition {
+            id: s.spec.id,
+            to: Status::Cancelled,
+            error: None,
+            write: SideWrite::None,
+            event: Some(&event),
+            channel_event: Some(&update),
+            now,
+        })
+        .await
+        .unwrap();
+    let kinds: Vec<String> = queued(store).await.into_iter().map(|e| e.kind).collect();
+    assert!(
+        kinds.contains(&"auth_session.cancelled".to_owned()),
+        "{kinds:?}"
+    );
+    assert!(kinds.contains(&"auth_link.update".to_owned()), "{kinds:?}");
+
+    // A session taken back (already authorized) leaves no item and no record behind.
+    let mut other = session("chan2", now);
+    other.spec.channel = s.spec.channel.clone();
+    let g = grant(&other, now);
+    let seed = session("chan2", now);
+    create(store, &seed).await;
+    let a = attempt(&seed, "a1", now);
+    move_to(
+        store,
+        &seed,
+        Status::InProgress,
+        SideWrite::Attempt(&a, now + time::Duration::minutes(5)),
+        None,
+        now,
+    )
+    .await
+    .unwrap();
+    move_to(
+        store,
+        &seed,
+        Status::Completed,
+        SideWrite::Grant(&g),
+        None,
+        now,
+    )
+    .await
+    .unwrap();
+    let before = queued(store).await.len();
+    let send2 = Event::for_channel(&other, ChannelJob::Send, now).unwrap();
+    let queued2 = ChannelDelivery::queued(name);
+    let outcome = store
+        .create_session(NewSession {
+            session: &other,
+            idempotency: None,
+            retention: Duration::from_secs(60),
+            unless_authorized_by: Some("salesforce"),
+            delivery: Some((&queued2, &send2)),
+        })
+        .await
+        .unwrap();
+    assert!(matches!(outcome, CreateOutcome::AlreadyAuthorized(_)));
+    assert_eq!(store.get_delivery(other.spec.id).await.unwrap(), None);
+    assert_eq!(queued(store).await.len(), before, "no link is posted");
+}
+contract!(channel_items_are_written_with_the_session_and_recorded_when_done);
+
 /// No deadline in `p` is due (or back from its lease) at `at`.
 async fn assert_nothing_claimable(store: &dyn Store, p: Partition, at: OffsetDateTime, why: &str) {
     let due = store

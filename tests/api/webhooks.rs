@@ -9,18 +9,6 @@ use serde_json::{Value, json};
 
 use crate::helpers::{Browser, Options, TestApp, spawn_app, spawn_with, until, until_async};
 
-async fn cancel(app: &TestApp, key: &str, id: &str) {
-    let r = app
-        .call(
-            Method::DELETE,
-            &format!("/v1/bots/acme/auth-sessions/{id}"),
-            key,
-            None,
-        )
-        .await;
-    assert_eq!(r.status(), StatusCode::OK);
-}
-
 #[tokio::test]
 async fn a_completed_session_is_delivered_signed_and_without_tokens() {
     let app = spawn_app().await;
@@ -74,7 +62,7 @@ async fn a_slow_delivery_keeps_its_lease_and_is_sent_once_across_replicas() {
     a.receiver.slow(Duration::from_millis(3500));
     let s = a.new_session(&key, "acme", "u1").await;
     let id = s["id"].as_str().unwrap();
-    cancel(&a, &key, id).await;
+    crate::helpers::cancel(&a, &key, id).await;
     let events = a.receiver.wait_for(id, 1).await;
     assert_eq!(events.len(), 1);
     assert_eq!(
@@ -92,7 +80,7 @@ async fn a_failing_receiver_gets_the_event_again_with_the_same_id() {
     app.receiver.answer(&[500, 503, 500]);
     let s = app.new_session(&key, "acme", "u1").await;
     let id = s["id"].as_str().unwrap();
-    cancel(&app, &key, id).await;
+    crate::helpers::cancel(&app, &key, id).await;
     let delivered = app.receiver.wait_for(id, 1).await;
     assert_eq!(delivered[0].kind, "auth_session.cancelled");
     let attempts: Vec<_> = app
@@ -118,7 +106,7 @@ async fn gone_disables_the_endpoint_and_never_2xx_becomes_a_replayable_dead_lett
     app.receiver.always(Some(500));
     let s = app.new_session(&key, "acme", "u1").await;
     let id = s["id"].as_str().unwrap();
-    cancel(&app, &key, id).await;
+    crate::helpers::cancel(&app, &key, id).await;
     let dead = until_dead(&app, 1).await;
     assert_eq!(dead[0]["session_id"], id);
     assert_eq!(dead[0]["attempts"], 4);
@@ -156,7 +144,7 @@ async fn gone_disables_the_endpoint_and_never_2xx_becomes_a_replayable_dead_lett
     // 410 Gone: dead at once, and the endpoint is disabled for the bot.
     app.receiver.answer(&[410]);
     let s2 = app.new_session(&key, "acme", "u2").await;
-    cancel(&app, &key, s2["id"].as_str().unwrap()).await;
+    crate::helpers::cancel(&app, &key, s2["id"].as_str().unwrap()).await;
     until_dead(&app, 1).await;
     let bot: Value = app
         .call(Method::GET, "/v1/bots/acme", &app.operator_key, None)
@@ -167,7 +155,7 @@ async fn gone_disables_the_endpoint_and_never_2xx_becomes_a_replayable_dead_lett
     assert_eq!(bot["disabled_webhooks"][0]["url"], app.receiver.url);
     let before = app.receiver.log().len();
     let s3 = app.new_session(&key, "acme", "u3").await;
-    cancel(&app, &key, s3["id"].as_str().unwrap()).await;
+    crate::helpers::cancel(&app, &key, s3["id"].as_str().unwrap()).await;
     let dead = until_dead(&app, 2).await;
     assert!(
         dead.iter()
@@ -181,7 +169,7 @@ async fn gone_disables_the_endpoint_and_never_2xx_becomes_a_replayable_dead_lett
     // Updating the bot re-enables it.
     app.put_bot("acme").await;
     let s4 = app.new_session(&key, "acme", "u4").await;
-    cancel(&app, &key, s4["id"].as_str().unwrap()).await;
+    crate::helpers::cancel(&app, &key, s4["id"].as_str().unwrap()).await;
     app.receiver.wait_for(s4["id"].as_str().unwrap(), 1).await;
 }
 
@@ -428,7 +416,7 @@ async fn metrics_count_deliveries() {
     let app = spawn_app().await;
     let key = app.setup_bot("acme").await;
     let s = app.new_session(&key, "acme", "u1").await;
-    cancel(&app, &key, s["id"].as_str().unwrap()).await;
+    crate::helpers::cancel(&app, &key, s["id"].as_str().unwrap()).await;
     app.receiver.wait_for(s["id"].as_str().unwrap(), 1).await;
     let text = app.metrics().await;
     assert!(text.contains("authlink_webhook_deliveries_total"), "{text}");
@@ -473,7 +461,7 @@ async fn a_stuck_endpoint_does_not_hold_up_other_bots() {
     // Ten events for the stuck endpoint first: more than all the replica's slots.
     for i in 0..10 {
         let s = app.new_session(&stuck_key, "acme", &format!("u{i}")).await;
-        cancel(&app, &stuck_key, s["id"].as_str().unwrap()).await;
+        crate::helpers::cancel(&app, &stuck_key, s["id"].as_str().unwrap()).await;
     }
     let s = app.new_session(&other_key, "other", "u1").await;
     let id = s["id"].as_str().unwrap();
