@@ -23,33 +23,9 @@ use crate::clock::Clock;
 use crate::config::Config;
 use crate::domain::BotId;
 use crate::domain::Partition;
+use crate::domain::attempt::Attempt;
 use crate::store::{Delivery, DeliveryOutcome, Held, Lease, Store};
 use crate::webhook::send::WebhookSender;
-
-/// How one attempt at an outbox item went, as its edge classified it.
-pub enum Attempt {
-    Delivered,
-    Failed {
-        error: String,
-        /// The other side asked for this much patience.
-        retry_after: Option<Duration>,
-        /// Will not work however often it is tried (410 Gone, a bot or chat that is gone, a
-        /// revoked token): no retries.
-        permanent: bool,
-    },
-}
-
-impl Attempt {
-    fn status_class(&self) -> &'static str {
-        match self {
-            Attempt::Delivered => "2xx",
-            Attempt::Failed { error, .. } if error.starts_with("endpoint answered 4") => "4xx",
-            Attempt::Failed { error, .. } if error.starts_with("endpoint answered 5") => "5xx",
-            Attempt::Failed { error, .. } if error.starts_with("endpoint answered") => "other",
-            Attempt::Failed { .. } => "error",
-        }
-    }
-}
 
 pub struct Dispatcher {
     store: Arc<dyn Store>,

@@ -18,12 +18,12 @@ use super::{Channel, ChannelError};
 use crate::clock::Clock;
 use crate::config::Config;
 use crate::domain::SessionId;
+use crate::domain::attempt::Attempt;
 use crate::domain::channel::{
     ChannelConfig, ChannelDelivery, ChannelSettings, DeliveryError, DeliveryStatus,
 };
 use crate::domain::event::{ChannelJob, Event};
 use crate::domain::session::{Session, Status};
-use crate::outbox::Attempt;
 use crate::store::{Delivery, Store, StoreError};
 
 /// Waits between attempts when the channel gave no signal of its own; after the last one the

@@ -38,8 +38,12 @@ pub fn check_target(to: &str, target: &ChannelTarget) -> Result<(), String> {
     Ok(())
 }
 
+/// Text and attribute values in `formatted_body`.
 fn html_escape(s: &str) -> String {
-    crate::routes::pages::esc(s)
+    s.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+        .replace('"', "&quot;")
 }
 
 impl Matrix {

@@ -1,6 +1,7 @@
 //! Pure types of the flow: identifiers parsed at the edge, the session and its status machine,
 //! the signed link, grants and events. No I/O here.
 
+pub mod attempt;
 pub mod bot;
 pub mod channel;
 pub mod event;

@@ -11,8 +11,8 @@ use super::{PublicOnlyResolver, names_private_host, sign};
 use crate::clock::Clock;
 use crate::config::{Config, WebhookConfig};
 use crate::domain::BotId;
+use crate::domain::attempt::Attempt;
 use crate::domain::bot::DisabledEndpoint;
-use crate::outbox::Attempt;
 use crate::store::{Delivery, Store, StoreError};
 
 /// The HTTP client for webhooks: no redirects, bounded time, and (in production) a resolver that

@@ -1146,3 +1146,45 @@ async fn measure_channel_deliveries() {
         n as f64 / all.as_secs_f64()
     );
 }
+
+/// A measurement aid, not a test: the time from session creation to the link message being
+/// readable in a Synapse room (median of 20). `cargo test --release --test api -- --ignored
+/// measure_matrix_latency --nocapture`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore]
+async fn measure_matrix_latency() {
+    let synapse = Synapse::shared();
+    let bot = synapse.register("bench-bot").await;
+    let owner = synapse.register("bench-owner").await;
+    let room = synapse.create_room(&owner).await;
+    synapse.invite_and_join(&room, &owner, &bot).await;
+    let app = spawn_app().await;
+    let key = app.setup_bot("acme").await;
+    created(&app, "mx", json!({"type": "matrix", "homeserver_url": synapse.base_url, "access_token": bot.access_token})).await;
+    let mut times = Vec::new();
+    for i in 0..20 {
+        let started = std::time::Instant::now();
+        let s = session_to(
+            &app,
+            &key,
+            &format!("lat{i}"),
+            json!({"name": "mx", "to": room}),
+        )
+        .await;
+        let link = s["link"].as_str().unwrap().to_owned();
+        until_async_within(Duration::from_secs(20), || async {
+            synapse.messages(&owner, &room).await.iter().any(|e| {
+                e["content"]["body"]
+                    .as_str()
+                    .is_some_and(|b| b.ends_with(&link))
+            })
+        })
+        .await;
+        times.push(started.elapsed());
+    }
+    times.sort();
+    eprintln!(
+        "session created → message readable in the Synapse room: median {:?}, min {:?}, max {:?}",
+        times[10], times[0], times[19]
+    );
+}
