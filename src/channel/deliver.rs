@@ -248,7 +248,16 @@ impl ChannelSender {
         };
         let text = settled_text(session, identity.as_ref());
         let key = format!("authlink-{}-update", spec.id);
-        match channel.update(target, &message_ref, &text, &key).await {
+        let reply_url = state.reply_sealed.as_deref().and_then(|sealed| {
+            let aad = ChannelDelivery::reply_aad(&spec.id);
+            let plain = self.config.encryption.open(&aad, sealed).ok()?;
+            String::from_utf8(plain).ok().map(SecretString::from)
+        });
+        let posted = super::Posted {
+            message_ref: &message_ref,
+            reply_url,
+        };
+        match channel.update(target, &posted, &text, &key).await {
             Ok(changed) => {
                 let state = ChannelDelivery {
                     updated: changed,

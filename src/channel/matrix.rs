@@ -11,7 +11,7 @@ use secrecy::{ExposeSecret, SecretString};
 use serde_json::{Value, json};
 use url::Url;
 
-use super::{Channel, ChannelError, LinkMessage, MessageRef, retry_after_header};
+use super::{Channel, ChannelError, LinkMessage, MessageRef, Posted, retry_after_header};
 use crate::domain::channel::ChannelTarget;
 
 pub struct Matrix {
@@ -130,10 +130,11 @@ impl Channel for Matrix {
     async fn update(
         &self,
         to: &ChannelTarget,
-        message: &MessageRef,
+        posted: &Posted<'_>,
         text: &str,
         key: &str,
     ) -> Result<bool, ChannelError> {
+        let message = posted.message_ref;
         let room = to.to.as_deref().unwrap_or_default();
         let content = json!({
             "msgtype": "m.notice",

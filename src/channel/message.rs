@@ -17,6 +17,8 @@ pub struct LinkMessage {
     /// The service, for headers and HTML.
     pub provider: String,
     pub lang: Lang,
+    /// The session, for channels whose clicks come back (a Slack button's `value`).
+    pub session: String,
 }
 
 impl LinkMessage {
@@ -41,6 +43,7 @@ impl LinkMessage {
             url,
             provider,
             lang,
+            session: session.spec.id.to_string(),
         }
     }
 
@@ -110,6 +113,7 @@ mod tests {
             url: String::new(),
             provider: String::new(),
             lang: Lang::Es,
+            session: String::new(),
         };
         assert_eq!(m.label_within(20), "Conectar Señorías C…");
         assert_eq!(m.label_within(20).chars().count(), 20);

@@ -61,6 +61,13 @@ impl ChannelError {
 /// A posted message, as its channel names it (for the later edit).
 pub type MessageRef = String;
 
+/// What an update knows about the posted message.
+pub struct Posted<'a> {
+    pub message_ref: &'a str,
+    /// Slack ephemerals: the `response_url` of the person's click, if there was one.
+    pub reply_url: Option<secrecy::SecretString>,
+}
+
 /// One configured channel, ready to post.
 #[async_trait]
 pub trait Channel: Send + Sync {
@@ -78,7 +85,7 @@ pub trait Channel: Send + Sync {
     async fn update(
         &self,
         to: &ChannelTarget,
-        message: &MessageRef,
+        message: &Posted<'_>,
         text: &str,
         key: &str,
     ) -> Result<bool, ChannelError>;

@@ -7,7 +7,7 @@ use secrecy::{ExposeSecret, SecretString};
 use serde_json::{Value, json};
 use url::Url;
 
-use super::{Channel, ChannelError, LinkMessage, MessageRef, retry_after_header};
+use super::{Channel, ChannelError, LinkMessage, MessageRef, Posted, retry_after_header};
 use crate::domain::channel::ChannelTarget;
 
 pub struct Slack {
@@ -112,6 +112,37 @@ impl Slack {
     }
 }
 
+impl Slack {
+    /// Replace an ephemeral message through its `response_url` (no token: the URL is the
+    /// capability; it lives 30 minutes).
+    async fn reply(&self, url: &SecretString, text: &str) -> Result<bool, ChannelError> {
+        let response = self
+            .http
+            .post(url.expose_secret())
+            .json(&json!({
+                "replace_original": true,
+                "text": text,
+                "blocks": [{"type": "section", "text": {"type": "mrkdwn", "text": escape(text)}}],
+            }))
+            .send()
+            .await
+            .map_err(|e| ChannelError::transport(&e.without_url()))?;
+        let status = response.status();
+        match status.as_u16() {
+            200..=299 => Ok(true),
+            429 | 500..=599 => Err(ChannelError::retry(
+                status.as_str(),
+                retry_after_header(response.headers()),
+            )),
+            // Expired (after 30 minutes) or used up: the message stays as it is.
+            _ => Err(ChannelError::permanent(
+                "response_url_refused",
+                format!("Slack answered {status}"),
+            )),
+        }
+    }
+}
+
 #[async_trait]
 impl Channel for Slack {
     async fn send(
@@ -133,6 +164,7 @@ impl Channel for Slack {
                     "style": "primary",
                     "text": {"type": "plain_text", "text": message.label_within(75)},
                     "url": message.url,
+                    "value": message.session,
                 }]},
             ],
         });
@@ -157,13 +189,17 @@ impl Channel for Slack {
     async fn update(
         &self,
         _to: &ChannelTarget,
-        message: &MessageRef,
+        posted: &Posted<'_>,
         text: &str,
         _key: &str,
     ) -> Result<bool, ChannelError> {
-        // Ephemerals can only be changed through an interaction's response_url.
+        let message = posted.message_ref;
         if message.starts_with("ephemeral:") {
-            return Ok(false);
+            // Ephemerals can only be changed through the response_url of the person's click.
+            return match &posted.reply_url {
+                Some(url) => self.reply(url, text).await,
+                None => Ok(false),
+            };
         }
         let Some((channel, ts)) = message.split_once(':') else {
             return Err(ChannelError::permanent("bad_message_ref", "not channel:ts"));
@@ -179,5 +215,125 @@ impl Channel for Slack {
         )
         .await?;
         Ok(true)
+    }
+}
+
+/// A person's click on a link button, as Slack reports it to the app's Interactivity Request
+/// URL: which session's button, who clicked, and the `response_url` that can replace the message.
+#[derive(Debug, PartialEq, Eq)]
+pub struct Click {
+    pub session: String,
+    pub user: String,
+    pub response_url: Url,
+}
+
+/// Slack's request signing: `X-Slack-Signature` is `v0=` + hex HMAC-SHA256 of
+/// `v0:{X-Slack-Request-Timestamp}:{body}` with the app's signing secret; requests older (or
+/// newer) than five minutes are refused, so a captured one cannot be replayed later.
+pub fn verify_request(
+    signing_secret: &str,
+    timestamp: &str,
+    signature: &str,
+    body: &[u8],
+    now_unix: i64,
+) -> bool {
+    use hmac::{Hmac, KeyInit, Mac};
+    let Ok(ts) = timestamp.parse::<i64>() else {
+        return false;
+    };
+    if (now_unix - ts).abs() > 300 {
+        return false;
+    }
+    let Some(given) = signature
+        .strip_prefix("v0=")
+        .and_then(|h| (h.len() == 64).then_some(h))
+        .and_then(|h| {
+            (0..32)
+                .map(|i| u8::from_str_radix(&h[2 * i..2 * i + 2], 16).ok())
+                .collect::<Option<Vec<u8>>>()
+        })
+    else {
+        return false;
+    };
+    let Ok(mut mac) = <Hmac<sha2::Sha256> as KeyInit>::new_from_slice(signing_secret.as_bytes())
+    else {
+        return false;
+    };
+    mac.update(b"v0:");
+    mac.update(timestamp.as_bytes());
+    mac.update(b":");
+    mac.update(body);
+    mac.verify_slice(&given).is_ok()
+}
+
+/// The click on an authlink button in a `block_actions` payload (form field `payload`), if the
+/// request is one.
+pub fn parse_click(form_body: &[u8]) -> Option<Click> {
+    let payload = url::form_urlencoded::parse(form_body)
+        .find(|(k, _)| k == "payload")
+        .map(|(_, v)| v.into_owned())?;
+    let payload: Value = serde_json::from_str(&payload).ok()?;
+    if payload["type"] != "block_actions" {
+        return None;
+    }
+    let action = payload["actions"]
+        .as_array()?
+        .iter()
+        .find(|a| a["action_id"] == "authlink_open")?;
+    Some(Click {
+        session: action["value"].as_str()?.to_owned(),
+        user: payload["user"]["id"].as_str()?.to_owned(),
+        response_url: payload["response_url"].as_str()?.parse().ok()?,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sign(secret: &str, ts: &str, body: &str) -> String {
+        use hmac::{Hmac, KeyInit, Mac};
+        let mut mac = <Hmac<sha2::Sha256> as KeyInit>::new_from_slice(secret.as_bytes()).unwrap();
+        mac.update(format!("v0:{ts}:{body}").as_bytes());
+        format!("v0={}", crate::crypto::hex(&mac.finalize().into_bytes()))
+    }
+
+    #[test]
+    fn requests_are_verified_by_signature_and_age() {
+        // Slack's documented example.
+        let secret = "8f742231b10e8888abcd99yyyzzz85a5";
+        let body = "token=xyzz0WbapA4vBCDEFasx0q6G&team_id=T1DC2JH3J&team_domain=testteamnow&channel_id=G8PSS9T3V&channel_name=foobar&user_id=U2CERLKJA&user_name=roadrunner&command=%2Fwebhook-collect&text=&response_url=https%3A%2F%2Fhooks.slack.com%2Fcommands%2FT1DC2JH3J%2F397700885554%2F96rGlfmibIGlgcZRskXaIFfN&trigger_id=398738663015.47445629121.803a0bc887a14d10d2c447fce8b6703c";
+        let sig = "v0=a2114d57b48eac39b9ad189dd8316235a7b4a8d21a10bd27519666489c69b503";
+        assert!(verify_request(
+            secret,
+            "1531420618",
+            sig,
+            body.as_bytes(),
+            1531420618
+        ));
+        assert!(
+            !verify_request(secret, "1531420618", sig, body.as_bytes(), 1531420618 + 301),
+            "too old"
+        );
+        assert!(!verify_request(
+            "other",
+            "1531420618",
+            sig,
+            body.as_bytes(),
+            1531420618
+        ));
+        assert!(
+            !verify_request(secret, "1531420619", sig, body.as_bytes(), 1531420618),
+            "timestamp is signed"
+        );
+        assert!(!verify_request(
+            secret,
+            "1531420618",
+            "v0=zz",
+            body.as_bytes(),
+            1531420618
+        ));
+        let mine = sign("s", "100", "payload=x");
+        assert!(verify_request("s", "100", &mine, b"payload=x", 100));
     }
 }

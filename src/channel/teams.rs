@@ -13,7 +13,7 @@ use secrecy::{ExposeSecret, SecretString};
 use serde_json::{Value, json};
 use url::Url;
 
-use super::{Channel, ChannelError, LinkMessage, MessageRef, retry_after_header};
+use super::{Channel, ChannelError, LinkMessage, MessageRef, Posted, retry_after_header};
 use crate::domain::channel::ChannelTarget;
 
 const SCOPE: &str = "https://api.botframework.com/.default";
@@ -203,10 +203,11 @@ impl Channel for Teams<'_> {
     async fn update(
         &self,
         _to: &ChannelTarget,
-        message: &MessageRef,
+        posted: &Posted<'_>,
         text: &str,
         _key: &str,
     ) -> Result<bool, ChannelError> {
+        let message = posted.message_ref;
         let Some((conversation, id)) = message.rsplit_once('|') else {
             return Err(ChannelError::permanent(
                 "bad_message_ref",

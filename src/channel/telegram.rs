@@ -10,7 +10,7 @@ use secrecy::{ExposeSecret, SecretString};
 use serde_json::{Value, json};
 use url::Url;
 
-use super::{Channel, ChannelError, LinkMessage, MessageRef, retry_after_header};
+use super::{Channel, ChannelError, LinkMessage, MessageRef, Posted, retry_after_header};
 use crate::domain::channel::ChannelTarget;
 
 pub struct Telegram {
@@ -146,10 +146,11 @@ impl Channel for Telegram {
     async fn update(
         &self,
         _to: &ChannelTarget,
-        message: &MessageRef,
+        posted: &Posted<'_>,
         text: &str,
         _key: &str,
     ) -> Result<bool, ChannelError> {
+        let message = posted.message_ref;
         let Some((chat, id)) = message
             .split_once(':')
             .and_then(|(c, m)| Some((c.parse::<i64>().ok()?, m.parse::<i64>().ok()?)))

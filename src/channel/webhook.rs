@@ -6,7 +6,7 @@ use async_trait::async_trait;
 use serde_json::json;
 use url::Url;
 
-use super::{Channel, ChannelError, LinkMessage, MessageRef, retry_after_header};
+use super::{Channel, ChannelError, LinkMessage, MessageRef, Posted, retry_after_header};
 use crate::clock::Clock;
 use crate::config::Config;
 use crate::domain::BotId;
@@ -108,10 +108,11 @@ impl Channel for Gateway<'_> {
     async fn update(
         &self,
         _to: &ChannelTarget,
-        message: &MessageRef,
+        posted: &Posted<'_>,
         text: &str,
         key: &str,
     ) -> Result<bool, ChannelError> {
+        let message = posted.message_ref;
         let mut data = self.about();
         data["message_ref"] = json!(message);
         data["status"] = json!(self.session.status);

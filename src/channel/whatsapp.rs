@@ -11,7 +11,7 @@ use secrecy::{ExposeSecret, SecretString};
 use serde_json::{Value, json};
 use url::Url;
 
-use super::{Channel, ChannelError, LinkMessage, MessageRef};
+use super::{Channel, ChannelError, LinkMessage, MessageRef, Posted};
 use crate::domain::channel::{ChannelTarget, WhatsappTemplate};
 
 pub struct Whatsapp {
@@ -156,7 +156,7 @@ impl Channel for Whatsapp {
     async fn update(
         &self,
         _to: &ChannelTarget,
-        _message: &MessageRef,
+        _posted: &Posted<'_>,
         _text: &str,
         _key: &str,
     ) -> Result<bool, ChannelError> {

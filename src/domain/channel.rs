@@ -131,6 +131,10 @@ pub struct ChannelConfig {
     pub settings: ChannelSettings,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub secret_sealed: Option<String>,
+    /// Slack: the app's signing secret, sealed, for verifying the clicks Slack sends back
+    /// (bound by [`ChannelConfig::signing_aad`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub signing_secret_sealed: Option<String>,
     #[serde(with = "crate::clock::rfc3339")]
     pub created_at: OffsetDateTime,
     #[serde(with = "crate::clock::rfc3339")]
@@ -140,6 +144,9 @@ pub struct ChannelConfig {
 impl ChannelConfig {
     pub fn secret_aad(bot: &BotId, name: &ChannelName) -> String {
         format!("channel|{bot}|{name}")
+    }
+    pub fn signing_aad(bot: &BotId, name: &ChannelName) -> String {
+        format!("channel-signing|{bot}|{name}")
     }
 }
 
@@ -190,6 +197,10 @@ pub struct ChannelDelivery {
     /// The message was changed to show how the session ended.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub updated: bool,
+    /// Slack ephemerals: the `response_url` of the person's click (the only way to change an
+    /// ephemeral message), sealed. Kept in the store, never shown ([`ChannelDelivery::public`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reply_sealed: Option<String>,
 }
 
 impl ChannelDelivery {
@@ -200,6 +211,20 @@ impl ChannelDelivery {
             message_ref: None,
             error: None,
             updated: false,
+            reply_sealed: None,
         }
+    }
+
+    /// What the API and webhooks show: the state without the sealed reply URL.
+    pub fn public(&self) -> Self {
+        Self {
+            reply_sealed: None,
+            ..self.clone()
+        }
+    }
+
+    /// Associated data binding a sealed reply URL to its session.
+    pub fn reply_aad(session: &super::SessionId) -> String {
+        format!("reply|{session}")
     }
 }

@@ -137,7 +137,7 @@ impl Event {
             "integration": spec.integration,
             "user_id": spec.subject,
             "conversation_id": spec.conversation_id,
-            "delivery": delivery,
+            "delivery": delivery.public(),
         });
         if let Some(ctx) = &spec.context {
             data["context"] = serde_json::from_str(ctx.get()).unwrap_or_default();

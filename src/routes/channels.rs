@@ -26,6 +26,11 @@ pub enum ChannelBody {
         /// `xoxb-…` (write-only).
         #[serde(default)]
         bot_token: Option<String>,
+        /// The app's signing secret (write-only): with it, point the Slack app's Interactivity
+        /// Request URL at `/channels/slack/{bot}/{name}/interactions`, and ephemeral link
+        /// messages are updated too (through the click's `response_url`).
+        #[serde(default)]
+        signing_secret: Option<String>,
         #[serde(default)]
         api_base_url: Option<Url>,
     },
@@ -123,22 +128,30 @@ fn token_like(field: &str, v: &str, max: usize) -> Result<(), ApiError> {
     Ok(())
 }
 
-/// The settings to store and the secret sent with them (if any), checked.
-fn settle(
-    state: &AppState,
-    body: ChannelBody,
-) -> Result<(ChannelSettings, Option<String>), ApiError> {
+/// What a channel body asks to store: the settings, and the secrets sent with them.
+struct Settled {
+    settings: ChannelSettings,
+    secret: Option<String>,
+    signing_secret: Option<String>,
+}
+
+/// The settings to store and the secrets sent with them (if any), checked.
+fn settle(state: &AppState, body: ChannelBody) -> Result<Settled, ApiError> {
     let url = |field: &str, v: Option<Url>, default: &str| -> Result<Url, ApiError> {
         let u = v.unwrap_or_else(|| default_url(default));
         check_url(state, field, &u)?;
         Ok(u)
     };
-    Ok(match body {
+    let mut signing_secret = None;
+    let (settings, secret) = match body {
         ChannelBody::Slack {
             bot_token,
+            signing_secret: signing,
             api_base_url,
         } => {
             check_secret("bot_token", &bot_token, 512)?;
+            check_secret("signing_secret", &signing, 256)?;
+            signing_secret = signing;
             if bot_token.as_deref().is_some_and(|t| !t.starts_with("xox")) {
                 return Err(ApiError::Invalid(
                     "bot_token must be a Slack token (xoxb-…)".into(),
@@ -256,14 +269,27 @@ fn settle(
             check_url(state, "url", &gateway)?;
             (ChannelSettings::Webhook { url: gateway }, None)
         }
+    };
+    Ok(Settled {
+        settings,
+        secret,
+        signing_secret,
     })
 }
 
-fn view(c: &ChannelConfig) -> Value {
+fn view(state: &AppState, c: &ChannelConfig) -> Value {
     let mut v = serde_json::to_value(&c.settings).unwrap_or_default();
     v["name"] = json!(c.name);
     if !matches!(c.settings, ChannelSettings::Webhook { .. }) {
         v["secret_set"] = json!(c.secret_sealed.is_some());
+    }
+    if let ChannelSettings::Slack { .. } = c.settings {
+        v["signing_secret_set"] = json!(c.signing_secret_sealed.is_some());
+        let base = state.config.public_url.as_str().trim_end_matches('/');
+        v["interactions_url"] = json!(format!(
+            "{base}/channels/slack/{}/{}/interactions",
+            c.bot, c.name
+        ));
     }
     v["created_at"] = json!(crate::clock::rfc3339::format(c.created_at));
     v["updated_at"] = json!(crate::clock::rfc3339::format(c.updated_at));
@@ -300,7 +326,11 @@ pub async fn put(
     }
     let body: ChannelBody = body.parse()?;
     bot_exists(&state, &bot).await?;
-    let (settings, secret) = settle(&state, body)?;
+    let Settled {
+        settings,
+        secret,
+        signing_secret,
+    } = settle(&state, body)?;
     let existing = state.store.get_channel(&bot, &name).await?;
     let aad = ChannelConfig::secret_aad(&bot, &name);
     let same_type = existing
@@ -322,12 +352,23 @@ pub async fn put(
             )));
         }
     };
+    let signing_secret_sealed = match (signing_secret, &existing) {
+        (Some(s), _) => Some(
+            state
+                .config
+                .encryption
+                .seal(&ChannelConfig::signing_aad(&bot, &name), s.as_bytes()),
+        ),
+        (None, Some(old)) if same_type => old.signing_secret_sealed.clone(),
+        (None, _) => None,
+    };
     let now = state.clock.now();
     let channel = ChannelConfig {
         bot,
         name,
         settings,
         secret_sealed,
+        signing_secret_sealed,
         created_at: existing.as_ref().map_or(now, |e| e.created_at),
         updated_at: now,
     };
@@ -337,7 +378,7 @@ pub async fn put(
     } else {
         StatusCode::CREATED
     };
-    Ok((status, Json(view(&channel))))
+    Ok((status, Json(view(&state, &channel))))
 }
 
 #[utoipa::path(operation_id = "channels_get", get, path = "/v1/bots/{bot}/channels/{name}", tag = "channels", summary = "Read a chat channel, without its secret (admin)", params(("bot" = String, Path), ("name" = String, Path)), responses((status = 200, description = "200: the channel"), (status = "4XX", description = "problem+json (RFC 9457)")), security(("bearer" = [])))]
@@ -354,7 +395,7 @@ pub async fn get(
         .get_channel(&bot, &name)
         .await?
         .ok_or(ApiError::NotFound("channel"))?;
-    Ok(Json(view(&c)))
+    Ok(Json(view(&state, &c)))
 }
 
 #[utoipa::path(operation_id = "channels_delete", delete, path = "/v1/bots/{bot}/channels/{name}", tag = "channels", summary = "Delete a chat channel (admin)", params(("bot" = String, Path), ("name" = String, Path)), responses((status = 204, description = "204: deleted"), (status = "4XX", description = "problem+json (RFC 9457)")), security(("bearer" = [])))]
@@ -379,6 +420,6 @@ pub async fn list(
     caller.admin(&bot)?;
     let channels = state.store.list_channels(&bot).await?;
     Ok(Json(
-        json!({"channels": channels.iter().map(view).collect::<Vec<_>>()}),
+        json!({"channels": channels.iter().map(|c| view(&state, c)).collect::<Vec<_>>()}),
     ))
 }

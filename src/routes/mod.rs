@@ -6,6 +6,7 @@ pub mod auth;
 pub mod callback;
 pub mod channels;
 pub mod health;
+pub mod interactions;
 pub mod link;
 mod observe;
 pub mod pages;
@@ -161,6 +162,7 @@ pub fn router(state: AppState) -> Router {
         .routes(routes!(admin::list_deliveries))
         .routes(routes!(admin::replay_delivery))
         .routes(routes!(channels::list))
+        .routes(routes!(interactions::slack))
         .routes(routes!(channels::put, channels::get, channels::delete))
         .routes(routes!(profiles::create, profiles::list))
         .routes(routes!(profiles::get, profiles::update, profiles::delete))

@@ -399,7 +399,11 @@ pub async fn respond(
 /// The session's channel delivery (no store access for sessions without one).
 async fn delivery_of(state: &AppState, s: &Session) -> Result<Option<ChannelDelivery>, ApiError> {
     match &s.spec.channel {
-        Some(t) if !t.name.is_webchat() => Ok(state.store.get_delivery(s.spec.id).await?),
+        Some(t) if !t.name.is_webchat() => Ok(state
+            .store
+            .get_delivery(s.spec.id)
+            .await?
+            .map(|d| d.public())),
         _ => Ok(None),
     }
 }

@@ -722,6 +722,21 @@ impl Store for MemoryStore {
             .map(|t| t.value.clone()))
     }
 
+    async fn put_delivery(
+        &self,
+        id: SessionId,
+        state: &ChannelDelivery,
+    ) -> Result<bool, StoreError> {
+        let mut d = self.data();
+        match d.delivery_states.get_mut(&id) {
+            Some(t) => {
+                t.value = state.clone();
+                Ok(true)
+            }
+            None => Ok(false),
+        }
+    }
+
     async fn record_delivery(
         &self,
         item: &Delivery,

@@ -302,6 +302,12 @@ pub trait Store: Send + Sync + 'static {
 
     /// A session's channel delivery record (`None`: the session has none, or is gone).
     async fn get_delivery(&self, id: SessionId) -> Result<Option<ChannelDelivery>, StoreError>;
+    /// Replace a session's delivery record if it has one (keeping its lifetime); `false`: none.
+    async fn put_delivery(
+        &self,
+        id: SessionId,
+        state: &ChannelDelivery,
+    ) -> Result<bool, StoreError>;
     /// A channel item of the outbox is done (sent, updated, or failed for good): record the
     /// session's delivery state, queue `event` (`auth_link.delivered` / `.delivery_failed`) and
     /// remove the item, in one atomic step. Always applied, like a delivered webhook.

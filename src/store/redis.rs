@@ -1446,6 +1446,22 @@ impl Store for RedisStore {
         raw.map(|r| from_json("delivery", &r)).transpose()
     }
 
+    async fn put_delivery(
+        &self,
+        id: SessionId,
+        state: &ChannelDelivery,
+    ) -> Result<bool, StoreError> {
+        let set: Option<String> = redis::cmd("SET")
+            .arg(self.delivery_key(id))
+            .arg(to_json(state))
+            .arg("XX")
+            .arg("KEEPTTL")
+            .query_async(&mut self.conn())
+            .await
+            .map_err(unavailable)?;
+        Ok(set.is_some())
+    }
+
     async fn record_delivery(
         &self,
         item: &Delivery,

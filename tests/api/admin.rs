@@ -460,6 +460,7 @@ async fn openapi_describes_every_route() {
         ("get", "/v1/bots/{bot}/webhook-deliveries"),
         ("post", "/v1/bots/{bot}/webhook-deliveries/{id}/replay"),
         ("get", "/v1/bots/{bot}/channels"),
+        ("post", "/channels/slack/{bot}/{name}/interactions"),
         ("put", "/v1/bots/{bot}/channels/{name}"),
         ("get", "/v1/bots/{bot}/channels/{name}"),
         ("delete", "/v1/bots/{bot}/channels/{name}"),

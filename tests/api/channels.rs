@@ -13,7 +13,7 @@ use crate::fakes::slack::SlackFake;
 use crate::fakes::teams::TeamsFake;
 use crate::fakes::telegram::TelegramFake;
 use crate::fakes::whatsapp::WhatsAppFake;
-use crate::helpers::{Browser, TestApp, spawn_app, until_async_within};
+use crate::helpers::{Browser, TestApp, cancel, spawn_app, until_async_within};
 use crate::receiver::Receiver;
 use crate::synapse::Synapse;
 use lossy::LossyProxy;
@@ -414,18 +414,28 @@ async fn a_permanent_channel_error_fails_the_delivery_at_once_but_not_the_sessio
     assert_eq!(d["error"]["code"], "token_revoked");
 }
 
+/// Ephemeral messages (`user`): only the person sees them, and Slack lets an app change them
+/// only through the `response_url` of that person's click — so with the app's signing secret
+/// configured, authlink takes the click at its Interactivity Request URL (signature checked) and
+/// updates the message on settle; without a click (or a secret), the message is left as it is.
 #[tokio::test]
-async fn slack_ephemeral_messages_go_to_one_user_and_are_left_alone_on_settle() {
+async fn slack_ephemerals_are_updated_through_the_clicks_response_url() {
+    const SIGNING: &str = "8f742231b10e8888abcd99yyyzzz85a5";
     let app = spawn_app().await;
     let key = app.setup_bot("acme").await;
     let slack = SlackFake::spawn(SLACK_TOKEN).await;
-    slack.add_channel("C0SHARED", &["U0BOB"]);
-    created(
-        &app,
-        "slack",
-        json!({"type": "slack", "bot_token": SLACK_TOKEN, "api_base_url": slack.api_base_url}),
-    )
-    .await;
+    slack.add_channel("C0SHARED", &["U0BOB", "U0EVE"]);
+    let r = put_channel(&app, "slack", json!({"type": "slack", "bot_token": SLACK_TOKEN, "signing_secret": SIGNING, "api_base_url": slack.api_base_url})).await;
+    assert_eq!(r.status(), StatusCode::CREATED);
+    let view: Value = r.json().await.unwrap();
+    assert_eq!(view["signing_secret_set"], true);
+    assert!(!view.to_string().contains(SIGNING));
+    let interactions = view["interactions_url"].as_str().unwrap().to_owned();
+    assert_eq!(
+        interactions,
+        app.url("/channels/slack/acme/slack/interactions")
+    );
+
     let s = session_to(
         &app,
         &key,
@@ -434,19 +444,73 @@ async fn slack_ephemeral_messages_go_to_one_user_and_are_left_alone_on_settle() 
     )
     .await;
     let id = s["id"].as_str().unwrap();
-    assert_eq!(delivery(&app, &key, id, false).await["status"], "sent");
-    let m = &slack.messages("C0SHARED")[0];
+    let d = delivery(&app, &key, id, false).await;
+    assert_eq!(d["status"], "sent");
+    let m = slack.messages("C0SHARED")[0].clone();
     assert!(m.ephemeral);
     assert_eq!(m.user.as_deref(), Some("U0BOB"));
-    crate::helpers::cancel(&app, &key, id).await;
-    // The update item runs, finds an ephemeral (which Slack cannot change), and is done.
+    // Forged (another secret) and other people's clicks change nothing.
+    assert_eq!(
+        slack
+            .click("C0SHARED", &m.ts, "U0BOB", &interactions, "not-the-secret")
+            .await,
+        StatusCode::UNAUTHORIZED
+    );
+    assert_eq!(
+        slack
+            .click("C0SHARED", &m.ts, "U0EVE", &interactions, SIGNING)
+            .await,
+        StatusCode::OK
+    );
+    let other = session_to(
+        &app,
+        &key,
+        "eve",
+        json!({"name": "slack", "to": "C0SHARED", "user": "U0EVE"}),
+    )
+    .await;
+    let other_id = other["id"].as_str().unwrap();
+    assert_eq!(
+        delivery(&app, &key, other_id, false).await["status"],
+        "sent"
+    );
+    // Bob clicks: the reply URL is kept (sealed, never shown).
+    assert_eq!(
+        slack
+            .click("C0SHARED", &m.ts, "U0BOB", &interactions, SIGNING)
+            .await,
+        StatusCode::OK
+    );
+    let (_, view) = app.session(&key, "acme", id, None).await;
+    assert!(view["delivery"].get("reply_sealed").is_none());
+    cancel(&app, &key, id).await;
+    assert_eq!(delivery(&app, &key, id, true).await["updated"], true);
+    let m = slack
+        .messages("C0SHARED")
+        .into_iter()
+        .find(|x| x.ts == m.ts)
+        .unwrap();
+    assert_eq!(m.text.as_deref(), Some("Cancelled."));
+    assert!(!m.blocks.unwrap().to_string().contains("button"));
+    // Eve never clicked: her ephemeral stays as it was.
+    cancel(&app, &key, other_id).await;
     until_async_within(Duration::from_secs(10), || async {
         app.store.backlog().await.unwrap() == 0
     })
     .await;
+    let (_, view) = app.session(&key, "acme", other_id, None).await;
+    assert_eq!(view["delivery"]["updated"], Value::Null);
     assert!(slack.requests().iter().all(|r| r.method != "chat.update"));
-    let (_, s) = app.session(&key, "acme", id, None).await;
-    assert_eq!(s["delivery"]["updated"], Value::Null);
+    for (k, v) in app.redis_dump() {
+        assert!(
+            !v.contains(SIGNING),
+            "the signing secret is readable in {k}"
+        );
+        assert!(
+            !v.contains("/actions/"),
+            "a response_url is readable in {k}"
+        );
+    }
 }
 
 #[tokio::test]
@@ -562,7 +626,7 @@ async fn teams_posts_an_adaptive_card_with_a_cached_token_refreshes_it_on_401_an
     );
     assert_eq!(teams.token_requests().len(), 2);
 
-    crate::helpers::cancel(&app, &key, id).await;
+    cancel(&app, &key, id).await;
     assert_eq!(delivery(&app, &key, id, true).await["updated"], true);
     let updated = teams
         .activities("a:1conv")
@@ -654,7 +718,7 @@ async fn whatsapp_sends_a_cta_url_inside_the_window_and_the_template_outside_it(
     assert!(link.ends_with(suffix.as_str().unwrap()));
 
     // WhatsApp cannot edit: the settled session changes nothing there.
-    crate::helpers::cancel(&app, &key, id).await;
+    cancel(&app, &key, id).await;
     until_async_within(Duration::from_secs(10), || async {
         app.store.backlog().await.unwrap() == 0
     })
@@ -688,7 +752,7 @@ async fn a_webhook_gateway_gets_signed_issued_and_updated_events_and_webchat_nee
     let data = &issued[0].body["data"];
     assert_eq!(data["message"]["button"]["url"], s["link"]);
     assert_eq!(data["channel"]["to"], "room-7");
-    crate::helpers::cancel(&app, &key, id).await;
+    cancel(&app, &key, id).await;
     let both = gateway.wait_for(id, 2).await;
     assert_eq!(both[1].kind, "auth_link.updated");
     assert_eq!(both[1].body["data"]["status"], "cancelled");

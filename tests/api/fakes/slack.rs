@@ -118,6 +118,8 @@ struct Channel {
 }
 
 struct SlackState {
+    /// `response_url` tokens handed out with clicks → (channel, ts) of their message.
+    response_urls: HashMap<String, (String, String)>,
     channels: HashMap<String, Channel>,
     /// Every live message, in posting order.
     messages: Vec<SlackMessage>,
@@ -165,6 +167,7 @@ impl SlackFake {
         let inner = Arc::new(Inner {
             bot_token: bot_token.to_owned(),
             state: Mutex::new(SlackState {
+                response_urls: HashMap::new(),
                 channels: HashMap::new(),
                 messages: Vec::new(),
                 ts_base: unix_now(),
@@ -176,6 +179,7 @@ impl SlackFake {
         });
         let app = Router::new()
             .route("/api/{method}", post(api))
+            .route("/actions/{token}", post(response_url))
             .with_state(inner.clone());
         let base_url = serve(app, "Slack").await;
         SlackFake {
@@ -183,6 +187,72 @@ impl SlackFake {
             base_url,
             inner,
         }
+    }
+
+    /// The person `user` clicks the link button of the message `ts` in `channel`: like Slack,
+    /// the fake sends the app's Interactivity Request URL a signed (`v0`, the app's signing
+    /// secret) `block_actions` payload whose `response_url` (good for replacing the message, as
+    /// for ephemerals) points back at the fake. Returns what the Request URL answered.
+    pub async fn click(
+        &self,
+        channel: &str,
+        ts: &str,
+        user: &str,
+        request_url: &str,
+        signing_secret: &str,
+    ) -> reqwest::StatusCode {
+        let (message, token) = {
+            let mut st = lock(&self.inner.state);
+            let m = st
+                .messages
+                .iter()
+                .find(|m| m.channel == channel && m.ts == ts)
+                .cloned()
+                .expect("a posted message");
+            let token = super::random_alphanumeric(24);
+            st.response_urls
+                .insert(token.clone(), (channel.to_owned(), ts.to_owned()));
+            (m, token)
+        };
+        let button = message
+            .blocks
+            .as_ref()
+            .and_then(|b| b.as_array())
+            .and_then(|b| b.iter().find(|b| b["type"] == "actions"))
+            .map(|a| a["elements"][0].clone())
+            .unwrap_or(Value::Null);
+        let payload = json!({
+            "type": "block_actions",
+            "user": {"id": user},
+            "team": {"id": TEAM_ID},
+            "channel": {"id": channel},
+            "container": {"type": "message", "message_ts": ts, "channel_id": channel, "is_ephemeral": message.ephemeral},
+            "actions": [{
+                "type": "button",
+                "action_id": button["action_id"],
+                "block_id": "authlink",
+                "value": button["value"],
+                "action_ts": "1700000000.000001",
+            }],
+            "response_url": format!("{}/actions/{token}", self.base_url),
+        });
+        let body: String = url::form_urlencoded::Serializer::new(String::new())
+            .append_pair("payload", &payload.to_string())
+            .finish();
+        let ts_now = unix_now().to_string();
+        reqwest::Client::new()
+            .post(request_url)
+            .header("content-type", "application/x-www-form-urlencoded")
+            .header("x-slack-request-timestamp", &ts_now)
+            .header(
+                "x-slack-signature",
+                signature(signing_secret, &ts_now, &body),
+            )
+            .body(body)
+            .send()
+            .await
+            .unwrap()
+            .status()
     }
 
     /// A channel (or DM, `D…`) the bot is a member of, with these human members.
@@ -1077,4 +1147,58 @@ mod tests {
             ]
         );
     }
+}
+
+/// Slack's request signature: `v0=` + hex HMAC-SHA256 of `v0:{timestamp}:{body}`.
+pub fn signature(signing_secret: &str, timestamp: &str, body: &str) -> String {
+    use hmac::{Hmac, KeyInit, Mac};
+    let mut mac =
+        <Hmac<sha2::Sha256> as KeyInit>::new_from_slice(signing_secret.as_bytes()).unwrap();
+    mac.update(format!("v0:{timestamp}:{body}").as_bytes());
+    let hex: String = mac
+        .finalize()
+        .into_bytes()
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    format!("v0={hex}")
+}
+
+/// A click's `response_url`: `{"replace_original": true, text, blocks}` replaces the message
+/// (ephemerals included), `{"delete_original": true}` removes it; unknown tokens are 404.
+async fn response_url(
+    State(inner): State<Arc<Inner>>,
+    Path(token): Path<String>,
+    body: Bytes,
+) -> Response {
+    let mut st = lock(&inner.state);
+    let Some((channel, ts)) = st.response_urls.get(&token).cloned() else {
+        return (StatusCode::NOT_FOUND, "no such response_url").into_response();
+    };
+    let Ok(body) = serde_json::from_slice::<Value>(&body) else {
+        return (StatusCode::BAD_REQUEST, "invalid_payload").into_response();
+    };
+    if body["delete_original"] == true {
+        st.messages
+            .retain(|m| !(m.channel == channel && m.ts == ts));
+        return (StatusCode::OK, "ok").into_response();
+    }
+    if body["replace_original"] != true {
+        return (
+            StatusCode::BAD_REQUEST,
+            "only replace_original or delete_original here",
+        )
+            .into_response();
+    }
+    let Some(m) = st
+        .messages
+        .iter_mut()
+        .find(|m| m.channel == channel && m.ts == ts)
+    else {
+        return (StatusCode::NOT_FOUND, "message gone").into_response();
+    };
+    m.text = body["text"].as_str().map(str::to_owned);
+    m.blocks = body.get("blocks").cloned();
+    m.updates += 1;
+    (StatusCode::OK, "ok").into_response()
 }
