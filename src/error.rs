@@ -98,35 +98,57 @@ impl From<TransitionError> for ApiError {
     }
 }
 
+/// A problem of `status` with a `code` outside the `ApiError` table, and RFC 9457 extension
+/// members (e.g. the pending session and MCP payloads of `authorization_required`).
+pub fn problem(
+    status: StatusCode,
+    code: &str,
+    detail: &str,
+    extensions: serde_json::Map<String, serde_json::Value>,
+) -> Response {
+    let mut body = problem_body(status, code, detail);
+    if let serde_json::Value::Object(map) = &mut body {
+        map.extend(extensions);
+    }
+    problem_response(status, body)
+}
+
+fn problem_body(status: StatusCode, code: &str, detail: &str) -> serde_json::Value {
+    json!({
+        "type": format!("https://authlink.dev/problems/{code}"),
+        "title": status.canonical_reason().unwrap_or("error"),
+        "status": status.as_u16(),
+        "code": code,
+        "detail": detail,
+    })
+}
+
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let (status, code) = self.parts();
         if let ApiError::Internal(cause) = &self {
             tracing::error!(error = ?cause, "internal error");
         }
-        let body = json!({
-            "type": format!("https://authlink.dev/problems/{code}"),
-            "title": status.canonical_reason().unwrap_or("error"),
-            "status": status.as_u16(),
-            "code": code,
-            "detail": self.to_string(),
-        });
-        let mut resp = (status, Json(body)).into_response();
-        let headers = resp.headers_mut();
-        headers.insert(
-            header::CONTENT_TYPE,
-            HeaderValue::from_static("application/problem+json"),
-        );
-        headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
-        if status == StatusCode::SERVICE_UNAVAILABLE {
-            headers.insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
-        }
-        if status == StatusCode::UNAUTHORIZED {
-            headers.insert(
-                header::WWW_AUTHENTICATE,
-                HeaderValue::from_static("Bearer realm=\"authlink\""),
-            );
-        }
-        resp
+        problem_response(status, problem_body(status, code, &self.to_string()))
     }
+}
+
+fn problem_response(status: StatusCode, body: serde_json::Value) -> Response {
+    let mut resp = (status, Json(body)).into_response();
+    let headers = resp.headers_mut();
+    headers.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/problem+json"),
+    );
+    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    if status == StatusCode::SERVICE_UNAVAILABLE {
+        headers.insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+    }
+    if status == StatusCode::UNAUTHORIZED {
+        headers.insert(
+            header::WWW_AUTHENTICATE,
+            HeaderValue::from_static("Bearer realm=\"authlink\""),
+        );
+    }
+    resp
 }

@@ -2,6 +2,7 @@
 //! background workers all work with, and the flow steps more than one edge needs (which app an
 //! integration uses).
 
+pub mod agent;
 pub mod provider;
 
 use std::sync::Arc;

@@ -112,7 +112,80 @@ pub async fn create(
 ) -> Result<Response, ApiError> {
     caller.runtime(&bot_id(&bot)?)?;
     let req: CreateBody = body.parse()?;
-    let (bot, integration) = bot_and_integration(&state, &caller, &bot, &req.integration).await?;
+    let force = req.force;
+    let (bot, _, session) = new_session(&state, &caller, &bot, req).await?;
+    let now = session.updated_at;
+    let idempotency = idempotency(idempotency_key, &body.bytes, state.config.idempotency_ttl)?;
+    let (outcome, queued) = store_session(&state, &session, idempotency.as_ref(), force).await?;
+    match outcome {
+        CreateOutcome::Created => {
+            let webchat = webchat_message(&state, &session, &bot.name, now);
+            let view = SessionView {
+                delivery: queued.as_ref(),
+                webchat: webchat.as_ref(),
+                ..view_of(&state, &session, now, true)
+            };
+            Ok((StatusCode::CREATED, super::json_response(&view)).into_response())
+        }
+        CreateOutcome::InFlight { fingerprint } => {
+            if idempotency.is_some_and(|i| i.fingerprint == fingerprint) {
+                Err(ApiError::Conflict(
+                    "a request with this Idempotency-Key is still being processed; retry shortly"
+                        .into(),
+                ))
+            } else {
+                Err(ApiError::Invalid(
+                    "Idempotency-Key was already used with a different request body".into(),
+                ))
+            }
+        }
+        CreateOutcome::Replayed { id, fingerprint } => {
+            let same = idempotency.is_some_and(|i| i.fingerprint == fingerprint);
+            if !same {
+                return Err(ApiError::Invalid(
+                    "Idempotency-Key was already used with a different request body".into(),
+                ));
+            }
+            let prior = state
+                .store
+                .get_session(id)
+                .await?
+                .ok_or(ApiError::NotFound("auth session"))?;
+            let delivery = delivery_of(&state, &prior).await?;
+            let webchat = webchat_message(&state, &prior, &bot.name, now);
+            let view = SessionView {
+                delivery: delivery.as_ref(),
+                webchat: webchat.as_ref(),
+                ..view_of(&state, &prior, now, true)
+            };
+            Ok((StatusCode::CREATED, super::json_response(&view)).into_response())
+        }
+        CreateOutcome::AlreadyAuthorized(grant) => Ok((
+            StatusCode::OK,
+            Json(json!({
+                "status": "already_authorized",
+                "integration": session.spec.integration,
+                "user_id": session.spec.subject,
+                "conversation_id": session.spec.conversation_id,
+                "connection": {
+                    "identity": grant.identity,
+                    "scopes": grant.scopes,
+                    "created_at": fmt_time(grant.created_at),
+                },
+            })),
+        )
+            .into_response()),
+    }
+}
+
+/// A session as a create request describes it, every field checked; not stored yet.
+pub(crate) async fn new_session(
+    state: &AppState,
+    caller: &Caller,
+    bot: &str,
+    req: CreateBody,
+) -> Result<(std::sync::Arc<Bot>, std::sync::Arc<Integration>, Session), ApiError> {
+    let (bot, integration) = bot_and_integration(state, caller, bot, &req.integration).await?;
     if integration.mode != Mode::User {
         return Err(ApiError::Conflict(
             "this integration is pre-authorized by an admin; users do not sign in".into(),
@@ -179,7 +252,7 @@ pub async fn create(
     let provider_config = Provider::config_id(&state.config, &integration)
         .map_err(|e| ApiError::Conflict(e.to_string()))?;
     if let Some(target) = &req.channel {
-        check_channel(&state, &bot.id, target).await?;
+        check_channel(state, &bot.id, target).await?;
     }
 
     let now = state.clock.now();
@@ -212,85 +285,41 @@ pub async fn create(
         error: None,
         updated_at: now,
     };
-    let idempotency = idempotency(idempotency_key, &body.bytes, state.config.idempotency_ttl)?;
+    Ok((bot, integration, session))
+}
+
+/// Write a new session (and, for a channel, the outbox item that posts its link, in the same
+/// step). `force`: even if the user already has a working grant.
+pub(crate) async fn store_session(
+    state: &AppState,
+    session: &Session,
+    idempotency: Option<&Idempotency>,
+    force: bool,
+) -> Result<(CreateOutcome, Option<ChannelDelivery>), ApiError> {
+    let now = session.updated_at;
+    let spec = &session.spec;
     // A channel's link is posted by the outbox: its item is written with the session.
-    let send = Event::for_channel(&session, ChannelJob::Send, now);
+    let send = Event::for_channel(session, ChannelJob::Send, now);
     let queued = send
         .as_ref()
-        .and(session.spec.channel.as_ref())
+        .and(spec.channel.as_ref())
         .map(|t| ChannelDelivery::queued(t.name.clone()));
     let outcome = state
         .store
         .create_session(NewSession {
-            session: &session,
-            idempotency: idempotency.as_ref(),
+            session,
+            idempotency,
             retention: state.config.retention,
-            unless_authorized_by: (!req.force).then_some(provider_config.as_str()),
+            unless_authorized_by: (!force).then_some(spec.provider_config.as_str()),
             delivery: queued.as_ref().zip(send.as_ref()),
         })
         .await?;
-    match outcome {
-        CreateOutcome::Created => {
-            tracing::info!(session_id = %id, bot = %bot.id, integration = %integration.name, "auth session created");
-            metrics::counter!("authlink_session_transitions_total", "status" => "pending", "code" => "")
-                .increment(1);
-            let webchat = webchat_message(&state, &session, &bot.name, now);
-            let view = SessionView {
-                delivery: queued.as_ref(),
-                webchat: webchat.as_ref(),
-                ..view_of(&state, &session, now, true)
-            };
-            Ok((StatusCode::CREATED, super::json_response(&view)).into_response())
-        }
-        CreateOutcome::InFlight { fingerprint } => {
-            if idempotency.is_some_and(|i| i.fingerprint == fingerprint) {
-                Err(ApiError::Conflict(
-                    "a request with this Idempotency-Key is still being processed; retry shortly"
-                        .into(),
-                ))
-            } else {
-                Err(ApiError::Invalid(
-                    "Idempotency-Key was already used with a different request body".into(),
-                ))
-            }
-        }
-        CreateOutcome::Replayed { id, fingerprint } => {
-            let same = idempotency.is_some_and(|i| i.fingerprint == fingerprint);
-            if !same {
-                return Err(ApiError::Invalid(
-                    "Idempotency-Key was already used with a different request body".into(),
-                ));
-            }
-            let prior = state
-                .store
-                .get_session(id)
-                .await?
-                .ok_or(ApiError::NotFound("auth session"))?;
-            let delivery = delivery_of(&state, &prior).await?;
-            let webchat = webchat_message(&state, &prior, &bot.name, now);
-            let view = SessionView {
-                delivery: delivery.as_ref(),
-                webchat: webchat.as_ref(),
-                ..view_of(&state, &prior, now, true)
-            };
-            Ok((StatusCode::CREATED, super::json_response(&view)).into_response())
-        }
-        CreateOutcome::AlreadyAuthorized(grant) => Ok((
-            StatusCode::OK,
-            Json(json!({
-                "status": "already_authorized",
-                "integration": session.spec.integration,
-                "user_id": session.spec.subject,
-                "conversation_id": session.spec.conversation_id,
-                "connection": {
-                    "identity": grant.identity,
-                    "scopes": grant.scopes,
-                    "created_at": fmt_time(grant.created_at),
-                },
-            })),
-        )
-            .into_response()),
+    if let CreateOutcome::Created = outcome {
+        tracing::info!(session_id = %spec.id, bot = %spec.bot, integration = %spec.integration, "auth session created");
+        metrics::counter!("authlink_session_transitions_total", "status" => "pending", "code" => "")
+            .increment(1);
     }
+    Ok((outcome, queued))
 }
 
 /// The `Idempotency-Key` header as sent; `idempotency` checks it.
@@ -510,16 +539,27 @@ pub async fn status(
             state.config.max_wait.as_secs()
         )));
     }
-    let mut session = load(&state, &caller, &bot, &id).await?;
+    let session = load(&state, &caller, &bot, &id).await?;
+    let session = wait_until_settled(&state, session, wait).await?;
+    respond(&state, &session, state.clock.now(), false).await
+}
+
+/// Hold until `session` leaves `pending`/`in_progress` (woken by a change on any replica, or by
+/// its expiry), `wait` passes, or the daemon stops; the session as it then stands.
+pub(crate) async fn wait_until_settled(
+    state: &AppState,
+    mut session: Session,
+    wait: Duration,
+) -> Result<Session, ApiError> {
     let deadline = tokio::time::Instant::now() + wait;
     let listener = state.store.listen(session.spec.id);
     loop {
         let changed = listener.next_change();
         let now = state.clock.now();
-        session = settle_expiry(&state, session, now).await?;
+        session = settle_expiry(state, session, now).await?;
         let settled = !matches!(session.status_at(now), Status::Pending | Status::InProgress);
         if settled || tokio::time::Instant::now() >= deadline || state.shutdown.is_cancelled() {
-            return respond(&state, &session, now, false).await;
+            return Ok(session);
         }
         // Wake on a change (any replica; after a lost subscription everybody is woken to
         // re-read), at the deadline, or at the session's own expiry.
@@ -550,7 +590,18 @@ pub async fn cancel(
 ) -> Result<Response, ApiError> {
     let session = load(&state, &caller, &bot, &id).await?;
     let now = state.clock.now();
-    let session = settle_expiry(&state, session, now).await?;
+    let updated = cancel_session(&state, session, now).await?;
+    respond(&state, &updated, now, false).await
+}
+
+/// Cancel a session that has not settled (with its event, and the update of a posted link
+/// message, in the same step).
+pub(crate) async fn cancel_session(
+    state: &AppState,
+    session: Session,
+    now: OffsetDateTime,
+) -> Result<Session, ApiError> {
+    let session = settle_expiry(state, session, now).await?;
     if session.status.is_final() {
         return Err(ApiError::Conflict(format!(
             "the auth session is already {}",
@@ -574,7 +625,7 @@ pub async fn cancel(
         })
         .await?;
     tracing::info!(session_id = %updated.spec.id, "auth session cancelled");
-    respond(&state, &updated, now, false).await
+    Ok(updated)
 }
 
 #[utoipa::path(operation_id = "sessions_events", get, path = "/v1/bots/{bot}/auth-sessions/{id}/events", tag = "sessions", summary = "Server-sent events of status changes, until settled", params(("bot" = String, Path), ("id" = String, Path)), responses((status = 200, description = "200: text/event-stream"), (status = "4XX", description = "problem+json (RFC 9457)")), security(("bearer" = [])))]

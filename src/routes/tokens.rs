@@ -3,21 +3,25 @@
 
 use axum::Json;
 use axum::extract::{Path, State};
-use axum::http::{HeaderValue, header};
+use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
 use serde_json::json;
 
 use super::auth::Caller;
 use super::sessions::bot_and_integration;
-use crate::domain::bot::{Integration, Mode};
+use crate::domain::bot::{Bot, Integration, Mode};
 use crate::domain::event::Event;
 use crate::domain::grant::{Grant, Tokens};
-use crate::domain::{IntegrationName, Subject, UserId};
+use crate::domain::request_state::RequestState;
+use crate::domain::session::{Session, Status};
+use crate::domain::{IntegrationName, SessionId, Subject, UserId};
 use crate::error::ApiError;
 use crate::flow::AppState;
+use crate::flow::agent::McpClient;
 use crate::oauth::Provider;
 use crate::refresh::{self, TokenError};
+use crate::store::CreateOutcome;
 
 #[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
@@ -27,7 +31,47 @@ pub struct TokenBody {
     user_id: Option<UserId>,
     #[serde(default)]
     force_refresh: bool,
+    /// Without a usable grant, answer with a pending session for this user (reused while it
+    /// is pending) and the MCP payloads to return: the session fields of a create request
+    /// (`scopes`, `locale`, `channel`, `ttl_seconds`, …) and `mcp: {protocol_version,
+    /// capabilities?}`.
+    #[serde(default)]
+    #[schema(value_type = Option<Object>)]
+    authorize: Option<serde_json::Map<String, serde_json::Value>>,
+    /// An MCP 2026-07-28 retry: the `requestState` of the `input_required` result, as sent back.
+    #[serde(default)]
+    request_state: Option<String>,
+    /// An MCP 2025-11-25 retry: the session (= `elicitationId`) the client was asked about.
+    #[serde(default)]
+    session_id: Option<String>,
+    /// With a retry: hold up to this many seconds (≤ 50) for the person to finish.
+    #[serde(default)]
+    wait: Option<u32>,
+    /// The caller's digest of the tool call; a `request_state` only serves the same call.
+    #[serde(default)]
+    tool_call: Option<String>,
+    /// What the MCP client answered the elicitation: `decline` or `cancel` cancel the session.
+    #[serde(default)]
+    #[schema(value_type = Option<Object>)]
+    input_response: Option<InputResponse>,
 }
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct InputResponse {
+    action: ElicitAction,
+}
+
+#[derive(Deserialize, PartialEq, Eq, Clone, Copy)]
+#[serde(rename_all = "snake_case")]
+enum ElicitAction {
+    Accept,
+    Decline,
+    Cancel,
+}
+
+/// Below the MCP clients' 60 s request timeout.
+const MAX_AGENT_WAIT: u32 = 50;
 
 /// Whose grant an integration uses: the user's, or the bot-wide one when pre-authorized. A user
 /// integration never falls back to the bot grant and vice versa.
@@ -101,11 +145,65 @@ pub async fn access_token(
     Path((bot, integration)): Path<(String, String)>,
     body: super::JsonBody,
 ) -> Result<Response, ApiError> {
-    let (_, integration) =
+    let (bot_record, integration) =
         bot_and_integration(&state, &caller, &bot, &integration_name(&integration)?).await?;
     let body: TokenBody = body.parse()?;
-    let subject = subject(&integration, body.user_id)?;
-    let (provider, grant) = working_grant(&state, &integration, &subject).await?;
+    if body.wait.is_some_and(|w| w > MAX_AGENT_WAIT) {
+        return Err(ApiError::BadRequest(format!(
+            "wait must be at most {MAX_AGENT_WAIT} seconds (below MCP clients' 60 s timeout)"
+        )));
+    }
+    let tool_call = body.tool_call.clone().unwrap_or_default();
+    if tool_call.len() > 256 || tool_call.chars().any(char::is_control) {
+        return Err(ApiError::Invalid(
+            "tool_call must be at most 256 characters".into(),
+        ));
+    }
+    let user_id = body.user_id.clone();
+    let subject = subject(&integration, body.user_id.clone())?;
+    // An agent's retry: the session it is about, once the person finished (or `wait` passed).
+    let retried = match retried_session(&state, &integration, &subject, &body, &tool_call).await? {
+        Some(session) => {
+            let now = state.clock.now();
+            let session = match body.input_response.as_ref().map(|r| r.action) {
+                Some(ElicitAction::Decline | ElicitAction::Cancel)
+                    if !session.status_at(now).is_final() =>
+                {
+                    super::sessions::cancel_session(&state, session, now).await?
+                }
+                _ => {
+                    let wait = std::time::Duration::from_secs(body.wait.unwrap_or(0).into());
+                    super::sessions::wait_until_settled(&state, session, wait).await?
+                }
+            };
+            let status = session.status_at(state.clock.now());
+            if let Some(end) = crate::flow::agent::terminal(&session, status) {
+                return Ok(ended(&session, status, end));
+            }
+            Some(session)
+        }
+        None => None,
+    };
+    let agent = body.authorize.is_some() || retried.is_some();
+    let working = match working_grant(&state, &integration, &subject).await {
+        Err(ApiError::AuthorizationRequired) if agent => {
+            let user = user_id.ok_or_else(|| ApiError::Invalid("user_id is required".into()))?;
+            let fields = body.authorize.unwrap_or_default();
+            return offer(
+                &state,
+                &caller,
+                &bot_record,
+                &integration,
+                (&subject, user),
+                fields,
+                retried,
+                &tool_call,
+            )
+            .await;
+        }
+        other => other?,
+    };
+    let (provider, grant) = working;
     match refresh::access_token(&state, &provider, grant, body.force_refresh).await {
         Ok((grant, tokens)) => Ok(token_response(&grant, &tokens)),
         Err(TokenError::AuthorizationRequired) => Err(ApiError::AuthorizationRequired),
@@ -119,6 +217,201 @@ pub async fn access_token(
             Ok(resp)
         }
     }
+}
+
+/// The session a retry names — by its sealed `request_state` (2026-07-28) or its id (2025-11-25)
+/// — if it belongs to this bot, integration and user; a forged, expired or foreign state is
+/// refused and changes nothing.
+async fn retried_session(
+    state: &AppState,
+    integration: &Integration,
+    subject: &Subject,
+    body: &TokenBody,
+    tool_call: &str,
+) -> Result<Option<Session>, ApiError> {
+    let id = match (&body.request_state, &body.session_id) {
+        (Some(_), Some(_)) => {
+            return Err(ApiError::Invalid(
+                "request_state and session_id are alternatives: send one".into(),
+            ));
+        }
+        (Some(token), None) => {
+            let rs = RequestState::open(
+                &state.config.encryption,
+                token,
+                &integration.bot,
+                &integration.name,
+                subject,
+                tool_call,
+                state.clock.now(),
+            )
+            .map_err(|e| ApiError::Invalid(e.to_string()))?;
+            rs.session
+        }
+        (None, Some(id)) => SessionId::parse(id).map_err(|_| ApiError::NotFound("auth session"))?,
+        (None, None) => return Ok(None),
+    };
+    match state.store.get_session(id).await? {
+        Some(s)
+            if s.spec.bot == integration.bot
+                && s.spec.integration == integration.name
+                && &s.spec.subject == subject =>
+        {
+            Ok(Some(s))
+        }
+        _ => Err(ApiError::NotFound("auth session")),
+    }
+}
+
+/// No usable grant: the pending session for this user (the one a retry named, the one already
+/// pending, or a new one) and everything an MCP server returns to its client.
+#[allow(clippy::too_many_arguments)]
+async fn offer(
+    state: &AppState,
+    caller: &Caller,
+    bot: &Bot,
+    integration: &Integration,
+    (subject, user): (&Subject, UserId),
+    mut fields: serde_json::Map<String, serde_json::Value>,
+    retried: Option<Session>,
+    tool_call: &str,
+) -> Result<Response, ApiError> {
+    let client: McpClient = match fields.remove("mcp") {
+        Some(v) => serde_json::from_value(v)
+            .map_err(|e| ApiError::Invalid(format!("authorize.mcp: {e}")))?,
+        None => McpClient::default(),
+    };
+    let session = match retried.filter(|s| !s.status_at(state.clock.now()).is_final()) {
+        Some(s) => s,
+        None => {
+            match pending_session(state, caller, bot, integration, subject, user, fields).await? {
+                Some(s) => s,
+                // A grant appeared meanwhile (the person just finished): the caller asks again.
+                None => {
+                    return Err(ApiError::Conflict(
+                        "the user has just connected; ask again".into(),
+                    ));
+                }
+            }
+        }
+    };
+    let spec = &session.spec;
+    let link = super::sessions::link_url(state, spec.id, spec.expires_at);
+    let message = crate::channel::LinkMessage::new(&session, &bot.name, link.clone()).text;
+    let request_state = RequestState {
+        subject: subject.clone(),
+        session: spec.id,
+        tool_call: tool_call.to_owned(),
+        expires_at: spec.expires_at,
+    }
+    .seal(
+        &state.config.encryption,
+        &integration.bot,
+        &integration.name,
+    );
+    let mut ext = serde_json::Map::new();
+    ext.insert(
+        "session".into(),
+        json!({
+            "id": spec.id,
+            "status": session.status_at(state.clock.now()),
+            "link": link,
+            "expires_at": crate::clock::rfc3339::format(spec.expires_at),
+        }),
+    );
+    ext.insert(
+        "mcp".into(),
+        crate::flow::agent::offer(&client, &session, &message, &link, &request_state),
+    );
+    Ok(crate::error::problem(
+        StatusCode::NOT_FOUND,
+        "authorization_required",
+        "the user has no usable connection yet: show them the link (or return the mcp payload)",
+        ext,
+    ))
+}
+
+/// One pending session per user and integration, so that an agent's retries never open one
+/// each: the recorded one while it is live, else a new one (recorded first, then written).
+/// `None`: the user turned out to be connected already.
+async fn pending_session(
+    state: &AppState,
+    caller: &Caller,
+    bot: &Bot,
+    integration: &Integration,
+    subject: &Subject,
+    user: UserId,
+    fields: serde_json::Map<String, serde_json::Value>,
+) -> Result<Option<Session>, ApiError> {
+    if fields.contains_key("integration") || fields.contains_key("user_id") {
+        return Err(ApiError::Invalid(
+            "authorize takes the session's fields; integration and user_id come from the call"
+                .into(),
+        ));
+    }
+    let mut fields = fields;
+    fields.insert("integration".into(), json!(integration.name));
+    fields.insert("user_id".into(), json!(user.as_str()));
+    // Text, not a Value: a create body keeps `context` as raw JSON.
+    let text = serde_json::Value::Object(fields).to_string();
+    for _ in 0..3 {
+        let req: super::sessions::CreateBody = serde_json::from_str(&text)
+            .map_err(|e| ApiError::Invalid(format!("authorize: {e}")))?;
+        let (_, _, session) =
+            super::sessions::new_session(state, caller, bot.id.as_str(), req).await?;
+        let spec = &session.spec;
+        let claimed = state
+            .store
+            .claim_pending(
+                &bot.id,
+                &integration.name,
+                subject,
+                spec.id,
+                spec.expires_at,
+            )
+            .await?;
+        let Some(existing) = claimed else {
+            let (outcome, _) = super::sessions::store_session(state, &session, None, false).await?;
+            if let CreateOutcome::AlreadyAuthorized(_) = outcome {
+                state
+                    .store
+                    .release_pending(&bot.id, &integration.name, subject, spec.id)
+                    .await?;
+                return Ok(None);
+            }
+            return Ok(Some(session));
+        };
+        match state.store.get_session(existing).await? {
+            Some(s) if !s.status_at(state.clock.now()).is_final() => return Ok(Some(s)),
+            // Settled, expired or never written (a crash between the two writes): replace it.
+            _ => {
+                state
+                    .store
+                    .release_pending(&bot.id, &integration.name, subject, existing)
+                    .await?
+            }
+        }
+    }
+    Err(ApiError::Unavailable)
+}
+
+/// A retry whose session settled without a usable grant: a typed answer, at once.
+fn ended(
+    session: &Session,
+    status: Status,
+    (code, reason, text): (&str, &str, String),
+) -> Response {
+    let mut ext = serde_json::Map::new();
+    ext.insert("reason".into(), json!(reason));
+    ext.insert(
+        "session".into(),
+        json!({"id": session.spec.id, "status": status, "error": session.error}),
+    );
+    ext.insert(
+        "mcp".into(),
+        json!({"tool_result": {"content": [{"type": "text", "text": text}], "isError": true}}),
+    );
+    crate::error::problem(StatusCode::GONE, code, &text, ext)
 }
 
 fn token_response(grant: &Grant, tokens: &Tokens) -> Response {

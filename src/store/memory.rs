@@ -67,6 +67,8 @@ struct Data {
     webhook_secrets: HashMap<BotId, Vec<WebhookSecret>>,
     profiles: HashMap<(BotId, String), AuthProfile>,
     channels: HashMap<(BotId, ChannelName), ChannelConfig>,
+    /// Agents' pending session per user and integration, until it expires.
+    pending: HashMap<GrantKey, (SessionId, OffsetDateTime)>,
     /// Sessions' channel delivery records, living as long as their session.
     delivery_states: HashMap<SessionId, Timed<ChannelDelivery>>,
     /// Proactive-refresh leases: grant → leased until.
@@ -720,6 +722,44 @@ impl Store for MemoryStore {
             .get(&id)
             .filter(|t| t.live(now))
             .map(|t| t.value.clone()))
+    }
+
+    async fn claim_pending(
+        &self,
+        bot: &BotId,
+        integration: &IntegrationName,
+        subject: &Subject,
+        id: SessionId,
+        until: OffsetDateTime,
+    ) -> Result<Option<SessionId>, StoreError> {
+        let now = clock::now();
+        let mut d = self.data();
+        let key = (bot.clone(), integration.clone(), subject.clone());
+        if let Some((existing, live_until)) = d.pending.get(&key)
+            && now < *live_until
+        {
+            return Ok(Some(*existing));
+        }
+        d.pending.insert(key, (id, until));
+        Ok(None)
+    }
+
+    async fn release_pending(
+        &self,
+        bot: &BotId,
+        integration: &IntegrationName,
+        subject: &Subject,
+        id: SessionId,
+    ) -> Result<(), StoreError> {
+        let mut d = self.data();
+        let key = (bot.clone(), integration.clone(), subject.clone());
+        if d.pending
+            .get(&key)
+            .is_some_and(|(existing, _)| *existing == id)
+        {
+            d.pending.remove(&key);
+        }
+        Ok(())
     }
 
     async fn put_delivery(

@@ -300,6 +300,26 @@ pub trait Store: Send + Sync + 'static {
         subject: &Subject,
     ) -> Result<(), StoreError>;
 
+    /// One pending session per user and integration for agents (whose retries must not open a
+    /// session each): record `id` as the pending session of (bot, integration, subject) until
+    /// `until`, unless one is recorded already — then that one is returned and nothing changes.
+    async fn claim_pending(
+        &self,
+        bot: &BotId,
+        integration: &IntegrationName,
+        subject: &Subject,
+        id: SessionId,
+        until: OffsetDateTime,
+    ) -> Result<Option<SessionId>, StoreError>;
+    /// Forget `id` as the pending session (only if it still is the recorded one).
+    async fn release_pending(
+        &self,
+        bot: &BotId,
+        integration: &IntegrationName,
+        subject: &Subject,
+        id: SessionId,
+    ) -> Result<(), StoreError>;
+
     /// A session's channel delivery record (`None`: the session has none, or is gone).
     async fn get_delivery(&self, id: SessionId) -> Result<Option<ChannelDelivery>, StoreError>;
     /// Replace a session's delivery record if it has one (keeping its lifetime); `false`: none.

@@ -5,6 +5,7 @@
 //! |---|---|---|
 //! | `P:{pNN}:s:<session>` | string `<status>\n<expires ms>\n<updated ms>\n<error JSON>\n<spec JSON>`, PX | session |
 //! | `P:{pNN}:s:<session>:d` | string: delivery JSON, PX like its session | where the session's link was posted |
+//! | `P:{pNN}:ps:<bot>:<integration>:<subject>` | string session id, PX until it expires | an agent's pending session |
 //! | `P:{pNN}:a:<session>:<attempt>` | string, PX | pending attempt (sealed PKCE verifier) |
 //! | `P:{pNN}:g:<bot>:<integration>:<subject>` | hash `j` JSON, `st`, `cfg`, `gen` | grant |
 //! | `P:{pNN}:ev:<event>` | hash `e` event JSON, `b` bot, `n` failures, `err`, `c` claim, `st` | a delivery (webhook event or channel item) |
@@ -290,6 +291,20 @@ impl RedisStore {
     }
     fn session_key(&self, id: SessionId) -> String {
         self.key_in(id.partition(), &[":s:", id.encode().as_str()])
+    }
+    fn pending_key(&self, bot: &BotId, integration: &IntegrationName, subject: &Subject) -> String {
+        let p = Partition::of(bot, integration, subject);
+        self.key_in(
+            p,
+            &[
+                ":ps:",
+                bot.as_str(),
+                ":",
+                integration.as_str(),
+                ":",
+                subject.as_str(),
+            ],
+        )
     }
     fn delivery_key(&self, id: SessionId) -> String {
         self.key_in(id.partition(), &[":s:", id.encode().as_str(), ":d"])
@@ -1444,6 +1459,48 @@ impl Store for RedisStore {
             .await
             .map_err(unavailable)?;
         raw.map(|r| from_json("delivery", &r)).transpose()
+    }
+
+    async fn claim_pending(
+        &self,
+        bot: &BotId,
+        integration: &IntegrationName,
+        subject: &Subject,
+        id: SessionId,
+        until: OffsetDateTime,
+    ) -> Result<Option<SessionId>, StoreError> {
+        let ttl = (until - crate::clock::now()).whole_milliseconds().max(1);
+        // NX GET: one round trip says who was first.
+        let prior: Option<String> = redis::cmd("SET")
+            .arg(self.pending_key(bot, integration, subject))
+            .arg(id.to_string())
+            .arg("NX")
+            .arg("GET")
+            .arg("PX")
+            .arg(ttl as u64)
+            .query_async(&mut self.conn())
+            .await
+            .map_err(unavailable)?;
+        prior
+            .map(|p| SessionId::parse(&p).map_err(|e| corrupt("pending session", e)))
+            .transpose()
+    }
+
+    async fn release_pending(
+        &self,
+        bot: &BotId,
+        integration: &IntegrationName,
+        subject: &Subject,
+        id: SessionId,
+    ) -> Result<(), StoreError> {
+        self.lock_owner
+            .key(self.pending_key(bot, integration, subject))
+            .arg(id.to_string())
+            .arg("")
+            .invoke_async::<i32>(&mut self.conn())
+            .await
+            .map_err(unavailable)?;
+        Ok(())
     }
 
     async fn put_delivery(

@@ -5,6 +5,7 @@
 //! cookie-keeping browser.
 
 mod admin;
+mod agents;
 mod callback;
 mod channels;
 mod crash;
