@@ -329,3 +329,41 @@ async fn forged_expired_and_foreign_request_states_are_refused_and_change_nothin
         "wait is capped below the clients' timeout"
     );
 }
+
+/// A measurement aid, not a test: what an authorization answer adds to a token call without a
+/// grant (sequential calls, one in-process replica, Redis): the plain 404, the offer of a
+/// session already pending, and the offer of a new one. `cargo test --release --test api --
+/// --ignored measure_agent_offer --nocapture`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore]
+async fn measure_agent_offer() {
+    let app = spawn_app().await;
+    let key = app.setup_bot("acme").await;
+    let n = 1000;
+    let run = async |name: &str, body: &dyn Fn(usize) -> Value| {
+        let mut times = Vec::with_capacity(n);
+        for i in 0..n {
+            let started = std::time::Instant::now();
+            let (status, _) = token_call(&app, &key, body(i)).await;
+            times.push(started.elapsed());
+            assert_eq!(status, StatusCode::NOT_FOUND);
+        }
+        times.sort();
+        eprintln!(
+            "{name}: p50 {:?}, p99 {:?} ({n} calls)",
+            times[n / 2],
+            times[n * 99 / 100]
+        );
+    };
+    run("plain 404", &|_| json!({"user_id": "m-plain"})).await;
+    run(
+        "offer, session reused",
+        &|_| json!({"user_id": "m-same", "authorize": {}}),
+    )
+    .await;
+    run(
+        "offer, new session",
+        &|i| json!({"user_id": format!("m-{i}"), "authorize": {}}),
+    )
+    .await;
+}
