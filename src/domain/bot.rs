@@ -22,10 +22,30 @@ pub struct Bot {
     /// Endpoints disabled by a `410 Gone`; cleared when the bot is updated (`PUT`).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub disabled_webhooks: Vec<DisabledEndpoint>,
+    /// The MCP server's own authorization server: `binding: oidc` sessions sign the browser in
+    /// there first, so that the person at the link is the user who asked (SPEC §9).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub identity_issuer: Option<IdentityIssuer>,
     #[serde(with = "crate::clock::rfc3339")]
     pub created_at: OffsetDateTime,
     #[serde(with = "crate::clock::rfc3339")]
     pub updated_at: OffsetDateTime,
+}
+
+/// An OpenID issuer and authlink's client there. The secret is write-only: sealed at rest with
+/// associated data naming the bot, so a record copied to another bot cannot be opened.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct IdentityIssuer {
+    /// Exactly as configured: ID tokens' `iss` and sessions' `subject.iss` must equal it.
+    pub issuer: String,
+    pub client_id: String,
+    pub client_secret_sealed: String,
+}
+
+impl IdentityIssuer {
+    pub fn secret_aad(bot: &BotId) -> String {
+        format!("identity_issuer|{bot}")
+    }
 }
 
 /// Does `host` match one of `patterns` (exact, or `*.suffix` for strict subdomains)?

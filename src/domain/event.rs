@@ -93,6 +93,14 @@ impl Event {
         }
     }
 
+    /// The same event, reporting what the binding step found (bound sessions only).
+    pub fn with_binding(mut self, binding: Option<&super::session::BindingResult>) -> Self {
+        if let Some(b) = binding {
+            self.data["binding"] = json!(b);
+        }
+        self
+    }
+
     /// The outbox item that posts `session`'s link to its channel (`job: Send`, written with the
     /// session) or updates the posted message (`job: Update`, written with the status change
     /// that settles it). `None` when the session has no configured channel (or uses web chat,

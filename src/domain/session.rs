@@ -119,6 +119,38 @@ pub struct ExpectedIdentity {
     pub user_id: Option<String>,
 }
 
+/// How a session makes sure the person at the link is the user who asked.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum BindingMethod {
+    /// Sign the browser in at the bot's identity issuer and compare the subject.
+    Oidc,
+}
+
+/// The user at the bot's identity issuer whom a `binding: oidc` session belongs to.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct OidcSubject {
+    pub iss: String,
+    pub sub: String,
+}
+
+/// What the binding step found, as events report it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BindingResult {
+    pub method: BindingMethod,
+    pub result: BindingOutcome,
+    /// The subject that signed in at the issuer.
+    pub sub: String,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum BindingOutcome {
+    Matched,
+    Mismatch,
+}
+
 /// What the dialog engine asked for; fixed when the session is created.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct SessionSpec {
@@ -144,6 +176,10 @@ pub struct SessionSpec {
     pub verification: Verification,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub expected_identity: Option<ExpectedIdentity>,
+    /// `binding: oidc`: the link page signs the browser in at the bot's identity issuer first and
+    /// goes on to the provider only for this subject.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub binding: Option<OidcSubject>,
     /// The provider configuration (callback path) this session's attempts use.
     pub provider_config: String,
     /// Where authlink posts the link (and later updates the message), if anywhere.
@@ -246,6 +282,14 @@ pub struct Attempt {
     pub session: SessionId,
     /// PKCE verifier, sealed with the encryption keys.
     pub verifier: String,
+    /// Set for a sign-in at the bot's identity issuer (binding step): the ID token's expected
+    /// `nonce`. Such an attempt is only ever taken by the binding callback.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub nonce: Option<String>,
+    /// Set for a provider attempt of a bound session: the issuer subject that matched, carried
+    /// to the provider callback for its events.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bound: Option<String>,
     #[serde(with = "crate::clock::rfc3339")]
     pub created_at: OffsetDateTime,
 }

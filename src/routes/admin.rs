@@ -12,8 +12,8 @@ use super::auth::{Caller, bot_id};
 use crate::crypto::{random_token, sha256_hex};
 use crate::domain::IntegrationName;
 use crate::domain::bot::{
-    ApiKey, Bot, Integration, KeyRole, Mode, ProfileRef, ProviderKind, SalesforceEnvironment,
-    SalesforceSettings,
+    ApiKey, Bot, IdentityIssuer, Integration, KeyRole, Mode, ProfileRef, ProviderKind,
+    SalesforceEnvironment, SalesforceSettings,
 };
 use crate::domain::session::Verification;
 use crate::error::ApiError;
@@ -29,6 +29,83 @@ pub struct BotBody {
     allowed_return_hosts: Vec<String>,
     #[serde(default)]
     allowed_webhook_hosts: Vec<String>,
+    /// The MCP server's own authorization server, for `binding: oidc` sessions. Shown back with
+    /// `client_secret_set` instead of the secret; `null` or absent removes it.
+    #[serde(default)]
+    identity_issuer: Option<IssuerBody>,
+}
+
+#[derive(Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct IssuerBody {
+    /// https (or loopback http for a local trial); compared exactly with ID tokens' `iss`.
+    issuer: String,
+    client_id: String,
+    /// Required the first time; absent on update keeps the stored one.
+    #[serde(default)]
+    client_secret: Option<String>,
+}
+
+/// The bot as the API shows it: the issuer's secret is never returned.
+fn bot_view(b: &Bot) -> Value {
+    let mut v = json!(b);
+    if let Some(i) = &b.identity_issuer {
+        v["identity_issuer"] = json!({
+            "issuer": i.issuer,
+            "client_id": i.client_id,
+            "client_secret_set": !i.client_secret_sealed.is_empty(),
+        });
+    }
+    v
+}
+
+fn identity_issuer(
+    state: &AppState,
+    bot: &crate::domain::BotId,
+    body: Option<IssuerBody>,
+    existing: Option<&Bot>,
+) -> Result<Option<IdentityIssuer>, ApiError> {
+    let Some(b) = body else {
+        return Ok(None);
+    };
+    let url = Url::parse(&b.issuer)
+        .map_err(|e| ApiError::Invalid(format!("identity_issuer.issuer: {e}")))?;
+    super::profiles::check_url(state, "identity_issuer.issuer", &url)?;
+    if url.query().is_some() || url.fragment().is_some() {
+        return Err(ApiError::Invalid(
+            "identity_issuer.issuer must not have a query or fragment".into(),
+        ));
+    }
+    if b.client_id.is_empty() || b.client_id.len() > 512 {
+        return Err(ApiError::Invalid(
+            "identity_issuer.client_id must be 1-512 characters".into(),
+        ));
+    }
+    let client_secret_sealed = match (
+        b.client_secret,
+        existing.and_then(|e| e.identity_issuer.as_ref()),
+    ) {
+        (Some(s), _) if s.is_empty() || s.len() > 1024 => {
+            return Err(ApiError::Invalid(
+                "identity_issuer.client_secret must be 1-1024 characters".into(),
+            ));
+        }
+        (Some(s), _) => state
+            .config
+            .encryption
+            .seal(&IdentityIssuer::secret_aad(bot), s.as_bytes()),
+        (None, Some(old)) => old.client_secret_sealed.clone(),
+        (None, None) => {
+            return Err(ApiError::Invalid(
+                "identity_issuer.client_secret is required".into(),
+            ));
+        }
+    };
+    Ok(Some(IdentityIssuer {
+        issuer: b.issuer,
+        client_id: b.client_id,
+        client_secret_sealed,
+    }))
 }
 
 fn check_hosts(field: &str, hosts: &[String]) -> Result<(), ApiError> {
@@ -68,7 +145,7 @@ pub async fn put_bot(
     caller: Caller,
     Path(bot): Path<String>,
     body: super::JsonBody,
-) -> Result<(StatusCode, Json<Bot>), ApiError> {
+) -> Result<(StatusCode, Json<Value>), ApiError> {
     // Creating a bot: a malformed id is a validation error, not a 404.
     let id = crate::domain::BotId::parse(&bot).map_err(|e| ApiError::Invalid(e.to_string()))?;
     caller.operator(&id)?;
@@ -83,6 +160,7 @@ pub async fn put_bot(
     check_hosts("allowed_webhook_hosts", &body.allowed_webhook_hosts)?;
     let now = state.clock.now();
     let existing = state.store.get_bot(&id).await?;
+    let identity_issuer = identity_issuer(&state, &id, body.identity_issuer, existing.as_deref())?;
     let bot = Bot {
         id,
         name: body.name.trim().to_owned(),
@@ -91,6 +169,7 @@ pub async fn put_bot(
         allowed_webhook_hosts: body.allowed_webhook_hosts,
         // Updating the bot is how an operator re-enables endpoints disabled by a 410.
         disabled_webhooks: Vec::new(),
+        identity_issuer,
         created_at: existing.as_ref().map_or(now, |b| b.created_at),
         updated_at: now,
     };
@@ -100,7 +179,7 @@ pub async fn put_bot(
     } else {
         StatusCode::CREATED
     };
-    Ok((status, Json(bot)))
+    Ok((status, Json(bot_view(&bot))))
 }
 
 #[utoipa::path(operation_id = "admin_get_bot", get, path = "/v1/bots/{bot}", tag = "bots", summary = "Read a bot", params(("bot" = String, Path)), responses((status = 200, description = "200: the bot"), (status = "4XX", description = "problem+json (RFC 9457)")), security(("bearer" = [])))]
@@ -108,14 +187,14 @@ pub async fn get_bot(
     State(state): State<AppState>,
     caller: Caller,
     Path(bot): Path<String>,
-) -> Result<Json<Bot>, ApiError> {
+) -> Result<Json<Value>, ApiError> {
     let id = bot_id(&bot)?;
     caller.runtime(&id)?;
     state
         .store
         .get_bot(&id)
         .await?
-        .map(|b| Json(std::sync::Arc::unwrap_or_clone(b)))
+        .map(|b| Json(bot_view(&b)))
         .ok_or(ApiError::NotFound("bot"))
 }
 

@@ -20,7 +20,9 @@ use crate::crypto::{b64url, ct_eq, sha256};
 use crate::domain::event::Event;
 use crate::domain::grant::{Grant, GrantStatus};
 use crate::domain::identity;
-use crate::domain::session::{FailureCode, Session, SessionError, Status};
+use crate::domain::session::{
+    BindingMethod, BindingOutcome, BindingResult, FailureCode, Session, SessionError, Status,
+};
 use crate::domain::state::{StateClaims, StateError};
 use crate::flow::AppState;
 use crate::oauth::{ExchangeError, Provider, TokenSet};
@@ -32,6 +34,21 @@ pub struct CallbackQuery {
     state: Option<String>,
     error: Option<String>,
     error_description: Option<String>,
+}
+
+impl CallbackQuery {
+    pub(super) fn state(&self) -> Option<&str> {
+        self.state.as_deref()
+    }
+
+    /// The code, or the error the other side answered with instead.
+    pub(super) fn into_code(self) -> Result<String, String> {
+        match (self.code, self.error) {
+            (_, Some(e)) => Err(truncate(self.error_description.as_deref().unwrap_or(&e))),
+            (Some(code), None) => Ok(code),
+            (None, None) => Err("no code".into()),
+        }
+    }
 }
 
 #[utoipa::path(operation_id = "callback_callback", get, path = "/oauth/callback/{config}", tag = "browser", summary = "The provider's redirect back", params(("config" = String, Path)), responses((status = 200, description = "200: text/html result page"), (status = "4XX", description = "problem+json (RFC 9457)")))]
@@ -52,60 +69,67 @@ pub async fn callback(
         .into_response();
     };
     let now = state.clock.now();
-    // 1. Signature and expiry, no store access.
-    let claims = match q
-        .state
-        .as_deref()
-        .map(|s| StateClaims::decode(&state.config.signing, s, now))
-    {
-        Some(Ok(c)) => c,
-        Some(Err(StateError::Expired)) => {
-            return Page::new(
-                StatusCode::GONE,
-                browser,
-                Msg::ExpiredTitle,
-                Msg::ExpiredBody,
-            )
-            .into_response();
-        }
-        Some(Err(StateError::Invalid)) | None => {
-            tracing::warn!("callback with a missing or forged state");
-            return Page::new(
-                StatusCode::BAD_REQUEST,
-                browser,
-                Msg::InvalidTitle,
-                Msg::InvalidBody,
-            )
-            .into_response();
-        }
+    let claims = match verified_state(&state, q.state.as_deref(), &config_id, &headers, now) {
+        Ok(c) => c,
+        Err(page) => return page.into_response(),
     };
-    // 2. Mix-up defence.
-    if claims.cfg != config_id {
-        tracing::warn!(session_id = %claims.sub, "state presented on another app's callback");
-        return Page::new(
+    let span = tracing::info_span!("callback", session_id = %claims.sub, config = %config_id);
+    finish(&state, claims, q, &headers, now)
+        .instrument(span)
+        .await
+}
+
+/// Steps 1–3, before any store access: the state's signature and expiry, the callback it was
+/// issued for (`cfg`), and the browser's binding cookie.
+pub(super) fn verified_state(
+    state: &AppState,
+    token: Option<&str>,
+    cfg: &str,
+    headers: &HeaderMap,
+    now: OffsetDateTime,
+) -> Result<StateClaims, Page> {
+    let browser = Lang::pick(None, headers);
+    let invalid = || {
+        Page::new(
             StatusCode::BAD_REQUEST,
             browser,
             Msg::InvalidTitle,
             Msg::InvalidBody,
         )
-        .into_response();
+    };
+    // 1. Signature and expiry, no store access.
+    let claims = match token.map(|s| StateClaims::decode(&state.config.signing, s, now)) {
+        Some(Ok(c)) => c,
+        Some(Err(StateError::Expired)) => {
+            return Err(Page::new(
+                StatusCode::GONE,
+                browser,
+                Msg::ExpiredTitle,
+                Msg::ExpiredBody,
+            ));
+        }
+        Some(Err(StateError::Invalid)) | None => {
+            tracing::warn!("callback with a missing or forged state");
+            return Err(invalid());
+        }
+    };
+    // 2. Mix-up defence.
+    if claims.cfg != cfg {
+        tracing::warn!(session_id = %claims.sub, "state presented on another callback");
+        return Err(invalid());
     }
     // 3. Browser binding.
-    let cookie = read_cookie(&headers, &cookie_name(state.config.is_https(), &claims.att));
+    let cookie = read_cookie(headers, &cookie_name(state.config.is_https(), &claims.att));
     if !cookie.is_some_and(|c| ct_eq(&b64url(&sha256(c.as_bytes())), &claims.bnd)) {
         tracing::warn!(session_id = %claims.sub, "callback without the binding cookie");
-        return Page::new(
+        return Err(Page::new(
             StatusCode::FORBIDDEN,
             browser,
             Msg::BrowserTitle,
             Msg::BrowserBody,
-        )
-        .into_response();
+        ));
     }
-    let span = tracing::info_span!("callback", session_id = %claims.sub, config = %config_id);
-    finish(&state, claims, q, &headers, now)
-        .instrument(span)
-        .await
+    Ok(claims)
 }
 
 async fn finish(
@@ -140,6 +164,18 @@ async fn finish(
         Err(_) => return unavailable(),
     };
     let lang = Lang::pick(session.spec.locale.as_deref(), headers);
+    // An attempt of the binding step belongs to the binding callback; a bound session reaches
+    // the provider only through a binding step that matched.
+    if attempt.nonce.is_some() || (session.spec.binding.is_some() && attempt.bound.is_none()) {
+        tracing::warn!(session_id = %claims.sub, "provider callback for an attempt that did not pass the binding step");
+        return invalid_page(lang).into_response();
+    }
+    let binding = attempt.bound.clone().map(|sub| BindingResult {
+        method: BindingMethod::Oidc,
+        result: BindingOutcome::Matched,
+        sub,
+    });
+    let binding = binding.as_ref();
 
     if let Some(error) = q.error.as_deref() {
         let (code, page) = if matches!(error, "access_denied" | "access-denied") {
@@ -159,7 +195,16 @@ async fn finish(
             )
         };
         let description = q.error_description.as_deref().unwrap_or(error);
-        return fail(state, &session, code, &truncate(description), now, page).await;
+        return fail(
+            state,
+            &session,
+            binding,
+            code,
+            &truncate(description),
+            now,
+            page,
+        )
+        .await;
     }
     let Some(code) = q.code else {
         let page = Page::new(
@@ -171,6 +216,7 @@ async fn finish(
         return fail(
             state,
             &session,
+            binding,
             FailureCode::ProviderError,
             "callback without code",
             now,
@@ -200,6 +246,7 @@ async fn finish(
         return fail(
             state,
             &session,
+            binding,
             FailureCode::StateInvalid,
             "the integration changed its app during sign-in",
             now,
@@ -212,6 +259,7 @@ async fn finish(
         return fail(
             state,
             &session,
+            binding,
             FailureCode::StateInvalid,
             "attempt record cannot be opened",
             now,
@@ -236,6 +284,7 @@ async fn finish(
             return fail(
                 state,
                 &session,
+                binding,
                 code,
                 &truncate(&e.to_string()),
                 now,
@@ -253,6 +302,7 @@ async fn finish(
         return fail(
             state,
             &session,
+            binding,
             FailureCode::IdentityMismatch,
             "the account that signed in is not the expected one",
             now,
@@ -322,7 +372,7 @@ async fn finish(
     let mut completed = session.clone();
     completed.status = target;
     completed.error = None;
-    let event = Event::for_session(&completed, Some(&grant.identity), now);
+    let event = Event::for_session(&completed, Some(&grant.identity), now).with_binding(binding);
     let channel_event = Event::channel_update(&completed, now);
     let result = state
         .store
@@ -408,9 +458,12 @@ fn truncate(s: &str) -> String {
     s.chars().filter(|c| !c.is_control()).take(300).collect()
 }
 
-async fn fail(
+/// Fail `session` with `code` (its event, reporting `binding` if the session was bound, written
+/// in the same step) and show `page`.
+pub(super) async fn fail(
     state: &AppState,
     session: &Session,
+    binding: Option<&BindingResult>,
     code: FailureCode,
     description: &str,
     now: OffsetDateTime,
@@ -423,7 +476,7 @@ async fn fail(
     let mut failed = session.clone();
     failed.status = Status::Failed;
     failed.error = Some(error.clone());
-    let event = Event::for_session(&failed, None, now);
+    let event = Event::for_session(&failed, None, now).with_binding(binding);
     let channel_event = Event::channel_update(&failed, now);
     let result = state
         .store

@@ -5,12 +5,12 @@
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use time::Duration;
+use time::{Duration, OffsetDateTime};
 
 use super::pages::{Lang, Msg, Page, esc, protect};
 use crate::crypto::{b64url, random_token, sha256};
 use crate::domain::link::{self, LinkError};
-use crate::domain::session::{Attempt, Session, Status};
+use crate::domain::session::{Attempt, Session, SessionSpec, Status};
 use crate::domain::state::StateClaims;
 use crate::flow::AppState;
 use crate::store::{SideWrite, Transition, TransitionError};
@@ -54,7 +54,7 @@ pub fn invalid_page(lang: Lang) -> Page {
     )
 }
 
-fn unavailable_page(lang: Lang) -> Page {
+pub(super) fn unavailable_page(lang: Lang) -> Page {
     Page::new(
         StatusCode::SERVICE_UNAVAILABLE,
         lang,
@@ -139,13 +139,29 @@ pub async fn start(
             tracing::field::display(&session.spec.integration),
         );
     let lang = Lang::pick(session.spec.locale.as_deref(), &headers);
+    if session.spec.binding.is_some() {
+        // The person proves first who they are at the MCP server's own issuer (SPEC §9); the
+        // binding callback goes on to the provider.
+        return super::binding::begin(&state, &session, lang).await;
+    }
+    provider_attempt(&state, &session, lang, None).await
+}
+
+/// Start a sign-in at the session's provider. `bound`: the issuer subject that a binding step
+/// matched, kept on the attempt for the provider callback's events.
+pub(super) async fn provider_attempt(
+    state: &AppState,
+    session: &Session,
+    lang: Lang,
+    bound: Option<String>,
+) -> Response {
     let spec = &session.spec;
     let provider = match state
         .store
         .get_integration(&spec.bot, &spec.integration)
         .await
     {
-        Ok(Some(i)) => crate::flow::provider::provider_for(&state, &i).await.ok(),
+        Ok(Some(i)) => crate::flow::provider::provider_for(state, &i).await.ok(),
         Ok(None) => None,
         Err(_) => return unavailable_page(lang).into_response(),
     };
@@ -154,11 +170,10 @@ pub async fn start(
         return Page::new(StatusCode::CONFLICT, lang, Msg::ErrorTitle, Msg::ErrorBody)
             .into_response();
     };
-
     let now = state.clock.now();
     let attempt_id = random_token::<16>();
     let binding = random_token::<32>();
-    let until = (now + ATTEMPT_TTL).min(spec.expires_at);
+    let until = attempt_deadline(spec, now);
     let claims = StateClaims::new(
         spec.id,
         attempt_id.clone(),
@@ -179,15 +194,45 @@ pub async fn start(
             &format!("attempt|{}|{attempt_id}", spec.id),
             secrecy::ExposeSecret::expose_secret(&verifier).as_bytes(),
         ),
+        nonce: None,
+        bound,
         created_at: now,
     };
+    launch(
+        state,
+        spec,
+        lang,
+        &attempt,
+        &binding,
+        authorize_url.as_str(),
+    )
+    .await
+}
+
+/// When an attempt started now runs out.
+pub(super) fn attempt_deadline(spec: &SessionSpec, now: OffsetDateTime) -> OffsetDateTime {
+    (now + ATTEMPT_TTL).min(spec.expires_at)
+}
+
+/// Park `attempt` (status → in_progress) and send the browser to `location` with the attempt's
+/// binding cookie.
+pub(super) async fn launch(
+    state: &AppState,
+    spec: &SessionSpec,
+    lang: Lang,
+    attempt: &Attempt,
+    binding: &str,
+    location: &str,
+) -> Response {
+    let now = attempt.created_at;
+    let until = attempt_deadline(spec, now);
     let result = state
         .store
         .transition(Transition {
             id: spec.id,
             to: Status::InProgress,
             error: None,
-            write: SideWrite::Attempt(&attempt, until),
+            write: SideWrite::Attempt(attempt, until),
             event: None,
             channel_event: None,
             now,
@@ -202,20 +247,20 @@ pub async fn start(
         Err(TransitionError::NotFound) => return invalid_page(lang).into_response(),
         Err(TransitionError::Store(_)) => return unavailable_page(lang).into_response(),
     }
-    tracing::info!(session_id = %spec.id, bot = %spec.bot, integration = %spec.integration, "attempt started");
+    tracing::info!(session_id = %spec.id, bot = %spec.bot, integration = %spec.integration, binding_step = attempt.nonce.is_some(), "attempt started");
 
     let https = state.config.is_https();
     let max_age = (until - now).whole_seconds().max(1);
     let cookie = format!(
         "{}={binding}; Path=/; Max-Age={max_age}; HttpOnly; SameSite=Lax{}",
-        cookie_name(https, &attempt_id),
+        cookie_name(https, &attempt.id),
         if https { "; Secure" } else { "" }
     );
     let mut resp = StatusCode::SEE_OTHER.into_response();
     let h = resp.headers_mut();
     protect(h);
     if let (Ok(loc), Ok(c)) = (
-        HeaderValue::from_str(authorize_url.as_str()),
+        HeaderValue::from_str(location),
         HeaderValue::from_str(&cookie),
     ) {
         h.insert(header::LOCATION, loc);

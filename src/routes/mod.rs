@@ -3,6 +3,7 @@
 
 pub mod admin;
 pub mod auth;
+pub mod binding;
 pub mod callback;
 pub mod channels;
 pub mod health;
@@ -176,6 +177,7 @@ pub fn router(state: AppState) -> Router {
         .routes(routes!(tokens::check))
         .routes(routes!(link::interstitial, link::start))
         .routes(routes!(callback::callback))
+        .routes(routes!(binding::callback))
         .split_for_parts();
     // The spec is built from the same annotated handlers the router serves: it cannot drift.
     let spec: Arc<str> = openapi.to_json().unwrap_or_default().into();

@@ -47,7 +47,7 @@ pub struct ProfileBody {
     client_auth: ClientAuth,
 }
 
-fn check_url(state: &AppState, field: &str, url: &Url) -> Result<(), ApiError> {
+pub(crate) fn check_url(state: &AppState, field: &str, url: &Url) -> Result<(), ApiError> {
     // https outside local mode (a daemon served over plain http is a local trial).
     let ok = if state.config.is_https() {
         url.scheme() == "https"

@@ -22,7 +22,9 @@ use crate::domain::bot::{Bot, Integration, Mode, host_allowed};
 use crate::domain::channel::{ChannelDelivery, ChannelTarget};
 use crate::domain::event::{ChannelJob, Event};
 use crate::domain::link;
-use crate::domain::session::{ExpectedIdentity, Session, SessionSpec, Status, Verification};
+use crate::domain::session::{
+    BindingMethod, ExpectedIdentity, OidcSubject, Session, SessionSpec, Status, Verification,
+};
 use crate::domain::{IntegrationName, Partition, SessionId, Subject, UserId};
 use crate::error::ApiError;
 use crate::flow::AppState;
@@ -59,6 +61,13 @@ pub struct CreateBody {
     verification: Option<Verification>,
     #[serde(default)]
     expected_identity: Option<ExpectedIdentity>,
+    /// `oidc`: the person at the link must first sign in at the bot's identity issuer as
+    /// `subject`.
+    #[serde(default)]
+    binding: Option<BindingMethod>,
+    /// With `binding: oidc`: `{iss, sub}` of the user at the bot's identity issuer.
+    #[serde(default)]
+    subject: Option<OidcSubject>,
     #[serde(default)]
     force: bool,
     /// Deliver the link to a chat channel of the bot (or `{"name": "webchat"}`: the response
@@ -77,6 +86,46 @@ fn check_text(field: &str, v: &Option<String>, max: usize) -> Result<(), ApiErro
         }
         _ => Ok(()),
     }
+}
+
+/// `binding: oidc` needs a subject at the bot's own identity issuer; a subject alone means
+/// nothing.
+fn check_binding(
+    bot: &Bot,
+    binding: Option<BindingMethod>,
+    subject: Option<OidcSubject>,
+) -> Result<Option<OidcSubject>, ApiError> {
+    let subject = match (binding, subject) {
+        (None, None) => return Ok(None),
+        (None, Some(_)) => {
+            return Err(ApiError::Invalid(
+                "subject is only used with binding: oidc".into(),
+            ));
+        }
+        (Some(BindingMethod::Oidc), None) => {
+            return Err(ApiError::Invalid(
+                "binding: oidc needs subject: {iss, sub}".into(),
+            ));
+        }
+        (Some(BindingMethod::Oidc), Some(subject)) => subject,
+    };
+    let Some(issuer) = &bot.identity_issuer else {
+        return Err(ApiError::Invalid(
+            "binding: oidc needs the bot's identity_issuer to be configured".into(),
+        ));
+    };
+    if subject.iss != issuer.issuer {
+        return Err(ApiError::Invalid(format!(
+            "subject.iss must be the bot's identity issuer {:?}",
+            issuer.issuer
+        )));
+    }
+    if subject.sub.is_empty() || subject.sub.len() > 255 {
+        return Err(ApiError::Invalid(
+            "subject.sub must be 1-255 characters".into(),
+        ));
+    }
+    Ok(Some(subject))
 }
 
 /// Bot and integration for a runtime call, or 404s.
@@ -242,6 +291,7 @@ pub(crate) async fn new_session(
             "expected_identity needs email, username or user_id".into(),
         ));
     }
+    let binding = check_binding(&bot, req.binding, req.subject)?;
     let ttl = req
         .ttl_seconds
         .or(integration.link_ttl_seconds)
@@ -276,6 +326,7 @@ pub(crate) async fn new_session(
             return_url: req.return_url,
             verification,
             expected_identity: req.expected_identity,
+            binding,
             provider_config: provider_config.clone(),
             channel: req.channel,
             created_at: now,
@@ -776,6 +827,7 @@ pub async fn pre_authorize(
             return_url: req.return_url,
             verification: Verification::None,
             expected_identity: None,
+            binding: None,
             provider_config,
             channel: None,
             created_at: now,

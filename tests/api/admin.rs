@@ -477,6 +477,7 @@ async fn openapi_describes_every_route() {
         ("get", "/l/{link}"),
         ("post", "/l/{link}"),
         ("get", "/oauth/callback/{config}"),
+        ("get", "/oauth/binding/{bot}"),
         ("get", "/healthz"),
         ("get", "/readyz"),
         ("get", "/metrics"),

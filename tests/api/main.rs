@@ -6,6 +6,7 @@
 
 mod admin;
 mod agents;
+mod binding;
 mod callback;
 mod channels;
 mod crash;

@@ -130,6 +130,7 @@ pub fn session_for(
             return_url: None,
             verification: Verification::None,
             expected_identity: None,
+            binding: None,
             provider_config: "salesforce".into(),
             channel: None,
             created_at: now,
@@ -200,6 +201,8 @@ fn attempt(s: &Session, id: &str, now: OffsetDateTime) -> Attempt {
         id: id.into(),
         session: s.spec.id,
         verifier: "k.v".into(),
+        nonce: None,
+        bound: None,
         created_at: now,
     }
 }
@@ -566,6 +569,7 @@ async fn tenancy_records_round_trip(store: &dyn Store) {
         allowed_return_hosts: vec![],
         allowed_webhook_hosts: vec![],
         disabled_webhooks: vec![],
+        identity_issuer: None,
         created_at: now,
         updated_at: now,
     };

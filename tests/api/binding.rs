@@ -1,0 +1,220 @@
+//! Same-user binding (`binding: oidc`, SPEC §9): a second real oidc-provider plays the MCP
+//! server's own authorization server; the fake Salesforce is the provider behind it.
+
+use reqwest::{Method, StatusCode};
+use serde_json::{Value, json};
+use url::Url;
+
+use authlink::domain::{BotId, IntegrationName, Subject};
+
+use crate::helpers::{Browser, TestApp, spawn_app};
+use crate::oidc::{CLIENT_ID, CLIENT_SECRET, OidcProvider};
+
+/// An app whose bot `acme` names a fresh oidc-provider as its identity issuer.
+async fn bound_app() -> (TestApp, OidcProvider, String) {
+    let app = spawn_app().await;
+    let key = app.setup_bot("acme").await;
+    let issuer = OidcProvider::start(&format!("{}/oauth/binding/acme", app.base), 60);
+    let r = put_issuer(
+        &app,
+        json!({"issuer": issuer.issuer, "client_id": CLIENT_ID, "client_secret": CLIENT_SECRET}),
+    )
+    .await;
+    assert_eq!(r.status(), StatusCode::OK, "{}", r.text().await.unwrap());
+    (app, issuer, key)
+}
+
+async fn put_issuer(app: &TestApp, identity_issuer: Value) -> reqwest::Response {
+    app.call(
+        Method::PUT,
+        "/v1/bots/acme",
+        &app.operator_key,
+        Some(json!({
+            "name": "acme assistant",
+            "webhook_url": app.receiver.url,
+            "identity_issuer": identity_issuer,
+        })),
+    )
+    .await
+}
+
+async fn bound_session(app: &TestApp, key: &str, issuer: &OidcProvider, sub: &str) -> Value {
+    let r = app
+        .create_session(
+            key,
+            "acme",
+            json!({"integration": "crm", "user_id": "u1", "binding": "oidc",
+                   "subject": {"iss": issuer.issuer, "sub": sub}}),
+        )
+        .await;
+    assert_eq!(r.status(), StatusCode::CREATED);
+    r.json().await.unwrap()
+}
+
+/// Continue, then sign in at the issuer as `account`: the binding callback URL it sends back.
+async fn sign_in_at_issuer(browser: &mut Browser, link: &str, account: &str) -> Url {
+    let authorize = browser.start(link).await;
+    let interaction = browser.redirect(authorize.as_str()).await;
+    let resume = browser
+        .redirect(&format!("{interaction}?login={account}"))
+        .await;
+    browser.redirect(resume.as_str()).await
+}
+
+async fn grant_stored(app: &TestApp) -> bool {
+    app.store
+        .get_grant(
+            &BotId::parse("acme").unwrap(),
+            &IntegrationName::parse("crm").unwrap(),
+            &Subject::parse("u1").unwrap(),
+        )
+        .await
+        .unwrap()
+        .is_some()
+}
+
+#[tokio::test]
+async fn the_user_who_asked_completes_and_the_event_says_matched() {
+    let (app, issuer, key) = bound_app().await;
+    let s = bound_session(&app, &key, &issuer, "alice").await;
+    let mut browser = Browser::new();
+    let back = sign_in_at_issuer(&mut browser, s["link"].as_str().unwrap(), "alice").await;
+    assert!(back.path().starts_with("/oauth/binding/acme"), "{back}");
+    let provider = browser.redirect(back.as_str()).await;
+    assert!(
+        provider.as_str().starts_with(&app.provider.base_url),
+        "{provider}"
+    );
+    let callback = browser.sign_in(&provider).await;
+    let page = browser.land(callback.as_str()).await;
+    assert_eq!(page.status, StatusCode::OK, "{}", page.body);
+    assert!(grant_stored(&app).await);
+    let events = app.receiver.wait_for(s["id"].as_str().unwrap(), 1).await;
+    assert_eq!(events[0].kind, "auth_session.completed");
+    assert_eq!(
+        events[0].body["data"]["binding"],
+        json!({"method": "oidc", "result": "matched", "sub": "alice"})
+    );
+}
+
+#[tokio::test]
+async fn another_person_fails_with_identity_mismatch_before_the_provider() {
+    let (app, issuer, key) = bound_app().await;
+    let s = bound_session(&app, &key, &issuer, "alice").await;
+    let id = s["id"].as_str().unwrap();
+    let mut browser = Browser::new();
+    let back = sign_in_at_issuer(&mut browser, s["link"].as_str().unwrap(), "mallory").await;
+    let page = browser.land(back.as_str()).await;
+    assert_eq!(page.status, StatusCode::BAD_GATEWAY, "{}", page.body);
+    let (_, view) = app.session(&key, "acme", id, None).await;
+    assert_eq!(view["status"], "failed");
+    assert_eq!(view["error"]["code"], "identity_mismatch");
+    let events = app.receiver.wait_for(id, 1).await;
+    assert_eq!(events[0].kind, "auth_session.failed");
+    assert_eq!(
+        events[0].body["data"]["binding"],
+        json!({"method": "oidc", "result": "mismatch", "sub": "mallory"})
+    );
+    assert!(!grant_stored(&app).await);
+    assert!(app.provider.last_authorize_query().is_none());
+    assert_eq!(app.provider.token_requests(), 0);
+}
+
+#[tokio::test]
+async fn issuer_configuration_is_validated_and_its_secret_never_shown() {
+    let (app, issuer, key) = bound_app().await;
+    let r = app
+        .call(Method::GET, "/v1/bots/acme", &app.operator_key, None)
+        .await;
+    let text = r.text().await.unwrap();
+    assert!(!text.contains(CLIENT_SECRET));
+    let bot: Value = serde_json::from_str(&text).unwrap();
+    assert_eq!(
+        bot["identity_issuer"],
+        json!({"issuer": issuer.issuer, "client_id": CLIENT_ID, "client_secret_set": true})
+    );
+    // Omitting the secret on update keeps it.
+    let r = put_issuer(
+        &app,
+        json!({"issuer": issuer.issuer, "client_id": CLIENT_ID}),
+    )
+    .await;
+    assert_eq!(r.status(), StatusCode::OK);
+    assert_eq!(
+        r.json::<Value>().await.unwrap()["identity_issuer"]["client_secret_set"],
+        true
+    );
+    assert!(
+        app.redis_dump()
+            .iter()
+            .all(|(_, v)| !v.contains(CLIENT_SECRET))
+    );
+
+    for bad in [
+        json!({"issuer": "ftp://issuer.example.com", "client_id": "c", "client_secret": "s"}),
+        json!({"issuer": "not a url", "client_id": "c", "client_secret": "s"}),
+        json!({"issuer": "https://issuer.example.com", "client_id": "", "client_secret": "s"}),
+        json!({"issuer": "https://issuer.example.com", "client_id": "c", "client_secret": ""}),
+        json!({"issuer": "https://issuer.example.com", "client_id": "c", "extra": 1}),
+    ] {
+        let r = put_issuer(&app, bad.clone()).await;
+        assert_eq!(r.status(), StatusCode::UNPROCESSABLE_ENTITY, "{bad}");
+    }
+    for body in [
+        json!({"integration": "crm", "user_id": "u1", "binding": "oidc"}),
+        json!({"integration": "crm", "user_id": "u1", "subject": {"iss": issuer.issuer, "sub": "a"}}),
+        json!({"integration": "crm", "user_id": "u1", "binding": "oidc",
+               "subject": {"iss": "https://elsewhere.example.com", "sub": "a"}}),
+    ] {
+        let r = app.create_session(&key, "acme", body.clone()).await;
+        assert_eq!(r.status(), StatusCode::UNPROCESSABLE_ENTITY, "{body}");
+    }
+    // Without an issuer on the bot, binding cannot be asked for.
+    assert_eq!(put_issuer(&app, Value::Null).await.status(), StatusCode::OK);
+    let r = app
+        .create_session(
+            &key,
+            "acme",
+            json!({"integration": "crm", "user_id": "u1", "binding": "oidc",
+                   "subject": {"iss": issuer.issuer, "sub": "a"}}),
+        )
+        .await;
+    assert_eq!(r.status(), StatusCode::UNPROCESSABLE_ENTITY);
+}
+
+#[tokio::test]
+async fn forged_and_replayed_binding_callbacks_change_nothing() {
+    let (app, issuer, key) = bound_app().await;
+    let s = bound_session(&app, &key, &issuer, "alice").await;
+    let id = s["id"].as_str().unwrap();
+    let mut browser = Browser::new();
+    let back = sign_in_at_issuer(&mut browser, s["link"].as_str().unwrap(), "alice").await;
+
+    // A forged state, and the real one on another bot's binding callback.
+    let mut forged = back.clone();
+    forged.set_query(Some("code=x&state=forged"));
+    assert_eq!(
+        browser.land(forged.as_str()).await.status,
+        StatusCode::BAD_REQUEST
+    );
+    let mut elsewhere = back.clone();
+    elsewhere.set_path("/oauth/binding/other");
+    assert_eq!(
+        browser.land(elsewhere.as_str()).await.status,
+        StatusCode::BAD_REQUEST
+    );
+    // Without the browser's binding cookie.
+    assert_eq!(
+        Browser::new().land(back.as_str()).await.status,
+        StatusCode::FORBIDDEN
+    );
+
+    // The real one goes on once; its replay finds no attempt.
+    let provider = browser.redirect(back.as_str()).await;
+    assert!(provider.as_str().starts_with(&app.provider.base_url));
+    let replay = browser.land(back.as_str()).await;
+    assert_eq!(replay.status, StatusCode::NOT_FOUND);
+    let (_, view) = app.session(&key, "acme", id, None).await;
+    assert_eq!(view["status"], "in_progress");
+    assert!(!grant_stored(&app).await);
+}
