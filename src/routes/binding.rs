@@ -50,21 +50,26 @@ struct Discovery {
     jwks_uri: Url,
 }
 
+/// Send `req` and read a JSON answer; `what` names the step for the operator.
+async fn fetch_json<T: serde::de::DeserializeOwned>(
+    req: reqwest::RequestBuilder,
+    what: &str,
+) -> anyhow::Result<T> {
+    req.send()
+        .await
+        .and_then(|r| r.error_for_status())
+        .with_context(|| format!("{what}: request"))?
+        .json()
+        .await
+        .with_context(|| format!("{what}: answer"))
+}
+
 async fn discover(state: &AppState, issuer: &str) -> anyhow::Result<Discovery> {
     let url = format!(
         "{}/.well-known/openid-configuration",
         issuer.trim_end_matches('/')
     );
-    let d: Discovery = state
-        .http
-        .get(&url)
-        .send()
-        .await
-        .and_then(|r| r.error_for_status())
-        .with_context(|| format!("fetching {url}"))?
-        .json()
-        .await
-        .with_context(|| format!("reading {url}"))?;
+    let d: Discovery = fetch_json(state.http.get(&url), &format!("discovery at {url}")).await?;
     // OpenID Connect Discovery §4.3: the document must name the issuer it was fetched for.
     if d.issuer != issuer {
         bail!("discovery names issuer {:?}, not {issuer:?}", d.issuer);
@@ -254,7 +259,7 @@ async fn signed_in_subject(
     let form_encode =
         |s: &str| url::form_urlencoded::byte_serialize(s.as_bytes()).collect::<String>();
     // client_secret_basic: RFC 6749 §2.3.1 form-encodes both parts before Basic.
-    let token: TokenResponse = state
+    let exchange = state
         .http
         .post(discovery.token_endpoint.clone())
         .basic_auth(
@@ -269,29 +274,18 @@ async fn signed_in_subject(
                 redirect_uri(state, &session.spec.bot).as_str(),
             ),
             ("code_verifier", &String::from_utf8_lossy(&verifier)),
-        ])
-        .send()
-        .await
-        .and_then(|r| r.error_for_status())
-        .context("code exchange at the identity issuer")?
-        .json()
-        .await
-        .context("reading the identity issuer's token response")?;
+        ]);
+    let token: TokenResponse = fetch_json(exchange, "code exchange at the identity issuer").await?;
 
     let header = jsonwebtoken::decode_header(&token.id_token).context("ID token header")?;
     if header.alg != Algorithm::RS256 {
         bail!("ID token is signed with {:?}, not RS256", header.alg);
     }
-    let jwks: JwkSet = state
-        .http
-        .get(discovery.jwks_uri.clone())
-        .send()
-        .await
-        .and_then(|r| r.error_for_status())
-        .context("fetching the issuer's JWKS")?
-        .json()
-        .await
-        .context("reading the issuer's JWKS")?;
+    let jwks: JwkSet = fetch_json(
+        state.http.get(discovery.jwks_uri.clone()),
+        "the issuer's JWKS",
+    )
+    .await?;
     let jwk = match &header.kid {
         Some(kid) => jwks.find(kid),
         None if jwks.keys.len() == 1 => jwks.keys.first(),
