@@ -428,6 +428,9 @@ struct SessionView<'a> {
     expires_at: OffsetDateTime,
     #[serde(skip_serializing_if = "Option::is_none")]
     error: Option<&'a crate::domain::session::SessionError>,
+    /// `binding: oidc` sessions: the issuer subject the person at the link must be.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    binding: Option<serde_json::Value>,
     #[serde(skip_serializing_if = "Option::is_none")]
     link: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -456,6 +459,10 @@ fn view_of<'a>(
         updated_at: s.updated_at,
         expires_at: spec.expires_at,
         error: s.error.as_ref(),
+        binding: spec
+            .binding
+            .as_ref()
+            .map(|subject| serde_json::json!({"method": "oidc", "subject": subject})),
         link: (with_link && !status.is_final()).then(|| link_url(state, spec.id, spec.expires_at)),
         delivery: None,
         webchat: None,

@@ -109,6 +109,10 @@ async fn another_person_fails_with_identity_mismatch_before_the_provider() {
     let (_, view) = app.session(&key, "acme", id, None).await;
     assert_eq!(view["status"], "failed");
     assert_eq!(view["error"]["code"], "identity_mismatch");
+    assert_eq!(
+        view["binding"],
+        json!({"method": "oidc", "subject": {"iss": issuer.issuer, "sub": "alice"}})
+    );
     let events = app.receiver.wait_for(id, 1).await;
     assert_eq!(events[0].kind, "auth_session.failed");
     assert_eq!(
