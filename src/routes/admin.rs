@@ -70,7 +70,7 @@ fn identity_issuer(
     };
     let url = Url::parse(&b.issuer)
         .map_err(|e| ApiError::Invalid(format!("identity_issuer.issuer: {e}")))?;
-    super::profiles::check_url(state, "identity_issuer.issuer", &url)?;
+    check_url(state, "identity_issuer.issuer", &url)?;
     if url.query().is_some() || url.fragment().is_some() {
         return Err(ApiError::Invalid(
             "identity_issuer.issuer must not have a query or fragment".into(),
@@ -123,6 +123,26 @@ fn check_hosts(field: &str, hosts: &[String]) -> Result<(), ApiError> {
         None if hosts.len() > 100 => Err(ApiError::Invalid(format!("{field}: at most 100 hosts"))),
         None => Ok(()),
     }
+}
+
+/// A URL the daemon will call (a provider, an issuer, a chat API): https — plain http only for
+/// loopback hosts in a local trial — and no credentials in it.
+pub(crate) fn check_url(state: &AppState, field: &str, url: &Url) -> Result<(), ApiError> {
+    // https outside local mode (a daemon served over plain http is a local trial).
+    let ok = if state.config.is_https() {
+        url.scheme() == "https"
+    } else {
+        crate::config::secure_or_loopback(url) || url.scheme() == "https"
+    };
+    if !ok || url.host().is_none() {
+        return Err(ApiError::Invalid(format!("{field} must be an https URL")));
+    }
+    if !url.username().is_empty() || url.password().is_some() {
+        return Err(ApiError::Invalid(format!(
+            "{field} must not contain credentials"
+        )));
+    }
+    Ok(())
 }
 
 pub fn check_webhook_url(url: &Url) -> Result<(), ApiError> {

@@ -13,8 +13,10 @@ use secrecy::{ExposeSecret, SecretString};
 use serde::Deserialize;
 use url::Url;
 
-use super::callback::{CallbackQuery, fail, verified_state};
-use super::link::{attempt_deadline, invalid_page, launch, provider_attempt, unavailable_page};
+use super::attempt::{
+    CallbackQuery, attempt_deadline, fail, invalid_page, launch, provider_attempt,
+    unavailable_page, verified_state,
+};
 use super::pages::{Lang, Msg, Page};
 use crate::crypto::{b64url, ct_eq, random_token, sha256};
 use crate::domain::BotId;
@@ -75,7 +77,7 @@ async fn discover(state: &AppState, issuer: &str) -> anyhow::Result<Discovery> {
         bail!("discovery names issuer {:?}, not {issuer:?}", d.issuer);
     }
     for url in [&d.authorization_endpoint, &d.token_endpoint, &d.jwks_uri] {
-        super::profiles::check_url(state, "issuer endpoint", url)
+        super::admin::check_url(state, "issuer endpoint", url)
             .map_err(|_| anyhow!("issuer endpoint {url} is not trusted"))?;
     }
     Ok(d)

@@ -8,48 +8,23 @@
 //! 6. store the grant, set the status and enqueue the event in one atomic store operation.
 
 use axum::extract::{Path, Query, State};
-use axum::http::{HeaderMap, StatusCode, header};
+use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
-use serde::Deserialize;
 use time::OffsetDateTime;
 use tracing::Instrument;
 
-use super::link::{cookie_name, invalid_page, settled_page};
+use super::attempt::{CallbackQuery, fail, invalid_page, settled_page, truncate, verified_state};
 use super::pages::{Lang, Msg, Page, esc};
-use crate::crypto::{b64url, ct_eq, sha256};
 use crate::domain::event::Event;
 use crate::domain::grant::{Grant, GrantStatus};
 use crate::domain::identity;
 use crate::domain::session::{
-    BindingMethod, BindingOutcome, BindingResult, FailureCode, Session, SessionError, Status,
+    BindingMethod, BindingOutcome, BindingResult, FailureCode, Session, Status,
 };
-use crate::domain::state::{StateClaims, StateError};
+use crate::domain::state::StateClaims;
 use crate::flow::AppState;
 use crate::oauth::{ExchangeError, Provider, TokenSet};
 use crate::store::{SideWrite, Transition, TransitionError};
-
-#[derive(Deserialize)]
-pub struct CallbackQuery {
-    code: Option<String>,
-    state: Option<String>,
-    error: Option<String>,
-    error_description: Option<String>,
-}
-
-impl CallbackQuery {
-    pub(super) fn state(&self) -> Option<&str> {
-        self.state.as_deref()
-    }
-
-    /// The code, or the error the other side answered with instead.
-    pub(super) fn into_code(self) -> Result<String, String> {
-        match (self.code, self.error) {
-            (_, Some(e)) => Err(truncate(self.error_description.as_deref().unwrap_or(&e))),
-            (Some(code), None) => Ok(code),
-            (None, None) => Err("no code".into()),
-        }
-    }
-}
 
 #[utoipa::path(operation_id = "callback_callback", get, path = "/oauth/callback/{config}", tag = "browser", summary = "The provider's redirect back", params(("config" = String, Path)), responses((status = 200, description = "200: text/html result page"), (status = "4XX", description = "problem+json (RFC 9457)")))]
 pub async fn callback(
@@ -77,59 +52,6 @@ pub async fn callback(
     finish(&state, claims, q, &headers, now)
         .instrument(span)
         .await
-}
-
-/// Steps 1–3, before any store access: the state's signature and expiry, the callback it was
-/// issued for (`cfg`), and the browser's binding cookie.
-pub(super) fn verified_state(
-    state: &AppState,
-    token: Option<&str>,
-    cfg: &str,
-    headers: &HeaderMap,
-    now: OffsetDateTime,
-) -> Result<StateClaims, Page> {
-    let browser = Lang::pick(None, headers);
-    let invalid = || {
-        Page::new(
-            StatusCode::BAD_REQUEST,
-            browser,
-            Msg::InvalidTitle,
-            Msg::InvalidBody,
-        )
-    };
-    // 1. Signature and expiry, no store access.
-    let claims = match token.map(|s| StateClaims::decode(&state.config.signing, s, now)) {
-        Some(Ok(c)) => c,
-        Some(Err(StateError::Expired)) => {
-            return Err(Page::new(
-                StatusCode::GONE,
-                browser,
-                Msg::ExpiredTitle,
-                Msg::ExpiredBody,
-            ));
-        }
-        Some(Err(StateError::Invalid)) | None => {
-            tracing::warn!("callback with a missing or forged state");
-            return Err(invalid());
-        }
-    };
-    // 2. Mix-up defence.
-    if claims.cfg != cfg {
-        tracing::warn!(session_id = %claims.sub, "state presented on another callback");
-        return Err(invalid());
-    }
-    // 3. Browser binding.
-    let cookie = read_cookie(headers, &cookie_name(state.config.is_https(), &claims.att));
-    if !cookie.is_some_and(|c| ct_eq(&b64url(&sha256(c.as_bytes())), &claims.bnd)) {
-        tracing::warn!(session_id = %claims.sub, "callback without the binding cookie");
-        return Err(Page::new(
-            StatusCode::FORBIDDEN,
-            browser,
-            Msg::BrowserTitle,
-            Msg::BrowserBody,
-        ));
-    }
-    Ok(claims)
 }
 
 async fn finish(
@@ -454,53 +376,6 @@ fn requested_scopes(provider: &Provider, session: &Session) -> Vec<String> {
     }
 }
 
-fn truncate(s: &str) -> String {
-    s.chars().filter(|c| !c.is_control()).take(300).collect()
-}
-
-/// Fail `session` with `code` (its event, reporting `binding` if the session was bound, written
-/// in the same step) and show `page`.
-pub(super) async fn fail(
-    state: &AppState,
-    session: &Session,
-    binding: Option<&BindingResult>,
-    code: FailureCode,
-    description: &str,
-    now: OffsetDateTime,
-    page: Page,
-) -> Response {
-    let error = SessionError {
-        code,
-        description: description.to_owned(),
-    };
-    let mut failed = session.clone();
-    failed.status = Status::Failed;
-    failed.error = Some(error.clone());
-    let event = Event::for_session(&failed, None, now).with_binding(binding);
-    let channel_event = Event::channel_update(&failed, now);
-    let result = state
-        .store
-        .transition(Transition {
-            id: session.spec.id,
-            to: Status::Failed,
-            error: Some(&error),
-            write: SideWrite::None,
-            event: Some(&event),
-            channel_event: channel_event.as_ref(),
-            now,
-        })
-        .await;
-    match result {
-        Ok(_) => {
-            tracing::info!(session_id = %session.spec.id, code = code.as_str(), "auth session failed");
-            page.into_response()
-        }
-        Err(TransitionError::Conflict(s)) => settled_page(s, page.lang).into_response(),
-        Err(TransitionError::Expired) => settled_page(Status::Expired, page.lang).into_response(),
-        Err(_) => page.into_response(),
-    }
-}
-
 fn success_page(lang: Lang, session: &Session, code: Option<&str>) -> Page {
     let mut page = match code {
         Some(_) => Page::new(StatusCode::OK, lang, Msg::CodeTitle, Msg::CodeBody),
@@ -520,15 +395,4 @@ fn success_page(lang: Lang, session: &Session, code: Option<&str>) -> Page {
         );
     }
     page
-}
-
-fn read_cookie<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
-    headers
-        .get_all(header::COOKIE)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(';'))
-        .filter_map(|pair| pair.trim().split_once('='))
-        .find(|(k, _)| *k == name)
-        .map(|(_, v)| v)
 }

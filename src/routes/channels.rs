@@ -11,7 +11,6 @@ use serde_json::{Value, json};
 use url::Url;
 
 use super::auth::{Caller, bot_id};
-use crate::config::secure_or_loopback;
 use crate::domain::BotId;
 use crate::domain::channel::{ChannelConfig, ChannelName, ChannelSettings, WhatsappTemplate};
 use crate::error::ApiError;
@@ -83,20 +82,9 @@ fn default_url(s: &str) -> Url {
     Url::parse(s).expect("static default URLs parse")
 }
 
+/// The common rules for URLs the daemon calls, and no private addresses where those are denied.
 fn check_url(state: &AppState, field: &str, url: &Url) -> Result<(), ApiError> {
-    let ok = if state.config.is_https() {
-        url.scheme() == "https"
-    } else {
-        secure_or_loopback(url) || url.scheme() == "https"
-    };
-    if !ok || url.host().is_none() {
-        return Err(ApiError::Invalid(format!("{field} must be an https URL")));
-    }
-    if !url.username().is_empty() || url.password().is_some() {
-        return Err(ApiError::Invalid(format!(
-            "{field} must not contain credentials"
-        )));
-    }
+    super::admin::check_url(state, field, url)?;
     if state.config.webhooks.deny_private_networks && crate::webhook::names_private_host(url) {
         return Err(ApiError::Invalid(format!(
             "{field} must not point to a private or loopback address"

@@ -3,64 +3,17 @@
 //! a fresh PKCE verifier, a signed state, a browser-binding cookie, and a 303 to the provider.
 
 use axum::extract::{Path, State};
-use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
-use time::{Duration, OffsetDateTime};
 
-use super::pages::{Lang, Msg, Page, esc, protect};
-use crate::crypto::{b64url, random_token, sha256};
+use super::attempt::{invalid_page, provider_attempt, settled_page, unavailable_page};
+use super::pages::{Lang, Msg, Page, esc};
 use crate::domain::link::{self, LinkError};
-use crate::domain::session::{Attempt, Session, SessionSpec, Status};
-use crate::domain::state::StateClaims;
+use crate::domain::session::{Session, Status};
 use crate::flow::AppState;
-use crate::store::{SideWrite, Transition, TransitionError};
-
-/// How long one attempt (sign-in at the provider) may take, at most.
-const ATTEMPT_TTL: Duration = Duration::minutes(10);
-
-/// The binding cookie's name: per attempt, so two sign-ins in one browser do not collide.
-/// `__Host-` (Secure, no Domain, Path=/) whenever the daemon is served over https.
-pub fn cookie_name(https: bool, attempt: &str) -> String {
-    let short = &attempt[..attempt.len().min(12)];
-    if https {
-        format!("__Host-authlink-{short}")
-    } else {
-        format!("authlink-{short}")
-    }
-}
 
 fn provider_name(s: &Session) -> String {
     s.spec.provider_name()
-}
-
-/// The page for a session that can no longer be started.
-pub fn settled_page(status: Status, lang: Lang) -> Page {
-    match status {
-        Status::Completed | Status::AwaitingCode => {
-            Page::new(StatusCode::OK, lang, Msg::AlreadyTitle, Msg::AlreadyBody)
-        }
-        Status::Expired => Page::new(StatusCode::GONE, lang, Msg::ExpiredTitle, Msg::ExpiredBody),
-        Status::Failed => Page::new(StatusCode::GONE, lang, Msg::ErrorTitle, Msg::ErrorBody),
-        _ => Page::new(StatusCode::GONE, lang, Msg::InvalidTitle, Msg::InvalidBody),
-    }
-}
-
-pub fn invalid_page(lang: Lang) -> Page {
-    Page::new(
-        StatusCode::NOT_FOUND,
-        lang,
-        Msg::InvalidTitle,
-        Msg::InvalidBody,
-    )
-}
-
-pub(super) fn unavailable_page(lang: Lang) -> Page {
-    Page::new(
-        StatusCode::SERVICE_UNAVAILABLE,
-        lang,
-        Msg::ErrorTitle,
-        Msg::ErrorBody,
-    )
 }
 
 /// Verify the link (before any store access), then load its live session.
@@ -145,126 +98,4 @@ pub async fn start(
         return super::binding::begin(&state, &session, lang).await;
     }
     provider_attempt(&state, &session, lang, None).await
-}
-
-/// Start a sign-in at the session's provider. `bound`: the issuer subject that a binding step
-/// matched, kept on the attempt for the provider callback's events.
-pub(super) async fn provider_attempt(
-    state: &AppState,
-    session: &Session,
-    lang: Lang,
-    bound: Option<String>,
-) -> Response {
-    let spec = &session.spec;
-    let provider = match state
-        .store
-        .get_integration(&spec.bot, &spec.integration)
-        .await
-    {
-        Ok(Some(i)) => crate::flow::provider::provider_for(state, &i).await.ok(),
-        Ok(None) => None,
-        Err(_) => return unavailable_page(lang).into_response(),
-    };
-    // The integration must still use the app the session was created for.
-    let Some(provider) = provider.filter(|p| p.config_id == spec.provider_config) else {
-        return Page::new(StatusCode::CONFLICT, lang, Msg::ErrorTitle, Msg::ErrorBody)
-            .into_response();
-    };
-    let now = state.clock.now();
-    let attempt_id = random_token::<16>();
-    let binding = random_token::<32>();
-    let until = attempt_deadline(spec, now);
-    let claims = StateClaims::new(
-        spec.id,
-        attempt_id.clone(),
-        provider.config_id.clone(),
-        b64url(&sha256(binding.as_bytes())),
-        now,
-        until,
-    );
-    let (authorize_url, verifier) = provider.authorize_url(
-        claims.encode(&state.config.signing),
-        &spec.scopes,
-        spec.login_hint.as_deref(),
-    );
-    let attempt = Attempt {
-        id: attempt_id.clone(),
-        session: spec.id,
-        verifier: state.config.encryption.seal(
-            &format!("attempt|{}|{attempt_id}", spec.id),
-            secrecy::ExposeSecret::expose_secret(&verifier).as_bytes(),
-        ),
-        nonce: None,
-        bound,
-        created_at: now,
-    };
-    launch(
-        state,
-        spec,
-        lang,
-        &attempt,
-        &binding,
-        authorize_url.as_str(),
-    )
-    .await
-}
-
-/// When an attempt started now runs out.
-pub(super) fn attempt_deadline(spec: &SessionSpec, now: OffsetDateTime) -> OffsetDateTime {
-    (now + ATTEMPT_TTL).min(spec.expires_at)
-}
-
-/// Park `attempt` (status → in_progress) and send the browser to `location` with the attempt's
-/// binding cookie.
-pub(super) async fn launch(
-    state: &AppState,
-    spec: &SessionSpec,
-    lang: Lang,
-    attempt: &Attempt,
-    binding: &str,
-    location: &str,
-) -> Response {
-    let now = attempt.created_at;
-    let until = attempt_deadline(spec, now);
-    let result = state
-        .store
-        .transition(Transition {
-            id: spec.id,
-            to: Status::InProgress,
-            error: None,
-            write: SideWrite::Attempt(attempt, until),
-            event: None,
-            channel_event: None,
-            now,
-        })
-        .await;
-    match result {
-        Ok(_) => {}
-        Err(TransitionError::Conflict(s)) => return settled_page(s, lang).into_response(),
-        Err(TransitionError::Expired) => {
-            return settled_page(Status::Expired, lang).into_response();
-        }
-        Err(TransitionError::NotFound) => return invalid_page(lang).into_response(),
-        Err(TransitionError::Store(_)) => return unavailable_page(lang).into_response(),
-    }
-    tracing::info!(session_id = %spec.id, bot = %spec.bot, integration = %spec.integration, binding_step = attempt.nonce.is_some(), "attempt started");
-
-    let https = state.config.is_https();
-    let max_age = (until - now).whole_seconds().max(1);
-    let cookie = format!(
-        "{}={binding}; Path=/; Max-Age={max_age}; HttpOnly; SameSite=Lax{}",
-        cookie_name(https, &attempt.id),
-        if https { "; Secure" } else { "" }
-    );
-    let mut resp = StatusCode::SEE_OTHER.into_response();
-    let h = resp.headers_mut();
-    protect(h);
-    if let (Ok(loc), Ok(c)) = (
-        HeaderValue::from_str(location),
-        HeaderValue::from_str(&cookie),
-    ) {
-        h.insert(header::LOCATION, loc);
-        h.insert(header::SET_COOKIE, c);
-    }
-    resp
 }

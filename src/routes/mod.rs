@@ -2,6 +2,7 @@
 //! call the store / providers, and map failures through `ApiError` (API) or `pages` (browsers).
 
 pub mod admin;
+pub mod attempt;
 pub mod auth;
 pub mod binding;
 pub mod callback;

@@ -11,10 +11,9 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 use url::Url;
 
-use super::admin::check_scopes;
+use super::admin::{check_scopes, check_url};
 use super::auth::{Caller, bot_id};
 use crate::clock;
-use crate::config::secure_or_loopback;
 use crate::crypto::random_token;
 use crate::domain::bot::{AuthProfile, ClientAuth, ProfileRef};
 use crate::error::ApiError;
@@ -45,24 +44,6 @@ pub struct ProfileBody {
     extra_authorize_params: BTreeMap<String, String>,
     #[serde(default)]
     client_auth: ClientAuth,
-}
-
-pub(crate) fn check_url(state: &AppState, field: &str, url: &Url) -> Result<(), ApiError> {
-    // https outside local mode (a daemon served over plain http is a local trial).
-    let ok = if state.config.is_https() {
-        url.scheme() == "https"
-    } else {
-        secure_or_loopback(url) || url.scheme() == "https"
-    };
-    if !ok {
-        return Err(ApiError::Invalid(format!("{field} must be an https URL")));
-    }
-    if !url.username().is_empty() || url.password().is_some() {
-        return Err(ApiError::Invalid(format!(
-            "{field} must not contain credentials"
-        )));
-    }
-    Ok(())
 }
 
 fn validate(state: &AppState, b: &ProfileBody) -> Result<(), ApiError> {
