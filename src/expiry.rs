@@ -27,6 +27,7 @@ pub async fn settle(
             id: s.spec.id,
             to: Status::Expired,
             error: None,
+            binding: None,
             write: SideWrite::None,
             event: Some(&event),
             channel_event: channel_event.as_ref(),

@@ -83,6 +83,9 @@ impl Event {
         if let Some(identity) = identity {
             data["identity"] = json!(identity);
         }
+        if let Some(binding) = &session.binding {
+            data["binding"] = json!(binding);
+        }
         Self {
             id: Self::new_id(spec.id.partition()),
             kind: kind.to_owned(),
@@ -91,14 +94,6 @@ impl Event {
             webhook_url: spec.webhook_url.clone(),
             channel: None,
         }
-    }
-
-    /// The same event, reporting what the binding step found (bound sessions only).
-    pub fn with_binding(mut self, binding: Option<&super::session::BindingResult>) -> Self {
-        if let Some(b) = binding {
-            self.data["binding"] = json!(b);
-        }
-        self
     }
 
     /// The outbox item that posts `session`'s link to its channel (`job: Send`, written with the

@@ -135,7 +135,14 @@ pub struct OidcSubject {
     pub sub: String,
 }
 
-/// What the binding step found, as events report it.
+impl OidcSubject {
+    /// A fixed-length name for this subject in store keys (issuers and subjects are free text).
+    pub fn digest(&self) -> String {
+        crate::crypto::sha256_hex(format!("{}\n{}", self.iss, self.sub).as_bytes())
+    }
+}
+
+/// What the binding step found: recorded on the session and reported in its events.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct BindingResult {
     pub method: BindingMethod,
@@ -207,6 +214,8 @@ pub struct Session {
     pub spec: SessionSpec,
     pub status: Status,
     pub error: Option<SessionError>,
+    /// Bound sessions, once the binding step has run: whom it found at the identity issuer.
+    pub binding: Option<BindingResult>,
     pub updated_at: OffsetDateTime,
 }
 

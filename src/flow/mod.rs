@@ -25,6 +25,8 @@ pub struct Shared {
     pub shutdown: tokio_util::sync::CancellationToken,
     /// Time for the flow: session expiry, token refresh, backoff and leases all read it here.
     pub clock: crate::clock::Clock,
+    /// Bots' identity issuers (discovery and JWKS) as last fetched, for the binding step.
+    pub issuers: crate::oauth::issuer::IssuerCache,
 }
 
 impl AppState {
@@ -40,6 +42,7 @@ impl AppState {
             http,
             shutdown: tokio_util::sync::CancellationToken::new(),
             clock,
+            issuers: Default::default(),
         }))
     }
 }

@@ -2,6 +2,7 @@
 //! learning who signed in. `salesforce` adds what Salesforce needs on top of the generic client.
 //! Every call goes through one HTTP client that never follows redirects (SSRF) and times out.
 
+pub mod issuer;
 pub mod salesforce;
 
 use std::time::Duration;

@@ -101,6 +101,8 @@ fn identity_issuer(
             ));
         }
     };
+    // Whoever sets an issuer may just have fixed its configuration: this replica looks again.
+    state.issuers.forget(&b.issuer);
     Ok(Some(IdentityIssuer {
         issuer: b.issuer,
         client_id: b.client_id,

@@ -13,7 +13,8 @@ use super::pages::{Lang, Msg, Page, protect};
 use crate::crypto::{b64url, ct_eq, random_token, sha256};
 use crate::domain::event::Event;
 use crate::domain::session::{
-    Attempt, BindingResult, FailureCode, Session, SessionError, SessionSpec, Status,
+    Attempt, BindingMethod, BindingOutcome, BindingResult, FailureCode, Session, SessionError,
+    SessionSpec, Status,
 };
 use crate::domain::state::{StateClaims, StateError};
 use crate::flow::AppState;
@@ -142,12 +143,19 @@ pub async fn launch(
 ) -> Response {
     let now = attempt.created_at;
     let until = attempt_deadline(spec, now);
+    // A provider attempt of a bound session: the binding step matched.
+    let bound = attempt.bound.clone().map(|sub| BindingResult {
+        method: BindingMethod::Oidc,
+        result: BindingOutcome::Matched,
+        sub,
+    });
     let result = state
         .store
         .transition(Transition {
             id: spec.id,
             to: Status::InProgress,
             error: None,
+            binding: bound.as_ref(),
             write: SideWrite::Attempt(attempt, until),
             event: None,
             channel_event: None,
@@ -283,7 +291,8 @@ pub async fn fail(
     let mut failed = session.clone();
     failed.status = Status::Failed;
     failed.error = Some(error.clone());
-    let event = Event::for_session(&failed, None, now).with_binding(binding);
+    failed.binding = binding.cloned();
+    let event = Event::for_session(&failed, None, now);
     let channel_event = Event::channel_update(&failed, now);
     let result = state
         .store
@@ -291,6 +300,7 @@ pub async fn fail(
             id: session.spec.id,
             to: Status::Failed,
             error: Some(&error),
+            binding,
             write: SideWrite::None,
             event: Some(&event),
             channel_event: channel_event.as_ref(),

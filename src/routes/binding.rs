@@ -11,6 +11,7 @@ use jsonwebtoken::jwk::JwkSet;
 use jsonwebtoken::{Algorithm, DecodingKey, Validation};
 use secrecy::{ExposeSecret, SecretString};
 use serde::Deserialize;
+use std::sync::Arc;
 use url::Url;
 
 use super::attempt::{
@@ -26,6 +27,7 @@ use crate::domain::session::{
 };
 use crate::domain::state::StateClaims;
 use crate::flow::AppState;
+use crate::oauth::issuer::Discovery;
 
 /// The `cfg` of a binding step's state: only the binding callback of that bot accepts it.
 fn state_cfg(bot: &BotId) -> String {
@@ -43,15 +45,6 @@ fn verifier_aad(attempt: &Attempt) -> String {
     format!("binding|{}|{}", attempt.session, attempt.id)
 }
 
-/// The parts of the issuer's discovery document the binding step uses.
-#[derive(Deserialize)]
-struct Discovery {
-    issuer: String,
-    authorization_endpoint: Url,
-    token_endpoint: Url,
-    jwks_uri: Url,
-}
-
 /// Send `req` and read a JSON answer; `what` names the step for the operator.
 async fn fetch_json<T: serde::de::DeserializeOwned>(
     req: reqwest::RequestBuilder,
@@ -66,7 +59,12 @@ async fn fetch_json<T: serde::de::DeserializeOwned>(
         .with_context(|| format!("{what}: answer"))
 }
 
-async fn discover(state: &AppState, issuer: &str) -> anyhow::Result<Discovery> {
+/// The issuer's discovery document: cached, else fetched and checked.
+async fn discover(state: &AppState, issuer: &str) -> anyhow::Result<Arc<Discovery>> {
+    let now = state.clock.now();
+    if let Some(d) = state.issuers.discovery(issuer, now) {
+        return Ok(d);
+    }
     let url = format!(
         "{}/.well-known/openid-configuration",
         issuer.trim_end_matches('/')
@@ -80,7 +78,17 @@ async fn discover(state: &AppState, issuer: &str) -> anyhow::Result<Discovery> {
         super::admin::check_url(state, "issuer endpoint", url)
             .map_err(|_| anyhow!("issuer endpoint {url} is not trusted"))?;
     }
-    Ok(d)
+    Ok(state.issuers.keep_discovery(issuer, d, now))
+}
+
+/// The issuer's JWKS with the key `kid` names: cached, else fetched.
+async fn jwks(state: &AppState, url: &Url, kid: Option<&str>) -> anyhow::Result<Arc<JwkSet>> {
+    let now = state.clock.now();
+    if let Some(set) = state.issuers.jwks(url, kid, now) {
+        return Ok(set);
+    }
+    let set: JwkSet = fetch_json(state.http.get(url.clone()), "the issuer's JWKS").await?;
+    Ok(state.issuers.keep_jwks(url, set, now))
 }
 
 async fn issuer_of(state: &AppState, bot: &BotId) -> anyhow::Result<IdentityIssuer> {
@@ -128,7 +136,7 @@ pub(super) async fn begin(state: &AppState, session: &Session, lang: Lang) -> Re
         now,
         attempt_deadline(spec, now),
     );
-    let mut url = discovery.authorization_endpoint;
+    let mut url = discovery.authorization_endpoint.clone();
     url.query_pairs_mut()
         .append_pair("response_type", "code")
         .append_pair("client_id", &issuer.client_id)
@@ -283,11 +291,7 @@ async fn signed_in_subject(
     if header.alg != Algorithm::RS256 {
         bail!("ID token is signed with {:?}, not RS256", header.alg);
     }
-    let jwks: JwkSet = fetch_json(
-        state.http.get(discovery.jwks_uri.clone()),
-        "the issuer's JWKS",
-    )
-    .await?;
+    let jwks = jwks(state, &discovery.jwks_uri, header.kid.as_deref()).await?;
     let jwk = match &header.kid {
         Some(kid) => jwks.find(kid),
         None if jwks.keys.len() == 1 => jwks.keys.first(),

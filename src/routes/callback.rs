@@ -294,7 +294,8 @@ async fn finish(
     let mut completed = session.clone();
     completed.status = target;
     completed.error = None;
-    let event = Event::for_session(&completed, Some(&grant.identity), now).with_binding(binding);
+    completed.binding = binding.cloned();
+    let event = Event::for_session(&completed, Some(&grant.identity), now);
     let channel_event = Event::channel_update(&completed, now);
     let result = state
         .store
@@ -302,6 +303,7 @@ async fn finish(
             id: spec.id,
             to: target,
             error: None,
+            binding,
             write: SideWrite::Grant(&grant),
             event: Some(&event),
             channel_event: channel_event.as_ref(),

@@ -334,6 +334,7 @@ pub(crate) async fn new_session(
         },
         status: Status::Pending,
         error: None,
+        binding: None,
         updated_at: now,
     };
     Ok((bot, integration, session))
@@ -428,7 +429,8 @@ struct SessionView<'a> {
     expires_at: OffsetDateTime,
     #[serde(skip_serializing_if = "Option::is_none")]
     error: Option<&'a crate::domain::session::SessionError>,
-    /// `binding: oidc` sessions: the issuer subject the person at the link must be.
+    /// `binding: oidc` sessions: the issuer subject the person at the link must be and, once
+    /// the binding step has run, its `result` (`matched` / `mismatch`) and the `sub` it found.
     #[serde(skip_serializing_if = "Option::is_none")]
     binding: Option<serde_json::Value>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -459,10 +461,14 @@ fn view_of<'a>(
         updated_at: s.updated_at,
         expires_at: spec.expires_at,
         error: s.error.as_ref(),
-        binding: spec
-            .binding
-            .as_ref()
-            .map(|subject| serde_json::json!({"method": "oidc", "subject": subject})),
+        binding: spec.binding.as_ref().map(|subject| {
+            let mut b = serde_json::json!({"method": "oidc", "subject": subject});
+            if let Some(found) = &s.binding {
+                b["result"] = serde_json::json!(found.result);
+                b["sub"] = serde_json::json!(found.sub);
+            }
+            b
+        }),
         link: (with_link && !status.is_final()).then(|| link_url(state, spec.id, spec.expires_at)),
         delivery: None,
         webchat: None,
@@ -676,6 +682,7 @@ pub(crate) async fn cancel_session(
             id: session.spec.id,
             to: Status::Cancelled,
             error: None,
+            binding: None,
             write: SideWrite::None,
             event: Some(&event),
             channel_event: channel_event.as_ref(),
@@ -842,6 +849,7 @@ pub async fn pre_authorize(
         },
         status: Status::Pending,
         error: None,
+        binding: None,
         updated_at: now,
     };
     state
@@ -933,6 +941,7 @@ pub async fn verify(
                 id: spec.id,
                 to: Status::Completed,
                 error: None,
+                binding: None,
                 write: SideWrite::Grant(&active),
                 event: Some(&event),
                 channel_event: channel_event.as_ref(),
@@ -959,6 +968,7 @@ pub async fn verify(
                 id: spec.id,
                 to: Status::Failed,
                 error: Some(&error),
+                binding: None,
                 write: SideWrite::None,
                 event: Some(&event),
                 channel_event: channel_event.as_ref(),

@@ -14,7 +14,7 @@ use crate::domain::bot::{Bot, Integration, Mode};
 use crate::domain::event::Event;
 use crate::domain::grant::{Grant, Tokens};
 use crate::domain::request_state::RequestState;
-use crate::domain::session::{Session, Status};
+use crate::domain::session::{OidcSubject, Session, Status};
 use crate::domain::{IntegrationName, SessionId, Subject, UserId};
 use crate::error::ApiError;
 use crate::flow::AppState;
@@ -331,7 +331,7 @@ async fn offer(
     ))
 }
 
-/// One pending session per user and integration, so that an agent's retries never open one
+/// One pending session per user and integration (and issuer subject, for bound ones), so that an agent's retries never open one
 /// each: the recorded one while it is live, else a new one (recorded first, then written).
 /// `None`: the user turned out to be connected already.
 async fn pending_session(
@@ -360,12 +360,19 @@ async fn pending_session(
         let (_, _, session) =
             super::sessions::new_session(state, caller, bot.id.as_str(), req).await?;
         let spec = &session.spec;
+        // A bound session is for one person at the issuer: another needs a session of its own.
+        let slot = spec
+            .binding
+            .as_ref()
+            .map(OidcSubject::digest)
+            .unwrap_or_default();
         let claimed = state
             .store
             .claim_pending(
                 &bot.id,
                 &integration.name,
                 subject,
+                &slot,
                 spec.id,
                 spec.expires_at,
             )
@@ -375,7 +382,7 @@ async fn pending_session(
             if let CreateOutcome::AlreadyAuthorized(_) = outcome {
                 state
                     .store
-                    .release_pending(&bot.id, &integration.name, subject, spec.id)
+                    .release_pending(&bot.id, &integration.name, subject, &slot, spec.id)
                     .await?;
                 return Ok(None);
             }
@@ -387,7 +394,7 @@ async fn pending_session(
             _ => {
                 state
                     .store
-                    .release_pending(&bot.id, &integration.name, subject, existing)
+                    .release_pending(&bot.id, &integration.name, subject, &slot, existing)
                     .await?
             }
         }

@@ -68,7 +68,7 @@ struct Data {
     profiles: HashMap<(BotId, String), AuthProfile>,
     channels: HashMap<(BotId, ChannelName), ChannelConfig>,
     /// Agents' pending session per user and integration, until it expires.
-    pending: HashMap<GrantKey, (SessionId, OffsetDateTime)>,
+    pending: HashMap<(GrantKey, String), (SessionId, OffsetDateTime)>,
     /// Sessions' channel delivery records, living as long as their session.
     delivery_states: HashMap<SessionId, Timed<ChannelDelivery>>,
     /// Proactive-refresh leases: grant → leased until.
@@ -332,6 +332,7 @@ impl Store for MemoryStore {
             }
             s.status = t.to;
             s.error = t.error.cloned();
+            s.binding = t.binding.cloned();
             s.updated_at = t.now;
             let updated = s.clone();
             match t.write {
@@ -729,12 +730,16 @@ impl Store for MemoryStore {
         bot: &BotId,
         integration: &IntegrationName,
         subject: &Subject,
+        slot: &str,
         id: SessionId,
         until: OffsetDateTime,
     ) -> Result<Option<SessionId>, StoreError> {
         let now = clock::now();
         let mut d = self.data();
-        let key = (bot.clone(), integration.clone(), subject.clone());
+        let key = (
+            (bot.clone(), integration.clone(), subject.clone()),
+            slot.to_owned(),
+        );
         if let Some((existing, live_until)) = d.pending.get(&key)
             && now < *live_until
         {
@@ -749,10 +754,14 @@ impl Store for MemoryStore {
         bot: &BotId,
         integration: &IntegrationName,
         subject: &Subject,
+        slot: &str,
         id: SessionId,
     ) -> Result<(), StoreError> {
         let mut d = self.data();
-        let key = (bot.clone(), integration.clone(), subject.clone());
+        let key = (
+            (bot.clone(), integration.clone(), subject.clone()),
+            slot.to_owned(),
+        );
         if d.pending
             .get(&key)
             .is_some_and(|(existing, _)| *existing == id)

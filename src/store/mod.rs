@@ -23,7 +23,7 @@ use crate::domain::bot::{ApiKey, AuthProfile, Bot, Integration, WebhookSecret};
 use crate::domain::channel::{ChannelConfig, ChannelDelivery, ChannelName};
 use crate::domain::event::Event;
 use crate::domain::grant::Grant;
-use crate::domain::session::{Attempt, Session, SessionError, Status};
+use crate::domain::session::{Attempt, BindingResult, Session, SessionError, Status};
 use crate::domain::{BotId, IntegrationName, Partition, SessionId, Subject};
 pub use lease::{Held, Lease};
 pub use notify::Listener;
@@ -130,6 +130,8 @@ pub struct Transition<'a> {
     pub id: SessionId,
     pub to: Status,
     pub error: Option<&'a SessionError>,
+    /// What the binding step found, recorded with the new status (each transition states it).
+    pub binding: Option<&'a BindingResult>,
     pub write: SideWrite<'a>,
     /// Queued for delivery in the same atomic step (if it has a webhook URL).
     pub event: Option<&'a Event>,
@@ -301,13 +303,16 @@ pub trait Store: Send + Sync + 'static {
     ) -> Result<(), StoreError>;
 
     /// One pending session per user and integration for agents (whose retries must not open a
-    /// session each): record `id` as the pending session of (bot, integration, subject) until
-    /// `until`, unless one is recorded already — then that one is returned and nothing changes.
+    /// session each): record `id` as the pending session of (bot, integration, subject, slot)
+    /// until `until`, unless one is recorded already — then that one is returned and nothing
+    /// changes. `slot` tells apart the sessions one user may need at once (empty, or the digest
+    /// of the identity-issuer subject a bound session is for).
     async fn claim_pending(
         &self,
         bot: &BotId,
         integration: &IntegrationName,
         subject: &Subject,
+        slot: &str,
         id: SessionId,
         until: OffsetDateTime,
     ) -> Result<Option<SessionId>, StoreError>;
@@ -317,6 +322,7 @@ pub trait Store: Send + Sync + 'static {
         bot: &BotId,
         integration: &IntegrationName,
         subject: &Subject,
+        slot: &str,
         id: SessionId,
     ) -> Result<(), StoreError>;
 

@@ -6,6 +6,7 @@
 //! | `P:{pNN}:s:<session>` | string `<status>\n<expires ms>\n<updated ms>\n<error JSON>\n<spec JSON>`, PX | session |
 //! | `P:{pNN}:s:<session>:d` | string: delivery JSON, PX like its session | where the session's link was posted |
 //! | `P:{pNN}:ps:<bot>:<integration>:<subject>` | string session id, PX until it expires | an agent's pending session |
+//! | `P:{pNN}:psb:<bot>:<integration>:<issuer subject digest>:<subject>` | the same | … of a bound session |
 //! | `P:{pNN}:a:<session>:<attempt>` | string, PX | pending attempt (sealed PKCE verifier) |
 //! | `P:{pNN}:g:<bot>:<integration>:<subject>` | hash `j` JSON, `st`, `cfg`, `gen` | grant |
 //! | `P:{pNN}:ev:<event>` | hash `e` event JSON, `b` bot, `n` failures, `err`, `c` claim, `st` | a delivery (webhook event or channel item) |
@@ -47,7 +48,7 @@ use crate::domain::bot::{ApiKey, AuthProfile, Bot, Integration, WebhookSecret};
 use crate::domain::channel::{ChannelConfig, ChannelDelivery, ChannelName};
 use crate::domain::event::Event;
 use crate::domain::grant::Grant;
-use crate::domain::session::{Attempt, Session, SessionError, SessionSpec, Status};
+use crate::domain::session::{Attempt, BindingResult, Session, SessionError, SessionSpec, Status};
 use crate::domain::{BotId, IntegrationName, Partition, SessionId, Subject};
 use time::OffsetDateTime;
 
@@ -292,16 +293,30 @@ impl RedisStore {
     fn session_key(&self, id: SessionId) -> String {
         self.key_in(id.partition(), &[":s:", id.encode().as_str()])
     }
-    fn pending_key(&self, bot: &BotId, integration: &IntegrationName, subject: &Subject) -> String {
+    fn pending_key(
+        &self,
+        bot: &BotId,
+        integration: &IntegrationName,
+        subject: &Subject,
+        slot: &str,
+    ) -> String {
         let p = Partition::of(bot, integration, subject);
+        let (kind, slot_sep) = if slot.is_empty() {
+            (":ps:", "")
+        } else {
+            (":psb:", ":")
+        };
+        // The subject last: it is free text, the slot before it a hex digest.
         self.key_in(
             p,
             &[
-                ":ps:",
+                kind,
                 bot.as_str(),
                 ":",
                 integration.as_str(),
                 ":",
+                slot,
+                slot_sep,
                 subject.as_str(),
             ],
         )
@@ -642,8 +657,44 @@ fn corrupt(what: &str, e: impl std::fmt::Display) -> StoreError {
     StoreError::Corrupt(format!("{what}: {e}"))
 }
 
+/// The mutable part of a session besides its status, as the record's fourth line: the error's
+/// fields (records written before bindings existed hold just those) and the binding result.
+#[derive(serde::Serialize)]
+struct OutcomeRef<'a> {
+    #[serde(flatten, skip_serializing_if = "Option::is_none")]
+    error: Option<&'a SessionError>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    binding: Option<&'a BindingResult>,
+}
+
+#[derive(serde::Deserialize)]
+struct Outcome {
+    #[serde(flatten)]
+    error: Option<SessionError>,
+    #[serde(default)]
+    binding: Option<BindingResult>,
+}
+
+/// The fourth line: nothing when there is neither an error nor a binding result.
+fn write_outcome(
+    out: &mut Vec<u8>,
+    error: Option<&SessionError>,
+    binding: Option<&BindingResult>,
+) -> serde_json::Result<()> {
+    if error.is_none() && binding.is_none() {
+        return Ok(());
+    }
+    serde_json::to_writer(out, &OutcomeRef { error, binding })
+}
+
+fn outcome_json(error: Option<&SessionError>, binding: Option<&BindingResult>) -> String {
+    let mut out = Vec::new();
+    write_outcome(&mut out, error, binding).expect("store records serialize");
+    String::from_utf8(out).expect("JSON is UTF-8")
+}
+
 /// A session as one string (one `SET`, no hash to build): `status`, expiry and update times in
-/// ms, the error JSON (or nothing) and the spec JSON, one per line. JSON never holds a raw
+/// ms, the outcome JSON (or nothing) and the spec JSON, one per line. JSON never holds a raw
 /// newline, and the Lua transition reads the first two fields and rewrites the first four.
 fn session_record(s: &Session) -> Vec<u8> {
     use std::io::Write as _;
@@ -656,10 +707,7 @@ fn session_record(s: &Session) -> Vec<u8> {
         unix_ms(s.spec.expires_at),
         unix_ms(s.updated_at)
     );
-    let error = s
-        .error
-        .as_ref()
-        .map_or(Ok(()), |e| serde_json::to_writer(&mut out, e));
+    let error = write_outcome(&mut out, s.error.as_ref(), s.binding.as_ref());
     out.push(b'\n');
     let spec = serde_json::to_writer(&mut out, &s.spec);
     header.expect("writing to a Vec");
@@ -671,14 +719,19 @@ fn parse_session(record: &str) -> Result<Session, StoreError> {
     let bad = || corrupt("session record", "malformed");
     let mut fields = record.splitn(5, '\n');
     let mut next = || fields.next().ok_or_else(bad);
-    let (st, _expires, up, err, spec) = (next()?, next()?, next()?, next()?, next()?);
+    let (st, _expires, up, outcome, spec) = (next()?, next()?, next()?, next()?, next()?);
+    let outcome = match outcome {
+        "" => Outcome {
+            error: None,
+            binding: None,
+        },
+        o => from_json::<Outcome>("session outcome", o)?,
+    };
     Ok(Session {
         status: Status::parse(st).ok_or_else(|| corrupt("session status", st))?,
         updated_at: from_unix_ms(up.parse().map_err(|_| bad())?),
-        error: match err {
-            "" => None,
-            e => Some(from_json::<SessionError>("session error", e)?),
-        },
+        error: outcome.error,
+        binding: outcome.binding,
         spec: from_json::<SessionSpec>("session", spec)?,
     })
 }
@@ -1010,7 +1063,7 @@ impl Store for RedisStore {
             ))
             .arg(sources)
             .arg(t.to.as_str())
-            .arg(t.error.map(to_json).unwrap_or_default())
+            .arg(outcome_json(t.error, t.binding))
             .arg(unix_ms(t.now))
             .arg(queued.map(to_json).unwrap_or_default())
             .arg(side_kind)
@@ -1466,13 +1519,14 @@ impl Store for RedisStore {
         bot: &BotId,
         integration: &IntegrationName,
         subject: &Subject,
+        slot: &str,
         id: SessionId,
         until: OffsetDateTime,
     ) -> Result<Option<SessionId>, StoreError> {
         let ttl = (until - crate::clock::now()).whole_milliseconds().max(1);
         // NX GET: one round trip says who was first.
         let prior: Option<String> = redis::cmd("SET")
-            .arg(self.pending_key(bot, integration, subject))
+            .arg(self.pending_key(bot, integration, subject, slot))
             .arg(id.to_string())
             .arg("NX")
             .arg("GET")
@@ -1491,10 +1545,11 @@ impl Store for RedisStore {
         bot: &BotId,
         integration: &IntegrationName,
         subject: &Subject,
+        slot: &str,
         id: SessionId,
     ) -> Result<(), StoreError> {
         self.lock_owner
-            .key(self.pending_key(bot, integration, subject))
+            .key(self.pending_key(bot, integration, subject, slot))
             .arg(id.to_string())
             .arg("")
             .invoke_async::<i32>(&mut self.conn())
@@ -1610,5 +1665,45 @@ impl Store for RedisStore {
 
     fn waiting(&self) -> usize {
         self.hub.waiting()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::session::{BindingMethod, BindingOutcome, FailureCode};
+
+    const SPEC: &str = r#"{"id":"0000000000000000000000000000000000","bot":"acme","integration":"crm","subject":"u1","conversation_id":null,"scopes":[],"provider_config":"salesforce","created_at":"2026-12-01T00:00:00Z","expires_at":"2026-12-01T00:15:00Z"}"#;
+
+    fn record(outcome: &str) -> String {
+        format!("failed\n1\n2\n{outcome}\n{SPEC}")
+    }
+
+    #[test]
+    fn records_from_before_bindings_keep_their_error() {
+        let s = parse_session(&record(r#"{"code":"access_denied","description":"no"}"#)).unwrap();
+        assert_eq!(s.error.unwrap().code, FailureCode::AccessDenied);
+        assert!(s.binding.is_none());
+    }
+
+    #[test]
+    fn the_outcome_line_round_trips_an_error_and_a_binding() {
+        let mut s = parse_session(&record("")).unwrap();
+        assert!(s.error.is_none() && s.binding.is_none());
+        s.error = Some(SessionError {
+            code: FailureCode::IdentityMismatch,
+            description: "someone else".into(),
+        });
+        s.binding = Some(BindingResult {
+            method: BindingMethod::Oidc,
+            result: BindingOutcome::Mismatch,
+            sub: "mallory".into(),
+        });
+        let back = parse_session(std::str::from_utf8(&session_record(&s)).unwrap()).unwrap();
+        assert_eq!(back.error, s.error);
+        assert_eq!(back.binding, s.binding);
+        s.error = None;
+        let back = parse_session(std::str::from_utf8(&session_record(&s)).unwrap()).unwrap();
+        assert_eq!((back.error, back.binding), (None, s.binding));
     }
 }

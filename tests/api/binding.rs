@@ -12,9 +12,14 @@ use crate::oidc::{CLIENT_ID, CLIENT_SECRET, OidcProvider};
 
 /// An app whose bot `acme` names a fresh oidc-provider as its identity issuer.
 async fn bound_app() -> (TestApp, OidcProvider, String) {
+    bound_app_with(&[]).await
+}
+
+/// `bound_app` with more settings for the issuer (`tests/oidc/README.md`).
+async fn bound_app_with(env: &[(&str, &str)]) -> (TestApp, OidcProvider, String) {
     let app = spawn_app().await;
     let key = app.setup_bot("acme").await;
-    let issuer = OidcProvider::start(&format!("{}/oauth/binding/acme", app.base), 60);
+    let issuer = OidcProvider::start_with(&format!("{}/oauth/binding/acme", app.base), 60, env);
     let r = put_issuer(
         &app,
         json!({"issuer": issuer.issuer, "client_id": CLIENT_ID, "client_secret": CLIENT_SECRET}),
@@ -85,10 +90,24 @@ async fn the_user_who_asked_completes_and_the_event_says_matched() {
         provider.as_str().starts_with(&app.provider.base_url),
         "{provider}"
     );
+    let id = s["id"].as_str().unwrap();
+    let matched = json!({"method": "oidc", "subject": {"iss": issuer.issuer, "sub": "alice"},
+                         "result": "matched", "sub": "alice"});
+    // Recorded on the session while the person is at the provider, and kept on completion.
+    let (_, view) = app.session(&key, "acme", id, None).await;
+    assert_eq!(
+        (&view["status"], &view["binding"]),
+        (&json!("in_progress"), &matched)
+    );
     let callback = browser.sign_in(&provider).await;
     let page = browser.land(callback.as_str()).await;
     assert_eq!(page.status, StatusCode::OK, "{}", page.body);
     assert!(grant_stored(&app).await);
+    let (_, view) = app.session(&key, "acme", id, None).await;
+    assert_eq!(
+        (&view["status"], &view["binding"]),
+        (&json!("completed"), &matched)
+    );
     let events = app.receiver.wait_for(s["id"].as_str().unwrap(), 1).await;
     assert_eq!(events[0].kind, "auth_session.completed");
     assert_eq!(
@@ -111,7 +130,8 @@ async fn another_person_fails_with_identity_mismatch_before_the_provider() {
     assert_eq!(view["error"]["code"], "identity_mismatch");
     assert_eq!(
         view["binding"],
-        json!({"method": "oidc", "subject": {"iss": issuer.issuer, "sub": "alice"}})
+        json!({"method": "oidc", "subject": {"iss": issuer.issuer, "sub": "alice"},
+               "result": "mismatch", "sub": "mallory"})
     );
     let events = app.receiver.wait_for(id, 1).await;
     assert_eq!(events[0].kind, "auth_session.failed");
@@ -221,4 +241,139 @@ async fn forged_and_replayed_binding_callbacks_change_nothing() {
     let (_, view) = app.session(&key, "acme", id, None).await;
     assert_eq!(view["status"], "in_progress");
     assert!(!grant_stored(&app).await);
+}
+
+/// An agent's token call for `user`, bound to `sub` at the issuer: the 404 with the offer.
+async fn bound_offer(
+    app: &TestApp,
+    key: &str,
+    issuer: &OidcProvider,
+    user: &str,
+    sub: &str,
+) -> Value {
+    let r = app
+        .call(
+            Method::POST,
+            "/v1/bots/acme/integrations/crm/access-token",
+            key,
+            Some(json!({"user_id": user, "tool_call": "sha256:call-1",
+                        "authorize": {"binding": "oidc", "subject": {"iss": issuer.issuer, "sub": sub},
+                                      "mcp": {"protocol_version": "2025-11-25"}}})),
+        )
+        .await;
+    assert_eq!(r.status(), StatusCode::NOT_FOUND);
+    let body: Value = r.json().await.unwrap();
+    assert_eq!(body["code"], "authorization_required", "{body}");
+    body
+}
+
+#[tokio::test]
+async fn an_agent_gets_one_bound_session_per_issuer_subject_and_the_right_person_completes_it() {
+    let (app, issuer, key) = bound_app().await;
+    let first = bound_offer(&app, &key, &issuer, "u1", "alice").await;
+    let id = first["session"]["id"].as_str().unwrap().to_owned();
+    // Retries for the same person reuse it; the same user id bound to someone else at the
+    // issuer does not get alice's link.
+    let again = bound_offer(&app, &key, &issuer, "u1", "alice").await;
+    assert_eq!(again["session"]["id"], id.as_str());
+    let other = bound_offer(&app, &key, &issuer, "u1", "bob").await;
+    assert_ne!(other["session"]["id"], id.as_str());
+    let (_, view) = app.session(&key, "acme", &id, None).await;
+    assert_eq!(
+        view["binding"],
+        json!({"method": "oidc", "subject": {"iss": issuer.issuer, "sub": "alice"}})
+    );
+
+    // Bob opens alice's link: it fails before the provider, and alice's retry ends at once.
+    let link = first["session"]["link"].as_str().unwrap();
+    let mut bob = Browser::new();
+    let back = sign_in_at_issuer(&mut bob, link, "bob").await;
+    assert_eq!(
+        bob.land(back.as_str()).await.status,
+        StatusCode::BAD_GATEWAY
+    );
+    let r = app
+        .call(
+            Method::POST,
+            "/v1/bots/acme/integrations/crm/access-token",
+            &key,
+            Some(json!({"user_id": "u1", "session_id": id, "wait": 50})),
+        )
+        .await;
+    assert_eq!(r.status(), StatusCode::GONE);
+    assert_eq!(
+        r.json::<Value>().await.unwrap()["code"],
+        "identity_mismatch"
+    );
+    assert!(!grant_stored(&app).await);
+    assert_eq!(app.provider.token_requests(), 0);
+
+    // Bob's own session, opened by bob, completes; the waiting retry gets the token.
+    let bobs = other["session"]["id"].as_str().unwrap();
+    let mut browser = Browser::new();
+    let back = sign_in_at_issuer(
+        &mut browser,
+        other["session"]["link"].as_str().unwrap(),
+        "bob",
+    )
+    .await;
+    let provider = browser.redirect(back.as_str()).await;
+    let callback = browser.sign_in(&provider).await;
+    assert_eq!(browser.land(callback.as_str()).await.status, StatusCode::OK);
+    let r = app
+        .call(
+            Method::POST,
+            "/v1/bots/acme/integrations/crm/access-token",
+            &key,
+            Some(json!({"user_id": "u1", "session_id": bobs, "wait": 50})),
+        )
+        .await;
+    assert_eq!(r.status(), StatusCode::OK);
+    let (_, view) = app.session(&key, "acme", bobs, None).await;
+    assert_eq!(view["binding"]["result"], "matched");
+}
+
+#[tokio::test]
+async fn the_issuer_documents_are_fetched_once_and_again_after_they_age() {
+    // ID tokens that outlive the clock's jumps below.
+    let (app, issuer, key) = bound_app_with(&[("ID_TOKEN_TTL", "86400")]).await;
+    let sign_in = |user: &'static str, sub: &'static str| {
+        let (app, issuer, key) = (&app, &issuer, &key);
+        async move {
+            let r = app
+                .create_session(
+                    key,
+                    "acme",
+                    json!({"integration": "crm", "user_id": user, "binding": "oidc",
+                           "subject": {"iss": issuer.issuer, "sub": sub}}),
+                )
+                .await;
+            let s: Value = r.json().await.unwrap();
+            let mut browser = Browser::new();
+            let back = sign_in_at_issuer(&mut browser, s["link"].as_str().unwrap(), sub).await;
+            let provider = browser.redirect(back.as_str()).await;
+            assert!(provider.as_str().starts_with(&app.provider.base_url));
+        }
+    };
+    let fetched = || async {
+        let s = issuer.stats().await;
+        (
+            s["discovery_requests"].as_u64().unwrap(),
+            s["jwks_requests"].as_u64().unwrap(),
+        )
+    };
+    sign_in("u1", "alice").await;
+    sign_in("u2", "bob").await;
+    assert_eq!(fetched().await, (1, 1), "two sign-ins, one fetch of each");
+    // Past the JWKS's lifetime only the JWKS is fetched again, past the discovery's both.
+    app.state
+        .clock
+        .advance(std::time::Duration::from_secs(11 * 60));
+    sign_in("u3", "carol").await;
+    assert_eq!(fetched().await, (1, 2));
+    app.state
+        .clock
+        .advance(std::time::Duration::from_secs(3600));
+    sign_in("u4", "dave").await;
+    assert_eq!(fetched().await, (2, 3));
 }

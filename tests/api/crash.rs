@@ -443,6 +443,7 @@ async fn enqueue_backlog() {
                         id: s.spec.id,
                         to: done.status,
                         error: None,
+                        binding: None,
                         write: authlink::store::SideWrite::None,
                         channel_event: None,
                         event: Some(&event),

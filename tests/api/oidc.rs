@@ -28,6 +28,11 @@ pub struct OidcProvider {
 impl OidcProvider {
     /// Start `tests/oidc/server.mjs` (needs `npm ci --prefix tests/oidc`, done by `.ci/test`).
     pub fn start(redirect_uri: &str, access_token_ttl: u64) -> Self {
+        Self::start_with(redirect_uri, access_token_ttl, &[])
+    }
+
+    /// `start` with more of the fixture's settings (`ID_TOKEN_TTL`, …) in `env`.
+    pub fn start_with(redirect_uri: &str, access_token_ttl: u64, env: &[(&str, &str)]) -> Self {
         let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/oidc");
         let mut child = Command::new("node")
             .arg("server.mjs")
@@ -37,6 +42,7 @@ impl OidcProvider {
             .env("CLIENT_SECRET", CLIENT_SECRET)
             .env("REDIRECT_URIS", redirect_uri)
             .env("ACCESS_TOKEN_TTL", access_token_ttl.to_string())
+            .envs(env.iter().copied())
             // Piped: the provider exits when this handle closes, even if the test dies.
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())

@@ -138,6 +138,7 @@ pub fn session_for(
         },
         status: Status::Pending,
         error: None,
+        binding: None,
         updated_at: now,
     }
 }
@@ -220,6 +221,7 @@ async fn move_to(
             id: s.spec.id,
             to,
             error: None,
+            binding: None,
             write,
             channel_event: None,
             event,
@@ -313,6 +315,7 @@ async fn transitions_follow_the_status_machine(store: &dyn Store) {
             id: s.spec.id,
             to: Status::Failed,
             error: Some(&error),
+            binding: None,
             write: SideWrite::None,
             channel_event: None,
             event: None,
@@ -1053,6 +1056,7 @@ async fn channel_items_are_written_with_the_session_and_recorded_when_done(store
             id: s.spec.id,
             to: Status::Cancelled,
             error: None,
+            binding: None,
             write: SideWrite::None,
             event: Some(&event),
             channel_event: Some(&update),

@@ -31,6 +31,7 @@ const REDIRECT_URIS = (process.env.REDIRECT_URIS || 'http://127.0.0.1:8080/oauth
   .split(',').map((s) => s.trim()).filter(Boolean);
 const ACCESS_TOKEN_TTL = intEnv('ACCESS_TOKEN_TTL', 60);
 const REFRESH_TOKEN_TTL = intEnv('REFRESH_TOKEN_TTL', 14 * 24 * 3600);
+const ID_TOKEN_TTL = intEnv('ID_TOKEN_TTL', 3600);
 const ROTATE_REFRESH_TOKEN = process.env.ROTATE_REFRESH_TOKEN !== '0';
 const LOG = process.env.OIDC_LOG === '1';
 
@@ -67,6 +68,8 @@ const stats = {
   injected_failures: 0, // POST /token answered by /__fail_next_token
   interactions_completed: 0,
   interactions_denied: 0,
+  discovery_requests: 0, // GET /.well-known/openid-configuration
+  jwks_requests: 0, // GET /jwks
 };
 let failNext = []; // statuses for the next POST /token requests
 
@@ -122,7 +125,7 @@ function buildProvider(issuer) {
     ttl: {
       AccessToken: ACCESS_TOKEN_TTL,
       AuthorizationCode: 60,
-      IdToken: 3600,
+      IdToken: ID_TOKEN_TTL,
       RefreshToken: REFRESH_TOKEN_TTL,
       Interaction: 600,
       Session: 24 * 3600,
@@ -227,6 +230,8 @@ async function handle(req, res) {
   if (LOG) console.error(req.method, req.url);
 
   if (req.method === 'GET' && url.pathname === '/__stats') return sendJson(res, 200, stats);
+  if (req.method === 'GET' && url.pathname === '/.well-known/openid-configuration') stats.discovery_requests += 1;
+  if (req.method === 'GET' && url.pathname === '/jwks') stats.jwks_requests += 1;
 
   if (url.pathname === '/__fail_next_token') {
     const status = Number(url.searchParams.get('status') || 500);
