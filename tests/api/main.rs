@@ -10,6 +10,7 @@ mod binding;
 mod callback;
 mod channels;
 mod crash;
+mod examples_py;
 mod fakes;
 mod helpers;
 mod link;
