@@ -10,6 +10,7 @@ mod binding;
 mod callback;
 mod channels;
 mod crash;
+mod examples_py;
 mod examples_ts;
 mod fakes;
 mod helpers;
