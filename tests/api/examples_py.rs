@@ -7,31 +7,22 @@
 //! mode gets the link as text, and a client that declines ends the session.
 
 use std::path::Path;
-use std::process::Stdio;
-use std::time::Duration;
 
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
-use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader, Lines};
-use tokio::process::{Child, ChildStdin, ChildStdout, Command};
+use tokio::process::Command;
 
+use crate::child::LineChild;
 use crate::helpers::{Browser, TestApp, spawn_app, until};
 
 const PYTHON: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/mcp/.venv/bin/python");
 const CLIENT: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/mcp/client_2026.py");
-/// A hang guard for each line (a broken test fails instead of hanging), not a timing threshold.
-const HANG_GUARD: Duration = Duration::from_secs(60);
 /// The fake provider's one user.
 const SALESFORCE_USER: &str = "005000000000001AAA";
 
-/// One run of the SDK client (which spawns the example server as its own child).
-struct SdkClient {
-    child: Child,
-    stdin: ChildStdin,
-    stdout: Lines<BufReader<ChildStdout>>,
-    /// The client's and the server's stderr, for failure messages.
-    stderr: tempfile::NamedTempFile,
-}
+/// One run of the SDK client (which spawns the example server as its own child; the server
+/// exits when its stdin, the client's pipe, closes).
+struct SdkClient(LineChild);
 
 impl SdkClient {
     /// `answer`: what the client answers URL elicitations (`accept`, `decline`, `cancel`), or
@@ -42,68 +33,37 @@ impl SdkClient {
             "no MCP SDK venv at {PYTHON}: run .ci/test, or python3 -m venv tests/mcp/.venv && \
              tests/mcp/.venv/bin/pip install -r examples/mcp-python/requirements.txt"
         );
-        let stderr = tempfile::NamedTempFile::new().unwrap();
-        let mut child = Command::new(PYTHON)
+        let mut command = Command::new(PYTHON);
+        command
             .arg(CLIENT)
             .args(["--answer", answer, "--calls", &calls.to_string()])
             .env("AUTHLINK_URL", &app.base)
             .env("AUTHLINK_KEY", key)
             .env("AUTHLINK_BOT", "acme")
             .env("AUTHLINK_INTEGRATION", "crm")
-            .env("MCP_USER_ID", user)
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(stderr.reopen().unwrap())
-            // The server (the client's child) exits when its stdin, the client's pipe, closes.
-            .kill_on_drop(true)
-            .spawn()
-            .expect("the venv's python runs");
-        Self {
-            stdin: child.stdin.take().unwrap(),
-            stdout: BufReader::new(child.stdout.take().unwrap()).lines(),
-            stderr,
-            child,
-        }
-    }
-
-    fn stderr(&self) -> String {
-        std::fs::read_to_string(self.stderr.path()).unwrap_or_default()
+            .env("MCP_USER_ID", user);
+        Self(LineChild::spawn(command))
     }
 
     /// The next line the client prints: one JSON object with one key, `field`.
     async fn next(&mut self, field: &str) -> Value {
-        let line = tokio::time::timeout(HANG_GUARD, self.stdout.next_line())
-            .await
-            .unwrap_or_else(|_| panic!("no line within {HANG_GUARD:?}:\n{}", self.stderr()))
-            .unwrap();
-        let Some(line) = line else {
-            panic!(
-                "the client exited before printing {field}:\n{}",
-                self.stderr()
-            );
-        };
-        let mut v: Value = serde_json::from_str(&line).unwrap();
+        let mut v = self.0.next_json().await;
         assert!(
             v.get(field).is_some(),
-            "expected {field}, got {line}\n{}",
-            self.stderr()
+            "expected {field}, got {v}\n{}",
+            self.0.stderr()
         );
         v[field].take()
     }
 
     /// Let the client make its next call.
     async fn go_on(&mut self) {
-        self.stdin.write_all(b"\n").await.unwrap();
-        self.stdin.flush().await.unwrap();
+        self.0.send("").await;
     }
 
     /// Wait for the client to exit, asserting success.
-    async fn exit(mut self) {
-        let status = tokio::time::timeout(HANG_GUARD, self.child.wait())
-            .await
-            .expect("the client exits")
-            .unwrap();
-        assert!(status.success(), "{status}:\n{}", self.stderr());
+    async fn exit(self) {
+        self.0.finish().await;
     }
 }
 

@@ -5,33 +5,20 @@
 //! session. Needs `npm ci` in both folders (done by `.ci/test`).
 
 use std::path::Path;
-use std::process::Stdio;
-use std::sync::{Arc, Mutex};
-use std::time::Duration;
 
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
-use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader, Lines};
-use tokio::process::{Child, ChildStdin, ChildStdout, Command};
+use tokio::process::Command;
 
+use crate::child::LineChild;
 use crate::helpers::{Browser, TestApp, spawn_app};
-
-/// A hang guard for one event (the client, the server and authlink all answer in well under a
-/// second here): a stuck child fails the test instead of blocking it.
-const HANG_GUARD: Duration = Duration::from_secs(60);
 
 /// The fake provider's identity (`provider.rs`), as its userinfo endpoint reports it.
 const SALESFORCE_USER_ID: &str = "005000000000001AAA";
 
 /// The SDK client (which runs the example server) as a child: events are its stdout lines, a
-/// line on its stdin is one `whoami` call. Killed on drop; its server exits with its stdin.
-struct McpClient {
-    child: Child,
-    stdin: Option<ChildStdin>,
-    stdout: Lines<BufReader<ChildStdout>>,
-    /// The client's and the server's stderr so far, for failure messages.
-    stderr: Arc<Mutex<String>>,
-}
+/// line on its stdin is one `whoami` call. Its server exits with the client's stdin.
+struct McpClient(LineChild);
 
 impl McpClient {
     /// `elicitation`: `"url"` declares `{elicitation: {url: {}}}`, else `{elicitation: {form: {}}}`;
@@ -48,7 +35,8 @@ impl McpClient {
                 "{dir}/node_modules/{package} is missing: run `npm ci --prefix {dir}` (.ci/test does)"
             );
         }
-        let mut child = Command::new("node")
+        let mut command = Command::new("node");
+        command
             .arg("client-2025.mjs")
             .current_dir(root.join("tests/mcp"))
             .env("AUTHLINK_URL", &app.base)
@@ -57,72 +45,27 @@ impl McpClient {
             .env("AUTHLINK_INTEGRATION", "crm")
             .env("MCP_USER_ID", user)
             .env("ELICITATION", elicitation)
-            .env("ELICIT_ANSWER", answer)
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .kill_on_drop(true)
-            .spawn()
-            .expect("node runs tests/mcp/client-2025.mjs");
-        let stderr = Arc::new(Mutex::new(String::new()));
-        let mut pipe = child.stderr.take().unwrap();
-        let sink = stderr.clone();
-        tokio::spawn(async move {
-            let mut buf = [0u8; 4096];
-            while let Ok(n @ 1..) = pipe.read(&mut buf).await {
-                sink.lock()
-                    .unwrap()
-                    .push_str(&String::from_utf8_lossy(&buf[..n]));
-            }
-        });
-        let mut client = Self {
-            stdin: child.stdin.take(),
-            stdout: BufReader::new(child.stdout.take().unwrap()).lines(),
-            child,
-            stderr,
-        };
+            .env("ELICIT_ANSWER", answer);
+        let mut client = Self(LineChild::spawn(command));
         client.expect("ready").await;
         client
     }
 
-    /// The next event line.
-    async fn event(&mut self) -> Value {
-        let line = tokio::time::timeout(HANG_GUARD, self.stdout.next_line())
-            .await
-            .unwrap_or_else(|_| panic!("no event within {HANG_GUARD:?}; stderr: {}", self.log()))
-            .unwrap();
-        let Some(line) = line else {
-            panic!("the client exited; stderr: {}", self.log())
-        };
-        serde_json::from_str(&line).unwrap_or_else(|e| panic!("{e}: {line}"))
-    }
-
     /// The next event, which must be `name`.
     async fn expect(&mut self, name: &str) -> Value {
-        let event = self.event().await;
-        assert_eq!(event["event"], name, "{event}; stderr: {}", self.log());
+        let event = self.0.next_json().await;
+        assert_eq!(event["event"], name, "{event}; stderr: {}", self.0.stderr());
         event
     }
 
     /// Ask the client to call the tool.
     async fn call(&mut self) {
-        let stdin = self.stdin.as_mut().unwrap();
-        stdin.write_all(b"call\n").await.unwrap();
-        stdin.flush().await.unwrap();
-    }
-
-    fn log(&self) -> String {
-        self.stderr.lock().unwrap().clone()
+        self.0.send("call").await;
     }
 
     /// Close the client's stdin: it closes the server and exits, cleanly.
-    async fn finish(mut self) {
-        drop(self.stdin.take());
-        let status = tokio::time::timeout(HANG_GUARD, self.child.wait())
-            .await
-            .expect("the client exits when its stdin closes")
-            .unwrap();
-        assert!(status.success(), "{status}; stderr: {}", self.log());
+    async fn finish(self) {
+        self.0.finish().await;
     }
 }
 

@@ -9,6 +9,7 @@ mod agents;
 mod binding;
 mod callback;
 mod channels;
+mod child;
 mod crash;
 mod examples_py;
 mod examples_ts;
