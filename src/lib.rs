@@ -22,6 +22,7 @@
 pub mod channel;
 pub mod clock;
 pub mod config;
+pub mod console;
 pub mod crypto;
 pub mod domain;
 pub mod error;

@@ -113,7 +113,7 @@ impl Application {
             workers.spawn(crate::refresh::run(self.state.clone(), cancel.clone()));
         }
         workers.close();
-        let app = router(self.state);
+        let app = router(self.state, crate::console::router());
         let listener = Draining {
             listener: Some(self.listener),
             stop: cancel.clone(),

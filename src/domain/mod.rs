@@ -4,6 +4,7 @@
 pub mod attempt;
 pub mod bot;
 pub mod channel;
+pub mod console;
 pub mod event;
 pub mod grant;
 pub mod identity;

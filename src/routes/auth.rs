@@ -12,6 +12,7 @@ use crate::domain::bot::{ApiKey, KeyRole};
 use crate::error::ApiError;
 use crate::flow::AppState;
 
+#[derive(Clone)]
 pub enum Caller {
     Operator,
     Bot(std::sync::Arc<ApiKey>),

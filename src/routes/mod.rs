@@ -93,6 +93,14 @@ impl<S: Send + Sync> axum::extract::FromRequest<S> for JsonBody {
 }
 
 impl JsonBody {
+    /// A body known to be JSON (the console calling a handler as the API would be called).
+    pub fn json(bytes: axum::body::Bytes) -> Self {
+        Self {
+            bytes,
+            declared_json: true,
+        }
+    }
+
     /// 415 without a JSON content type, 400 when malformed, 422 when well-formed but wrong.
     pub fn parse<T: serde::de::DeserializeOwned>(&self) -> Result<T, ApiError> {
         if !self.declared_json {
@@ -140,7 +148,9 @@ impl utoipa::Modify for BearerAuth {
     }
 }
 
-pub fn router(state: AppState) -> Router {
+/// The API and the people's pages, with `pages` (the console, built above this module) served
+/// under the same layers.
+pub fn router(state: AppState, pages: Router<AppState>) -> Router {
     let config = state.config.clone();
     // Long-polls hold a request for up to `max_wait`; the deadline covers that plus the work.
     let deadline = config.request_timeout + config.max_wait;
@@ -195,6 +205,7 @@ pub fn router(state: AppState) -> Router {
                 }
             }),
         )
+        .merge(pages)
         .fallback(|| async { ApiError::NotFound("route") })
         .with_state(state)
         // One stack, applied to the routes once (each `Router::layer` call would box every route

@@ -808,7 +808,12 @@ pub async fn pre_authorize(
     check_text("login_hint", &req.login_hint, 256)?;
     if let Some(url) = &req.return_url {
         let host = url.host_str().unwrap_or_default();
-        if !host_allowed(&bot.allowed_return_hosts, host) {
+        // The console's own page (it pre-authorizes in the admin's browser and comes back).
+        let console = url.origin() == state.config.public_url.origin()
+            && url.path().starts_with("/console/")
+            && url.username().is_empty()
+            && url.password().is_none();
+        if !console && !host_allowed(&bot.allowed_return_hosts, host) {
             return Err(ApiError::Invalid(format!(
                 "return_url host {host:?} is not in the bot's allowed_return_hosts"
             )));

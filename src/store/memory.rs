@@ -18,6 +18,7 @@ use super::{
 use crate::clock;
 use crate::domain::bot::{ApiKey, AuthProfile, Bot, Integration, WebhookSecret};
 use crate::domain::channel::{ChannelConfig, ChannelDelivery, ChannelName};
+use crate::domain::console::ConsoleSession;
 use crate::domain::event::Event;
 use crate::domain::grant::Grant;
 use crate::domain::session::{Attempt, Session, Status};
@@ -75,6 +76,8 @@ struct Data {
     refresh_leases: HashMap<GrantKey, OffsetDateTime>,
     /// Refresh locks: grant → (owner, until).
     locks: HashMap<GrantKey, (String, OffsetDateTime)>,
+    /// Console sign-ins by the SHA-256 of their cookie's id.
+    console: HashMap<String, ConsoleSession>,
     writes: u64,
 }
 
@@ -887,5 +890,35 @@ impl Store for MemoryStore {
 
     fn waiting(&self) -> usize {
         self.hub.waiting()
+    }
+
+    async fn put_console_session(
+        &self,
+        id_hash: &str,
+        session: &ConsoleSession,
+    ) -> Result<(), StoreError> {
+        let now = clock::now();
+        let mut d = self.data();
+        d.console.retain(|_, s| s.expires_at > now);
+        d.console.insert(id_hash.to_owned(), session.clone());
+        Ok(())
+    }
+
+    async fn get_console_session(
+        &self,
+        id_hash: &str,
+    ) -> Result<Option<ConsoleSession>, StoreError> {
+        let now = clock::now();
+        Ok(self
+            .data()
+            .console
+            .get(id_hash)
+            .filter(|s| s.expires_at > now)
+            .cloned())
+    }
+
+    async fn delete_console_session(&self, id_hash: &str) -> Result<(), StoreError> {
+        self.data().console.remove(id_hash);
+        Ok(())
     }
 }

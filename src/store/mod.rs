@@ -21,6 +21,7 @@ use time::OffsetDateTime;
 
 use crate::domain::bot::{ApiKey, AuthProfile, Bot, Integration, WebhookSecret};
 use crate::domain::channel::{ChannelConfig, ChannelDelivery, ChannelName};
+use crate::domain::console::ConsoleSession;
 use crate::domain::event::Event;
 use crate::domain::grant::Grant;
 use crate::domain::session::{Attempt, BindingResult, Session, SessionError, Status};
@@ -371,6 +372,18 @@ pub trait Store: Send + Sync + 'static {
 
     /// How many requests of this process are parked on sessions (long-polls, event streams).
     fn waiting(&self) -> usize;
+
+    /// A console sign-in, under the SHA-256 of its cookie's id, until it expires.
+    async fn put_console_session(
+        &self,
+        id_hash: &str,
+        session: &ConsoleSession,
+    ) -> Result<(), StoreError>;
+    async fn get_console_session(
+        &self,
+        id_hash: &str,
+    ) -> Result<Option<ConsoleSession>, StoreError>;
+    async fn delete_console_session(&self, id_hash: &str) -> Result<(), StoreError>;
 }
 
 /// Session record lifetime in the store: until it expires, plus the retention period.

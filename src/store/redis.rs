@@ -17,6 +17,7 @@
 //! | `P:i:<bot>:<sha256(key)>` | string, PX | idempotency key → `<session or "-"> <fingerprint>` |
 //! | `P:{b:<bot>}:bot`, `:ints`, `:profiles`, `:channels`, `:whsec` (hashes), `:keys` (hash id → key hash) | | tenancy |
 //! | `P:k:<sha256(key)>` | string | API key lookup |
+//! | `P:cs:<sha256(cookie id)>` | string: console session JSON, PX | a signed-in console browser |
 //!
 //! `{pNN}` is the partition (see `Partition`): the Cluster hash tag that keeps every key one
 //! atomic step touches in one slot. Atomic steps are Lua scripts. Changes are published on
@@ -46,6 +47,7 @@ use crate::clock::{from_unix_ms, unix_ms};
 use crate::config::RedisTopology;
 use crate::domain::bot::{ApiKey, AuthProfile, Bot, Integration, WebhookSecret};
 use crate::domain::channel::{ChannelConfig, ChannelDelivery, ChannelName};
+use crate::domain::console::ConsoleSession;
 use crate::domain::event::Event;
 use crate::domain::grant::Grant;
 use crate::domain::session::{Attempt, BindingResult, Session, SessionError, SessionSpec, Status};
@@ -379,6 +381,9 @@ impl RedisStore {
     }
     fn api_key_key(&self, hash: &str) -> String {
         format!("{}:k:{hash}", self.prefix)
+    }
+    fn console_key(&self, id_hash: &str) -> String {
+        format!("{}:cs:{id_hash}", self.prefix)
     }
 
     fn conn(&self) -> Conn {
@@ -1665,6 +1670,43 @@ impl Store for RedisStore {
 
     fn waiting(&self) -> usize {
         self.hub.waiting()
+    }
+
+    async fn put_console_session(
+        &self,
+        id_hash: &str,
+        session: &ConsoleSession,
+    ) -> Result<(), StoreError> {
+        let ttl = (session.expires_at - crate::clock::now())
+            .whole_milliseconds()
+            .max(1);
+        redis::cmd("SET")
+            .arg(self.console_key(id_hash))
+            .arg(to_json(session))
+            .arg("PX")
+            .arg(ttl as u64)
+            .query_async::<()>(&mut self.conn())
+            .await
+            .map_err(unavailable)
+    }
+
+    async fn get_console_session(
+        &self,
+        id_hash: &str,
+    ) -> Result<Option<ConsoleSession>, StoreError> {
+        let raw: Option<String> = self
+            .conn()
+            .get(self.console_key(id_hash))
+            .await
+            .map_err(unavailable)?;
+        raw.map(|r| from_json("console session", &r)).transpose()
+    }
+
+    async fn delete_console_session(&self, id_hash: &str) -> Result<(), StoreError> {
+        self.conn()
+            .del::<_, ()>(self.console_key(id_hash))
+            .await
+            .map_err(unavailable)
     }
 }
 

@@ -573,6 +573,36 @@ impl Browser {
         r
     }
 
+    /// Submit a form (`application/x-www-form-urlencoded`) with this browser's cookies and any
+    /// `headers` (e.g. the `Origin` of another site).
+    pub async fn submit(
+        &mut self,
+        url: &str,
+        fields: &[(&str, &str)],
+        headers: &[(&str, &str)],
+    ) -> Response {
+        let body: String = url::form_urlencoded::Serializer::new(String::new())
+            .extend_pairs(fields)
+            .finish();
+        let mut req = self
+            .client
+            .post(url)
+            .header(
+                reqwest::header::CONTENT_TYPE,
+                "application/x-www-form-urlencoded",
+            )
+            .body(body);
+        if !self.cookies.is_empty() {
+            req = req.header(reqwest::header::COOKIE, self.cookie_header());
+        }
+        for (k, v) in headers {
+            req = req.header(*k, *v);
+        }
+        let r = req.send().await.unwrap();
+        self.keep_cookies(&r);
+        r
+    }
+
     /// GET `url` and return where it redirects to (relative locations resolved).
     pub async fn redirect(&mut self, url: &str) -> Url {
         let r = self.get(url).await;

@@ -10,6 +10,7 @@ mod binding;
 mod callback;
 mod channels;
 mod child;
+mod console;
 mod crash;
 mod examples_py;
 mod examples_ts;
