@@ -187,9 +187,56 @@ pub fn metrics() -> &'static metrics_exporter_prometheus::PrometheusHandle {
         let handle = recorder.handle();
         // Another recorder may already be installed (tests embedding several apps): then ours
         // renders nothing, which is harmless.
-        let _ = metrics::set_global_recorder(recorder);
+        if metrics::set_global_recorder(recorder).is_ok() {
+            register_at_zero();
+        }
         handle
     })
+}
+
+/// Every counter whose labels are a fixed set, at zero from the start: `rate()` and
+/// absent-series alerts see them before the first event (a series born at 1 hides that first
+/// increase from `rate()`).
+fn register_at_zero() {
+    use crate::domain::channel::ChannelKind;
+    use crate::domain::session::{FailureCode, Status};
+    for status in Status::ALL {
+        metrics::counter!("authlink_session_transitions_total", "status" => status.as_str(), "code" => "").absolute(0);
+    }
+    for code in FailureCode::ALL {
+        metrics::counter!("authlink_session_transitions_total", "status" => Status::Failed.as_str(), "code" => code.as_str()).absolute(0);
+    }
+    let failures = ["4xx", "5xx", "other", "error"];
+    metrics::counter!("authlink_webhook_deliveries_total", "outcome" => "delivered", "status_class" => "2xx").absolute(0);
+    for outcome in ["retry", "dead"] {
+        for class in failures {
+            metrics::counter!("authlink_webhook_deliveries_total", "outcome" => outcome, "status_class" => class).absolute(0);
+        }
+    }
+    metrics::counter!("authlink_webhook_dead_letters_total").absolute(0);
+    for kind in ChannelKind::ALL {
+        for (action, outcome) in [
+            ("send", "sent"),
+            ("send", "retry"),
+            ("send", "failed"),
+            ("update", "sent"),
+            ("update", "failed"),
+            ("update", "unsupported"),
+        ] {
+            metrics::counter!("authlink_channel_deliveries_total", "type" => kind.as_str(), "action" => action, "outcome" => outcome).absolute(0);
+        }
+    }
+    for outcome in ["ok", "rejected", "unavailable"] {
+        metrics::counter!("authlink_refreshes_total", "outcome" => outcome).absolute(0);
+    }
+    for outcome in ["ok", "failed"] {
+        metrics::counter!("authlink_proactive_refreshes_total", "outcome" => outcome).absolute(0);
+    }
+    for kind in ["corrupt", "unavailable"] {
+        metrics::counter!("authlink_store_errors_total", "kind" => kind).absolute(0);
+    }
+    metrics::gauge!("authlink_webhook_queue_depth").set(0.0);
+    metrics::gauge!("authlink_waiting_requests").set(0.0);
 }
 
 #[cfg(test)]

@@ -56,6 +56,15 @@ pub enum ChannelKind {
 }
 
 impl ChannelKind {
+    pub const ALL: [ChannelKind; 6] = [
+        ChannelKind::Slack,
+        ChannelKind::Teams,
+        ChannelKind::Telegram,
+        ChannelKind::Whatsapp,
+        ChannelKind::Matrix,
+        ChannelKind::Webhook,
+    ];
+
     pub fn as_str(self) -> &'static str {
         match self {
             ChannelKind::Slack => "slack",

@@ -20,6 +20,16 @@ pub enum Status {
 }
 
 impl Status {
+    pub const ALL: [Status; 7] = [
+        Status::Pending,
+        Status::InProgress,
+        Status::AwaitingCode,
+        Status::Completed,
+        Status::Failed,
+        Status::Expired,
+        Status::Cancelled,
+    ];
+
     pub fn as_str(self) -> &'static str {
         match self {
             Status::Pending => "pending",
@@ -86,6 +96,15 @@ pub enum FailureCode {
 }
 
 impl FailureCode {
+    pub const ALL: [FailureCode; 6] = [
+        FailureCode::AccessDenied,
+        FailureCode::ProviderError,
+        FailureCode::ExchangeFailed,
+        FailureCode::IdentityMismatch,
+        FailureCode::VerificationFailed,
+        FailureCode::StateInvalid,
+    ];
+
     pub fn as_str(self) -> &'static str {
         match self {
             FailureCode::AccessDenied => "access_denied",

@@ -310,3 +310,30 @@ async fn spans_are_exported_over_otlp_and_flushed_on_stop() {
         "the operator key was exported"
     );
 }
+
+/// A fresh daemon, before anything has happened: every counter with a fixed label set is there
+/// at zero, so `rate()` and absent-series alerts work from the first scrape.
+#[tokio::test]
+async fn a_fresh_daemon_reports_its_fixed_series_at_zero() {
+    let solo = crate::servers::Solo::start("", &[]).await;
+    let text = reqwest::get(format!("{}/metrics", solo.daemon.base))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    for series in [
+        r#"authlink_session_transitions_total{status="completed",code=""} 0"#,
+        r#"authlink_session_transitions_total{status="failed",code="identity_mismatch"} 0"#,
+        r#"authlink_session_transitions_total{status="expired",code=""} 0"#,
+        r#"authlink_webhook_deliveries_total{outcome="dead",status_class="5xx"} 0"#,
+        r#"authlink_webhook_dead_letters_total 0"#,
+        r#"authlink_channel_deliveries_total{type="slack",action="send",outcome="sent"} 0"#,
+        r#"authlink_refreshes_total{outcome="rejected"} 0"#,
+        r#"authlink_proactive_refreshes_total{outcome="failed"} 0"#,
+        r#"authlink_store_errors_total{kind="unavailable"} 0"#,
+        "authlink_webhook_queue_depth 0",
+    ] {
+        assert!(text.contains(series), "{series} missing:\n{text}");
+    }
+}
