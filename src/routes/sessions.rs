@@ -88,6 +88,32 @@ fn check_text(field: &str, v: &Option<String>, max: usize) -> Result<(), ApiErro
     }
 }
 
+/// Where the success page sends the person back: http(s), no user info (a URL such as
+/// `https://evil.com@chat.example.com` reads as another host to a person), on one of the bot's
+/// allowed hosts — or, for the console's own pre-authorize (`console`), a console page here.
+fn check_return_url(state: &AppState, bot: &Bot, url: &Url, console: bool) -> Result<(), ApiError> {
+    if !matches!(url.scheme(), "https" | "http") || url.host().is_none() {
+        return Err(ApiError::Invalid(
+            "return_url must be an http(s) URL".into(),
+        ));
+    }
+    if !url.username().is_empty() || url.password().is_some() {
+        return Err(ApiError::Invalid(
+            "return_url must not contain user info".into(),
+        ));
+    }
+    let ours = console
+        && url.origin() == state.config.public_url.origin()
+        && url.path().starts_with("/console/");
+    let host = url.host_str().unwrap_or_default();
+    if !ours && !host_allowed(&bot.allowed_return_hosts, host) {
+        return Err(ApiError::Invalid(format!(
+            "return_url host {host:?} is not in the bot's allowed_return_hosts"
+        )));
+    }
+    Ok(())
+}
+
 /// `binding: oidc` needs a subject at the bot's own identity issuer; a subject alone means
 /// nothing.
 fn check_binding(
@@ -272,14 +298,7 @@ pub(crate) async fn new_session(
         }
     }
     if let Some(url) = &req.return_url {
-        let host = url.host_str().unwrap_or_default();
-        if !matches!(url.scheme(), "https" | "http")
-            || !host_allowed(&bot.allowed_return_hosts, host)
-        {
-            return Err(ApiError::Invalid(format!(
-                "return_url host {host:?} is not in the bot's allowed_return_hosts"
-            )));
-        }
+        check_return_url(state, &bot, url, false)?;
     }
     let verification = req.verification.unwrap_or(integration.verification);
     if req
@@ -807,17 +826,7 @@ pub async fn pre_authorize(
     check_text("locale", &req.locale, 35)?;
     check_text("login_hint", &req.login_hint, 256)?;
     if let Some(url) = &req.return_url {
-        let host = url.host_str().unwrap_or_default();
-        // The console's own page (it pre-authorizes in the admin's browser and comes back).
-        let console = url.origin() == state.config.public_url.origin()
-            && url.path().starts_with("/console/")
-            && url.username().is_empty()
-            && url.password().is_none();
-        if !console && !host_allowed(&bot.allowed_return_hosts, host) {
-            return Err(ApiError::Invalid(format!(
-                "return_url host {host:?} is not in the bot's allowed_return_hosts"
-            )));
-        }
+        check_return_url(&state, &bot, url, true)?;
     }
     let ttl = req
         .ttl_seconds

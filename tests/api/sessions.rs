@@ -28,6 +28,10 @@ async fn bad_input_gets_a_clear_problem_and_creates_nothing() {
         ("ttl", app.api.post(&url).json(&json!({"integration": "crm", "user_id": "u", "ttl_seconds": 5})), StatusCode::UNPROCESSABLE_ENTITY),
         ("big context", app.api.post(&url).json(&json!({"integration": "crm", "user_id": "u", "context": {"x": "y".repeat(9000)}})), StatusCode::UNPROCESSABLE_ENTITY),
         ("return url", app.api.post(&url).json(&json!({"integration": "crm", "user_id": "u", "return_url": "https://evil.example/"})), StatusCode::UNPROCESSABLE_ENTITY),
+        // Reads as evil.com to a person; the host is the allowed one.
+        ("return url with user info", app.api.post(&url).json(&json!({"integration": "crm", "user_id": "u", "return_url": "https://evil.com@chat.example.com/"})), StatusCode::UNPROCESSABLE_ENTITY),
+        ("return url not http", app.api.post(&url).json(&json!({"integration": "crm", "user_id": "u", "return_url": "javascript://chat.example.com/%0aalert(1)"})), StatusCode::UNPROCESSABLE_ENTITY),
+        ("return url to the console", app.api.post(&url).json(&json!({"integration": "crm", "user_id": "u", "return_url": app.url("/console/bots/acme")})), StatusCode::UNPROCESSABLE_ENTITY),
         ("webhook url", app.api.post(&url).json(&json!({"integration": "crm", "user_id": "u", "webhook_url": "ftp://x/"})), StatusCode::UNPROCESSABLE_ENTITY),
         ("unknown integration", app.api.post(&url).json(&json!({"integration": "nope", "user_id": "u"})), StatusCode::NOT_FOUND),
         ("oversized", app.api.post(&url).header("content-type", "application/json").body(format!("{{\"user_id\":\"{}\"}}", "x".repeat(70_000))), StatusCode::PAYLOAD_TOO_LARGE),
