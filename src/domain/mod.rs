@@ -10,6 +10,7 @@ pub mod grant;
 pub mod identity;
 pub mod ids;
 pub mod lang;
+pub mod rate;
 pub mod link;
 pub mod request_state;
 pub mod session;
