@@ -11,6 +11,7 @@ mod callback;
 mod channels;
 mod child;
 mod crash;
+mod demo;
 mod examples_py;
 mod examples_ts;
 mod fakes;
