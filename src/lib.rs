@@ -17,13 +17,15 @@
 //!
 //! Around the flow: `flow` (the state every edge works with), `config` (settings), `crypto`
 //! (signing and encryption keys), `domain` (pure types), `store` (the only code that knows
-//! Redis), `startup` (the `Application`), `error` (the one HTTP error mapping).
+//! Redis), `startup` (the `Application`), `error` (the one HTTP error mapping), `demo` (the
+//! built-in demo provider of zero-configuration runs, set up through the API like any other).
 
 pub mod channel;
 pub mod clock;
 pub mod config;
 pub mod console;
 pub mod crypto;
+pub mod demo;
 pub mod domain;
 pub mod error;
 pub mod expiry;

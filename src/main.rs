@@ -149,8 +149,14 @@ fn serve(file: Option<PathBuf>) -> ExitCode {
     if matches!(config.store, authlink::config::StoreConfig::Memory) {
         tracing::warn!("using the embedded in-memory store: one process, nothing persisted");
     }
+    let demo = ephemeral
+        .as_ref()
+        .and_then(|keys| authlink::demo::DemoMode::zero_config(&config, keys));
     let result = runtime.block_on(async {
-        let app = Application::build(config).await?;
+        let mut app = Application::build(config).await?;
+        if let Some(mode) = demo {
+            eprintln!("{}", app.enable_demo(mode).await?.banner());
+        }
         tracing::info!(addr = %app.local_addr(), "authlink listening");
         app.run_until_stopped(shutdown_signal()).await
     });

@@ -26,6 +26,8 @@ use crate::store::redis::RedisStore;
 pub struct Application {
     listener: TcpListener,
     state: AppState,
+    /// Zero-configuration runs only: the demo provider, served beside the API.
+    demo: Option<crate::demo::Demo>,
 }
 
 impl Application {
@@ -68,7 +70,21 @@ impl Application {
     ) -> Self {
         let config_timeout = config.provider_timeout;
         let state = AppState::new(Arc::new(config), store, http_client(config_timeout), clock);
-        Self { listener, state }
+        Self {
+            listener,
+            state,
+            demo: None,
+        }
+    }
+
+    /// Serve the built-in demo provider too, and configure bot `demo` for it through the API.
+    /// Only a zero-configuration run can make a `DemoMode`.
+    pub async fn enable_demo(
+        &mut self,
+        mode: crate::demo::DemoMode,
+    ) -> anyhow::Result<&crate::demo::Demo> {
+        let demo = crate::demo::seed(router(self.state.clone(), axum::Router::new()), mode).await?;
+        Ok(self.demo.insert(demo))
     }
 
     pub fn local_addr(&self) -> SocketAddr {
@@ -113,7 +129,14 @@ impl Application {
             workers.spawn(crate::refresh::run(self.state.clone(), cancel.clone()));
         }
         workers.close();
-        let app = router(self.state, crate::console::router());
+        let demo = self
+            .demo
+            .as_ref()
+            .map(|d| d.router(self.state.clock.clone()));
+        let mut app = router(self.state, crate::console::router());
+        if let Some(demo) = demo {
+            app = app.merge(demo);
+        }
         let listener = Draining {
             listener: Some(self.listener),
             stop: cancel.clone(),

@@ -63,12 +63,7 @@ impl LinkMessage {
 pub fn settled_text(session: &Session, identity: Option<&Identity>) -> String {
     let lang = Lang::first_of(session.spec.locale.as_deref());
     let provider = session.spec.provider_name();
-    let who = identity.and_then(|i| {
-        i.username
-            .as_deref()
-            .or(i.email.as_deref())
-            .or(i.display_name.as_deref())
-    });
+    let who = identity.and_then(Identity::shown);
     match (session.status, lang) {
         (Status::Completed, Lang::En) => match who {
             Some(who) => format!("Connected to {provider} as {who}."),

@@ -190,15 +190,68 @@ pub struct Integration {
     pub verification: Verification,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub salesforce: Option<SalesforceSettings>,
+    /// What people are shown ("Salesforce", "Acme CRM"), never the internal name. Records
+    /// written before it existed have none: `service_name` supplies the default.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub display_name: Option<String>,
     #[serde(with = "crate::clock::rfc3339")]
     pub created_at: OffsetDateTime,
     #[serde(with = "crate::clock::rfc3339")]
     pub updated_at: OffsetDateTime,
 }
 
+impl Integration {
+    /// The service as people call it: the display name, else the provider's name — for the
+    /// generic provider (which has no name of its own) the integration's name.
+    pub fn service_name(&self) -> String {
+        match (&self.display_name, self.provider) {
+            (Some(name), _) => name.clone(),
+            (None, ProviderKind::Salesforce) => "Salesforce".into(),
+            (None, ProviderKind::Oauth2) => self.name.to_string(),
+        }
+    }
+}
+
+#[cfg(test)]
+impl Integration {
+    /// Bot `acme`'s Salesforce integration `crm`, for unit tests.
+    pub(crate) fn example() -> Self {
+        let now = OffsetDateTime::UNIX_EPOCH;
+        Integration {
+            bot: BotId::parse("acme").unwrap(),
+            name: IntegrationName::parse("crm").unwrap(),
+            provider: ProviderKind::Salesforce,
+            mode: Mode::User,
+            profile: ProfileRef::System,
+            scopes: None,
+            link_ttl_seconds: None,
+            verification: Verification::None,
+            salesforce: None,
+            display_name: None,
+            created_at: now,
+            updated_at: now,
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_service_name_defaults_to_the_provider_then_the_integration() {
+        let mut i = Integration::example();
+        assert_eq!(i.service_name(), "Salesforce");
+        i.provider = ProviderKind::Oauth2;
+        assert_eq!(i.service_name(), "crm");
+        i.display_name = Some("Acme CRM".into());
+        assert_eq!(i.service_name(), "Acme CRM");
+        // A record stored before display names existed still reads.
+        let mut old = serde_json::to_value(&i).unwrap();
+        old.as_object_mut().unwrap().remove("display_name");
+        let old: Integration = serde_json::from_str(&old.to_string()).unwrap();
+        assert_eq!(old.display_name, None);
+    }
 
     #[test]
     fn host_patterns_match_exactly_or_strict_subdomains() {

@@ -25,6 +25,16 @@ pub struct Identity {
     pub display_name: Option<String>,
 }
 
+impl Identity {
+    /// How to name the account to its owner: the username, else the email, else the name.
+    pub fn shown(&self) -> Option<&str> {
+        self.username
+            .as_deref()
+            .or(self.email.as_deref())
+            .or(self.display_name.as_deref())
+    }
+}
+
 /// The secret part of a grant.
 #[derive(Clone, Debug)]
 pub struct Tokens {

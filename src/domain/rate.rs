@@ -78,7 +78,11 @@ mod tests {
         }
         let (v, t) = step(Q, tat, 1_000);
         assert!(!v.allowed);
-        assert_eq!(v.reset, Duration::from_secs(6), "one interval until the next");
+        assert_eq!(
+            v.reset,
+            Duration::from_secs(6),
+            "one interval until the next"
+        );
         assert_eq!(Some(t), tat, "a refusal changes nothing");
         assert!(!step(Q, tat, 6_999).0.allowed);
         let (v, _) = step(Q, tat, 7_000);

@@ -208,6 +208,10 @@ pub struct SessionSpec {
     pub binding: Option<OidcSubject>,
     /// The provider configuration (callback path) this session's attempts use.
     pub provider_config: String,
+    /// The service's name as people see it, taken from the integration when the session was
+    /// created, so the link message, the pages and the settled message all say the same.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub service: Option<String>,
     /// Where authlink posts the link (and later updates the message), if anywhere.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub channel: Option<super::channel::ChannelTarget>,
@@ -218,11 +222,13 @@ pub struct SessionSpec {
 }
 
 impl SessionSpec {
-    /// The service the person signs in at, as people call it.
+    /// The service the person signs in at, as people call it. Sessions stored before `service`
+    /// existed fall back to what was shown then.
     pub fn provider_name(&self) -> String {
-        match self.provider_config.as_str() {
-            "salesforce" => "Salesforce".into(),
-            _ => self.integration.to_string(),
+        match (&self.service, self.provider_config.as_str()) {
+            (Some(name), _) => name.clone(),
+            (None, "salesforce") => "Salesforce".into(),
+            (None, _) => self.integration.to_string(),
         }
     }
 }

@@ -3,6 +3,7 @@
 
 use super::AppState;
 use crate::domain::bot::{Integration, ProfileRef};
+use crate::domain::session::SessionSpec;
 use crate::oauth::Provider;
 use crate::store::StoreError;
 
@@ -38,4 +39,23 @@ pub async fn provider_for(
                 .map_err(|e| ProviderError::Misconfigured(e.to_string()))
         }
     }
+}
+
+/// The app a session's attempts go to: its integration's, if that still uses the app the session
+/// was created for (`None`: the integration is gone or now uses another app).
+pub async fn session_provider(
+    state: &AppState,
+    spec: &SessionSpec,
+) -> Result<Option<Provider>, StoreError> {
+    let Some(integration) = state
+        .store
+        .get_integration(&spec.bot, &spec.integration)
+        .await?
+    else {
+        return Ok(None);
+    };
+    Ok(provider_for(state, &integration)
+        .await
+        .ok()
+        .filter(|p| p.config_id == spec.provider_config))
 }

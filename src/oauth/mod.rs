@@ -243,6 +243,12 @@ impl Provider {
             })
     }
 
+    /// The host the person signs in at: the authorize URL's (`login.salesforce.com`, a My
+    /// Domain, a custom profile's authorization server).
+    pub fn sign_in_host(&self) -> Option<&str> {
+        self.app.authorize_url.host_str()
+    }
+
     /// The provider's authorize URL for one attempt, and the PKCE verifier to keep.
     pub fn authorize_url(
         &self,
@@ -646,8 +652,7 @@ fn form_encode(s: &str) -> String {
 mod tests {
     use super::*;
     use crate::config::{AppSettings, GeneratedKeys, Settings, SystemApps};
-    use crate::domain::bot::{Mode, SalesforceSettings};
-    use crate::domain::session::Verification;
+    use crate::domain::bot::SalesforceSettings;
 
     fn config() -> Config {
         let mut s = Settings {
@@ -667,19 +672,9 @@ mod tests {
     }
 
     fn integration(sf: Option<SalesforceSettings>) -> Integration {
-        let now = time::OffsetDateTime::now_utc();
         Integration {
-            bot: crate::domain::BotId::parse("acme").unwrap(),
-            name: crate::domain::IntegrationName::parse("crm").unwrap(),
-            provider: ProviderKind::Salesforce,
-            mode: Mode::User,
-            profile: ProfileRef::System,
-            scopes: None,
-            link_ttl_seconds: None,
-            verification: Verification::None,
             salesforce: sf,
-            created_at: now,
-            updated_at: now,
+            ..Integration::example()
         }
     }
 
@@ -727,5 +722,19 @@ mod tests {
             p.redirect_uri.as_str(),
             "https://authlink.example.com/oauth/callback/salesforce"
         );
+    }
+
+    #[test]
+    fn the_sign_in_host_is_the_authorize_urls() {
+        let c = config();
+        let my_domain = Some(SalesforceSettings {
+            environment: SalesforceEnvironment::MyDomain,
+            host: Some("https://acme.my.salesforce.com".parse().unwrap()),
+        });
+        for sf in [None, my_domain] {
+            let p = Provider::resolve(&c, &integration(sf)).unwrap();
+            let (url, _) = p.authorize_url("s".into(), &[], None);
+            assert_eq!(p.sign_in_host(), url.host_str());
+        }
     }
 }

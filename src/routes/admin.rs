@@ -341,6 +341,22 @@ pub struct IntegrationBody {
     verification: Verification,
     #[serde(default)]
     salesforce: Option<SalesforceSettings>,
+    /// What people see on the link page and in messages (1-100 characters, trimmed). Default:
+    /// the provider's name ("Salesforce"); for `oauth2`, the integration's name.
+    #[serde(default)]
+    display_name: Option<String>,
+}
+
+/// A display name as given: trimmed, 1-100 characters, no control characters.
+fn check_display_name(name: &str) -> Result<String, ApiError> {
+    let name = name.trim();
+    let length = name.chars().count();
+    if !(1..=100).contains(&length) || name.chars().any(char::is_control) {
+        return Err(ApiError::Invalid(
+            "display_name must be 1-100 characters, without control characters".into(),
+        ));
+    }
+    Ok(name.to_owned())
 }
 
 pub fn check_scopes(scopes: &[String]) -> Result<(), ApiError> {
@@ -406,9 +422,14 @@ pub async fn put_integration(
             _ => {}
         }
     }
+    let display_name = body
+        .display_name
+        .as_deref()
+        .map(check_display_name)
+        .transpose()?;
     let now = state.clock.now();
     let existing = state.store.get_integration(&bot, &name).await?;
-    let integration = Integration {
+    let mut integration = Integration {
         bot,
         name,
         provider: body.provider,
@@ -418,9 +439,12 @@ pub async fn put_integration(
         link_ttl_seconds: body.link_ttl_seconds,
         verification: body.verification,
         salesforce: body.salesforce,
+        display_name,
         created_at: existing.as_ref().map_or(now, |i| i.created_at),
         updated_at: now,
     };
+    // Stored as shown: absent means the default, written down.
+    integration.display_name = Some(integration.service_name());
     // The app must exist now, not fail later in the middle of someone's sign-in.
     crate::flow::provider::provider_for(&state, &integration)
         .await
@@ -449,6 +473,7 @@ pub async fn get_integration(
         .await?
         .ok_or(ApiError::NotFound("integration"))?;
     let mut view = json!(*integration);
+    view["display_name"] = json!(integration.service_name());
     if let Ok(p) = crate::flow::provider::provider_for(&state, &integration).await {
         view["callback_url"] = json!(p.redirect_uri);
     }

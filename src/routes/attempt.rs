@@ -55,6 +55,11 @@ pub fn invalid_page(lang: Lang) -> Page {
     )
 }
 
+/// The page for a session whose integration no longer uses the app it was created for.
+pub fn changed_page(lang: Lang) -> Page {
+    Page::new(StatusCode::CONFLICT, lang, Msg::ErrorTitle, Msg::ErrorBody)
+}
+
 pub fn unavailable_page(lang: Lang) -> Page {
     Page::new(
         StatusCode::SERVICE_UNAVAILABLE,
@@ -73,19 +78,10 @@ pub async fn provider_attempt(
     bound: Option<String>,
 ) -> Response {
     let spec = &session.spec;
-    let provider = match state
-        .store
-        .get_integration(&spec.bot, &spec.integration)
-        .await
-    {
-        Ok(Some(i)) => crate::flow::provider::provider_for(state, &i).await.ok(),
-        Ok(None) => None,
+    let provider = match crate::flow::provider::session_provider(state, spec).await {
+        Ok(Some(p)) => p,
+        Ok(None) => return changed_page(lang).into_response(),
         Err(_) => return unavailable_page(lang).into_response(),
-    };
-    // The integration must still use the app the session was created for.
-    let Some(provider) = provider.filter(|p| p.config_id == spec.provider_config) else {
-        return Page::new(StatusCode::CONFLICT, lang, Msg::ErrorTitle, Msg::ErrorBody)
-            .into_response();
     };
     let now = state.clock.now();
     let attempt_id = random_token::<16>();

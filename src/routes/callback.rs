@@ -316,7 +316,13 @@ async fn finish(
             if let Some(old) = replaced {
                 revoke_replaced(state, &provider, &old, &set).await;
             }
-            success_page(lang, &session, verification_code.as_deref()).into_response()
+            success_page(
+                lang,
+                &session,
+                &grant.identity,
+                verification_code.as_deref(),
+            )
+            .into_response()
         }
         Err(e) => {
             // Cancelled or expired while the person was at the provider: nothing is stored, and
@@ -378,16 +384,26 @@ fn requested_scopes(provider: &Provider, session: &Session) -> Vec<String> {
     }
 }
 
-fn success_page(lang: Lang, session: &Session, code: Option<&str>) -> Page {
+/// What was connected and as whom (or, with `verification: code`, the code to type).
+fn success_page(
+    lang: Lang,
+    session: &Session,
+    identity: &crate::domain::grant::Identity,
+    code: Option<&str>,
+) -> Page {
     let mut page = match code {
         Some(_) => Page::new(StatusCode::OK, lang, Msg::CodeTitle, Msg::CodeBody),
         None => Page::new(StatusCode::OK, lang, Msg::SuccessTitle, Msg::SuccessBody),
     };
+    page.vars.push(("provider", session.spec.provider_name()));
     if let Some(code) = code {
         page.extra_html.push_str(&format!(
             "<p class=\"code\" aria-label=\"verification code\"><strong>{}</strong></p>\n",
             esc(code)
         ));
+    } else if let Some(who) = identity.shown() {
+        page.vars.push(("who", who.to_owned()));
+        page.extra_html += &format!("<p>{}</p>\n", esc(&page.t(Msg::SuccessAs)));
     }
     if let Some(url) = &session.spec.return_url {
         page.extra_html += &format!(

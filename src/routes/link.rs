@@ -6,15 +6,13 @@ use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 
-use super::attempt::{invalid_page, provider_attempt, settled_page, unavailable_page};
+use super::attempt::{
+    changed_page, invalid_page, provider_attempt, settled_page, unavailable_page,
+};
 use super::pages::{Lang, Msg, Page, esc};
 use crate::domain::link::{self, LinkError};
 use crate::domain::session::{Session, Status};
 use crate::flow::AppState;
-
-fn provider_name(s: &Session) -> String {
-    s.spec.provider_name()
-}
 
 /// Verify the link (before any store access), then load its live session.
 async fn open(state: &AppState, token: &str, headers: &HeaderMap) -> Result<Session, Page> {
@@ -55,17 +53,40 @@ pub async fn interstitial(
         Ok(s) => s,
         Err(page) => return page.into_response(),
     };
-    let bot_name = match state.store.get_bot(&session.spec.bot).await {
-        Ok(Some(b)) => b.name.clone(),
-        Ok(None) => return invalid_page(Lang::pick(None, &headers)).into_response(),
-        Err(_) => return unavailable_page(Lang::pick(None, &headers)).into_response(),
-    };
     let lang = Lang::pick(session.spec.locale.as_deref(), &headers);
+    let bot = match state.store.get_bot(&session.spec.bot).await {
+        Ok(Some(b)) => b,
+        Ok(None) => return invalid_page(lang).into_response(),
+        Err(_) => return unavailable_page(lang).into_response(),
+    };
+    // Where Continue will send the person: the same app, hence the same authorize URL.
+    let provider = match crate::flow::provider::session_provider(&state, &session.spec).await {
+        Ok(Some(p)) => p,
+        Ok(None) => return changed_page(lang).into_response(),
+        Err(_) => return unavailable_page(lang).into_response(),
+    };
+    let service = session.spec.provider_name();
+    let host = provider.sign_in_host().unwrap_or(&service).to_owned();
     let mut page = Page::new(StatusCode::OK, lang, Msg::ConnectTitle, Msg::ConnectBody);
-    page.vars = vec![("bot", bot_name), ("provider", provider_name(&session))];
+    page.vars = vec![
+        ("bot", bot.name.clone()),
+        ("provider", service),
+        ("host", host),
+    ];
+    // A bound session signs in at the bot's identity issuer first.
+    let issuer = session
+        .spec
+        .binding
+        .as_ref()
+        .and_then(|b| url::Url::parse(&b.iss).ok())
+        .and_then(|u| u.host_str().map(str::to_owned));
+    if let Some(issuer) = issuer {
+        page.vars.push(("issuer", issuer));
+        page.extra_html = format!("<p>{}</p>\n", esc(&page.t(Msg::BindingFirst)));
+    }
     page.og = true;
     // A relative action: the form posts back to this very link.
-    page.extra_html = format!(
+    page.extra_html += &format!(
         "<form method=\"post\" action=\"{}\"><button type=\"submit\">{}</button></form>\n",
         esc(&token),
         esc(&page.t(Msg::Continue))

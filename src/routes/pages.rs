@@ -30,7 +30,9 @@ pub enum Msg {
     ConnectTitle,
     ConnectBody,
     Continue,
+    BindingFirst,
     SuccessTitle,
+    SuccessAs,
     SuccessBody,
     BackToConversation,
     AlreadyTitle,
@@ -58,25 +60,33 @@ fn text(lang: Lang, msg: Msg) -> &'static str {
         (ConnectTitle, Fr) => "Connecter {provider}",
         (ConnectTitle, Es) => "Conectar {provider}",
         (ConnectBody, En) => {
-            "{bot} asks for access to your {provider} account. You will sign in at {provider}; {bot} never sees your password."
+            "{bot} asks for access to your {provider} account. You will sign in at {host}; {bot} never sees your password."
         }
         (ConnectBody, De) => {
-            "{bot} bittet um Zugriff auf Ihr {provider}-Konto. Sie melden sich bei {provider} an; {bot} sieht Ihr Passwort nie."
+            "{bot} bittet um Zugriff auf Ihr {provider}-Konto. Sie melden sich bei {host} an; {bot} sieht Ihr Passwort nie."
         }
         (ConnectBody, Fr) => {
-            "{bot} demande l'accès à votre compte {provider}. Vous vous connecterez chez {provider} ; {bot} ne voit jamais votre mot de passe."
+            "{bot} demande l'accès à votre compte {provider}. Vous vous connecterez sur {host} ; {bot} ne voit jamais votre mot de passe."
         }
         (ConnectBody, Es) => {
-            "{bot} solicita acceso a su cuenta de {provider}. Iniciará sesión en {provider}; {bot} nunca ve su contraseña."
+            "{bot} solicita acceso a su cuenta de {provider}. Iniciará sesión en {host}; {bot} nunca ve su contraseña."
         }
+        (BindingFirst, En) => "First you confirm who you are at {issuer}.",
+        (BindingFirst, De) => "Zuerst bestätigen Sie bei {issuer}, wer Sie sind.",
+        (BindingFirst, Fr) => "Vous confirmerez d'abord votre identité sur {issuer}.",
+        (BindingFirst, Es) => "Primero confirmará quién es en {issuer}.",
         (Continue, En) => "Continue to {provider}",
         (Continue, De) => "Weiter zu {provider}",
         (Continue, Fr) => "Continuer vers {provider}",
         (Continue, Es) => "Continuar a {provider}",
-        (SuccessTitle, En) => "You're connected",
-        (SuccessTitle, De) => "Verbindung hergestellt",
-        (SuccessTitle, Fr) => "Vous êtes connecté",
-        (SuccessTitle, Es) => "Conexión completada",
+        (SuccessTitle, En) => "{provider} is connected",
+        (SuccessTitle, De) => "{provider} ist verbunden",
+        (SuccessTitle, Fr) => "{provider} est connecté",
+        (SuccessTitle, Es) => "{provider} está conectado",
+        (SuccessAs, En) => "You signed in to {provider} as {who}.",
+        (SuccessAs, De) => "Sie haben sich bei {provider} als {who} angemeldet.",
+        (SuccessAs, Fr) => "Vous vous êtes connecté à {provider} en tant que {who}.",
+        (SuccessAs, Es) => "Inició sesión en {provider} como {who}.",
         (SuccessBody, En) => "You can close this window and return to your conversation.",
         (SuccessBody, De) => {
             "Sie können dieses Fenster schließen und zu Ihrer Unterhaltung zurückkehren."
@@ -202,7 +212,7 @@ pub struct Page {
     pub lang: Lang,
     pub title: Msg,
     pub body: Msg,
-    /// `{bot}` and `{provider}` in messages.
+    /// `{bot}`, `{provider}`, `{host}`, … in messages.
     pub vars: Vec<(&'static str, String)>,
     pub extra_html: String,
     /// Open Graph description for link unfurls.

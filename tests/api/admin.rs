@@ -140,6 +140,58 @@ async fn integrations_are_validated() {
 }
 
 #[tokio::test]
+async fn display_names_default_to_the_provider_and_bad_ones_change_nothing() {
+    let app = spawn_app().await;
+    app.put_bot("acme").await;
+    let put = |extra: Value| {
+        let mut body = json!({"provider": "salesforce"});
+        body.as_object_mut()
+            .unwrap()
+            .extend(extra.as_object().unwrap().clone());
+        app.put_integration("acme", "crm", body)
+    };
+    let get = || async {
+        let r = app
+            .call(
+                Method::GET,
+                "/v1/bots/acme/integrations/crm",
+                &app.operator_key,
+                None,
+            )
+            .await;
+        assert_eq!(r.status(), StatusCode::OK);
+        r.json::<Value>().await.unwrap()
+    };
+    let r = put(json!({})).await;
+    assert_eq!(r.status(), StatusCode::CREATED);
+    let shown = r.json::<Value>().await.unwrap();
+    assert_eq!(shown["display_name"], "Salesforce", "the provider's name");
+    assert_eq!(get().await["display_name"], "Salesforce");
+
+    let r = put(json!({"display_name": "  Acme CRM  "})).await;
+    assert_eq!(r.status(), StatusCode::OK);
+    let before = get().await;
+    assert_eq!(before["display_name"], "Acme CRM", "trimmed");
+
+    for (extra, why) in [
+        (json!({"display_name": ""}), "empty"),
+        (json!({"display_name": "   "}), "blank"),
+        (json!({"display_name": "x".repeat(101)}), "too long"),
+        (json!({"display_name": "two\nlines"}), "control character"),
+        (json!({"display_name": 42}), "not a string"),
+        (json!({"displayname": "Acme"}), "unknown field"),
+    ] {
+        let r = put(extra).await;
+        assert_eq!(r.status(), StatusCode::UNPROCESSABLE_ENTITY, "{why}");
+        let kind = r.headers()["content-type"].to_str().unwrap().to_owned();
+        assert!(kind.starts_with("application/problem+json"), "{why}");
+    }
+    assert_eq!(get().await, before, "nothing changed");
+    let r = put(json!({"display_name": "é".repeat(100)})).await;
+    assert_eq!(r.status(), StatusCode::OK, "100 characters, not bytes");
+}
+
+#[tokio::test]
 async fn runtime_keys_cannot_administer() {
     let app = spawn_app().await;
     let runtime = app.setup_bot("acme").await;

@@ -83,6 +83,14 @@ async fn the_user_who_asked_completes_and_the_event_says_matched() {
     let (app, issuer, key) = bound_app().await;
     let s = bound_session(&app, &key, &issuer, "alice").await;
     let mut browser = Browser::new();
+    // The interstitial names the issuer's host, where the person signs in first.
+    let page = browser.land(s["link"].as_str().unwrap()).await;
+    let issuer_host = url::Url::parse(&issuer.issuer).unwrap();
+    let first = format!(
+        "First you confirm who you are at {}.",
+        issuer_host.host_str().unwrap()
+    );
+    assert!(page.body.contains(&first), "{}", page.body);
     let back = sign_in_at_issuer(&mut browser, s["link"].as_str().unwrap(), "alice").await;
     assert!(back.path().starts_with("/oauth/binding/acme"), "{back}");
     let provider = browser.redirect(back.as_str()).await;

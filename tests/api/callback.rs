@@ -33,7 +33,17 @@ pub async fn full_flow(opts: Options) {
     );
     let page = browser.authorize(s["link"].as_str().unwrap()).await;
     assert_eq!(page.status, StatusCode::OK, "{}", page.body);
-    assert!(page.body.contains("connected"));
+    assert!(
+        page.body.contains("Salesforce is connected"),
+        "{}",
+        page.body
+    );
+    assert!(
+        page.body
+            .contains("You signed in to Salesforce as ada@example.com."),
+        "what was connected and as whom: {}",
+        page.body
+    );
     assert_eq!(page.headers["referrer-policy"], "no-referrer");
     assert_eq!(page.headers["cache-control"], "no-store");
     assert_eq!(app.provider.token_requests(), 1);

@@ -2,7 +2,7 @@
 //! any store access; Continue starts a PKCE attempt with a binding cookie.
 
 use reqwest::StatusCode;
-use serde_json::Value;
+use serde_json::{Value, json};
 
 use crate::helpers::{Backend, Browser, Options, spawn_app, spawn_with};
 
@@ -15,12 +15,25 @@ async fn the_interstitial_changes_nothing_and_names_bot_and_provider() {
     let path = link.strip_prefix(&app.base).unwrap();
     assert!(path.len() < 100, "link path is {} characters", path.len());
 
+    let token = path.rsplit('/').next().unwrap();
+
     let mut unfurler = Browser::new();
     for _ in 0..3 {
         let page = unfurler.land(link).await;
         assert_eq!(page.status, StatusCode::OK);
         assert!(page.body.contains("acme assistant"));
         assert!(page.body.contains("Salesforce"));
+        // The host of the provider's authorize URL (the fake Salesforce is on loopback).
+        assert!(
+            page.body.contains("You will sign in at 127.0.0.1;"),
+            "{}",
+            page.body
+        );
+        assert!(
+            !page.body.replace(token, "").contains("crm"),
+            "the integration's internal name is not shown: {}",
+            page.body
+        );
         assert!(page.body.contains("og:title"));
         assert!(page.body.contains("<form method=\"post\""));
         assert_eq!(page.headers["referrer-policy"], "no-referrer");
@@ -183,4 +196,48 @@ async fn pages_are_localized() {
     let page = Browser::new().land(s["link"].as_str().unwrap()).await;
     assert!(page.body.contains("lang=\"de\""));
     assert!(page.body.contains("Weiter zu Salesforce"));
+}
+
+#[tokio::test]
+async fn the_interstitial_names_the_display_name_and_the_salesforce_login_host() {
+    let app = spawn_app().await;
+    let key = app.setup_bot("acme").await;
+    for (settings, host) in [
+        (json!({"environment": "sandbox"}), "test.salesforce.com"),
+        (
+            json!({"environment": "my_domain", "host": "https://acme-corp.my.salesforce.com"}),
+            "acme-corp.my.salesforce.com",
+        ),
+    ] {
+        let r = app
+            .put_integration(
+                "acme",
+                "crm",
+                json!({"provider": "salesforce", "display_name": "Acme <Sales>", "salesforce": settings}),
+            )
+            .await;
+        assert_eq!(r.status(), StatusCode::OK);
+        for (locale, sign_in) in [
+            ("en", format!("You will sign in at {host};")),
+            ("de", format!("Sie melden sich bei {host} an")),
+        ] {
+            let r = app
+                .create_session(
+                    &key,
+                    "acme",
+                    json!({"integration": "crm", "user_id": format!("u-{host}-{locale}"), "locale": locale}),
+                )
+                .await;
+            assert_eq!(r.status(), StatusCode::CREATED);
+            let s: Value = r.json().await.unwrap();
+            let link = s["link"].as_str().unwrap();
+            let token = link.rsplit('/').next().unwrap();
+            let page = Browser::new().land(link).await;
+            assert_eq!(page.status, StatusCode::OK);
+            let body = page.body.replace(token, "");
+            assert!(body.contains(&sign_in), "{body}");
+            assert!(body.contains("Acme &lt;Sales&gt;"), "escaped: {body}");
+            assert!(!body.contains("<Sales>") && !body.contains("crm"), "{body}");
+        }
+    }
 }

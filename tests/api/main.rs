@@ -12,6 +12,7 @@ mod channels;
 mod child;
 mod console;
 mod crash;
+mod demo;
 mod examples_py;
 mod examples_ts;
 mod fakes;

@@ -132,6 +132,7 @@ pub fn session_for(
             expected_identity: None,
             binding: None,
             provider_config: "salesforce".into(),
+            service: None,
             channel: None,
             created_at: now,
             expires_at: now + ttl,
@@ -608,6 +609,7 @@ async fn tenancy_records_round_trip(store: &dyn Store) {
         link_ttl_seconds: None,
         verification: Verification::None,
         salesforce: None,
+        display_name: Some("Acme CRM".into()),
         created_at: now,
         updated_at: now,
     };
