@@ -11,22 +11,22 @@ use super::text::T;
 use super::{Answer, Form, Signed, answer, csrf_field, done, done_notice, failed, json_body};
 use crate::flow::AppState;
 use crate::routes::pages::esc;
-use crate::routes::{admin, channels};
+use crate::routes::{admin, channels, sessions};
 
 fn s(v: &Value) -> String {
     esc(v.as_str().unwrap_or(""))
 }
 
-pub(super) fn query<T: serde::de::DeserializeOwned>(q: &str) -> Query<T> {
+/// A query string as the API handlers take it.
+pub(super) fn query<T: serde::de::DeserializeOwned>(
+    q: &str,
+) -> Result<Query<T>, axum::extract::rejection::QueryRejection> {
     Query::try_from_uri(&Uri::try_from(format!("/?{q}")).unwrap_or_default())
-        .unwrap_or_else(|_| Query::try_from_uri(&Uri::from_static("/")).expect("empty query"))
 }
 
 pub async fn list(State(state): State<AppState>, signed: Signed, uri: Uri) -> Response {
-    let a = answer(
-        super::wip::list_bots(State(state), signed.caller.clone(), query("limit=200")).await,
-    )
-    .await;
+    let a = answer(admin::list_bots(State(state), signed.caller.clone(), query("limit=200")).await)
+        .await;
     if !a.ok() {
         return failed(&signed, &a);
     }
@@ -171,10 +171,9 @@ pub async fn create(
     if a.ok() {
         return done(&format!("/console/bots/{bot}"), "saved");
     }
-    let bots = answer(
-        super::wip::list_bots(State(state), signed.caller.clone(), query("limit=200")).await,
-    )
-    .await;
+    let bots =
+        answer(admin::list_bots(State(state), signed.caller.clone(), query("limit=200")).await)
+            .await;
     // A malformed id is the `bot` field's error.
     let a = if a.detail().contains("bot id") {
         Answer {
@@ -221,12 +220,21 @@ async fn page(
     if !info.ok() {
         return failed(signed, &info);
     }
-    let integrations = answer(super::wip::list_integrations(st(), c(), p()).await).await;
+    let integrations = answer(admin::list_integrations(st(), c(), p()).await).await;
     let keys = answer(admin::list_api_keys(st(), c(), p()).await).await;
     let secrets = answer(admin::list_webhook_secrets(st(), c(), p()).await).await;
     let chans = answer(channels::list(st(), c(), p()).await).await;
-    let recent = answer(super::wip::list_sessions(st(), c(), p(), query("limit=20")).await).await;
-    let dead = answer(admin::list_deliveries(st(), c(), p(), query("state=dead")).await).await;
+    let recent = answer(sessions::list(st(), c(), p(), query("limit=20")).await).await;
+    let dead = answer(
+        admin::list_deliveries(
+            st(),
+            c(),
+            p(),
+            Query::try_from_uri(&Uri::from_static("/?state=dead")).expect("a valid query"),
+        )
+        .await,
+    )
+    .await;
     let f = signed.frame();
     let operator = matches!(signed.caller, crate::routes::auth::Caller::Operator);
     let csrf = csrf_field(signed);

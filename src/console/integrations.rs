@@ -118,7 +118,7 @@ async fn page(
     }
     let profiles = answer(profiles::list(st(), c(), Path(bot.to_owned())).await).await;
     let connections = answer(
-        super::wip::list_connections(
+        tokens::list_connections(
             st(),
             c(),
             Path((bot.to_owned(), name.to_owned())),

@@ -12,7 +12,6 @@ mod bots;
 mod html;
 mod integrations;
 mod text;
-mod wip;
 
 use axum::Router;
 use axum::extract::{FromRequestParts, State};

@@ -2,13 +2,15 @@
 //! admin key).
 
 use axum::Json;
-use axum::extract::{Path, State};
+use axum::extract::rejection::QueryRejection;
+use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use serde::Deserialize;
 use serde_json::{Value, json};
 use url::Url;
 
 use super::auth::{Caller, bot_id};
+use super::paging::{self, PageQuery};
 use crate::crypto::{random_token, sha256_hex};
 use crate::domain::IntegrationName;
 use crate::domain::bot::{
@@ -220,6 +222,26 @@ pub async fn get_bot(
         .ok_or(ApiError::NotFound("bot"))
 }
 
+#[utoipa::path(operation_id = "admin_list_bots", get, path = "/v1/bots", tag = "bots", summary = "List the bots, sorted by id (operator)", params(("limit" = Option<u32>, Query, description = "1-200, default 50"), ("cursor" = Option<String>, Query, description = "next_cursor of the previous page")), responses((status = 200, description = "200: {bots, next_cursor}"), (status = "4XX", description = "problem+json (RFC 9457)")), security(("bearer" = [])))]
+pub async fn list_bots(
+    State(state): State<AppState>,
+    caller: Caller,
+    query: Result<Query<PageQuery>, QueryRejection>,
+) -> Result<Json<Value>, ApiError> {
+    caller.operator_only()?;
+    let page = paging::query(query)?.page(50, 200)?;
+    let after = page.after(|a| crate::domain::BotId::parse(a).ok())?;
+    let bots = state
+        .store
+        .list_bots(after.as_ref(), page.limit + 1)
+        .await?;
+    let (bots, next) = page.finish(bots, |b| b.id.as_str());
+    Ok(Json(json!({
+        "bots": bots.iter().map(bot_view).collect::<Vec<_>>(),
+        "next_cursor": next,
+    })))
+}
+
 #[utoipa::path(operation_id = "admin_delete_bot", delete, path = "/v1/bots/{bot}", tag = "bots", summary = "Delete a bot with its keys and integrations (operator)", params(("bot" = String, Path)), responses((status = 204, description = "204"), (status = "4XX", description = "problem+json (RFC 9457)")), security(("bearer" = [])))]
 pub async fn delete_bot(
     State(state): State<AppState>,
@@ -249,11 +271,7 @@ pub async fn create_api_key(
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
     let id = bot_id(&bot)?;
     caller.operator(&id)?;
-    state
-        .store
-        .get_bot(&id)
-        .await?
-        .ok_or(ApiError::NotFound("bot"))?;
+    super::existing_bot(&state, &id).await?;
     // The body is optional: an empty POST creates a runtime key.
     let body: KeyBody = if body.is_empty() {
         KeyBody::default()
@@ -385,11 +403,7 @@ pub async fn put_integration(
     caller.admin(&bot)?;
     let body: IntegrationBody = body.parse()?;
     let name = IntegrationName::parse(&name).map_err(|e| ApiError::Invalid(e.to_string()))?;
-    state
-        .store
-        .get_bot(&bot)
-        .await?
-        .ok_or(ApiError::NotFound("bot"))?;
+    super::existing_bot(&state, &bot).await?;
     if let Some(scopes) = &body.scopes {
         check_scopes(scopes)?;
     }
@@ -472,12 +486,34 @@ pub async fn get_integration(
         .get_integration(&bot, &name)
         .await?
         .ok_or(ApiError::NotFound("integration"))?;
-    let mut view = json!(*integration);
+    Ok(Json(integration_view(&state, &integration).await))
+}
+
+/// An integration as the API shows it: with the name people see and the callback URL to
+/// register at its app (when the app is configured).
+async fn integration_view(state: &AppState, integration: &Integration) -> Value {
+    let mut view = json!(integration);
     view["display_name"] = json!(integration.service_name());
-    if let Ok(p) = crate::flow::provider::provider_for(&state, &integration).await {
+    if let Ok(p) = crate::flow::provider::provider_for(state, integration).await {
         view["callback_url"] = json!(p.redirect_uri);
     }
-    Ok(Json(view))
+    view
+}
+
+#[utoipa::path(operation_id = "admin_list_integrations", get, path = "/v1/bots/{bot}/integrations", tag = "integrations", summary = "List a bot's integrations, sorted by name (admin)", params(("bot" = String, Path)), responses((status = 200, description = "200: {integrations}, each as GET of the integration shows it"), (status = "4XX", description = "problem+json (RFC 9457)")), security(("bearer" = [])))]
+pub async fn list_integrations(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(bot): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    let bot = bot_id(&bot)?;
+    caller.admin(&bot)?;
+    super::existing_bot(&state, &bot).await?;
+    let integrations = state.store.list_integrations(&bot).await?;
+    let views =
+        futures_util::future::join_all(integrations.iter().map(|i| integration_view(&state, i)))
+            .await;
+    Ok(Json(json!({ "integrations": views })))
 }
 
 #[utoipa::path(operation_id = "admin_delete_integration", delete, path = "/v1/bots/{bot}/integrations/{integration}", tag = "integrations", summary = "Delete an integration (admin)", params(("bot" = String, Path), ("integration" = String, Path)), responses((status = 204, description = "204"), (status = "4XX", description = "problem+json (RFC 9457)")), security(("bearer" = [])))]
@@ -505,11 +541,7 @@ pub async fn create_webhook_secret(
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
     let bot = bot_id(&bot)?;
     caller.admin(&bot)?;
-    state
-        .store
-        .get_bot(&bot)
-        .await?
-        .ok_or(ApiError::NotFound("bot"))?;
+    super::existing_bot(&state, &bot).await?;
     if state.store.webhook_secrets(&bot).await?.len() >= 5 {
         return Err(ApiError::Conflict(
             "at most 5 webhook secrets; delete an old one first".into(),

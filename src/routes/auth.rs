@@ -75,6 +75,14 @@ impl Caller {
         }
     }
 
+    /// What concerns every bot (listing them): the operator only.
+    pub fn operator_only(&self) -> Result<(), ApiError> {
+        match self {
+            Caller::Operator => Ok(()),
+            Caller::Bot(_) => Err(ApiError::Forbidden),
+        }
+    }
+
     /// Creating, changing and deleting bots and their keys: the operator only.
     pub fn operator(&self, bot: &BotId) -> Result<(), ApiError> {
         self.runtime(bot)?;

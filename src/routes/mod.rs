@@ -12,6 +12,7 @@ pub mod interactions;
 pub mod link;
 mod observe;
 pub mod pages;
+mod paging;
 pub mod profiles;
 pub mod sessions;
 pub mod tokens;
@@ -56,6 +57,18 @@ impl From<axum::extract::rejection::BytesRejection> for ApiError {
             _ => ApiError::BadRequest(r.body_text()),
         }
     }
+}
+
+/// The bot a route's path names, or 404.
+pub async fn existing_bot(
+    state: &AppState,
+    id: &crate::domain::BotId,
+) -> Result<Arc<crate::domain::bot::Bot>, ApiError> {
+    state
+        .store
+        .get_bot(id)
+        .await?
+        .ok_or(ApiError::NotFound("bot"))
 }
 
 /// A DELETE's answer: 204 when `what` was there, else 404.
@@ -158,9 +171,11 @@ pub fn router(state: AppState, pages: Router<AppState>) -> Router {
         .routes(routes!(health::healthz))
         .routes(routes!(health::readyz))
         .routes(routes!(health::metrics))
+        .routes(routes!(admin::list_bots))
         .routes(routes!(admin::put_bot, admin::get_bot, admin::delete_bot))
         .routes(routes!(admin::create_api_key, admin::list_api_keys))
         .routes(routes!(admin::delete_api_key))
+        .routes(routes!(admin::list_integrations))
         .routes(routes!(
             admin::put_integration,
             admin::get_integration,
@@ -179,11 +194,12 @@ pub fn router(state: AppState, pages: Router<AppState>) -> Router {
         .routes(routes!(profiles::create, profiles::list))
         .routes(routes!(profiles::get, profiles::update, profiles::delete))
         .routes(routes!(sessions::pre_authorize))
-        .routes(routes!(sessions::create))
+        .routes(routes!(sessions::create, sessions::list))
         .routes(routes!(sessions::status, sessions::cancel))
         .routes(routes!(sessions::events))
         .routes(routes!(sessions::verify))
         .routes(routes!(tokens::access_token))
+        .routes(routes!(tokens::list_connections))
         .routes(routes!(tokens::connection, tokens::disconnect))
         .routes(routes!(tokens::check))
         .routes(routes!(link::interstitial, link::start))

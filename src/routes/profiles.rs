@@ -167,11 +167,7 @@ pub async fn create(
     let bot = bot_id(&bot)?;
     caller.admin(&bot)?;
     let body: ProfileBody = body.parse()?;
-    state
-        .store
-        .get_bot(&bot)
-        .await?
-        .ok_or(ApiError::NotFound("bot"))?;
+    super::existing_bot(&state, &bot).await?;
     validate(&state, &body)?;
     let profile = build(
         &state,

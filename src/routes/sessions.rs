@@ -163,11 +163,7 @@ pub(crate) async fn bot_and_integration(
 ) -> Result<(std::sync::Arc<Bot>, std::sync::Arc<Integration>), ApiError> {
     let bot = bot_id(bot)?;
     caller.runtime(&bot)?;
-    let b = state
-        .store
-        .get_bot(&bot)
-        .await?
-        .ok_or(ApiError::NotFound("bot"))?;
+    let b = super::existing_bot(state, &bot).await?;
     let i = state
         .store
         .get_integration(&bot, integration)
@@ -507,6 +503,54 @@ pub async fn respond(
         delivery: delivery.as_ref(),
         ..view_of(state, s, now, with_link)
     }))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RecentQuery {
+    limit: Option<u32>,
+    status: Option<String>,
+}
+
+#[utoipa::path(operation_id = "sessions_list", get, path = "/v1/bots/{bot}/auth-sessions", tag = "sessions", summary = "The bot's most recent sessions, newest first", params(("bot" = String, Path), ("limit" = Option<u32>, Query, description = "1-100, default 20"), ("status" = Option<String>, Query, description = "only sessions with this status")), responses((status = 200, description = "200: {sessions}, each as GET of the session shows it"), (status = "4XX", description = "problem+json (RFC 9457)")), security(("bearer" = [])))]
+/// The newest sessions of the bot (among the newest `RECENT_SESSIONS_PER_PARTITION` of each
+/// store partition — so always the newest 100 — and only while their records are kept).
+pub async fn list(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(bot): Path<String>,
+    query: Result<Query<RecentQuery>, axum::extract::rejection::QueryRejection>,
+) -> Result<Response, ApiError> {
+    let bot = bot_id(&bot)?;
+    caller.runtime(&bot)?;
+    let q = super::paging::query(query)?;
+    let limit = super::paging::limit(q.limit, 20, 100)?;
+    let status = q
+        .status
+        .map(|s| {
+            Status::parse(&s)
+                .ok_or_else(|| ApiError::Invalid(format!("status {s:?} is not a session status")))
+        })
+        .transpose()?;
+    super::existing_bot(&state, &bot).await?;
+    let now = state.clock.now();
+    let keep = move |s: &Session| status.is_none_or(|st| s.status_at(now) == st);
+    let sessions = state.store.recent_sessions(&bot, limit, &keep).await?;
+    let deliveries =
+        futures_util::future::try_join_all(sessions.iter().map(|s| delivery_of(&state, s))).await?;
+    let views: Vec<SessionView> = sessions
+        .iter()
+        .zip(&deliveries)
+        .map(|(s, d)| SessionView {
+            delivery: d.as_ref(),
+            ..view_of(&state, s, now, false)
+        })
+        .collect();
+    #[derive(serde::Serialize)]
+    struct List<'a> {
+        sessions: Vec<SessionView<'a>>,
+    }
+    Ok(super::json_response(&List { sessions: views }))
 }
 
 /// The session's channel delivery (no store access for sessions without one).

@@ -2,13 +2,15 @@
 //! replicas when needed), the connection's metadata (never tokens), and disconnect.
 
 use axum::Json;
-use axum::extract::{Path, State};
+use axum::extract::rejection::QueryRejection;
+use axum::extract::{Path, Query, State};
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
 use serde_json::json;
 
 use super::auth::Caller;
+use super::paging::PageQuery;
 use super::sessions::bot_and_integration;
 use crate::domain::bot::{Bot, Integration, Mode};
 use crate::domain::event::Event;
@@ -444,7 +446,12 @@ pub async fn connection(
 ) -> Result<Json<serde_json::Value>, ApiError> {
     let (_, integration, subject) = connection_path(&state, &caller, &path).await?;
     let grant = stored_grant(&state, &integration, &subject).await?;
-    Ok(Json(json!({
+    Ok(Json(connection_view(&grant)))
+}
+
+/// A connection as the API shows it — one place for the single view and the list, never tokens.
+fn connection_view(grant: &Grant) -> serde_json::Value {
+    json!({
         "user_id": grant.subject,
         "status": grant.status,
         "identity": grant.identity,
@@ -454,6 +461,34 @@ pub async fn connection(
         "refreshed_at": grant.refreshed_at.map(crate::clock::rfc3339::format),
         "access_expires_at": grant.access_expires_at.map(crate::clock::rfc3339::format),
         "last_error": grant.last_error,
+    })
+}
+
+#[utoipa::path(operation_id = "tokens_list_connections", get, path = "/v1/bots/{bot}/integrations/{integration}/connections", tag = "tokens", summary = "Who is connected: the integration's connections sorted by user id, never tokens (admin)", params(("bot" = String, Path), ("integration" = String, Path), ("limit" = Option<u32>, Query, description = "1-200, default 50"), ("cursor" = Option<String>, Query, description = "next_cursor of the previous page")), responses((status = 200, description = "200: {connections, next_cursor}, each as GET of the connection shows it"), (status = "4XX", description = "problem+json (RFC 9457)")), security(("bearer" = [])))]
+pub async fn list_connections(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path((bot, integration)): Path<(String, String)>,
+    query: Result<Query<PageQuery>, QueryRejection>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    caller.admin(&super::auth::bot_id(&bot)?)?;
+    let (_, integration) =
+        bot_and_integration(&state, &caller, &bot, &integration_name(&integration)?).await?;
+    let page = super::paging::query(query)?.page(50, 200)?;
+    let after = page.after(|a| Subject::parse(a).ok())?;
+    let grants = state
+        .store
+        .list_grants(
+            &integration.bot,
+            &integration.name,
+            after.as_ref(),
+            page.limit + 1,
+        )
+        .await?;
+    let (grants, next) = page.finish(grants, |g| g.subject.as_str());
+    Ok(Json(json!({
+        "connections": grants.iter().map(connection_view).collect::<Vec<_>>(),
+        "next_cursor": next,
     })))
 }
 

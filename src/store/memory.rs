@@ -12,8 +12,9 @@ use time::OffsetDateTime;
 use super::lease::lease_end;
 use super::notify::{Hub, Listener};
 use super::{
-    CreateOutcome, DEAD_LETTER_TTL, Delivery, DeliveryOutcome, Held, Lease, NewSession, SideWrite,
-    Store, StoreError, Transition, TransitionError, record_ttl,
+    CreateOutcome, DEAD_LETTER_TTL, Delivery, DeliveryOutcome, Held, Lease, NewSession,
+    RECENT_SESSIONS_PER_PARTITION, SideWrite, Store, StoreError, Transition, TransitionError,
+    record_ttl,
 };
 use crate::clock;
 use crate::domain::bot::{ApiKey, AuthProfile, Bot, Integration, WebhookSecret};
@@ -158,6 +159,19 @@ impl Store for MemoryStore {
         Ok(d.bots.remove(id).is_some())
     }
 
+    async fn list_bots(&self, after: Option<&BotId>, limit: usize) -> Result<Vec<Bot>, StoreError> {
+        let mut bots: Vec<Bot> = self
+            .data()
+            .bots
+            .values()
+            .filter(|b| after.is_none_or(|a| &b.id > a))
+            .cloned()
+            .collect();
+        bots.sort_by(|a, b| a.id.cmp(&b.id));
+        bots.truncate(limit);
+        Ok(bots)
+    }
+
     async fn put_api_key(&self, key: &ApiKey) -> Result<(), StoreError> {
         self.data().keys.insert(key.hash.clone(), key.clone());
         Ok(())
@@ -220,13 +234,15 @@ impl Store for MemoryStore {
     }
 
     async fn list_integrations(&self, bot: &BotId) -> Result<Vec<Integration>, StoreError> {
-        Ok(self
+        let mut out: Vec<Integration> = self
             .data()
             .integrations
             .iter()
             .filter(|((b, _), _)| b == bot)
             .map(|(_, i)| i.clone())
-            .collect())
+            .collect();
+        out.sort_by(|a, b| a.name.cmp(&b.name));
+        Ok(out)
     }
 
     async fn put_profile(&self, profile: &AuthProfile) -> Result<(), StoreError> {
@@ -317,6 +333,39 @@ impl Store for MemoryStore {
             .map(|t| t.value.clone()))
     }
 
+    async fn recent_sessions(
+        &self,
+        bot: &BotId,
+        limit: usize,
+        keep: &(dyn for<'s> Fn(&'s Session) -> bool + Send + Sync),
+    ) -> Result<Vec<Session>, StoreError> {
+        let now = clock::now();
+        let d = self.data();
+        // Ordered as the Redis index is: creation in ms, then id.
+        let order = |s: &Session| (clock::unix_ms(s.spec.created_at), s.spec.id.to_string());
+        let mut mine: Vec<&Session> = d
+            .sessions
+            .values()
+            .filter(|t| t.live(now) && &t.value.spec.bot == bot)
+            .map(|t| &t.value)
+            .collect();
+        mine.sort_by_key(|s| std::cmp::Reverse(order(s)));
+        // The index keeps the newest of each partition only.
+        let mut per_partition = [0usize; Partition::COUNT as usize];
+        let mut out = Vec::new();
+        for s in mine {
+            let seen = &mut per_partition[usize::from(s.spec.id.partition().index())];
+            *seen += 1;
+            if *seen <= RECENT_SESSIONS_PER_PARTITION && keep(s) {
+                out.push(s.clone());
+                if out.len() == limit {
+                    break;
+                }
+            }
+        }
+        Ok(out)
+    }
+
     async fn apply_transition(&self, t: Transition<'_>) -> Result<Session, TransitionError> {
         let updated = {
             let mut d = self.data();
@@ -397,6 +446,27 @@ impl Store for MemoryStore {
             .grants
             .get(&(bot.clone(), integration.clone(), subject.clone()))
             .cloned())
+    }
+
+    async fn list_grants(
+        &self,
+        bot: &BotId,
+        integration: &IntegrationName,
+        after: Option<&Subject>,
+        limit: usize,
+    ) -> Result<Vec<Grant>, StoreError> {
+        let mut out: Vec<Grant> = self
+            .data()
+            .grants
+            .iter()
+            .filter(|((b, i, s), _)| {
+                b == bot && i == integration && after.is_none_or(|a| s.as_str() > a.as_str())
+            })
+            .map(|(_, g)| g.clone())
+            .collect();
+        out.sort_by(|a, b| a.subject.as_str().cmp(b.subject.as_str()));
+        out.truncate(limit);
+        Ok(out)
     }
 
     async fn update_grant(&self, grant: &Grant, event: Option<&Event>) -> Result<bool, StoreError> {

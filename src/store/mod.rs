@@ -64,6 +64,11 @@ pub struct Idempotency {
 
 pub const IDEMPOTENCY_LEASE: Duration = Duration::from_secs(30);
 
+/// How many of a bot's newest sessions the recent-sessions index keeps per partition (so at most
+/// `Partition::COUNT` times this per bot). At least the largest page (100): the newest sessions
+/// of a bot are always all listed, whichever partitions they are in.
+pub const RECENT_SESSIONS_PER_PARTITION: usize = 100;
+
 /// How long a dead letter is kept for listing and replay.
 pub const DEAD_LETTER_TTL: Duration = Duration::from_secs(7 * 86_400);
 
@@ -151,6 +156,8 @@ pub trait Store: Send + Sync + 'static {
     async fn get_bot(&self, id: &BotId) -> Result<Option<Arc<Bot>>, StoreError>;
     /// Deletes the bot with its keys and integrations. Grants expire with their own TTL.
     async fn delete_bot(&self, id: &BotId) -> Result<bool, StoreError>;
+    /// Bots sorted by id, those after `after` (exclusive), at most `limit`.
+    async fn list_bots(&self, after: Option<&BotId>, limit: usize) -> Result<Vec<Bot>, StoreError>;
 
     async fn put_api_key(&self, key: &ApiKey) -> Result<(), StoreError>;
     async fn find_api_key(&self, hash: &str) -> Result<Option<Arc<ApiKey>>, StoreError>;
@@ -169,6 +176,7 @@ pub trait Store: Send + Sync + 'static {
         name: &IntegrationName,
     ) -> Result<bool, StoreError>;
 
+    /// A bot's integrations, sorted by name.
     async fn list_integrations(&self, bot: &BotId) -> Result<Vec<Integration>, StoreError>;
 
     async fn put_profile(&self, profile: &AuthProfile) -> Result<(), StoreError>;
@@ -178,6 +186,15 @@ pub trait Store: Send + Sync + 'static {
 
     async fn create_session(&self, new: NewSession<'_>) -> Result<CreateOutcome, StoreError>;
     async fn get_session(&self, id: SessionId) -> Result<Option<Session>, StoreError>;
+    /// A bot's most recent sessions, newest first (by creation, then id): up to `limit` of those
+    /// `keep` accepts, among the newest `RECENT_SESSIONS_PER_PARTITION` of each partition.
+    /// Sessions whose record is gone are not listed.
+    async fn recent_sessions(
+        &self,
+        bot: &BotId,
+        limit: usize,
+        keep: &(dyn for<'s> Fn(&'s Session) -> bool + Send + Sync),
+    ) -> Result<Vec<Session>, StoreError>;
     /// Change the status if the current one allows it (`Status::sources_of`) and the session has
     /// not expired (expiring it is always allowed), with the side write and the event.
     /// Implementations provide `apply_transition`; this wrapper counts what happened.
@@ -209,6 +226,16 @@ pub trait Store: Send + Sync + 'static {
         integration: &IntegrationName,
         subject: &Subject,
     ) -> Result<Option<Grant>, StoreError>;
+
+    /// The grants of (bot, integration) sorted by subject (`Subject::as_str`, bytewise), those
+    /// after `after` (exclusive), at most `limit`. Deleted grants are never listed.
+    async fn list_grants(
+        &self,
+        bot: &BotId,
+        integration: &IntegrationName,
+        after: Option<&Subject>,
+        limit: usize,
+    ) -> Result<Vec<Grant>, StoreError>;
 
     /// Write `grant` only if the stored generation still equals `grant.generation` (fencing: a
     /// writer whose view is stale is refused); the stored generation then moves on by one. `event`

@@ -14,10 +14,19 @@
 //! | `P:{pNN}:dead` | zset event → dead since ms | dead letters |
 //! | `P:{pNN}:deadlines` | zset session → expiry ms (a claim pushes it to the lease's end) | expiry index |
 //! | `P:{pNN}:refresh` | zset `bot:integration:subject` → refresh-at ms (leased likewise) | proactive refresh index |
+//! | `P:{pNN}:gx:<bot>:<integration>` | zset subject → 0 (read by lex range) | the (bot, integration)'s grants in this partition |
+//! | `P:{pNN}:rs:<bot>` | zset session → created ms, the newest `RECENT_SESSIONS_PER_PARTITION` | the bot's recent sessions in this partition |
 //! | `P:i:<bot>:<sha256(key)>` | string, PX | idempotency key → `<session or "-"> <fingerprint>` |
 //! | `P:{b:<bot>}:bot`, `:ints`, `:profiles`, `:channels`, `:whsec` (hashes), `:keys` (hash id → key hash) | | tenancy |
 //! | `P:k:<sha256(key)>` | string | API key lookup |
 //! | `P:cs:<sha256(cookie id)>` | string: console session JSON, PX | a signed-in console browser |
+//! | `P:bots` | zset bot id → 0 (read by lex range) | every bot |
+//! | `P:indexed` | hash `bots`, `grants` → `1` | the one-time backfills of the two indexes above are done |
+//!
+//! The grant and recent-session indexes are split by partition like the data they index, so that
+//! the script or pipeline writing a grant or a session updates its index in the same slot and
+//! the same step. Listing reads the 16 parts (one single-key command each) and merges them.
+//! Index entries whose record is gone are skipped on read and removed then.
 //!
 //! `{pNN}` is the partition (see `Partition`): the Cluster hash tag that keeps every key one
 //! atomic step touches in one slot. Atomic steps are Lua scripts. Changes are published on
@@ -40,8 +49,9 @@ use super::cache::ConfigCache;
 use super::notify::{Hub, Listener};
 use super::topology::{self, Conn, Subscriber};
 use super::{
-    CreateOutcome, Delivery, DeliveryOutcome, Held, Lease, NewSession, SideWrite, Store,
-    StoreError, Transition, TransitionError, record_ttl,
+    CreateOutcome, Delivery, DeliveryOutcome, Held, Lease, NewSession,
+    RECENT_SESSIONS_PER_PARTITION, SideWrite, Store, StoreError, Transition, TransitionError,
+    record_ttl,
 };
 use crate::clock::{from_unix_ms, unix_ms};
 use crate::config::RedisTopology;
@@ -55,10 +65,11 @@ use crate::domain::{BotId, IntegrationName, Partition, SessionId, Subject};
 use time::OffsetDateTime;
 
 /// Change a session's status with its side write and outbox events, or explain why not.
-/// KEYS: session, due, deadlines, side key, event, refresh index, channel event. ARGV: allowed
-/// sources (",a,b,"), target, error JSON, now ms, event JSON or "", side kind ("", "attempt",
-/// "grant"), side value, side ttl ms or grant status, grant config, channel, session id, event
-/// id, bot, refresh-at ms or "", grant member, channel event JSON or "", channel event id.
+/// KEYS: session, due, deadlines, side key, event, refresh index, channel event, grant index.
+/// ARGV: allowed sources (",a,b,"), target, error JSON, now ms, event JSON or "", side kind ("",
+/// "attempt", "grant"), side value, side ttl ms or grant status, grant config, channel, session
+/// id, event id, bot, refresh-at ms or "", grant member, channel event JSON or "", channel event
+/// id, grant subject.
 const TRANSITION: &str = r#"
 local cur = redis.call('GET', KEYS[1])
 if not cur then return {'missing'} end
@@ -74,6 +85,7 @@ elseif ARGV[6] == 'grant' then
   redis.call('HINCRBY', KEYS[4], 'gen', 1)
   if ARGV[14] ~= '' then redis.call('ZADD', KEYS[6], ARGV[14], ARGV[15])
   else redis.call('ZREM', KEYS[6], ARGV[15]) end
+  redis.call('ZADD', KEYS[8], 0, ARGV[18])
 end
 if ARGV[2] == 'completed' or ARGV[2] == 'failed' or ARGV[2] == 'expired' or ARGV[2] == 'cancelled' then
   redis.call('ZREM', KEYS[3], ARGV[11])
@@ -140,8 +152,10 @@ redis.call('ZADD', KEYS[1], ARGV[3], ARGV[1])
 return 1
 "#;
 
-/// Fenced grant write. KEYS: grant, due, event, refresh index. ARGV: expected generation, JSON,
-/// status, config, event JSON or "", event id, bot, now ms, refresh-at ms or "", grant member.
+/// Fenced grant write. KEYS: grant, due, event, refresh index, grant index. ARGV: expected
+/// generation, JSON, status, config, event JSON or "", event id, bot, now ms, refresh-at ms or
+/// "", grant member, subject. (The index entry is written again: a grant from before the index,
+/// or from a replica that predates it, is listed from its next write on.)
 const UPDATE_GRANT: &str = r#"
 local g = redis.call('HGET', KEYS[1], 'gen')
 if not g or tonumber(g) ~= tonumber(ARGV[1]) then return 0 end
@@ -149,6 +163,7 @@ redis.call('HSET', KEYS[1], 'j', ARGV[2], 'st', ARGV[3], 'cfg', ARGV[4])
 redis.call('HINCRBY', KEYS[1], 'gen', 1)
 if ARGV[9] ~= '' then redis.call('ZADD', KEYS[4], ARGV[9], ARGV[10])
 else redis.call('ZREM', KEYS[4], ARGV[10]) end
+redis.call('ZADD', KEYS[5], 0, ARGV[11])
 if ARGV[5] ~= '' then
   redis.call('HSET', KEYS[3], 'e', ARGV[5], 'b', ARGV[7], 'n', 0, 'st', 'pending', 'c', '')
   redis.call('ZADD', KEYS[2], ARGV[8], ARGV[6])
@@ -156,10 +171,11 @@ end
 return 1
 "#;
 
-/// Grant deletion with its event. KEYS: grant, due, event, refresh index. ARGV: event JSON or "",
-/// event id, bot, now ms, grant member.
+/// Grant deletion with its event. KEYS: grant, due, event, refresh index, grant index. ARGV:
+/// event JSON or "", event id, bot, now ms, grant member, subject.
 const DELETE_GRANT: &str = r#"
 redis.call('ZREM', KEYS[4], ARGV[5])
+redis.call('ZREM', KEYS[5], ARGV[6])
 local n = redis.call('DEL', KEYS[1])
 if n == 1 and ARGV[1] ~= '' then
   redis.call('HSET', KEYS[3], 'e', ARGV[1], 'b', ARGV[3], 'n', 0, 'st', 'pending', 'c', '')
@@ -224,6 +240,8 @@ pub struct RedisStore {
     lock_owner: Arc<Script>,
     renew: Arc<Script>,
     record_delivery: Arc<Script>,
+    /// Whether this replica knows the bots and grants indexes to be complete (`backfilled`).
+    indexed: Arc<[std::sync::atomic::AtomicBool; 2]>,
 }
 
 impl RedisStore {
@@ -265,6 +283,7 @@ impl RedisStore {
             lock_owner: Arc::new(Script::new(LOCK_OWNER)),
             renew: Arc::new(Script::new(RENEW)),
             record_delivery: Arc::new(Script::new(RECORD_DELIVERY)),
+            indexed: Arc::default(),
         };
         tokio::spawn(subscribe(
             subscriber,
@@ -376,6 +395,17 @@ impl RedisStore {
     fn deadlines_key(&self, p: Partition) -> String {
         self.key_in(p, &[":deadlines"])
     }
+    /// The part of (bot, integration)'s grant index in partition `p`.
+    fn grant_index_key(&self, p: Partition, bot: &BotId, integration: &IntegrationName) -> String {
+        self.key_in(p, &[":gx:", bot.as_str(), ":", integration.as_str()])
+    }
+    /// The part of `bot`'s recent-session index in partition `p`.
+    fn recent_key(&self, p: Partition, bot: &BotId) -> String {
+        self.key_in(p, &[":rs:", bot.as_str()])
+    }
+    fn bots_key(&self) -> String {
+        format!("{}:bots", self.prefix)
+    }
     fn bot_key(&self, bot: &BotId, what: &str) -> String {
         format!("{}:{{b:{bot}}}:{what}", self.prefix)
     }
@@ -388,6 +418,115 @@ impl RedisStore {
 
     fn conn(&self) -> Conn {
         self.conn.clone()
+    }
+
+    /// A grant, when its partition is known.
+    async fn get_grant_in(
+        &self,
+        p: Partition,
+        bot: &BotId,
+        integration: &IntegrationName,
+        subject: &Subject,
+    ) -> Result<Option<Grant>, StoreError> {
+        let (raw, generation): (Option<String>, Option<u64>) = redis::cmd("HMGET")
+            .arg(self.grant_key_in(p, bot, integration, subject))
+            .arg(&["j", "gen"])
+            .query_async(&mut self.conn())
+            .await
+            .map_err(unavailable)?;
+        let Some(raw) = raw else { return Ok(None) };
+        let mut grant: Grant = from_json("grant", &raw)?;
+        grant.generation = generation.unwrap_or(0);
+        Ok(Some(grant))
+    }
+
+    /// Make sure records written before `what`'s index existed are in it: once per deployment,
+    /// on the first listing that needs it (recorded in `P:indexed`; this replica also remembers
+    /// it). One `SCAN` of the keyspace (each Cluster master), matching only that record's keys;
+    /// every write since the index exists maintains it, so nothing written meanwhile is missed,
+    /// and a record deleted while the scan runs leaves an entry that listing skips and drops.
+    /// Several replicas backfilling at once only add the same entries twice.
+    async fn backfilled(&self, what: Backfill) -> Result<(), StoreError> {
+        use std::sync::atomic::Ordering;
+        let known = &self.indexed[what as usize];
+        if known.load(Ordering::Relaxed) {
+            return Ok(());
+        }
+        let mut conn = self.conn();
+        let marker = format!("{}:indexed", self.prefix);
+        let done: Option<String> = conn
+            .hget(&marker, what.field())
+            .await
+            .map_err(unavailable)?;
+        if done.is_none() {
+            let (pattern, kind) = match what {
+                Backfill::Bots => (format!("{}:{{b:*}}:bot", self.prefix), "string"),
+                Backfill::Grants => (format!("{}:{{p??}}:g:*", self.prefix), "hash"),
+            };
+            let mut found = 0usize;
+            for node in conn.scan_nodes().await.map_err(unavailable)? {
+                let mut cursor = 0;
+                loop {
+                    let (next, keys) = conn
+                        .scan_step(&node, cursor, &pattern, kind)
+                        .await
+                        .map_err(unavailable)?;
+                    let entries: Vec<(String, String)> = keys
+                        .iter()
+                        .filter_map(|k| self.index_entry(what, k))
+                        .collect();
+                    found += entries.len();
+                    futures_util::future::try_join_all(entries.into_iter().map(
+                        |(index, member)| {
+                            let mut conn = self.conn();
+                            async move { conn.zadd::<_, _, _, ()>(index, member, 0).await }
+                        },
+                    ))
+                    .await
+                    .map_err(unavailable)?;
+                    if next == 0 {
+                        break;
+                    }
+                    cursor = next;
+                }
+            }
+            tracing::info!(
+                index = what.field(),
+                found,
+                "index backfilled from existing records"
+            );
+            conn.hset::<_, _, _, ()>(&marker, what.field(), "1")
+                .await
+                .map_err(unavailable)?;
+        }
+        known.store(true, Ordering::Relaxed);
+        Ok(())
+    }
+
+    /// The index entry (index key, member) of a record key found by a backfill's scan.
+    fn index_entry(&self, what: Backfill, key: &str) -> Option<(String, String)> {
+        let rest = key.strip_prefix(&*self.prefix)?.strip_prefix(':')?;
+        match what {
+            Backfill::Bots => {
+                let id = BotId::parse(rest.strip_prefix("{b:")?.strip_suffix("}:bot")?).ok()?;
+                Some((self.bots_key(), id.as_str().to_owned()))
+            }
+            Backfill::Grants => {
+                // `{pNN}:g:<bot>:<integration>:<subject>`; bot and integration have no ':'.
+                let (part, grant) = rest.split_at_checked(5)?;
+                let mut fields = grant.strip_prefix(":g:")?.splitn(3, ':');
+                let bot = BotId::parse(fields.next()?).ok()?;
+                let integration = IntegrationName::parse(fields.next()?).ok()?;
+                let subject = Subject::parse(fields.next()?).ok()?;
+                let p = Partition::of(&bot, &integration, &subject);
+                (self.part(p).ends_with(part)).then(|| {
+                    (
+                        self.grant_index_key(p, &bot, &integration),
+                        subject.as_str().to_owned(),
+                    )
+                })
+            }
+        }
     }
 
     /// One record in a bot-scoped hash (`P:{b:<bot>}:<what>`, field → JSON).
@@ -450,11 +589,13 @@ impl RedisStore {
     }
 
     /// Create a session unless a working grant exists, in one round trip: a pipeline that reads
-    /// the grant, adds the session's deadline and writes the session. Plain commands cost Redis
+    /// the grant, adds the session's deadline and its entry in the bot's recent sessions (trimmed
+    /// to the newest), and writes the session. Plain commands cost Redis
     /// about half of what the same steps cost as a Lua script, and without MULTI/EXEC there are
     /// three replies to parse instead of five; this is the hot path. No transaction is needed:
     /// the deadline is written first, so a crash between the two leaves a deadline without a
-    /// session (which the expiry worker drops), never a session that would not expire. When the
+    /// session (which the expiry worker drops), never a session that would not expire (the
+    /// index entry likewise: one without its session is skipped when listing). When the
     /// grant turns out to be usable the session is taken back at once: nobody has seen its id,
     /// and its deadline entry goes with it, so no event is ever sent for it.
     async fn create_unless_authorized(
@@ -469,6 +610,7 @@ impl RedisStore {
         let p = spec.id.partition();
         let key = self.session_key(spec.id);
         let deadlines = self.deadlines_key(p);
+        let recent = self.recent_key(p, &spec.bot);
         let id = spec.id.encode();
         let grant_key = new
             .unless_authorized_by
@@ -476,7 +618,7 @@ impl RedisStore {
         // Commands sized up front: the record is most of the bytes, and growing the buffers
         // argument by argument showed up in profiles.
         let record = session_record(session);
-        let mut pipe = redis::Pipeline::with_capacity(3);
+        let mut pipe = redis::Pipeline::with_capacity(5);
         if let Some(grant_key) = &grant_key {
             // Only the status: usually there is no grant, and one nil is the cheapest reply.
             let mut hget = redis::Cmd::with_capacity(3, grant_key.len() + 8);
@@ -488,13 +630,17 @@ impl RedisStore {
             .arg(&deadlines)
             .arg(unix_ms(spec.expires_at))
             .arg(id.as_str());
+        let [index, trim] = recent_index_commands(&recent, spec.created_at, id.as_str());
         let mut set = redis::Cmd::with_capacity(5, key.len() + record.len() + 32);
         set.arg("SET")
             .arg(&key)
             .arg(&record)
             .arg("PX")
             .arg(ms(record_ttl(session, session.updated_at, new.retention)));
-        pipe.add_command(zadd).add_command(set);
+        pipe.add_command(zadd)
+            .add_command(index)
+            .add_command(trim)
+            .add_command(set);
         let mut conn = self.conn();
         // The replies as they come (no conversion of the two we do not read); a server error in
         // any of them fails the create.
@@ -529,6 +675,8 @@ impl RedisStore {
             .del(&key)
             .ignore()
             .zrem(&deadlines, id.as_str())
+            .ignore()
+            .zrem(&recent, id.as_str())
             .ignore()
             .query_async::<()>(&mut conn)
             .await
@@ -572,8 +720,14 @@ impl RedisStore {
         }
         let ttl = ms(record_ttl(session, session.updated_at, new.retention));
         let now = unix_ms(session.updated_at);
+        let recent = self.recent_key(p, &spec.bot);
+        let [index, trim] = recent_index_commands(&recent, spec.created_at, &spec.id.to_string());
         redis::pipe()
             .atomic()
+            .add_command(index)
+            .ignore()
+            .add_command(trim)
+            .ignore()
             .cmd("SET")
             .arg(self.delivery_key(spec.id))
             .arg(to_json(state))
@@ -607,6 +761,20 @@ impl RedisStore {
         self.hub.outbox.notify_one();
         Ok(CreateOutcome::Created)
     }
+}
+
+/// The session's entry in its bot's recent-session index (`key`, its partition's part), and the
+/// trim that keeps only the newest `RECENT_SESSIONS_PER_PARTITION` there. Kept at most one over
+/// that, the part stays in Redis's compact listpack encoding (up to 128 entries by default).
+fn recent_index_commands(key: &str, created: OffsetDateTime, id: &str) -> [redis::Cmd; 2] {
+    let mut add = redis::Cmd::with_capacity(4, key.len() + 60);
+    add.arg("ZADD").arg(key).arg(unix_ms(created)).arg(id);
+    let mut trim = redis::Cmd::with_capacity(4, key.len() + 32);
+    trim.arg("ZREMRANGEBYRANK")
+        .arg(key)
+        .arg(0)
+        .arg(-(RECENT_SESSIONS_PER_PARTITION as i64) - 1);
+    [add, trim]
 }
 
 /// Keeps one pub/sub subscription alive and forwards change notices to the hub. After a lost
@@ -650,6 +818,27 @@ async fn subscribe(
         tokio::time::sleep(backoff).await;
         backoff = (backoff * 2).min(Duration::from_secs(5));
     }
+}
+
+/// The indexes a one-time backfill may have to complete (see `RedisStore::backfilled`).
+#[derive(Clone, Copy)]
+enum Backfill {
+    Bots = 0,
+    Grants = 1,
+}
+
+impl Backfill {
+    fn field(self) -> &'static str {
+        match self {
+            Backfill::Bots => "bots",
+            Backfill::Grants => "grants",
+        }
+    }
+}
+
+/// The lower bound of a lex range: everything after `after`, or everything.
+fn lex_after(after: Option<&str>) -> String {
+    after.map_or_else(|| "-".to_owned(), |a| format!("({a}"))
 }
 
 fn unavailable(e: redis::RedisError) -> StoreError {
@@ -763,11 +952,52 @@ impl Store for RedisStore {
     }
 
     async fn put_bot(&self, bot: &Bot) -> Result<(), StoreError> {
-        self.conn()
-            .set::<_, _, ()>(self.bot_key(&bot.id, "bot"), to_json(bot))
+        let mut conn = self.conn();
+        // The index first (another slot, so not one step): an entry without its bot is skipped
+        // when listing, a bot without its entry would be missing.
+        conn.zadd::<_, _, _, ()>(self.bots_key(), bot.id.as_str(), 0)
+            .await
+            .map_err(unavailable)?;
+        conn.set::<_, _, ()>(self.bot_key(&bot.id, "bot"), to_json(bot))
             .await
             .map_err(unavailable)?;
         self.changed(&bot.id).await
+    }
+
+    async fn list_bots(&self, after: Option<&BotId>, limit: usize) -> Result<Vec<Bot>, StoreError> {
+        self.backfilled(Backfill::Bots).await?;
+        let mut conn = self.conn();
+        let index = self.bots_key();
+        let mut out = Vec::new();
+        let mut after = after.map(|a| a.as_str().to_owned());
+        while out.len() < limit {
+            let want = limit - out.len();
+            let ids: Vec<String> = conn
+                .zrangebylex_limit(&index, lex_after(after.as_deref()), "+", 0, want as isize)
+                .await
+                .map_err(unavailable)?;
+            let records = futures_util::future::try_join_all(ids.iter().map(|id| {
+                let mut conn = self.conn();
+                let key = format!("{}:{{b:{id}}}:bot", self.prefix);
+                async move { conn.get::<_, Option<String>>(key).await }
+            }))
+            .await
+            .map_err(unavailable)?;
+            for (id, record) in ids.iter().zip(records) {
+                match record {
+                    Some(r) => out.push(from_json("bot", &r)?),
+                    None => conn
+                        .zrem::<_, _, ()>(&index, id)
+                        .await
+                        .map_err(unavailable)?,
+                }
+            }
+            match ids.last() {
+                Some(last) if ids.len() == want => after = Some(last.clone()),
+                _ => break,
+            }
+        }
+        Ok(out)
     }
 
     async fn get_bot(&self, id: &BotId) -> Result<Option<Arc<Bot>>, StoreError> {
@@ -808,6 +1038,9 @@ impl Store for RedisStore {
                 self.bot_key(id, "profiles"),
                 self.bot_key(id, "channels"),
             ])
+            .await
+            .map_err(unavailable)?;
+        conn.zrem::<_, _, ()>(self.bots_key(), id.as_str())
             .await
             .map_err(unavailable)?;
         self.changed(id).await?;
@@ -923,7 +1156,9 @@ impl Store for RedisStore {
     }
 
     async fn list_integrations(&self, bot: &BotId) -> Result<Vec<Integration>, StoreError> {
-        self.hash_all(bot, "ints").await
+        let mut integrations: Vec<Integration> = self.hash_all(bot, "ints").await?;
+        integrations.sort_by(|a, b| a.name.cmp(&b.name));
+        Ok(integrations)
     }
 
     async fn put_profile(&self, profile: &AuthProfile) -> Result<(), StoreError> {
@@ -1009,6 +1244,65 @@ impl Store for RedisStore {
         record.as_deref().map(parse_session).transpose()
     }
 
+    async fn recent_sessions(
+        &self,
+        bot: &BotId,
+        limit: usize,
+        keep: &(dyn for<'s> Fn(&'s Session) -> bool + Send + Sync),
+    ) -> Result<Vec<Session>, StoreError> {
+        // Every part (each at most `RECENT_SESSIONS_PER_PARTITION` long), merged newest first.
+        let parts = futures_util::future::try_join_all(Partition::all().map(|p| {
+            let mut conn = self.conn();
+            let key = self.recent_key(p, bot);
+            async move {
+                let ids: Vec<(String, f64)> = conn.zrevrange_withscores(&key, 0, -1).await?;
+                Ok::<_, redis::RedisError>((key, ids))
+            }
+        }))
+        .await
+        .map_err(unavailable)?;
+        let mut candidates: Vec<(i64, &str, &str)> = parts
+            .iter()
+            .flat_map(|(key, ids)| {
+                ids.iter()
+                    .map(move |(id, at)| (*at as i64, id.as_str(), key.as_str()))
+            })
+            .collect();
+        candidates.sort_unstable_by(|a, b| (b.0, b.1).cmp(&(a.0, a.1)));
+        let mut out = Vec::new();
+        let mut gone = Vec::new();
+        // Read in batches of a page: usually the first batch is the answer.
+        'batches: for batch in candidates.chunks(limit.max(1)) {
+            let sessions =
+                futures_util::future::try_join_all(batch.iter().map(|(_, id, _)| async move {
+                    match SessionId::parse(id) {
+                        Ok(id) => self.get_session(id).await,
+                        Err(_) => Ok(None),
+                    }
+                }))
+                .await?;
+            for ((_, id, key), session) in batch.iter().zip(sessions) {
+                match session {
+                    Some(s) if s.spec.bot == *bot => {
+                        if keep(&s) {
+                            out.push(s);
+                            if out.len() == limit {
+                                break 'batches;
+                            }
+                        }
+                    }
+                    _ => gone.push((*key, *id)),
+                }
+            }
+        }
+        // Entries whose session expired (or was taken back) go now.
+        let mut conn = self.conn();
+        for (key, id) in gone {
+            conn.zrem::<_, _, ()>(key, id).await.map_err(unavailable)?;
+        }
+        Ok(out)
+    }
+
     async fn apply_transition(&self, t: Transition<'_>) -> Result<Session, TransitionError> {
         let p = t.id.partition();
         // Only events with somewhere to go are queued.
@@ -1022,6 +1316,14 @@ impl Store for RedisStore {
                 Self::grant_member(&g.bot, &g.integration, &g.subject),
             ),
             _ => (String::new(), String::new()),
+        };
+        // Without a grant to write, a placeholder in the same slot (never written).
+        let (grant_index, subject) = match t.write {
+            SideWrite::Grant(g) => (
+                self.grant_index_key(p, &g.bot, &g.integration),
+                g.subject.as_str(),
+            ),
+            _ => (self.key_in(p, &[":gx:-"]), ""),
         };
         let sources: String = Status::sources_of(t.to)
             .iter()
@@ -1066,6 +1368,7 @@ impl Store for RedisStore {
                 self.event_prefix(p),
                 channel_event.map_or("-", |e| e.id.as_str())
             ))
+            .key(grant_index)
             .arg(sources)
             .arg(t.to.as_str())
             .arg(outcome_json(t.error, t.binding))
@@ -1089,6 +1392,7 @@ impl Store for RedisStore {
             .arg(member)
             .arg(channel_event.map(to_json).unwrap_or_default())
             .arg(channel_event.map_or("", |e| e.id.as_str()))
+            .arg(subject)
             .invoke_async(&mut self.conn())
             .await
             .map_err(unavailable)?;
@@ -1128,16 +1432,77 @@ impl Store for RedisStore {
         integration: &IntegrationName,
         subject: &Subject,
     ) -> Result<Option<Grant>, StoreError> {
-        let (raw, generation): (Option<String>, Option<u64>) = redis::cmd("HMGET")
-            .arg(self.grant_key(bot, integration, subject))
-            .arg(&["j", "gen"])
-            .query_async(&mut self.conn())
+        self.get_grant_in(
+            Partition::of(bot, integration, subject),
+            bot,
+            integration,
+            subject,
+        )
+        .await
+    }
+
+    async fn list_grants(
+        &self,
+        bot: &BotId,
+        integration: &IntegrationName,
+        after: Option<&Subject>,
+        limit: usize,
+    ) -> Result<Vec<Grant>, StoreError> {
+        self.backfilled(Backfill::Grants).await?;
+        let mut out = Vec::new();
+        let mut after = after.map(|a| a.as_str().to_owned());
+        while out.len() < limit {
+            // The next `want` of every part: the next `want` overall are among them.
+            let want = limit - out.len();
+            let min = lex_after(after.as_deref());
+            let parts = futures_util::future::try_join_all(Partition::all().map(|p| {
+                let mut conn = self.conn();
+                let key = self.grant_index_key(p, bot, integration);
+                let min = min.clone();
+                async move {
+                    let subjects: Vec<String> = conn
+                        .zrangebylex_limit(&key, min, "+", 0, want as isize)
+                        .await?;
+                    Ok::<_, redis::RedisError>((p, key, subjects))
+                }
+            }))
             .await
             .map_err(unavailable)?;
-        let Some(raw) = raw else { return Ok(None) };
-        let mut grant: Grant = from_json("grant", &raw)?;
-        grant.generation = generation.unwrap_or(0);
-        Ok(Some(grant))
+            let mut candidates: Vec<(Partition, &str, &str)> = parts
+                .iter()
+                .flat_map(|(p, key, subjects)| {
+                    subjects.iter().map(move |s| (*p, key.as_str(), s.as_str()))
+                })
+                .collect();
+            candidates.sort_unstable_by(|a, b| a.2.cmp(b.2));
+            let exhausted = candidates.len() <= want;
+            candidates.truncate(want);
+            let grants = futures_util::future::try_join_all(candidates.iter().map(
+                |(p, _, subject)| async move {
+                    match Subject::parse(subject) {
+                        Ok(s) => self.get_grant_in(*p, bot, integration, &s).await,
+                        Err(_) => Ok(None),
+                    }
+                },
+            ))
+            .await?;
+            let mut conn = self.conn();
+            for ((_, key, subject), grant) in candidates.iter().zip(grants) {
+                match grant {
+                    Some(g) => out.push(g),
+                    // Deleted (or gone with its data): not listed, and dropped from the index.
+                    None => conn
+                        .zrem::<_, _, ()>(*key, *subject)
+                        .await
+                        .map_err(unavailable)?,
+                }
+            }
+            match candidates.last() {
+                Some((_, _, last)) if !exhausted => after = Some((*last).to_owned()),
+                _ => break,
+            }
+        }
+        Ok(out)
     }
 
     async fn update_grant(&self, grant: &Grant, event: Option<&Event>) -> Result<bool, StoreError> {
@@ -1153,6 +1518,7 @@ impl Store for RedisStore {
                 queued.map_or("-", |e| e.id.as_str())
             ))
             .key(self.refresh_key(p))
+            .key(self.grant_index_key(p, &grant.bot, &grant.integration))
             .arg(grant.generation)
             .arg(to_json(grant))
             .arg(to_json(&grant.status).trim_matches('"'))
@@ -1172,6 +1538,7 @@ impl Store for RedisStore {
                 &grant.integration,
                 &grant.subject,
             ))
+            .arg(grant.subject.as_str())
             .invoke_async(&mut self.conn())
             .await
             .map_err(unavailable)?;
@@ -1197,11 +1564,13 @@ impl Store for RedisStore {
                 queued.map_or("-", |e| e.id.as_str())
             ))
             .key(self.refresh_key(p))
+            .key(self.grant_index_key(p, bot, integration))
             .arg(queued.map(to_json).unwrap_or_default())
             .arg(queued.map_or("", |e| e.id.as_str()))
             .arg(bot.as_str())
             .arg(unix_ms(crate::clock::now()))
             .arg(Self::grant_member(bot, integration, subject))
+            .arg(subject.as_str())
             .invoke_async(&mut self.conn())
             .await
             .map_err(unavailable)?;

@@ -121,6 +121,70 @@ pub fn open(topology: &RedisTopology, ca: Option<&[u8]>) -> RedisResult<(Conn, S
     }
 }
 
+/// One server a keyspace-wide `SCAN` runs on: the only one (`None`), or a Cluster master.
+pub type ScanNode = Option<(String, u16)>;
+
+impl Conn {
+    /// Where a `SCAN` of the whole keyspace must run: each master of a Cluster (each holds only
+    /// its own slots), else the one server. Only one-time index backfills scan.
+    pub async fn scan_nodes(&mut self) -> RedisResult<Vec<ScanNode>> {
+        let Conn::Cluster(c) = self else {
+            return Ok(vec![None]);
+        };
+        // [[first slot, last slot, [host, port, id, …] (the master), replicas…], …]
+        let ranges: Vec<Vec<Value>> = redis::cmd("CLUSTER").arg("SLOTS").query_async(c).await?;
+        let mut masters: Vec<ScanNode> = Vec::new();
+        for range in ranges {
+            let Some(master) = range.into_iter().nth(2) else {
+                continue;
+            };
+            let (host, port): (String, u16) =
+                match redis::from_redis_value::<Vec<Value>>(master)?.as_slice() {
+                    [host, port, ..] => (
+                        redis::from_redis_value_ref(host)?,
+                        redis::from_redis_value_ref(port)?,
+                    ),
+                    _ => continue,
+                };
+            if !masters.contains(&Some((host.clone(), port))) {
+                masters.push(Some((host, port)));
+            }
+        }
+        Ok(masters)
+    }
+
+    /// One `SCAN` step on `node` for keys matching `pattern` of type `kind`: the next cursor
+    /// (0: done) and the keys found.
+    pub async fn scan_step(
+        &mut self,
+        node: &ScanNode,
+        cursor: u64,
+        pattern: &str,
+        kind: &str,
+    ) -> RedisResult<(u64, Vec<String>)> {
+        let mut cmd = redis::cmd("SCAN");
+        cmd.arg(cursor)
+            .arg("MATCH")
+            .arg(pattern)
+            .arg("COUNT")
+            .arg(1000)
+            .arg("TYPE")
+            .arg(kind);
+        let value = match (self, node) {
+            (Conn::Cluster(c), Some((host, port))) => {
+                use redis::cluster_routing::{RoutingInfo, SingleNodeRoutingInfo};
+                let to = SingleNodeRoutingInfo::ByAddress {
+                    host: host.clone(),
+                    port: *port,
+                };
+                c.route_command(cmd, RoutingInfo::SingleNode(to)).await?
+            }
+            (conn, _) => conn.req_packed_command(&cmd).await?,
+        };
+        Ok(redis::from_redis_value(value)?)
+    }
+}
+
 impl ConnectionLike for Conn {
     fn req_packed_command<'a>(&'a mut self, cmd: &'a Cmd) -> RedisFuture<'a, Value> {
         match self {

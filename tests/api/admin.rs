@@ -342,6 +342,12 @@ async fn the_authorization_matrix_holds_for_every_bot_route() {
         ),
         (Method::GET, "/v1/bots/acme/api-keys".into(), None),
         (Method::DELETE, "/v1/bots/acme/api-keys/key_x".into(), None),
+        (Method::GET, "/v1/bots/acme/integrations".into(), None),
+        (
+            Method::GET,
+            "/v1/bots/acme/integrations/crm/connections".into(),
+            None,
+        ),
         (
             Method::PUT,
             "/v1/bots/acme/integrations/crm".into(),
@@ -399,6 +405,7 @@ async fn the_authorization_matrix_holds_for_every_bot_route() {
             "/v1/bots/acme/auth-sessions".into(),
             Some(json!({"integration": "crm", "user_id": "u2"})),
         ),
+        (Method::GET, "/v1/bots/acme/auth-sessions".into(), None),
         (
             Method::GET,
             format!("/v1/bots/acme/auth-sessions/{sid}"),
@@ -477,6 +484,13 @@ async fn openapi_describes_every_route() {
         "bearer"
     );
     let expected = [
+        ("get", "/v1/bots"),
+        ("get", "/v1/bots/{bot}/integrations"),
+        (
+            "get",
+            "/v1/bots/{bot}/integrations/{integration}/connections",
+        ),
+        ("get", "/v1/bots/{bot}/auth-sessions"),
         ("put", "/v1/bots/{bot}"),
         ("get", "/v1/bots/{bot}"),
         ("delete", "/v1/bots/{bot}"),

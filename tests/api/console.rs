@@ -128,6 +128,7 @@ async fn the_operator_signs_in_creates_a_bot_sees_api_errors_by_their_field_and_
     );
     let (_, bot) = api_get(&app, "/v1/bots/acme").await;
     assert_eq!(bot["name"], "Acme assistant");
+    assert!(page(&mut b, &app, "/console/bots").await.1.contains("<a href=\"/console/bots/acme\">acme</a>"));
     assert_eq!(bot["allowed_return_hosts"][0], "chat.example.com");
     let (status, html) = page(&mut b, &app, "/console/bots/acme?done=saved").await;
     assert_eq!(status, StatusCode::OK);
@@ -370,6 +371,11 @@ async fn the_integration_page_pre_authorizes_in_the_same_browser_and_shows_who_s
     let (_, html) = page(&mut b, &app, &format!("{path}?done=authorized")).await;
     assert!(html.contains("Every user acts as"), "{html}");
     assert!(html.contains("Signed in as"));
+    // The connection is listed, and the bot's page shows the session and the integration.
+    assert!(html.contains("/connections/_bot/test"), "{html}");
+    let (_, bot_page) = page(&mut b, &app, "/console/bots/acme").await;
+    assert!(bot_page.contains("href=\"/console/bots/acme/integrations/crm\""));
+    assert!(bot_page.contains("<td>completed</td>"), "{bot_page}");
 
     // Test the bot-wide connection.
     let (status, html) = post(

@@ -18,6 +18,7 @@ mod examples_ts;
 mod fakes;
 mod helpers;
 mod link;
+mod lists;
 mod modes;
 mod oidc;
 mod operations;

@@ -566,17 +566,7 @@ contract!(listeners_wake_on_transitions);
 
 async fn tenancy_records_round_trip(store: &dyn Store) {
     let now = now();
-    let b = Bot {
-        id: bot(),
-        name: "Acme".into(),
-        webhook_url: None,
-        allowed_return_hosts: vec![],
-        allowed_webhook_hosts: vec![],
-        disabled_webhooks: vec![],
-        identity_issuer: None,
-        created_at: now,
-        updated_at: now,
-    };
+    let b = a_bot("acme", now);
     store.put_bot(&b).await.unwrap();
     assert_eq!(
         store.get_bot(&bot()).await.unwrap(),
@@ -880,30 +870,9 @@ async fn leases_are_renewed_while_held_and_end_with_the_work(store: &dyn Store) 
     // A due refresh.
     let s = session("u2", now);
     create(store, &s).await;
-    let a = attempt(&s, "a1", now);
-    let until = now + time::Duration::minutes(5);
-    move_to(
-        store,
-        &s,
-        Status::InProgress,
-        SideWrite::Attempt(&a, until),
-        None,
-        now,
-    )
-    .await
-    .unwrap();
     let mut g = grant(&s, now);
     g.refresh_at = Some(now);
-    move_to(
-        store,
-        &s,
-        Status::Completed,
-        SideWrite::Grant(&g),
-        None,
-        now,
-    )
-    .await
-    .unwrap();
+    complete(store, &s, &g, now).await;
     let p = s.spec.id.partition();
     let due = store.claim_refreshes(p, now, len, 10).await.unwrap();
     assert_eq!(due.len(), 1);
@@ -1118,6 +1087,372 @@ async fn channel_items_are_written_with_the_session_and_recorded_when_done(store
     assert_eq!(queued(store).await.len(), before, "no link is posted");
 }
 contract!(channel_items_are_written_with_the_session_and_recorded_when_done);
+
+fn a_bot(id: &str, now: OffsetDateTime) -> Bot {
+    Bot {
+        id: BotId::parse(id).unwrap(),
+        name: format!("{id} assistant"),
+        webhook_url: None,
+        allowed_return_hosts: vec![],
+        allowed_webhook_hosts: vec![],
+        disabled_webhooks: vec![],
+        identity_issuer: None,
+        created_at: now,
+        updated_at: now,
+    }
+}
+
+async fn bot_ids(store: &dyn Store, after: Option<&str>, limit: usize) -> Vec<String> {
+    let after = after.map(|a| BotId::parse(a).unwrap());
+    store
+        .list_bots(after.as_ref(), limit)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|b| b.id.to_string())
+        .collect()
+}
+
+async fn bots_are_listed_by_id_in_pages(store: &dyn Store) {
+    let now = now();
+    for id in ["gamma", "acme", "beta-2", "beta"] {
+        store.put_bot(&a_bot(id, now)).await.unwrap();
+    }
+    // Written again: still listed once.
+    store.put_bot(&a_bot("acme", now)).await.unwrap();
+    assert_eq!(
+        bot_ids(store, None, 10).await,
+        ["acme", "beta", "beta-2", "gamma"]
+    );
+    assert_eq!(bot_ids(store, None, 2).await, ["acme", "beta"]);
+    assert_eq!(bot_ids(store, Some("beta"), 2).await, ["beta-2", "gamma"]);
+    assert_eq!(bot_ids(store, Some("gamma"), 2).await, Vec::<String>::new());
+    assert!(
+        store
+            .delete_bot(&BotId::parse("beta").unwrap())
+            .await
+            .unwrap()
+    );
+    assert_eq!(bot_ids(store, None, 10).await, ["acme", "beta-2", "gamma"]);
+}
+contract!(bots_are_listed_by_id_in_pages);
+
+/// A completed session for `user` of the test bot: its grant, written the way a callback writes
+/// it (in the session's transition).
+async fn connect(store: &dyn Store, user: &str, now: OffsetDateTime) -> Grant {
+    let s = session(user, now);
+    create(store, &s).await;
+    let g = grant(&s, now);
+    complete(store, &s, &g, now).await;
+    g
+}
+
+/// Take the pending session `s` through an attempt to completed, writing `g`.
+async fn complete(store: &dyn Store, s: &Session, g: &Grant, now: OffsetDateTime) {
+    let a = attempt(s, "a1", now);
+    let until = now + time::Duration::minutes(5);
+    move_to(
+        store,
+        s,
+        Status::InProgress,
+        SideWrite::Attempt(&a, until),
+        None,
+        now,
+    )
+    .await
+    .unwrap();
+    move_to(store, s, Status::Completed, SideWrite::Grant(g), None, now)
+        .await
+        .unwrap();
+}
+
+async fn subjects(store: &dyn Store, after: Option<&str>, limit: usize) -> Vec<String> {
+    let after = after.map(|a| Subject::parse(a).unwrap());
+    store
+        .list_grants(&bot(), &integration(), after.as_ref(), limit)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|g| g.subject.as_str().to_owned())
+        .collect()
+}
+
+async fn grants_are_listed_by_subject_in_pages_and_deleted_ones_never(store: &dyn Store) {
+    let now = now();
+    let mut users: Vec<String> = (0..25).map(|i| format!("user-{i:02}")).collect();
+    for u in users.iter().rev() {
+        connect(store, u, now).await;
+    }
+    // Pages of 7, across every partition the users fall in: each user once, in order.
+    let mut seen = Vec::new();
+    let mut after: Option<String> = None;
+    loop {
+        let page = subjects(store, after.as_deref(), 7).await;
+        assert!(page.len() <= 7);
+        seen.extend(page.iter().cloned());
+        match page.last() {
+            Some(last) if page.len() == 7 => after = Some(last.clone()),
+            _ => break,
+        }
+    }
+    assert_eq!(seen, users);
+    // A refreshed grant stays listed once; a deleted one is gone from every page.
+    let mut g = store
+        .get_grant(&bot(), &integration(), &Subject::parse("user-03").unwrap())
+        .await
+        .unwrap()
+        .unwrap();
+    g.last_error = Some("refresh failed: 503".into());
+    assert!(store.update_grant(&g, None).await.unwrap());
+    assert!(
+        store
+            .delete_grant(
+                &bot(),
+                &integration(),
+                &Subject::parse("user-04").unwrap(),
+                None
+            )
+            .await
+            .unwrap()
+    );
+    users.retain(|u| u != "user-04");
+    assert_eq!(subjects(store, None, 100).await, users);
+    assert_eq!(
+        subjects(store, Some("user-02"), 2).await,
+        ["user-03", "user-05"]
+    );
+    let listed = store
+        .list_grants(&bot(), &integration(), None, 100)
+        .await
+        .unwrap();
+    let refreshed = listed
+        .iter()
+        .find(|g| g.subject.as_str() == "user-03")
+        .unwrap();
+    assert_eq!(refreshed.last_error.as_deref(), Some("refresh failed: 503"));
+    // Another integration of the bot has none.
+    assert!(
+        store
+            .list_grants(&bot(), &IntegrationName::parse("erp").unwrap(), None, 10)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+}
+contract!(grants_are_listed_by_subject_in_pages_and_deleted_ones_never);
+
+/// A pending session of `bot` for `user`, created `at`.
+fn session_of(bot: &str, user: &str, at: OffsetDateTime) -> Session {
+    let mut s = session(user, at);
+    s.spec.bot = BotId::parse(bot).unwrap();
+    s.spec.id = SessionId::new(Partition::of(&s.spec.bot, &integration(), &s.spec.subject));
+    s
+}
+
+async fn recent_ids(
+    store: &dyn Store,
+    limit: usize,
+    keep: impl Fn(&Session) -> bool + Send + Sync,
+) -> Vec<SessionId> {
+    store
+        .recent_sessions(&bot(), limit, &keep)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|s| s.spec.id)
+        .collect()
+}
+
+async fn recent_sessions_are_listed_newest_first(store: &dyn Store) {
+    let start = now();
+    let sessions: Vec<Session> = (0..6)
+        .map(|i| session_of("acme", &format!("u{i}"), start + time::Duration::seconds(i)))
+        .collect();
+    for s in &sessions {
+        create(store, s).await;
+    }
+    create(
+        store,
+        &session_of("other", "u9", start + time::Duration::seconds(9)),
+    )
+    .await;
+    let newest: Vec<SessionId> = sessions.iter().rev().map(|s| s.spec.id).collect();
+    assert_eq!(recent_ids(store, 10, |_| true).await, newest);
+    assert_eq!(recent_ids(store, 2, |_| true).await, newest[..2]);
+    // Filtered: only what `keep` accepts, still newest first.
+    move_to(
+        store,
+        &sessions[1],
+        Status::Cancelled,
+        SideWrite::None,
+        None,
+        start,
+    )
+    .await
+    .unwrap();
+    move_to(
+        store,
+        &sessions[4],
+        Status::Cancelled,
+        SideWrite::None,
+        None,
+        start,
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        recent_ids(store, 10, |s| s.status == Status::Cancelled).await,
+        [sessions[4].spec.id, sessions[1].spec.id]
+    );
+    assert_eq!(
+        recent_ids(store, 1, |s| s.status == Status::Cancelled).await,
+        [sessions[4].spec.id]
+    );
+    // A session taken back (the user was connected already) is not listed.
+    let g = grant(&sessions[0], start);
+    complete(store, &sessions[0], &g, start).await;
+    let again = session_of("acme", "u0", start + time::Duration::seconds(30));
+    assert!(matches!(
+        create(store, &again).await,
+        CreateOutcome::AlreadyAuthorized(_)
+    ));
+    assert_eq!(recent_ids(store, 10, |_| true).await, newest);
+}
+contract!(recent_sessions_are_listed_newest_first);
+
+/// Each partition keeps only its newest `RECENT_SESSIONS_PER_PARTITION` in the listing.
+async fn recent_sessions_keep_the_newest_of_each_partition(store: &dyn Store) {
+    let start = now();
+    let cap = authlink::store::RECENT_SESSIONS_PER_PARTITION;
+    let target = Partition::of(&bot(), &integration(), &Subject::parse("u0").unwrap());
+    let users: Vec<String> = (0..)
+        .map(|i| format!("u{i}"))
+        .filter(|u| Partition::of(&bot(), &integration(), &Subject::parse(u).unwrap()) == target)
+        .take(cap + 2)
+        .collect();
+    let mut ids = Vec::new();
+    for (i, u) in users.iter().enumerate() {
+        let s = session_of("acme", u, start + time::Duration::milliseconds(i as i64));
+        create(store, &s).await;
+        ids.push(s.spec.id);
+    }
+    let oldest = [ids[0], ids[1]];
+    assert!(
+        recent_ids(store, 100, move |s| oldest.contains(&s.spec.id))
+            .await
+            .is_empty(),
+        "the two oldest of the partition are out of the index"
+    );
+    let listed = recent_ids(store, 100, |_| true).await;
+    assert_eq!(listed.len(), 100);
+    assert_eq!(listed[0], ids[cap + 1], "newest first");
+}
+contract!(recent_sessions_keep_the_newest_of_each_partition);
+
+/// Redis: records written before the indexes existed (by an older authlink) are listed once the
+/// one-time backfill ran, and index entries whose record is gone are skipped and dropped.
+async fn old_records_are_backfilled_and_ghost_entries_dropped(fixture: Fixture) {
+    let store = &*fixture.store;
+    let now = now();
+    let legacy_bot = a_bot("legacy", now);
+    let s = session("old-user", now);
+    let g = grant(&s, now);
+    let p = s.spec.id.partition().index();
+    let prefix = &fixture.prefix;
+    let grant_key = format!("{prefix}:{{p{p:02}}}:g:acme:crm:old-user");
+    let bot_key = format!("{prefix}:{{b:legacy}}:bot");
+    raw(
+        &fixture,
+        &[
+            "SET",
+            &bot_key,
+            &serde_json::to_string(&legacy_bot).unwrap(),
+        ],
+    );
+    raw(
+        &fixture,
+        &[
+            "HSET",
+            &grant_key,
+            "j",
+            &serde_json::to_string(&g).unwrap(),
+            "st",
+            "active",
+            "cfg",
+            "salesforce",
+            "gen",
+            "1",
+        ],
+    );
+    store.put_bot(&a_bot("acme", now)).await.unwrap();
+    assert_eq!(bot_ids(store, None, 10).await, ["acme", "legacy"]);
+    connect(store, "new-user", now).await;
+    assert_eq!(subjects(store, None, 10).await, ["new-user", "old-user"]);
+
+    // The records vanish behind the store's back: listing skips them and forgets them.
+    raw(&fixture, &["DEL", &bot_key]);
+    raw(&fixture, &["DEL", &grant_key]);
+    assert_eq!(bot_ids(store, None, 10).await, ["acme"]);
+    assert_eq!(subjects(store, None, 10).await, ["new-user"]);
+    let index = format!("{prefix}:{{p{p:02}}}:gx:acme:crm");
+    assert_eq!(
+        raw(&fixture, &["ZSCORE", &index, "old-user"]),
+        redis::Value::Nil
+    );
+    assert_eq!(
+        raw(&fixture, &["ZSCORE", &format!("{prefix}:bots"), "legacy"]),
+        redis::Value::Nil
+    );
+    let recent = session("recent-user", now);
+    create(store, &recent).await;
+    let rp = recent.spec.id.partition().index();
+    raw(
+        &fixture,
+        &[
+            "DEL",
+            &format!("{prefix}:{{p{rp:02}}}:s:{}", recent.spec.id),
+        ],
+    );
+    let listed = recent_ids(store, 10, |_| true).await;
+    assert!(!listed.contains(&recent.spec.id), "{listed:?}");
+    assert_eq!(listed.len(), 1, "new-user's session is still there");
+    assert_eq!(
+        raw(
+            &fixture,
+            &[
+                "ZSCORE",
+                &format!("{prefix}:{{p{rp:02}}}:rs:acme"),
+                &recent.spec.id.to_string()
+            ]
+        ),
+        redis::Value::Nil
+    );
+}
+
+/// A command straight to Redis (a Cluster routes it by its key).
+fn raw(fixture: &Fixture, args: &[&str]) -> redis::Value {
+    let mut cmd = redis::cmd(args[0]);
+    args[1..].iter().for_each(|a| {
+        cmd.arg(*a);
+    });
+    if fixture.nodes.len() > 1 {
+        let client = redis::cluster::ClusterClient::new(fixture.nodes.clone()).unwrap();
+        cmd.query(&mut client.get_connection().unwrap()).unwrap()
+    } else {
+        let client = redis::Client::open(fixture.nodes[0].as_str()).unwrap();
+        cmd.query(&mut client.get_connection().unwrap()).unwrap()
+    }
+}
+
+#[tokio::test]
+async fn old_records_are_backfilled_and_ghost_entries_dropped_on_redis() {
+    old_records_are_backfilled_and_ghost_entries_dropped(redis()).await;
+}
+
+#[tokio::test]
+async fn old_records_are_backfilled_and_ghost_entries_dropped_on_cluster() {
+    old_records_are_backfilled_and_ghost_entries_dropped(cluster()).await;
+}
 
 /// No deadline in `p` is due (or back from its lease) at `at`.
 async fn assert_nothing_claimable(store: &dyn Store, p: Partition, at: OffsetDateTime, why: &str) {
