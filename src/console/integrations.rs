@@ -39,7 +39,7 @@ const SALESFORCE_PROFILE: [(&str, &str); 4] = [
     ("scopes", "full refresh_token offline_access"),
 ];
 
-const SETTINGS_FIELDS: [&str; 3] = ["mode", "profile", "scopes"];
+const SETTINGS_FIELDS: [&str; 4] = ["display_name", "mode", "profile", "scopes"];
 const PROFILE_FIELDS: [&str; 7] = [
     "name",
     "client_id",
@@ -159,6 +159,24 @@ async fn page(
     };
     out.push_str(&format!("<p class=\"notice\" role=\"status\">{means}</p>"));
 
+    // Enabled or not, and the switch.
+    let enabled = i["enabled"] != false;
+    let (state_text, switch, to) = if enabled {
+        (T::Enabled, T::Disable, "disable")
+    } else {
+        (T::Disabled, T::Enable, "enable")
+    };
+    out.push_str(&format!(
+        "<p><strong>{}</strong> {}</p>",
+        esc(f.t(state_text)),
+        f.post_button(
+            &format!("{here}/{to}"),
+            switch,
+            &signed.csrf,
+            if enabled { "danger" } else { "" }
+        )
+    ));
+
     // Who authorizes, and with which app.
     let (typed, err) = match &extra.settings {
         Some((a, form)) => (Some(form), Some(a)),
@@ -225,7 +243,14 @@ async fn page(
             .map(Answer::detail)
     };
     out.push_str(&format!(
-        "<form method=\"post\" action=\"{here}\">{csrf}{modes}{apps}{chooser}{scopes}<button type=\"submit\">{save}</button></form>",
+        "<form method=\"post\" action=\"{here}\">{csrf}{display}{modes}{apps}{chooser}{scopes}<button type=\"submit\">{save}</button></form>",
+        display = input(
+            f.t(T::DisplayName),
+            "display_name",
+            &typed.map_or_else(|| i["display_name"].as_str().unwrap_or("").to_owned(), |t| t.text("display_name")),
+            "text",
+            field_error("display_name").as_deref()
+        ),
         modes = radios(
             f.t(T::WhoAuthorizes),
             "mode",
@@ -405,15 +430,24 @@ fn identity_name(connection: &Value) -> String {
         .to_owned()
 }
 
-/// The integration as `PUT` takes it: what is stored, with the form's choices over it.
-fn integration_body(current: &Value, form: &Form) -> Value {
-    let mut body = current.clone();
+/// The integration's view without what `PUT` does not take (its path, times, callback URL).
+fn stored(view: &Value) -> Value {
+    let mut body = view.clone();
     if let Some(o) = body.as_object_mut() {
         for read_only in ["bot", "name", "created_at", "updated_at", "callback_url"] {
             o.remove(read_only);
         }
     }
+    body
+}
+
+/// The integration as `PUT` takes it: what is stored, with the form's choices over it.
+fn integration_body(current: &Value, form: &Form) -> Value {
+    let mut body = stored(current);
     body["mode"] = json!(form.text("mode"));
+    if form.get("display_name").is_some() {
+        body["display_name"] = json!(form.text("display_name"));
+    }
     body["profile"] = match form.text("app").as_str() {
         "custom" => json!(form.text("profile")),
         _ => json!("system"),
@@ -605,6 +639,71 @@ pub async fn authorize(
             .await
         }
     }
+}
+
+pub async fn enable(
+    state: State<AppState>,
+    signed: Signed,
+    path: Path<(String, String)>,
+    body: axum::body::Bytes,
+) -> Response {
+    switch(state, signed, path, body, true).await
+}
+
+pub async fn disable(
+    state: State<AppState>,
+    signed: Signed,
+    path: Path<(String, String)>,
+    body: axum::body::Bytes,
+) -> Response {
+    switch(state, signed, path, body, false).await
+}
+
+/// Enable or Disable: the stored integration with `enabled` changed, through the same PUT.
+async fn switch(
+    State(state): State<AppState>,
+    signed: Signed,
+    Path((bot, name)): Path<(String, String)>,
+    body: axum::body::Bytes,
+    on: bool,
+) -> Response {
+    if let Some(r) = signed.refused(&Form::parse(&body)) {
+        return r;
+    }
+    let path = || Path((bot.clone(), name.clone()));
+    let current =
+        answer(admin::get_integration(State(state.clone()), signed.caller.clone(), path()).await)
+            .await;
+    if !current.ok() {
+        return failed(&signed, &current);
+    }
+    let mut req = stored(&current.body);
+    req["enabled"] = json!(on);
+    let a = answer(
+        admin::put_integration(
+            State(state.clone()),
+            signed.caller.clone(),
+            path(),
+            json_body(&req),
+        )
+        .await,
+    )
+    .await;
+    if a.ok() {
+        return done(&base(&bot, &name), "saved");
+    }
+    page(
+        &state,
+        &signed,
+        &bot,
+        &name,
+        None,
+        Extra {
+            result: Some((false, a.detail())),
+            ..Extra::default()
+        },
+    )
+    .await
 }
 
 pub async fn test(

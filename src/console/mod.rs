@@ -79,6 +79,14 @@ pub fn router() -> Router<AppState> {
             post(integrations::authorize),
         )
         .route(
+            "/console/bots/{bot}/integrations/{name}/enable",
+            post(integrations::enable),
+        )
+        .route(
+            "/console/bots/{bot}/integrations/{name}/disable",
+            post(integrations::disable),
+        )
+        .route(
             "/console/bots/{bot}/integrations/{name}/connections/{user}/test",
             post(integrations::test),
         )

@@ -205,6 +205,12 @@ words! {
         "Desactivada: no se entregan nuevos enlaces ni tokens."
     ],
     Enable => ["Enable", "Aktivieren", "Activer", "Activar"],
+    DisplayName => [
+        "Display name (what people see)",
+        "Anzeigename (was Personen sehen)",
+        "Nom affiché (ce que voient les personnes)",
+        "Nombre visible (lo que ven las personas)"
+    ],
     Disable => ["Disable", "Deaktivieren", "Désactiver", "Desactivar"],
     Back => ["Back to the bot", "Zurück zum Bot", "Retour au bot", "Volver al bot"],
     NotFound => ["Not found.", "Nicht gefunden.", "Introuvable.", "No encontrado."],

@@ -194,10 +194,17 @@ pub struct Integration {
     /// written before it existed have none: `service_name` supplies the default.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub display_name: Option<String>,
+    /// Off: no new sessions, links or tokens; what is stored (connections) stays.
+    #[serde(default = "enabled_by_default")]
+    pub enabled: bool,
     #[serde(with = "crate::clock::rfc3339")]
     pub created_at: OffsetDateTime,
     #[serde(with = "crate::clock::rfc3339")]
     pub updated_at: OffsetDateTime,
+}
+
+fn enabled_by_default() -> bool {
+    true
 }
 
 impl Integration {
@@ -228,6 +235,7 @@ impl Integration {
             verification: Verification::None,
             salesforce: None,
             display_name: None,
+            enabled: true,
             created_at: now,
             updated_at: now,
         }

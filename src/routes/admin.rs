@@ -363,6 +363,10 @@ pub struct IntegrationBody {
     /// the provider's name ("Salesforce"); for `oauth2`, the integration's name.
     #[serde(default)]
     display_name: Option<String>,
+    /// `false`: no new sessions, links or tokens (connections are kept). Absent: unchanged
+    /// (`true` for a new integration).
+    #[serde(default)]
+    enabled: Option<bool>,
 }
 
 /// A display name as given: trimmed, 1-100 characters, no control characters.
@@ -454,6 +458,9 @@ pub async fn put_integration(
         verification: body.verification,
         salesforce: body.salesforce,
         display_name,
+        enabled: body
+            .enabled
+            .unwrap_or_else(|| existing.as_ref().is_none_or(|i| i.enabled)),
         created_at: existing.as_ref().map_or(now, |i| i.created_at),
         updated_at: now,
     };

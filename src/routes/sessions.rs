@@ -155,6 +155,18 @@ fn check_binding(
 }
 
 /// Bot and integration for a runtime call, or 404s.
+/// A disabled integration gives out no new sessions, links or tokens.
+pub(crate) fn in_service(integration: &Integration) -> Result<(), ApiError> {
+    if integration.enabled {
+        Ok(())
+    } else {
+        Err(ApiError::Conflict(format!(
+            "integration {} is disabled",
+            integration.name
+        )))
+    }
+}
+
 pub(crate) async fn bot_and_integration(
     state: &AppState,
     caller: &Caller,
@@ -257,6 +269,7 @@ pub(crate) async fn new_session(
     req: CreateBody,
 ) -> Result<(std::sync::Arc<Bot>, std::sync::Arc<Integration>, Session), ApiError> {
     let (bot, integration) = bot_and_integration(state, caller, bot, &req.integration).await?;
+    in_service(&integration)?;
     if integration.mode != Mode::User {
         return Err(ApiError::Conflict(
             "this integration is pre-authorized by an admin; users do not sign in".into(),
@@ -863,6 +876,7 @@ pub async fn pre_authorize(
     let name =
         IntegrationName::parse(&integration).map_err(|_| ApiError::NotFound("integration"))?;
     let (bot, integration) = bot_and_integration(&state, &caller, &bot, &name).await?;
+    in_service(&integration)?;
     if integration.mode != Mode::PreAuthorized {
         return Err(ApiError::Conflict(
             "this integration lets each user authorize; set mode pre_authorized to pre-authorize it".into(),

@@ -149,6 +149,7 @@ pub async fn access_token(
 ) -> Result<Response, ApiError> {
     let (bot_record, integration) =
         bot_and_integration(&state, &caller, &bot, &integration_name(&integration)?).await?;
+    super::sessions::in_service(&integration)?;
     let body: TokenBody = body.parse()?;
     if body.wait.is_some_and(|w| w > MAX_AGENT_WAIT) {
         return Err(ApiError::BadRequest(format!(

@@ -128,7 +128,12 @@ async fn the_operator_signs_in_creates_a_bot_sees_api_errors_by_their_field_and_
     );
     let (_, bot) = api_get(&app, "/v1/bots/acme").await;
     assert_eq!(bot["name"], "Acme assistant");
-    assert!(page(&mut b, &app, "/console/bots").await.1.contains("<a href=\"/console/bots/acme\">acme</a>"));
+    assert!(
+        page(&mut b, &app, "/console/bots")
+            .await
+            .1
+            .contains("<a href=\"/console/bots/acme\">acme</a>")
+    );
     assert_eq!(bot["allowed_return_hosts"][0], "chat.example.com");
     let (status, html) = page(&mut b, &app, "/console/bots/acme?done=saved").await;
     assert_eq!(status, StatusCode::OK);
@@ -484,4 +489,51 @@ async fn a_dead_letter_is_replayed_from_the_bots_page() {
     );
     let delivered = app.receiver.wait_for(id, 1).await;
     assert_eq!(delivered[0].id, event);
+}
+
+#[tokio::test]
+async fn disable_stops_new_links_and_tokens_until_enabled_again() {
+    let app = spawn_app().await;
+    let key = app.setup_bot("acme").await;
+    let mut b = signed_in(&app, &app.operator_key).await;
+    let path = "/console/bots/acme/integrations/crm";
+    let (_, html) = page(&mut b, &app, path).await;
+    let token = csrf(&html);
+    let (status, _) = post(&mut b, &app, &format!("{path}/disable"), &token, &[]).await;
+    assert_eq!(status, StatusCode::SEE_OTHER);
+    let (_, html) = page(&mut b, &app, path).await;
+    assert!(html.contains("Disabled: no new links or tokens are given out."));
+    let r = app
+        .create_session(
+            &key,
+            "acme",
+            serde_json::json!({"integration": "crm", "user_id": "u1"}),
+        )
+        .await;
+    assert_eq!(r.status(), StatusCode::CONFLICT);
+    let r = app
+        .call(
+            Method::POST,
+            "/v1/bots/acme/integrations/crm/access-token",
+            &key,
+            Some(serde_json::json!({"user_id": "u1"})),
+        )
+        .await;
+    assert_eq!(r.status(), StatusCode::CONFLICT);
+    // An API update that does not mention `enabled` leaves it off.
+    let r = app
+        .put_integration("acme", "crm", serde_json::json!({"provider": "salesforce"}))
+        .await;
+    assert_eq!(r.json::<Value>().await.unwrap()["enabled"], false);
+
+    let (status, _) = post(&mut b, &app, &format!("{path}/enable"), &token, &[]).await;
+    assert_eq!(status, StatusCode::SEE_OTHER);
+    let r = app
+        .create_session(
+            &key,
+            "acme",
+            serde_json::json!({"integration": "crm", "user_id": "u1"}),
+        )
+        .await;
+    assert_eq!(r.status(), StatusCode::CREATED);
 }

@@ -600,6 +600,7 @@ async fn tenancy_records_round_trip(store: &dyn Store) {
         verification: Verification::None,
         salesforce: None,
         display_name: Some("Acme CRM".into()),
+        enabled: true,
         created_at: now,
         updated_at: now,
     };
