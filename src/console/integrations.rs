@@ -61,6 +61,8 @@ struct Extra {
     profile: Option<(Answer, Form)>,
     /// A result line: (ok, text).
     result: Option<(bool, String)>,
+    /// A session link just created.
+    link: Option<String>,
 }
 
 pub async fn create(
@@ -284,6 +286,26 @@ async fn page(
             "<form method=\"post\" action=\"{here}/authorize\">{csrf}<p class=\"hint\">{}</p><button type=\"submit\">{}</button></form>",
             esc(f.t(T::AuthorizeHelp)),
             esc(f.t(T::Authorize))
+        ));
+    }
+
+    // Try it (users authorize): a session link, as the dialog engine would get it.
+    if !pre {
+        out.push_str(&format!(
+            "<h2>{title}</h2>{link}<form method=\"post\" action=\"{here}/links\">{csrf}<p class=\"hint\">{help}</p>{user}<button type=\"submit\">{create}</button></form>",
+            title = esc(f.t(T::TryIt)),
+            link = extra
+                .link
+                .as_deref()
+                .map(|l| format!(
+                    "<p class=\"notice\" role=\"status\">{} <a href=\"{l}\">{l}</a></p>",
+                    esc(f.t(T::LinkReady)),
+                    l = esc(l)
+                ))
+                .unwrap_or_default(),
+            help = esc(f.t(T::TryItHelp)),
+            user = input(f.t(T::UserId), "user_id", "", "text", None),
+            create = esc(f.t(T::CreateLink)),
         ));
     }
 
@@ -639,6 +661,48 @@ pub async fn authorize(
             .await
         }
     }
+}
+
+/// A session link for a user id, through the API's own create.
+pub async fn link(
+    State(state): State<AppState>,
+    signed: Signed,
+    Path((bot, name)): Path<(String, String)>,
+    body: axum::body::Bytes,
+) -> Response {
+    let form = Form::parse(&body);
+    if let Some(r) = signed.refused(&form) {
+        return r;
+    }
+    let req =
+        json!({"integration": name, "user_id": form.text("user_id"), "locale": signed.lang.code()});
+    let a = answer(
+        sessions::create(
+            State(state.clone()),
+            signed.caller.clone(),
+            Path(bot.clone()),
+            sessions::IdempotencyKey::none(),
+            json_body(&req),
+        )
+        .await,
+    )
+    .await;
+    let extra = match a.body["link"].as_str() {
+        Some(l) if a.ok() => Extra {
+            link: Some(l.to_owned()),
+            ..Extra::default()
+        },
+        // Already connected (200 already_authorized), or the API's error.
+        _ if a.ok() => Extra {
+            result: Some((true, a.body["status"].as_str().unwrap_or("").to_owned())),
+            ..Extra::default()
+        },
+        _ => Extra {
+            result: Some((false, a.detail())),
+            ..Extra::default()
+        },
+    };
+    page(&state, &signed, &bot, &name, None, extra).await
 }
 
 pub async fn enable(

@@ -79,6 +79,10 @@ pub fn router() -> Router<AppState> {
             post(integrations::authorize),
         )
         .route(
+            "/console/bots/{bot}/integrations/{name}/links",
+            post(integrations::link),
+        )
+        .route(
             "/console/bots/{bot}/integrations/{name}/enable",
             post(integrations::enable),
         )

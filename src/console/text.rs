@@ -205,6 +205,16 @@ words! {
         "Desactivada: no se entregan nuevos enlaces ni tokens."
     ],
     Enable => ["Enable", "Aktivieren", "Activer", "Activar"],
+    TryIt => ["Try it: a sign-in link", "Ausprobieren: ein Anmeldelink", "Essayer : un lien de connexion", "Probar: un enlace de inicio de sesión"],
+    TryItHelp => [
+        "Creates a session for this user id, as the dialog engine would, and shows its link. Open it to sign in.",
+        "Legt für diese Benutzer-ID eine Sitzung an, wie es die Dialog-Engine täte, und zeigt ihren Link. Öffnen Sie ihn, um sich anzumelden.",
+        "Crée une session pour cet identifiant d'utilisateur, comme le ferait le moteur de dialogue, et affiche son lien. Ouvrez-le pour vous connecter.",
+        "Crea una sesión para este id de usuario, como lo haría el motor de diálogo, y muestra su enlace. Ábralo para iniciar sesión."
+    ],
+    UserId => ["User id", "Benutzer-ID", "Identifiant d'utilisateur", "Id de usuario"],
+    CreateLink => ["Create link", "Link anlegen", "Créer le lien", "Crear enlace"],
+    LinkReady => ["The link:", "Der Link:", "Le lien :", "El enlace:"],
     DisplayName => [
         "Display name (what people see)",
         "Anzeigename (was Personen sehen)",

@@ -406,6 +406,13 @@ pub(crate) async fn store_session(
 /// The `Idempotency-Key` header as sent; `idempotency` checks it.
 pub struct IdempotencyKey(Option<HeaderValue>);
 
+impl IdempotencyKey {
+    /// A request without one (the console creating a link).
+    pub fn none() -> Self {
+        Self(None)
+    }
+}
+
 impl<S: Send + Sync> FromRequestParts<S> for IdempotencyKey {
     type Rejection = std::convert::Infallible;
 

@@ -537,3 +537,29 @@ async fn disable_stops_new_links_and_tokens_until_enabled_again() {
         .await;
     assert_eq!(r.status(), StatusCode::CREATED);
 }
+
+#[tokio::test]
+async fn try_it_creates_a_session_link_that_signs_a_user_in_and_lists_the_connection() {
+    let app = spawn_app().await;
+    app.setup_bot("acme").await;
+    let mut b = signed_in(&app, &app.operator_key).await;
+    let path = "/console/bots/acme/integrations/crm";
+    let (_, html) = page(&mut b, &app, path).await;
+    let (status, html) = post(
+        &mut b,
+        &app,
+        &format!("{path}/links"),
+        &csrf(&html),
+        &[("user_id", "ada")],
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK);
+    let at = html.find("/l/").expect("the new link on the page");
+    let start = html[..at].rfind('"').unwrap() + 1;
+    let link = html[start..].split('"').next().unwrap().to_owned();
+    assert_eq!(Browser::new().authorize(&link).await.status, StatusCode::OK);
+    let (_, html) = page(&mut b, &app, path).await;
+    assert!(html.contains("<td>ada</td>"), "{html}");
+    let (status, _) = api_get(&app, "/v1/bots/acme/integrations/crm/connections/ada").await;
+    assert_eq!(status, StatusCode::OK);
+}
