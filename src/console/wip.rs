@@ -9,9 +9,13 @@ use crate::routes::auth::Caller;
 
 pub async fn list_bots(
     _: State<AppState>,
-    _: Caller,
+    caller: Caller,
     _: Query<Value>,
 ) -> Result<Json<Value>, ApiError> {
+    // Listing every bot is the operator's, as the real endpoint's will be.
+    if !matches!(caller, Caller::Operator) {
+        return Err(ApiError::Forbidden);
+    }
     Ok(Json(json!({"bots": []})))
 }
 pub async fn list_integrations(
