@@ -6,7 +6,7 @@ use axum::http::{StatusCode, Uri};
 use axum::response::Response;
 use serde_json::{Value, json};
 
-use super::html::{input, notice, radios, table};
+use super::html::{input, input_as, notice, radios, table};
 use super::text::T;
 use super::{Answer, Form, Signed, answer, csrf_field, done, done_notice, failed, json_body};
 use crate::flow::AppState;
@@ -354,7 +354,7 @@ async fn page(
     out.push_str(&format!(
         "<h3>{new}</h3><form method=\"post\" action=\"{base}/integrations\">{csrf}{name}{provider}<button type=\"submit\">{create}</button></form>",
         new = esc(f.t(T::NewIntegration)),
-        name = input(f.t(T::Name), "name", "", "text", None),
+        name = input_as("f-integration-name", f.t(T::Name), "name", "", "text", None),
         provider = radios(
             f.t(T::Provider),
             "provider",
@@ -387,13 +387,19 @@ async fn page(
         .collect();
     out.push_str(&table(
         f.t(T::ApiKeys),
-        &["id", f.t(T::Name), f.t(T::Role), f.t(T::Created), ""],
+        &[
+            "id",
+            f.t(T::Name),
+            f.t(T::Role),
+            f.t(T::Created),
+            f.t(T::Actions),
+        ],
         &rows,
     ));
     if operator {
         out.push_str(&format!(
             "<form method=\"post\" action=\"{base}/keys\">{csrf}{name}{role}<button type=\"submit\">{create}</button></form>",
-            name = input(f.t(T::Name), "name", "", "text", None),
+            name = input_as("f-key-name", f.t(T::Name), "name", "", "text", None),
             role = radios(
                 f.t(T::Role),
                 "role",
@@ -425,7 +431,7 @@ async fn page(
         .collect();
     out.push_str(&table(
         f.t(T::WebhookSecrets),
-        &["id", f.t(T::Created), ""],
+        &["id", f.t(T::Created), f.t(T::Actions)],
         &rows,
     ));
     out.push_str(&f.post_button(&format!("{base}/secrets"), T::NewSecret, &signed.csrf, ""));
@@ -454,7 +460,7 @@ async fn page(
     } else {
         table(
             f.t(T::Channels),
-            &[f.t(T::Name), f.t(T::Provider), ""],
+            &[f.t(T::Name), f.t(T::Provider), f.t(T::Actions)],
             &rows,
         )
     });
@@ -531,7 +537,7 @@ async fn page(
                 "session",
                 f.t(T::LastError),
                 f.t(T::Created),
-                "",
+                f.t(T::Actions),
             ],
             &rows,
         )

@@ -69,9 +69,22 @@ pub fn token(csrf: &str) -> String {
     )
 }
 
-/// A labelled input with its error (if any) announced and tied to it.
+/// A labelled input with its error (if any) announced and tied to it; its id is `f-{name}`.
 pub fn input(label: &str, name: &str, value: &str, kind: &str, error: Option<&str>) -> String {
-    let id = format!("f-{name}");
+    input_as(&format!("f-{name}"), label, name, value, kind, error)
+}
+
+/// `input` with its own id, for a field whose name another form on the page also has (ids are
+/// unique per page, or the second field's label names the first).
+pub fn input_as(
+    id: &str,
+    label: &str,
+    name: &str,
+    value: &str,
+    kind: &str,
+    error: Option<&str>,
+) -> String {
+    let id = esc(id);
     let (invalid, described, note) = match error {
         Some(e) => (
             " aria-invalid=\"true\"",
@@ -183,10 +196,10 @@ nav a{color:#fff}nav form{margin-left:auto}\
 main{max-width:60rem;margin:1.5rem auto;padding:1.5rem;background:#fff;border-radius:12px;box-shadow:0 1px 3px #0002}\
 h1{font-size:1.5rem;margin-top:0}h2{font-size:1.2rem;margin-top:2rem;border-top:1px solid #d0d5dc;padding-top:1rem}\
 .field{margin:.8rem 0}label{display:block;font-weight:600}\
-input[type=text],input[type=url],input[type=password]{width:100%;max-width:36rem;box-sizing:border-box;font:inherit;padding:.45rem;border:1px solid #6b7480;border-radius:6px}\
+input[type=text],input[type=url],input[type=password],select{width:100%;max-width:36rem;box-sizing:border-box;font:inherit;padding:.45rem;border:1px solid #6b7480;border-radius:6px}\
 fieldset{border:1px solid #d0d5dc;border-radius:8px;margin:1rem 0;padding:.6rem 1rem}legend{font-weight:600}\
 .choice{margin:.4rem 0}.choice label{display:inline;font-weight:400;margin-left:.4rem}\
-.hint{margin:.1rem 0 0 1.6rem;color:#4a525c;font-size:.9rem}\
+.hint{margin:.1rem 0 .4rem;color:#4a525c;font-size:.9rem}.choice .hint{margin-left:1.6rem}.row{margin:1rem 0}\
 button{font:inherit;padding:.5rem 1rem;border:0;border-radius:8px;background:#0b5cd5;color:#fff;cursor:pointer}\
 button.secondary{background:#fff;color:#0b5cd5;border:1px solid #0b5cd5;margin-left:.4rem}\
 button.danger{background:#b3261e}button.link{background:none;color:#fff;text-decoration:underline;padding:0}\
@@ -195,6 +208,6 @@ form.inline{display:inline}.error,.alert{color:#b3261e;font-weight:600}\
 .notice{background:#e7f3ea;color:#1e5a2d;padding:.5rem .8rem;border-radius:6px}\
 .alert{background:#fdecea;padding:.5rem .8rem;border-radius:6px}\
 .secret{font-family:ui-monospace,monospace;background:#fff8e1;padding:.5rem;word-break:break-all}\
-.scroll{overflow-x:auto}table{border-collapse:collapse;width:100%}th,td{text-align:left;padding:.4rem;border-bottom:1px solid #d0d5dc;vertical-align:top}\
+.scroll{overflow-x:auto}table{border-collapse:collapse;width:100%}th,td{text-align:left;padding:.4rem;border-bottom:1px solid #d0d5dc;vertical-align:top}td{overflow-wrap:anywhere}td button{white-space:nowrap;overflow-wrap:normal}\
 .sr{position:absolute;width:1px;height:1px;overflow:hidden;clip:rect(0 0 0 0)}\
 code{font-family:ui-monospace,monospace}";

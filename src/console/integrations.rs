@@ -8,7 +8,7 @@ use axum::http::{StatusCode, Uri};
 use axum::response::{IntoResponse, Redirect, Response};
 use serde_json::{Value, json};
 
-use super::html::{copyable, input, notice, radios, table};
+use super::html::{copyable, input, input_as, notice, radios, table};
 use super::text::T;
 use super::{Answer, Form, Signed, answer, csrf_field, done, done_notice, failed, json_body};
 use crate::flow::AppState;
@@ -280,6 +280,7 @@ async fn page(
     // Authorize (pre-authorized integrations).
     if pre {
         if let Some(who) = &who {
+            // Its Test and Disconnect are in the connections below (user `_bot`).
             out.push_str(&format!("<p>{}</p>", f.tv(T::SignedInAs, "who", who)));
         }
         out.push_str(&format!(
@@ -349,7 +350,13 @@ async fn page(
         } else {
             prefill(field)
         };
-        fields.push_str(&input(
+        // The settings form above has its own `scopes`.
+        let id = match field {
+            "scopes" => "f-profile-scopes".to_owned(),
+            _ => format!("f-{field}"),
+        };
+        fields.push_str(&input_as(
+            &id,
             f.t(label),
             field,
             &value,
@@ -419,7 +426,7 @@ async fn page(
                 f.t(T::Status),
                 f.t(T::Identity),
                 f.t(T::Refreshed),
-                "",
+                f.t(T::Actions),
             ],
             &rows,
         )

@@ -219,11 +219,13 @@ impl FromRequestParts<AppState> for Signed {
     }
 }
 
-/// `Sec-Fetch-Site: cross-site` / `same-site`, or an `Origin` that is not ours.
+/// `Sec-Fetch-Site: cross-site` / `same-site`; without that header, an `Origin` that is not ours.
+/// A browser's `Sec-Fetch-Site` decides when it is there: under this page's `Referrer-Policy:
+/// no-referrer` the browser sends `Origin: null` even for a form posted from our own page.
 fn cross_site(state: &AppState, headers: &HeaderMap) -> bool {
     let site = headers.get("sec-fetch-site").and_then(|v| v.to_str().ok());
-    if matches!(site, Some("cross-site" | "same-site")) {
-        return true;
+    if let Some(site) = site {
+        return !matches!(site, "same-origin" | "none");
     }
     let ours = state.config.public_url.origin().ascii_serialization();
     headers

@@ -110,6 +110,7 @@ words! {
         "Aucun canal. Configurez-les avec PUT /v1/bots/{bot}/channels/{name}.",
         "No hay canales. Configúrelos con PUT /v1/bots/{bot}/channels/{name}."
     ],
+    Actions => ["Actions", "Aktionen", "Actions", "Acciones"],
     Delete => ["Delete", "Löschen", "Supprimer", "Eliminar"],
     Deleted => ["Deleted.", "Gelöscht.", "Supprimé.", "Eliminado."],
     Sessions => ["Recent sessions", "Letzte Sitzungen", "Sessions récentes", "Sesiones recientes"],

@@ -182,6 +182,28 @@ async fn forms_without_the_token_or_from_another_site_change_nothing() {
             .await;
         assert_eq!(r.status(), StatusCode::FORBIDDEN);
     }
+    // Under the pages' `Referrer-Policy: no-referrer` a browser posts our own forms with
+    // `Origin: null`; its `Sec-Fetch-Site` says they are ours. Without that header, `null` is not.
+    let r = b
+        .submit(
+            &app.url("/console/bots"),
+            &with_token,
+            &[("origin", "null")],
+        )
+        .await;
+    assert_eq!(r.status(), StatusCode::FORBIDDEN);
+    assert_eq!(
+        api_get(&app, "/v1/bots/acme").await.0,
+        StatusCode::NOT_FOUND
+    );
+    let r = Browser::new()
+        .submit(
+            &app.url("/console/sign-in"),
+            &[("key", &app.operator_key)],
+            &[("origin", "null"), ("sec-fetch-site", "same-origin")],
+        )
+        .await;
+    assert_eq!(r.status(), StatusCode::SEE_OTHER, "our own sign-in form");
     // Sign-in from another site is refused too (login CSRF).
     let r = Browser::new()
         .submit(
