@@ -766,3 +766,37 @@ pub async fn replay(
     );
     act(&state, &signed, &bot, &body, "replayed", run).await
 }
+
+/// A new integration from the bot's page; the API's refusal (e.g. no app for the provider yet)
+/// is shown there.
+pub async fn create_integration(
+    State(state): State<AppState>,
+    signed: Signed,
+    Path(bot): Path<String>,
+    body: axum::body::Bytes,
+) -> Response {
+    let form = Form::parse(&body);
+    if let Some(r) = signed.refused(&form) {
+        return r;
+    }
+    let name = form.text("name");
+    let req = json!({"provider": form.text("provider")});
+    let a = answer(
+        admin::put_integration(
+            State(state.clone()),
+            signed.caller.clone(),
+            Path((bot.clone(), name.clone())),
+            json_body(&req),
+        )
+        .await,
+    )
+    .await;
+    if a.ok() {
+        return done(&format!("/console/bots/{bot}/integrations/{name}"), "saved");
+    }
+    let extra = Extra {
+        problem: Some(a),
+        ..Extra::default()
+    };
+    page(&state, &signed, &bot, None, extra).await
+}

@@ -65,34 +65,6 @@ struct Extra {
     link: Option<String>,
 }
 
-pub async fn create(
-    State(state): State<AppState>,
-    signed: Signed,
-    Path(bot): Path<String>,
-    body: axum::body::Bytes,
-) -> Response {
-    let form = Form::parse(&body);
-    if let Some(r) = signed.refused(&form) {
-        return r;
-    }
-    let name = form.text("name");
-    let req = json!({"provider": form.text("provider")});
-    let a = answer(
-        admin::put_integration(
-            State(state),
-            signed.caller.clone(),
-            Path((bot.clone(), name.clone())),
-            json_body(&req),
-        )
-        .await,
-    )
-    .await;
-    if a.ok() {
-        return done(&base(&bot, &name), "saved");
-    }
-    failed(&signed, &a)
-}
-
 pub async fn show(
     State(state): State<AppState>,
     signed: Signed,

@@ -64,7 +64,7 @@ pub fn router() -> Router<AppState> {
         )
         .route(
             "/console/bots/{bot}/integrations",
-            post(integrations::create),
+            post(bots::create_integration),
         )
         .route(
             "/console/bots/{bot}/integrations/{name}",
