@@ -33,6 +33,44 @@ pub struct Settings {
     pub webhooks: WebhookSettings,
     pub tokens: TokenSettings,
     pub system_apps: SystemApps,
+    pub rate_limits: RateLimits,
+}
+
+/// Requests per minute (smooth: GCRA, bursts up to the limit), shared by every replica through
+/// the store. API keys are limited per key, the browser's pages per client address. The webhook
+/// and channel workers are never limited.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RateLimits {
+    pub enabled: bool,
+    /// Per runtime key (sessions, tokens).
+    pub runtime_per_minute: u32,
+    /// Per admin key, and for the operator key.
+    pub admin_per_minute: u32,
+    /// Per client address: link pages, provider and binding callbacks.
+    pub browser_per_minute: u32,
+    /// Per client address: console sign-in attempts.
+    pub sign_in_per_minute: u32,
+    /// Per client address: API calls with a missing or unknown key (key guessing).
+    pub unauthenticated_per_minute: u32,
+    /// Behind this many trusted proxies, the client address is the `X-Forwarded-For` entry
+    /// this many places from its end. 0: the connection's own address (the header is ignored,
+    /// so it cannot be spoofed).
+    pub trusted_proxy_hops: usize,
+}
+
+impl Default for RateLimits {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            runtime_per_minute: 60_000,
+            admin_per_minute: 600,
+            browser_per_minute: 120,
+            sign_in_per_minute: 10,
+            unauthenticated_per_minute: 60,
+            trusted_proxy_hops: 0,
+        }
+    }
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -262,6 +300,7 @@ impl Default for Settings {
             webhooks: WebhookSettings::default(),
             tokens: TokenSettings::default(),
             system_apps: SystemApps::default(),
+            rate_limits: RateLimits::default(),
         }
     }
 }
@@ -413,6 +452,21 @@ impl Settings {
                 app_config(a, crate::domain::bot::ProviderKind::Oauth2),
             )
         });
+        let r = &self.rate_limits;
+        for (name, per_minute) in [
+            ("runtime_per_minute", r.runtime_per_minute),
+            ("admin_per_minute", r.admin_per_minute),
+            ("browser_per_minute", r.browser_per_minute),
+            ("sign_in_per_minute", r.sign_in_per_minute),
+            ("unauthenticated_per_minute", r.unauthenticated_per_minute),
+        ] {
+            if r.enabled && per_minute == 0 {
+                p.add(
+                    &format!("rate_limits.{name}"),
+                    "must be at least 1 (set rate_limits.enabled = false to turn limits off)",
+                );
+            }
+        }
 
         if !p.0.is_empty() {
             return Err(p.0);
@@ -456,6 +510,7 @@ impl Settings {
             proactive_refresh: self.tokens.proactive_refresh,
             salesforce,
             oauth2,
+            rate_limits: self.rate_limits,
         })
     }
 }
@@ -498,6 +553,7 @@ pub struct Config {
     pub proactive_refresh: bool,
     pub salesforce: Option<AppConfig>,
     pub oauth2: Option<AppConfig>,
+    pub rate_limits: RateLimits,
 }
 
 impl Config {

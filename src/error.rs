@@ -36,6 +36,9 @@ pub enum ApiError {
     /// The provider could not refresh right now (network, 5xx, rate limit); the grant is kept.
     #[error("the provider is unavailable ({0}); retry shortly")]
     ProviderUnavailable(String),
+    /// Over a rate limit; retry after this many seconds.
+    #[error("too many requests; retry in {0} s")]
+    TooManyRequests(u64),
     #[error("internal error")]
     Internal(#[source] anyhow::Error),
 }
@@ -58,6 +61,7 @@ impl ApiError {
             ApiError::ProviderUnavailable(_) => {
                 (StatusCode::SERVICE_UNAVAILABLE, "provider_unavailable")
             }
+            ApiError::TooManyRequests(_) => (StatusCode::TOO_MANY_REQUESTS, "rate_limited"),
             ApiError::Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, "internal"),
         }
     }

@@ -141,6 +141,8 @@ impl Application {
             listener: Some(self.listener),
             stop: cancel.clone(),
         };
+        // The connection's address, for per-client rate limits.
+        let app = app.into_make_service_with_connect_info::<Peer>();
         let served = axum::serve(listener, app)
             .with_graceful_shutdown(shutdown)
             .await
@@ -170,6 +172,16 @@ async fn upkeep(store: Arc<dyn Store>, cancel: CancellationToken) {
         if let Ok(n) = store.backlog().await {
             metrics::gauge!("authlink_webhook_queue_depth").set(n as f64);
         }
+    }
+}
+
+/// The address a connection came from (`ConnectInfo<Peer>`), for per-client rate limits.
+#[derive(Clone, Copy, Debug)]
+pub struct Peer(pub std::net::SocketAddr);
+
+impl axum::extract::connect_info::Connected<axum::serve::IncomingStream<'_, Draining>> for Peer {
+    fn connect_info(stream: axum::serve::IncomingStream<'_, Draining>) -> Self {
+        Peer(*stream.remote_addr())
     }
 }
 

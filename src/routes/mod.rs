@@ -9,6 +9,7 @@ pub mod callback;
 pub mod channels;
 pub mod health;
 pub mod interactions;
+pub mod limit;
 pub mod link;
 mod observe;
 pub mod pages;
@@ -165,6 +166,7 @@ impl utoipa::Modify for BearerAuth {
 /// under the same layers.
 pub fn router(state: AppState, pages: Router<AppState>) -> Router {
     let config = state.config.clone();
+    let limited = state.clone();
     // Long-polls hold a request for up to `max_wait`; the deadline covers that plus the work.
     let deadline = config.request_timeout + config.max_wait;
     let (api_router, openapi) = OpenApiRouter::with_openapi(ApiDoc::openapi())
@@ -223,7 +225,7 @@ pub fn router(state: AppState, pages: Router<AppState>) -> Router {
         )
         .merge(pages)
         .fallback(|| async { ApiError::NotFound("route") })
-        .with_state(state)
+        .with_state(state.clone())
         // One stack, applied to the routes once (each `Router::layer` call would box every route
         // again: a service clone and a boxed future per layer per request). Outermost first.
         .layer(
@@ -242,6 +244,8 @@ pub fn router(state: AppState, pages: Router<AppState>) -> Router {
                     deadline + Duration::from_secs(1),
                 ))
                 // The limit is enforced where the body is read, so that 413 is our problem+json too.
-                .layer(DefaultBodyLimit::max(config.body_limit)),
+                .layer(DefaultBodyLimit::max(config.body_limit))
+                // Innermost: limited requests are still traced, counted and time-bounded.
+                .layer(axum::middleware::from_fn_with_state(limited, limit::layer)),
         )
 }

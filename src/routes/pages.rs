@@ -49,6 +49,8 @@ pub enum Msg {
     BrowserBody,
     CodeTitle,
     CodeBody,
+    TooManyTitle,
+    TooManyBody,
 }
 
 fn text(lang: Lang, msg: Msg) -> &'static str {
@@ -187,6 +189,16 @@ fn text(lang: Lang, msg: Msg) -> &'static str {
         (BrowserBody, Es) => {
             "El inicio de sesión debe terminar en el navegador donde abrió el enlace. Vuelva a abrir el enlace."
         }
+        (TooManyTitle, En) => "Too many attempts",
+        (TooManyTitle, De) => "Zu viele Versuche",
+        (TooManyTitle, Fr) => "Trop de tentatives",
+        (TooManyTitle, Es) => "Demasiados intentos",
+        (TooManyBody, En) => "Please wait {seconds} seconds, then try again.",
+        (TooManyBody, De) => {
+            "Bitte warten Sie {seconds} Sekunden und versuchen Sie es dann erneut."
+        }
+        (TooManyBody, Fr) => "Veuillez patienter {seconds} secondes, puis réessayez.",
+        (TooManyBody, Es) => "Espere {seconds} segundos y vuelva a intentarlo.",
     }
 }
 

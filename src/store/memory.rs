@@ -22,6 +22,7 @@ use crate::domain::channel::{ChannelConfig, ChannelDelivery, ChannelName};
 use crate::domain::console::ConsoleSession;
 use crate::domain::event::Event;
 use crate::domain::grant::Grant;
+use crate::domain::rate::{Quota, Verdict};
 use crate::domain::session::{Attempt, Session, Status};
 use crate::domain::{BotId, IntegrationName, Partition, SessionId, Subject};
 
@@ -79,6 +80,8 @@ struct Data {
     locks: HashMap<GrantKey, (String, OffsetDateTime)>,
     /// Console sign-ins by the SHA-256 of their cookie's id.
     console: HashMap<String, ConsoleSession>,
+    /// Rate limits: key → arrival time ms (GCRA).
+    rates: HashMap<String, u64>,
     writes: u64,
 }
 
@@ -990,5 +993,24 @@ impl Store for MemoryStore {
     async fn delete_console_session(&self, id_hash: &str) -> Result<(), StoreError> {
         self.data().console.remove(id_hash);
         Ok(())
+    }
+
+    async fn rate_limit(
+        &self,
+        key: &str,
+        quota: Quota,
+        now: OffsetDateTime,
+    ) -> Result<Verdict, StoreError> {
+        let now_ms = crate::clock::unix_ms(now).max(0) as u64;
+        let mut d = self.data();
+        if d.rates.len() > 100_000 {
+            // Whole again (arrival time passed): the same as absent.
+            d.rates.retain(|_, tat| *tat > now_ms);
+        }
+        let (verdict, tat) = crate::domain::rate::step(quota, d.rates.get(key).copied(), now_ms);
+        if verdict.allowed {
+            d.rates.insert(key.to_owned(), tat);
+        }
+        Ok(verdict)
     }
 }

@@ -24,6 +24,7 @@ use crate::domain::channel::{ChannelConfig, ChannelDelivery, ChannelName};
 use crate::domain::console::ConsoleSession;
 use crate::domain::event::Event;
 use crate::domain::grant::Grant;
+use crate::domain::rate::{Quota, Verdict};
 use crate::domain::session::{Attempt, BindingResult, Session, SessionError, Status};
 use crate::domain::{BotId, IntegrationName, Partition, SessionId, Subject};
 pub use lease::{Held, Lease};
@@ -411,6 +412,14 @@ pub trait Store: Send + Sync + 'static {
         id_hash: &str,
     ) -> Result<Option<ConsoleSession>, StoreError>;
     async fn delete_console_session(&self, id_hash: &str) -> Result<(), StoreError>;
+
+    /// One rate-limit step for `key` (GCRA, `domain::rate`) at `now`, atomic across replicas.
+    async fn rate_limit(
+        &self,
+        key: &str,
+        quota: Quota,
+        now: OffsetDateTime,
+    ) -> Result<Verdict, StoreError>;
 }
 
 /// Session record lifetime in the store: until it expires, plus the retention period.

@@ -19,6 +19,7 @@
 //! | `P:i:<bot>:<sha256(key)>` | string, PX | idempotency key → `<session or "-"> <fingerprint>` |
 //! | `P:{b:<bot>}:bot`, `:ints`, `:profiles`, `:channels`, `:whsec` (hashes), `:keys` (hash id → key hash) | | tenancy |
 //! | `P:k:<sha256(key)>` | string | API key lookup |
+//! | `P:rl:<class>:<id>` | string: arrival time ms (GCRA), PX until the quota is whole | a rate limit |
 //! | `P:cs:<sha256(cookie id)>` | string: console session JSON, PX | a signed-in console browser |
 //! | `P:bots` | zset bot id → 0 (read by lex range) | every bot |
 //! | `P:indexed` | hash `bots`, `grants` → `1` | the one-time backfills of the two indexes above are done |
@@ -60,6 +61,7 @@ use crate::domain::channel::{ChannelConfig, ChannelDelivery, ChannelName};
 use crate::domain::console::ConsoleSession;
 use crate::domain::event::Event;
 use crate::domain::grant::Grant;
+use crate::domain::rate::{Quota, Verdict};
 use crate::domain::session::{Attempt, BindingResult, Session, SessionError, SessionSpec, Status};
 use crate::domain::{BotId, IntegrationName, Partition, SessionId, Subject};
 use time::OffsetDateTime;
@@ -211,6 +213,18 @@ end
 return 1
 "#;
 
+/// One GCRA step (`domain::rate::step`, the same arithmetic). KEYS: the limited thing's arrival
+/// time. ARGV: now ms, interval ms, window ms. → {allowed 0|1, remaining, reset ms}.
+const RATE: &str = r#"
+local now, interval, window = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])
+local tat = tonumber(redis.call('GET', KEYS[1]) or now)
+if tat < now then tat = now end
+local nxt = tat + interval
+if nxt > now + window then return {0, 0, nxt - now - window} end
+redis.call('SET', KEYS[1], nxt, 'PX', nxt - now)
+return {1, math.floor((now + window - nxt) / interval), nxt - now}
+"#;
+
 /// Renew leases still held. KEYS: index. ARGV: held-until ms, new until ms, members…
 const RENEW: &str = r#"
 local n = 0
@@ -240,6 +254,7 @@ pub struct RedisStore {
     lock_owner: Arc<Script>,
     renew: Arc<Script>,
     record_delivery: Arc<Script>,
+    rate: Arc<Script>,
     /// Whether this replica knows the bots and grants indexes to be complete (`backfilled`).
     indexed: Arc<[std::sync::atomic::AtomicBool; 2]>,
 }
@@ -283,6 +298,7 @@ impl RedisStore {
             lock_owner: Arc::new(Script::new(LOCK_OWNER)),
             renew: Arc::new(Script::new(RENEW)),
             record_delivery: Arc::new(Script::new(RECORD_DELIVERY)),
+            rate: Arc::new(Script::new(RATE)),
             indexed: Arc::default(),
         };
         tokio::spawn(subscribe(
@@ -411,6 +427,9 @@ impl RedisStore {
     }
     fn api_key_key(&self, hash: &str) -> String {
         format!("{}:k:{hash}", self.prefix)
+    }
+    fn rate_key(&self, key: &str) -> String {
+        format!("{}:rl:{key}", self.prefix)
     }
     fn console_key(&self, id_hash: &str) -> String {
         format!("{}:cs:{id_hash}", self.prefix)
@@ -2076,6 +2095,28 @@ impl Store for RedisStore {
             .del::<_, ()>(self.console_key(id_hash))
             .await
             .map_err(unavailable)
+    }
+
+    async fn rate_limit(
+        &self,
+        key: &str,
+        quota: Quota,
+        now: OffsetDateTime,
+    ) -> Result<Verdict, StoreError> {
+        let (allowed, remaining, reset): (u8, u64, u64) = self
+            .rate
+            .key(self.rate_key(key))
+            .arg(unix_ms(now))
+            .arg(quota.interval_ms())
+            .arg(quota.window_ms())
+            .invoke_async(&mut self.conn())
+            .await
+            .map_err(unavailable)?;
+        Ok(Verdict {
+            allowed: allowed == 1,
+            remaining: remaining.min(u64::from(u32::MAX)) as u32,
+            reset: Duration::from_millis(reset),
+        })
     }
 }
 

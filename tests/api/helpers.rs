@@ -75,6 +75,9 @@ pub struct Options {
     pub salesforce_introspect: bool,
     /// The lease on claimed work (`webhooks.visibility_timeout_seconds`).
     pub lease_seconds: u64,
+    /// Rate limits (off unless a test turns them on: most tests make many calls from one
+    /// address with one key).
+    pub rate_limits: Option<authlink::config::RateLimits>,
 }
 
 #[derive(Clone, Copy)]
@@ -98,6 +101,7 @@ impl Default for Options {
             oidc: None,
             salesforce_introspect: false,
             lease_seconds: 5,
+            rate_limits: None,
         }
     }
 }
@@ -125,6 +129,10 @@ pub async fn spawn_with(opts: Options) -> TestApp {
         ..Settings::default()
     };
     keys.apply(&mut settings);
+    settings.rate_limits = opts.rate_limits.unwrap_or(authlink::config::RateLimits {
+        enabled: false,
+        ..Default::default()
+    });
     // Webhooks on a compressed schedule: three quick retries, then a dead letter.
     settings.webhooks.retry_schedule_seconds = vec![0.05, 0.1, 0.1];
     settings.webhooks.poll_interval_ms = 20;

@@ -18,6 +18,7 @@ mod examples_py;
 mod examples_ts;
 mod fakes;
 mod helpers;
+mod limits;
 mod link;
 mod lists;
 mod modes;

@@ -1,0 +1,240 @@
+//! Rate limits at the edge, before any handler: API calls per key (runtime and admin keys
+//! separately, the operator key with the admins), API calls without a valid key per client
+//! address (key guessing), the browser's pages per client address (link tokens, callbacks,
+//! console sign-in). One atomic store step per request (GCRA, shared by every replica). Limited
+//! requests get `429` with `Retry-After`; every limited class answers with the IETF `RateLimit`
+//! and `RateLimit-Policy` headers. The webhook and channel workers send, they are never limited.
+//! A store that cannot answer does not stop traffic (fail open, counted).
+
+use std::net::IpAddr;
+
+use axum::extract::{ConnectInfo, Request, State};
+use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+
+use super::pages::{Lang, Msg, Page};
+use crate::config::RateLimits;
+use crate::crypto::{ct_eq, sha256_hex};
+use crate::domain::bot::KeyRole;
+use crate::domain::rate::{Quota, Verdict};
+use crate::error::ApiError;
+use crate::flow::AppState;
+
+/// What one request counts against.
+struct Bucket {
+    class: &'static str,
+    id: String,
+    quota: Quota,
+    /// A person's browser: answer with a page, not problem+json.
+    browser: bool,
+}
+
+fn per_minute(limit: u32) -> Quota {
+    Quota {
+        limit,
+        window: std::time::Duration::from_secs(60),
+    }
+}
+
+/// The client's address: the connection's, or behind `trusted_proxy_hops` proxies the
+/// `X-Forwarded-For` entry that many places from its end (the address the nearest trusted proxy
+/// saw). A header it cannot use falls back to the connection's address.
+fn client_address(limits: &RateLimits, req: &Request) -> String {
+    let peer = req
+        .extensions()
+        .get::<ConnectInfo<crate::startup::Peer>>()
+        .map(|c| c.0.0.ip());
+    let forwarded = (limits.trusted_proxy_hops > 0)
+        .then(|| forwarded_for(req.headers(), limits.trusted_proxy_hops))
+        .flatten();
+    forwarded
+        .or(peer)
+        .map_or_else(|| "unknown".to_owned(), |ip| ip.to_string())
+}
+
+fn forwarded_for(headers: &HeaderMap, hops: usize) -> Option<IpAddr> {
+    let entries: Vec<&str> = headers
+        .get_all("x-forwarded-for")
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .map(str::trim)
+        .collect();
+    let at = entries.len().checked_sub(hops)?;
+    entries[at].parse().ok()
+}
+
+/// What the limiter needs of a request, read before any await (a request body is not `Sync`).
+struct Seen {
+    path: String,
+    post: bool,
+    bearer: Option<String>,
+    client: String,
+}
+
+fn seen(limits: &RateLimits, req: &Request) -> Seen {
+    let bearer = req
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| {
+            v.strip_prefix("Bearer ")
+                .or_else(|| v.strip_prefix("bearer "))
+        })
+        .map(str::trim)
+        .filter(|k| !k.is_empty() && k.len() <= 256)
+        .map(str::to_owned);
+    Seen {
+        path: req.uri().path().to_owned(),
+        post: req.method() == Method::POST,
+        bearer,
+        client: client_address(limits, req),
+    }
+}
+
+async fn bucket(state: &AppState, r: Seen) -> Option<Bucket> {
+    let limits = &state.config.rate_limits;
+    let path = r.path.as_str();
+    let by_address = |class, limit, browser| Bucket {
+        class,
+        id: r.client.clone(),
+        quota: per_minute(limit),
+        browser,
+    };
+    if path.starts_with("/l/") || path.starts_with("/oauth/") {
+        return Some(by_address("browser", limits.browser_per_minute, true));
+    }
+    if path == "/console/sign-in" && r.post {
+        return Some(by_address("sign_in", limits.sign_in_per_minute, true));
+    }
+    if !path.starts_with("/v1/") {
+        return None;
+    }
+    let unauthenticated =
+        || by_address("unauthenticated", limits.unauthenticated_per_minute, false);
+    let Some(key) = &r.bearer else {
+        return Some(unauthenticated());
+    };
+    let hash = sha256_hex(key.as_bytes());
+    if ct_eq(&hash, &state.config.operator_key_sha256) {
+        return Some(Bucket {
+            class: "admin",
+            id: "operator".into(),
+            quota: per_minute(limits.admin_per_minute),
+            browser: false,
+        });
+    }
+    // The same (cached) lookup the caller's extractor then makes.
+    match state.store.find_api_key(&hash).await {
+        Ok(Some(k)) => {
+            let (class, limit) = match k.role {
+                KeyRole::Admin => ("admin", limits.admin_per_minute),
+                KeyRole::Runtime => ("runtime", limits.runtime_per_minute),
+            };
+            Some(Bucket {
+                class,
+                id: k.id.clone(),
+                quota: per_minute(limit),
+                browser: false,
+            })
+        }
+        Ok(None) => Some(unauthenticated()),
+        Err(_) => None,
+    }
+}
+
+pub async fn layer(State(state): State<AppState>, req: Request, next: Next) -> Response {
+    if !state.config.rate_limits.enabled {
+        return next.run(req).await;
+    }
+    let Some(b) = bucket(&state, seen(&state.config.rate_limits, &req)).await else {
+        return next.run(req).await;
+    };
+    let key = format!("{}:{}", b.class, b.id);
+    let verdict = match state
+        .store
+        .rate_limit(&key, b.quota, state.clock.now())
+        .await
+    {
+        Ok(v) => v,
+        Err(e) => {
+            metrics::counter!("authlink_rate_limit_errors_total").increment(1);
+            tracing::warn!(error = %e, "rate limit unavailable; request let through");
+            return next.run(req).await;
+        }
+    };
+    let mut resp = if verdict.allowed {
+        next.run(req).await
+    } else {
+        metrics::counter!("authlink_rate_limited_total", "class" => b.class).increment(1);
+        tracing::info!(class = b.class, "rate limited");
+        refused(&b, &verdict, Lang::pick(None, req.headers()))
+    };
+    set_headers(resp.headers_mut(), &b, &verdict);
+    resp
+}
+
+/// Whole seconds, rounded up (a client told 0 would retry at once).
+fn seconds(d: std::time::Duration) -> u64 {
+    d.as_millis().div_ceil(1000) as u64
+}
+
+fn refused(b: &Bucket, v: &Verdict, lang: Lang) -> Response {
+    let wait = seconds(v.reset).max(1);
+    let mut resp = if b.browser {
+        let mut page = Page::new(
+            StatusCode::TOO_MANY_REQUESTS,
+            lang,
+            Msg::TooManyTitle,
+            Msg::TooManyBody,
+        );
+        page.vars.push(("seconds", wait.to_string()));
+        page.into_response()
+    } else {
+        ApiError::TooManyRequests(wait).into_response()
+    };
+    if let Ok(v) = HeaderValue::from_str(&wait.to_string()) {
+        resp.headers_mut().insert(header::RETRY_AFTER, v);
+    }
+    resp
+}
+
+/// `RateLimit-Policy` and `RateLimit` (draft-ietf-httpapi-ratelimit-headers): the quota, and
+/// what is left of it with the seconds until it is whole (or, refused, until the next request).
+fn set_headers(h: &mut HeaderMap, b: &Bucket, v: &Verdict) {
+    let policy = format!(
+        "\"{}\";q={};w={}",
+        b.class,
+        b.quota.limit,
+        b.quota.window.as_secs()
+    );
+    let now = format!("\"{}\";r={};t={}", b.class, v.remaining, seconds(v.reset));
+    for (name, value) in [("ratelimit-policy", policy), ("ratelimit", now)] {
+        if let Ok(value) = HeaderValue::from_str(&value) {
+            h.insert(name, value);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_client_is_the_entry_the_nearest_trusted_proxy_added() {
+        let mut h = HeaderMap::new();
+        h.append(
+            "x-forwarded-for",
+            HeaderValue::from_static("6.6.6.6, 1.2.3.4"),
+        );
+        h.append("x-forwarded-for", HeaderValue::from_static("10.0.0.2"));
+        // client (spoofed 6.6.6.6 first), then the CDN saw 1.2.3.4, the LB saw the CDN 10.0.0.2.
+        assert_eq!(forwarded_for(&h, 1), Some("10.0.0.2".parse().unwrap()));
+        assert_eq!(forwarded_for(&h, 2), Some("1.2.3.4".parse().unwrap()));
+        assert_eq!(forwarded_for(&h, 4), None);
+        let mut bad = HeaderMap::new();
+        bad.insert("x-forwarded-for", HeaderValue::from_static("not-an-ip"));
+        assert_eq!(forwarded_for(&bad, 1), None);
+    }
+}
