@@ -68,8 +68,14 @@ impl Application {
         listener: TcpListener,
         clock: Clock,
     ) -> Self {
-        let config_timeout = config.provider_timeout;
-        let state = AppState::new(Arc::new(config), store, http_client(config_timeout), clock);
+        // Provider and issuer calls reach public addresses only when private networks are denied
+        // (URLs in custom profiles and identity issuers are the tenants').
+        let resolver = config
+            .webhooks
+            .deny_private_networks
+            .then(|| Arc::new(crate::webhook::PublicOnlyResolver));
+        let http = http_client(config.provider_timeout, resolver);
+        let state = AppState::new(Arc::new(config), store, http, clock);
         Self {
             listener,
             state,

@@ -99,12 +99,21 @@ async fn send(
 }
 
 /// The HTTP client for provider calls: no redirects, bounded time.
-pub fn http_client(timeout: Duration) -> reqwest::Client {
-    reqwest::Client::builder()
+/// `resolver`: names resolved only through it (e.g. to public addresses only, against SSRF
+/// through tenant-configured URLs — custom profiles, identity issuers).
+pub fn http_client<R: reqwest::dns::Resolve + 'static>(
+    timeout: Duration,
+    resolver: Option<std::sync::Arc<R>>,
+) -> reqwest::Client {
+    let mut builder = reqwest::Client::builder()
         .redirect(reqwest::redirect::Policy::none())
         .timeout(timeout)
         .connect_timeout(timeout.min(Duration::from_secs(5)))
-        .user_agent(concat!("authlink/", env!("CARGO_PKG_VERSION")))
+        .user_agent(concat!("authlink/", env!("CARGO_PKG_VERSION")));
+    if let Some(r) = resolver {
+        builder = builder.dns_resolver(r);
+    }
+    builder
         .build()
         .expect("static reqwest configuration is valid")
 }

@@ -130,7 +130,8 @@ fn check_hosts(field: &str, hosts: &[String]) -> Result<(), ApiError> {
 }
 
 /// A URL the daemon will call (a provider, an issuer, a chat API): https — plain http only for
-/// loopback hosts in a local trial — and no credentials in it.
+/// loopback hosts in a local trial — no credentials in it, and (with
+/// `webhooks.deny_private_networks`, on by default over https) no private or loopback host.
 pub(crate) fn check_url(state: &AppState, field: &str, url: &Url) -> Result<(), ApiError> {
     // https outside local mode (a daemon served over plain http is a local trial).
     let ok = if state.config.is_https() {
@@ -144,6 +145,11 @@ pub(crate) fn check_url(state: &AppState, field: &str, url: &Url) -> Result<(), 
     if !url.username().is_empty() || url.password().is_some() {
         return Err(ApiError::Invalid(format!(
             "{field} must not contain credentials"
+        )));
+    }
+    if state.config.webhooks.deny_private_networks && crate::webhook::names_private_host(url) {
+        return Err(ApiError::Invalid(format!(
+            "{field} must not point to a private or loopback address"
         )));
     }
     Ok(())
@@ -174,8 +180,13 @@ pub async fn put_bot(
     let id = crate::domain::BotId::parse(&bot).map_err(|e| ApiError::Invalid(e.to_string()))?;
     caller.operator(&id)?;
     let body: BotBody = body.parse()?;
-    if body.name.trim().is_empty() || body.name.len() > 200 {
-        return Err(ApiError::Invalid("name must be 1-200 characters".into()));
+    if body.name.trim().is_empty()
+        || body.name.len() > 200
+        || body.name.chars().any(char::is_control)
+    {
+        return Err(ApiError::Invalid(
+            "name must be 1-200 characters without control characters".into(),
+        ));
     }
     if let Some(url) = &body.webhook_url {
         check_webhook_url(url)?;
@@ -278,9 +289,13 @@ pub async fn create_api_key(
     } else {
         serde_json::from_slice(&body).map_err(|e| ApiError::Invalid(e.to_string()))?
     };
-    if body.name.as_ref().is_some_and(|n| n.len() > 200) {
+    if body
+        .name
+        .as_ref()
+        .is_some_and(|n| n.len() > 200 || n.chars().any(char::is_control))
+    {
         return Err(ApiError::Invalid(
-            "name must be at most 200 characters".into(),
+            "name must be at most 200 characters, without control characters".into(),
         ));
     }
     let secret = format!("alk_{}", random_token::<32>());

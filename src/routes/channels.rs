@@ -82,17 +82,6 @@ fn default_url(s: &str) -> Url {
     Url::parse(s).expect("static default URLs parse")
 }
 
-/// The common rules for URLs the daemon calls, and no private addresses where those are denied.
-fn check_url(state: &AppState, field: &str, url: &Url) -> Result<(), ApiError> {
-    super::admin::check_url(state, field, url)?;
-    if state.config.webhooks.deny_private_networks && crate::webhook::names_private_host(url) {
-        return Err(ApiError::Invalid(format!(
-            "{field} must not point to a private or loopback address"
-        )));
-    }
-    Ok(())
-}
-
 fn check_secret(field: &str, secret: &Option<String>, max: usize) -> Result<(), ApiError> {
     match secret {
         Some(s) if s.is_empty() || s.len() > max || s.chars().any(char::is_control) => Err(
@@ -127,7 +116,7 @@ struct Settled {
 fn settle(state: &AppState, body: ChannelBody) -> Result<Settled, ApiError> {
     let url = |field: &str, v: Option<Url>, default: &str| -> Result<Url, ApiError> {
         let u = v.unwrap_or_else(|| default_url(default));
-        check_url(state, field, &u)?;
+        super::admin::check_url(state, field, &u)?;
         Ok(u)
     };
     let mut signing_secret = None;
@@ -250,11 +239,11 @@ fn settle(state: &AppState, body: ChannelBody) -> Result<Settled, ApiError> {
             access_token,
         } => {
             check_secret("access_token", &access_token, 2048)?;
-            check_url(state, "homeserver_url", &homeserver_url)?;
+            super::admin::check_url(state, "homeserver_url", &homeserver_url)?;
             (ChannelSettings::Matrix { homeserver_url }, access_token)
         }
         ChannelBody::Webhook { url: gateway } => {
-            check_url(state, "url", &gateway)?;
+            super::admin::check_url(state, "url", &gateway)?;
             (ChannelSettings::Webhook { url: gateway }, None)
         }
     };

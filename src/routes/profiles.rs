@@ -50,8 +50,10 @@ fn validate(state: &AppState, b: &ProfileBody) -> Result<(), ApiError> {
     if b.kind.as_deref().is_some_and(|k| k != "oauth2") {
         return Err(ApiError::Invalid("type must be oauth2".into()));
     }
-    if b.name.trim().is_empty() || b.name.len() > 200 {
-        return Err(ApiError::Invalid("name must be 1-200 characters".into()));
+    if b.name.trim().is_empty() || b.name.len() > 200 || b.name.chars().any(char::is_control) {
+        return Err(ApiError::Invalid(
+            "name must be 1-200 characters without control characters".into(),
+        ));
     }
     if b.client_id.is_empty() || b.client_id.len() > 512 {
         return Err(ApiError::Invalid(

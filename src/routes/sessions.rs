@@ -88,6 +88,31 @@ fn check_text(field: &str, v: &Option<String>, max: usize) -> Result<(), ApiErro
     }
 }
 
+/// How deep a session's `context` may nest: it is echoed in every event, and JSON parsers
+/// (serde_json's included, at 128) refuse documents nested much deeper.
+const MAX_CONTEXT_DEPTH: usize = 32;
+
+/// The nesting depth of a JSON text known to be valid (brackets outside strings).
+fn json_depth(json: &str) -> usize {
+    let (mut depth, mut max, mut in_string, mut escaped) = (0usize, 0, false, false);
+    for b in json.bytes() {
+        match (in_string, escaped, b) {
+            (true, true, _) => escaped = false,
+            (true, false, b'\\') => escaped = true,
+            (true, false, b'"') => in_string = false,
+            (true, false, _) => {}
+            (false, _, b'"') => in_string = true,
+            (false, _, b'[' | b'{') => {
+                depth += 1;
+                max = max.max(depth);
+            }
+            (false, _, b']' | b'}') => depth = depth.saturating_sub(1),
+            _ => {}
+        }
+    }
+    max
+}
+
 /// Where the success page sends the person back: http(s), no user info (a URL such as
 /// `https://evil.com@chat.example.com` reads as another host to a person), on one of the bot's
 /// allowed hosts — or, for the console's own pre-authorize (`console`), a console page here.
@@ -285,6 +310,15 @@ pub(crate) async fn new_session(
     {
         return Err(ApiError::Invalid(format!(
             "context must be at most {MAX_CONTEXT} bytes of JSON"
+        )));
+    }
+    if req
+        .context
+        .as_ref()
+        .is_some_and(|c| json_depth(c.get()) > MAX_CONTEXT_DEPTH)
+    {
+        return Err(ApiError::Invalid(format!(
+            "context must not be nested deeper than {MAX_CONTEXT_DEPTH} levels"
         )));
     }
     if let Some(scopes) = &req.scopes {

@@ -18,6 +18,7 @@ mod examples_py;
 mod examples_ts;
 mod fakes;
 mod helpers;
+mod hostile;
 mod limits;
 mod link;
 mod lists;
