@@ -18,6 +18,7 @@ use crate::config::{Config, StoreConfig};
 use crate::flow::AppState;
 use crate::oauth::http_client;
 use crate::outbox::Dispatcher;
+use crate::routes::limit::Peer;
 use crate::routes::router;
 use crate::store::Store;
 use crate::store::memory::MemoryStore;
@@ -180,10 +181,6 @@ async fn upkeep(store: Arc<dyn Store>, cancel: CancellationToken) {
         }
     }
 }
-
-/// The address a connection came from (`ConnectInfo<Peer>`), for per-client rate limits.
-#[derive(Clone, Copy, Debug)]
-pub struct Peer(pub std::net::SocketAddr);
 
 impl axum::extract::connect_info::Connected<axum::serve::IncomingStream<'_, Draining>> for Peer {
     fn connect_info(stream: axum::serve::IncomingStream<'_, Draining>) -> Self {

@@ -28,6 +28,7 @@ use crate::domain::console::{ConsoleActor, ConsoleSession};
 use crate::domain::lang::Lang;
 use crate::error::ApiError;
 use crate::flow::AppState;
+use crate::routes::attempt::read_cookie;
 use crate::routes::auth::Caller;
 use crate::routes::pages::esc;
 use html::{Frame, input, notice, token};
@@ -108,17 +109,6 @@ fn cookie_name(state: &AppState) -> &'static str {
     }
 }
 
-fn cookie_value<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
-    headers
-        .get_all(header::COOKIE)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(';'))
-        .filter_map(|pair| pair.trim().split_once('='))
-        .find(|(k, _)| *k == name)
-        .map(|(_, v)| v)
-}
-
 fn lang_of(headers: &HeaderMap) -> Lang {
     Lang::pick(None, headers)
 }
@@ -181,7 +171,7 @@ impl FromRequestParts<AppState> for Signed {
         if parts.method != axum::http::Method::GET && cross_site(state, &parts.headers) {
             return Err(refused(lang));
         }
-        let Some(id) = cookie_value(&parts.headers, cookie_name(state)) else {
+        let Some(id) = read_cookie(&parts.headers, cookie_name(state)) else {
             return Err(SignInFirst(lang).into_response());
         };
         let session = state
@@ -368,7 +358,7 @@ async fn sign_out(
 ) -> Response {
     let lang = lang_of(&headers);
     let form = Form::parse(&body);
-    let Some(id) = cookie_value(&headers, cookie_name(&state)) else {
+    let Some(id) = read_cookie(&headers, cookie_name(&state)) else {
         return Redirect::to("/console?signed-out").into_response();
     };
     let id_hash = sha256_hex(id.as_bytes());

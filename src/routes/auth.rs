@@ -12,6 +12,19 @@ use crate::domain::bot::{ApiKey, KeyRole};
 use crate::error::ApiError;
 use crate::flow::AppState;
 
+/// The key in `Authorization: Bearer <key>`, if it has a plausible shape.
+pub fn bearer(headers: &axum::http::HeaderMap) -> Option<&str> {
+    headers
+        .get(AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| {
+            v.strip_prefix("Bearer ")
+                .or_else(|| v.strip_prefix("bearer "))
+        })
+        .map(str::trim)
+        .filter(|k| !k.is_empty() && k.len() <= 256)
+}
+
 #[derive(Clone)]
 pub enum Caller {
     Operator,
@@ -22,17 +35,7 @@ impl FromRequestParts<AppState> for Caller {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
-        let key = parts
-            .headers
-            .get(AUTHORIZATION)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| {
-                v.strip_prefix("Bearer ")
-                    .or_else(|| v.strip_prefix("bearer "))
-            })
-            .map(str::trim)
-            .filter(|k| !k.is_empty() && k.len() <= 256)
-            .ok_or(ApiError::Unauthorized)?;
+        let key = bearer(&parts.headers).ok_or(ApiError::Unauthorized)?;
         let hash = sha256_hex(key.as_bytes());
         if ct_eq(&hash, &state.config.operator_key_sha256) {
             return Ok(Caller::Operator);

@@ -21,6 +21,11 @@ use crate::domain::rate::{Quota, Verdict};
 use crate::error::ApiError;
 use crate::flow::AppState;
 
+/// The address a connection came from (`ConnectInfo<Peer>`, set by the server), for
+/// per-client limits.
+#[derive(Clone, Copy, Debug)]
+pub struct Peer(pub std::net::SocketAddr);
+
 /// What one request counts against.
 struct Bucket {
     class: &'static str,
@@ -43,7 +48,7 @@ fn per_minute(limit: u32) -> Quota {
 fn client_address(limits: &RateLimits, req: &Request) -> String {
     let peer = req
         .extensions()
-        .get::<ConnectInfo<crate::startup::Peer>>()
+        .get::<ConnectInfo<Peer>>()
         .map(|c| c.0.0.ip());
     let forwarded = (limits.trusted_proxy_hops > 0)
         .then(|| forwarded_for(req.headers(), limits.trusted_proxy_hops))
@@ -74,17 +79,7 @@ struct Seen {
 }
 
 fn seen(limits: &RateLimits, req: &Request) -> Seen {
-    let bearer = req
-        .headers()
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| {
-            v.strip_prefix("Bearer ")
-                .or_else(|| v.strip_prefix("bearer "))
-        })
-        .map(str::trim)
-        .filter(|k| !k.is_empty() && k.len() <= 256)
-        .map(str::to_owned);
+    let bearer = super::auth::bearer(req.headers()).map(str::to_owned);
     Seen {
         path: req.uri().path().to_owned(),
         post: req.method() == Method::POST,
