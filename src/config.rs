@@ -45,7 +45,9 @@ pub struct RateLimits {
     pub enabled: bool,
     /// Per runtime key (sessions, tokens).
     pub runtime_per_minute: u32,
-    /// Per admin key, and for the operator key.
+    /// For the operator key (it may do what every runtime and admin key may).
+    pub operator_per_minute: u32,
+    /// Per admin key.
     pub admin_per_minute: u32,
     /// Per client address: link pages, provider and binding callbacks.
     pub browser_per_minute: u32,
@@ -64,6 +66,7 @@ impl Default for RateLimits {
         Self {
             enabled: true,
             runtime_per_minute: 60_000,
+            operator_per_minute: 60_000,
             admin_per_minute: 600,
             browser_per_minute: 120,
             sign_in_per_minute: 10,
@@ -455,6 +458,7 @@ impl Settings {
         let r = &self.rate_limits;
         for (name, per_minute) in [
             ("runtime_per_minute", r.runtime_per_minute),
+            ("operator_per_minute", r.operator_per_minute),
             ("admin_per_minute", r.admin_per_minute),
             ("browser_per_minute", r.browser_per_minute),
             ("sign_in_per_minute", r.sign_in_per_minute),

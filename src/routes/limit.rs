@@ -1,5 +1,5 @@
 //! Rate limits at the edge, before any handler: API calls per key (runtime and admin keys
-//! separately, the operator key with the admins), API calls without a valid key per client
+//! separately, the operator key on its own), API calls without a valid key per client
 //! address (key guessing), the browser's pages per client address (link tokens, callbacks,
 //! console sign-in). One atomic store step per request (GCRA, shared by every replica). Limited
 //! requests get `429` with `Retry-After`; every limited class answers with the IETF `RateLimit`
@@ -114,9 +114,9 @@ async fn bucket(state: &AppState, r: Seen) -> Option<Bucket> {
     let hash = sha256_hex(key.as_bytes());
     if ct_eq(&hash, &state.config.operator_key_sha256) {
         return Some(Bucket {
-            class: "admin",
+            class: "operator",
             id: "operator".into(),
-            quota: per_minute(limits.admin_per_minute),
+            quota: per_minute(limits.operator_per_minute),
             browser: false,
         });
     }

@@ -13,6 +13,7 @@ fn limits(runtime: u32, admin: u32, browser: u32, hops: usize) -> authlink::conf
     authlink::config::RateLimits {
         enabled: true,
         runtime_per_minute: runtime,
+        operator_per_minute: 1000,
         admin_per_minute: admin,
         browser_per_minute: browser,
         sign_in_per_minute: 2,
@@ -71,12 +72,26 @@ async fn a_key_is_limited_on_every_replica_apart_from_other_keys_and_the_workers
     assert_eq!(header(&r, "ratelimit"), "\"runtime\";r=0;t=12");
     let body: Value = r.json().await.unwrap();
     assert_eq!(body["code"], "rate_limited");
-    // Another key of the same bot has its own budget, and so has the operator (admin class).
+    // Another key of the same bot has its own budget, and so have the operator and admin keys.
     assert_eq!(
         connection(&app, &second).await.status(),
         StatusCode::NOT_FOUND
     );
     let r = connection(&app, &app.operator_key).await;
+    assert_eq!(header(&r, "ratelimit-policy"), "\"operator\";q=1000;w=60");
+    let admin: Value = app
+        .call(
+            Method::POST,
+            "/v1/bots/acme/api-keys",
+            &app.operator_key,
+            Some(serde_json::json!({"role": "admin"})),
+        )
+        .await
+        .json()
+        .await
+        .unwrap();
+    let r = connection(&app, admin["key"].as_str().unwrap()).await;
+    assert_eq!(r.status(), StatusCode::NOT_FOUND);
     assert_eq!(header(&r, "ratelimit-policy"), "\"admin\";q=100;w=60");
 
     // The workers are not limited: the second key's session is cancelled and its event sent.
