@@ -241,6 +241,8 @@ pub struct HttpSettings {
     pub request_timeout_seconds: u64,
     /// Timeout for calls to providers (token, identity, revoke).
     pub provider_timeout_seconds: u64,
+    /// A connection that has not sent a whole request head within this is closed (slowloris).
+    pub header_read_timeout_ms: u64,
     /// After SIGTERM: the listener closes at once, and connections already open are served for
     /// this long before idle ones are closed (in-flight requests always finish). A request that
     /// reached a just-accepted connection is answered instead of cut off.
@@ -253,6 +255,7 @@ impl Default for HttpSettings {
             body_limit_bytes: 64 * 1024,
             request_timeout_seconds: 30,
             provider_timeout_seconds: 15,
+            header_read_timeout_ms: 15_000,
             shutdown_drain_ms: 500,
         }
     }
@@ -505,6 +508,7 @@ impl Settings {
             request_timeout: Duration::from_secs(self.http.request_timeout_seconds),
             provider_timeout: Duration::from_secs(self.http.provider_timeout_seconds),
             shutdown_drain: Duration::from_millis(self.http.shutdown_drain_ms),
+            header_read_timeout: Duration::from_millis(self.http.header_read_timeout_ms.max(1)),
             webhooks,
             refresh: RefreshPolicy {
                 margin: Duration::from_secs(t.refresh_margin_seconds),
@@ -552,6 +556,7 @@ pub struct Config {
     pub request_timeout: Duration,
     pub provider_timeout: Duration,
     pub shutdown_drain: Duration,
+    pub header_read_timeout: Duration,
     pub webhooks: WebhookConfig,
     pub refresh: RefreshPolicy,
     pub proactive_refresh: bool,

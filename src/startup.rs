@@ -140,6 +140,7 @@ impl Application {
             .demo
             .as_ref()
             .map(|d| d.router(self.state.clock.clone()));
+        let header_timeout = self.state.config.header_read_timeout;
         let mut app = router(self.state, crate::console::router());
         if let Some(demo) = demo {
             app = app.merge(demo);
@@ -148,12 +149,7 @@ impl Application {
             listener: Some(self.listener),
             stop: cancel.clone(),
         };
-        // The connection's address, for per-client rate limits.
-        let app = app.into_make_service_with_connect_info::<Peer>();
-        let served = axum::serve(listener, app)
-            .with_graceful_shutdown(shutdown)
-            .await
-            .context("server error");
+        serve(listener, app, shutdown, header_timeout).await;
         cancel.cancel();
         if tokio::time::timeout(Duration::from_secs(30), workers.wait())
             .await
@@ -163,8 +159,52 @@ impl Application {
                 "workers did not stop within 30 s; their claimed deliveries return to the queue when the lease ends"
             );
         }
-        served
+        Ok(())
     }
+}
+
+/// Serve every connection `listener` accepts until `shutdown` completes; then stop accepting,
+/// let open connections finish their requests (idle ones close), and return when all are
+/// done. Each request carries its connection's address (`ConnectInfo<Peer>`); a connection
+/// that has not sent a whole request head within `header_timeout` is closed.
+async fn serve(
+    mut listener: Draining,
+    app: axum::Router,
+    shutdown: impl Future<Output = ()>,
+    header_timeout: Duration,
+) {
+    use hyper_util::rt::{TokioIo, TokioTimer};
+    let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+    let mut http = hyper::server::conn::http1::Builder::new();
+    http.timer(TokioTimer::new())
+        .header_read_timeout(header_timeout);
+    tokio::pin!(shutdown);
+    loop {
+        let (io, addr) = tokio::select! {
+            accepted = axum::serve::Listener::accept(&mut listener) => accepted,
+            () = &mut shutdown => break,
+        };
+        let peer = axum::extract::ConnectInfo(Peer(addr));
+        let svc = tower::ServiceExt::map_request(
+            app.clone(),
+            move |mut req: axum::http::Request<hyper::body::Incoming>| {
+                req.extensions_mut().insert(peer);
+                req
+            },
+        );
+        let conn = http.serve_connection(
+            TokioIo::new(io),
+            hyper_util::service::TowerToHyperService::new(svc),
+        );
+        let conn = graceful.watch(conn);
+        tokio::spawn(async move {
+            if let Err(e) = conn.await {
+                tracing::debug!(error = %e, "connection ended with an error");
+            }
+        });
+    }
+    drop(listener);
+    graceful.shutdown().await;
 }
 
 /// Housekeeping: histogram upkeep for the Prometheus recorder, and the queue-depth gauge.

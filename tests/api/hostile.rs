@@ -121,6 +121,29 @@ async fn a_slow_client_holding_a_half_sent_request_does_not_block_anyone() {
 }
 
 #[tokio::test]
+async fn a_request_head_that_never_ends_is_cut_off() {
+    let app = spawn_app().await;
+    let quick = app
+        .replica_with(|c| c.header_read_timeout = std::time::Duration::from_millis(300))
+        .await;
+    let mut slow = tokio::net::TcpStream::connect(addr(&quick)).await.unwrap();
+    slow.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\nX-Slow: ")
+        .await
+        .unwrap();
+    // The server closes it (the read ends); the hang guard only stops a broken test.
+    let mut out = Vec::new();
+    let closed = tokio::time::timeout(
+        std::time::Duration::from_secs(20),
+        slow.read_to_end(&mut out),
+    )
+    .await;
+    assert!(closed.is_ok(), "the slow connection is still open");
+    assert!(!String::from_utf8_lossy(&out).contains("200 OK"));
+    // A whole head in time is served.
+    assert_eq!(quick.status_of("/healthz").await, StatusCode::OK);
+}
+
+#[tokio::test]
 async fn nul_bytes_invalid_utf8_and_deep_json_get_a_problem_and_change_nothing() {
     let app = spawn_app().await;
     let key = app.setup_bot("acme").await;
