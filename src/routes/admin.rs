@@ -163,7 +163,7 @@ pub fn check_webhook_url(url: &Url) -> Result<(), ApiError> {
     Ok(())
 }
 
-#[utoipa::path(operation_id = "admin_put_bot", put, path = "/v1/bots/{bot}", tag = "bots", summary = "Create or update a bot (operator)", params(("bot" = String, Path)), request_body = BotBody, responses((status = 200, description = "200/201: the bot"), (status = "4XX", description = "problem+json (RFC 9457)")), security(("bearer" = [])))]
+#[utoipa::path(operation_id = "admin_put_bot", put, path = "/v1/bots/{bot}", tag = "bots", summary = "Create or update a bot (operator)", params(super::contract::BotPath), request_body = BotBody, responses((status = 200, description = "updated: the bot"), (status = 201, description = "created: the bot"), (status = 403, description = "this key may not do that (a bot key where the operator or an admin key is needed)"), (status = 404, description = "no such bot (or another bot's), or no such resource"), (status = 400, description = "malformed request (unreadable body, bad JSON or query)"), (status = 413, description = "body over the limit"), (status = 415, description = "not application/json"), (status = 422, description = "validation failed (the detail names the field)")), security(("bearer" = [])))]
 pub async fn put_bot(
     State(state): State<AppState>,
     caller: Caller,
@@ -206,7 +206,7 @@ pub async fn put_bot(
     Ok((status, Json(bot_view(&bot))))
 }
 
-#[utoipa::path(operation_id = "admin_get_bot", get, path = "/v1/bots/{bot}", tag = "bots", summary = "Read a bot", params(("bot" = String, Path)), responses((status = 200, description = "200: the bot"), (status = "4XX", description = "problem+json (RFC 9457)")), security(("bearer" = [])))]
+#[utoipa::path(operation_id = "admin_get_bot", get, path = "/v1/bots/{bot}", tag = "bots", summary = "Read a bot", params(super::contract::BotPath), responses((status = 200, description = "the bot"), (status = 404, description = "no such bot (or another bot's), or no such resource")), security(("bearer" = [])))]
 pub async fn get_bot(
     State(state): State<AppState>,
     caller: Caller,
@@ -222,7 +222,7 @@ pub async fn get_bot(
         .ok_or(ApiError::NotFound("bot"))
 }
 
-#[utoipa::path(operation_id = "admin_list_bots", get, path = "/v1/bots", tag = "bots", summary = "List the bots, sorted by id (operator)", params(("limit" = Option<u32>, Query, description = "1-200, default 50"), ("cursor" = Option<String>, Query, description = "next_cursor of the previous page")), responses((status = 200, description = "200: {bots, next_cursor}"), (status = "4XX", description = "problem+json (RFC 9457)")), security(("bearer" = [])))]
+#[utoipa::path(operation_id = "admin_list_bots", get, path = "/v1/bots", tag = "bots", summary = "List the bots, sorted by id (operator)", params(("limit" = Option<u32>, Query, minimum = 1, maximum = 200, description = "1-200, default 50"), ("cursor" = Option<String>, Query, pattern = "^[A-Za-z0-9_-]+$", description = "next_cursor of the previous page")), responses((status = 200, description = "{bots, next_cursor}"), (status = 403, description = "this key may not do that (a bot key where the operator or an admin key is needed)"), (status = 422, description = "validation failed (the detail names the field)")), security(("bearer" = [])))]
 pub async fn list_bots(
     State(state): State<AppState>,
     caller: Caller,
@@ -242,7 +242,7 @@ pub async fn list_bots(
     })))
 }
 
-#[utoipa::path(operation_id = "admin_delete_bot", delete, path = "/v1/bots/{bot}", tag = "bots", summary = "Delete a bot with its keys and integrations (operator)", params(("bot" = String, Path)), responses((status = 204, description = "204"), (status = "4XX", description = "problem+json (RFC 9457)")), security(("bearer" = [])))]
+#[utoipa::path(operation_id = "admin_delete_bot", delete, path = "/v1/bots/{bot}", tag = "bots", summary = "Delete a bot with its keys and integrations (operator)", params(super::contract::BotPath), responses((status = 204, description = "deleted"), (status = 403, description = "this key may not do that (a bot key where the operator or an admin key is needed)"), (status = 404, description = "no such bot (or another bot's), or no such resource")), security(("bearer" = [])))]
 pub async fn delete_bot(
     State(state): State<AppState>,
     caller: Caller,
@@ -262,7 +262,7 @@ pub struct KeyBody {
     name: Option<String>,
 }
 
-#[utoipa::path(operation_id = "admin_create_api_key", post, path = "/v1/bots/{bot}/api-keys", tag = "keys", summary = "Create a bot key, shown once (operator)", params(("bot" = String, Path)), request_body = KeyBody, responses((status = 201, description = "201: the key"), (status = "4XX", description = "problem+json (RFC 9457)")), security(("bearer" = [])))]
+#[utoipa::path(operation_id = "admin_create_api_key", post, path = "/v1/bots/{bot}/api-keys", tag = "keys", summary = "Create a bot key, shown once (operator)", params(super::contract::BotPath), request_body = KeyBody, responses((status = 201, description = "the key, shown once"), (status = 400, description = "malformed request (unreadable body, bad JSON or query)"), (status = 403, description = "this key may not do that (a bot key where the operator or an admin key is needed)"), (status = 404, description = "no such bot (or another bot's), or no such resource"), (status = 413, description = "body over the limit"), (status = 422, description = "validation failed (the detail names the field)")), security(("bearer" = [])))]
 pub async fn create_api_key(
     State(state): State<AppState>,
     caller: Caller,
@@ -317,7 +317,7 @@ fn key_view(k: &ApiKey) -> Value {
     })
 }
 
-#[utoipa::path(operation_id = "admin_list_api_keys", get, path = "/v1/bots/{bot}/api-keys", tag = "keys", summary = "List a bot's keys, without secrets (admin)", params(("bot" = String, Path)), responses((status = 200, description = "200: keys"), (status = "4XX", description = "problem+json (RFC 9457)")), security(("bearer" = [])))]
+#[utoipa::path(operation_id = "admin_list_api_keys", get, path = "/v1/bots/{bot}/api-keys", tag = "keys", summary = "List a bot's keys, without secrets (admin)", params(super::contract::BotPath), responses((status = 200, description = "{keys}, without secrets"), (status = 403, description = "this key may not do that (a bot key where the operator or an admin key is needed)"), (status = 404, description = "no such bot (or another bot's), or no such resource")), security(("bearer" = [])))]
 pub async fn list_api_keys(
     State(state): State<AppState>,
     caller: Caller,
@@ -331,7 +331,7 @@ pub async fn list_api_keys(
     ))
 }
 
-#[utoipa::path(operation_id = "admin_delete_api_key", delete, path = "/v1/bots/{bot}/api-keys/{key}", tag = "keys", summary = "Revoke a key (admin)", params(("bot" = String, Path), ("key" = String, Path)), responses((status = 204, description = "204"), (status = "4XX", description = "problem+json (RFC 9457)")), security(("bearer" = [])))]
+#[utoipa::path(operation_id = "admin_delete_api_key", delete, path = "/v1/bots/{bot}/api-keys/{key}", tag = "keys", summary = "Revoke a key (admin)", params(super::contract::KeyPath), responses((status = 204, description = "revoked"), (status = 403, description = "this key may not do that (a bot key where the operator or an admin key is needed)"), (status = 404, description = "no such bot (or another bot's), or no such resource")), security(("bearer" = [])))]
 pub async fn delete_api_key(
     State(state): State<AppState>,
     caller: Caller,
@@ -396,7 +396,7 @@ pub fn check_scopes(scopes: &[String]) -> Result<(), ApiError> {
     Ok(())
 }
 
-#[utoipa::path(operation_id = "admin_put_integration", put, path = "/v1/bots/{bot}/integrations/{integration}", tag = "integrations", summary = "Configure an integration: provider, mode, app (admin)", params(("bot" = String, Path), ("integration" = String, Path)), request_body = IntegrationBody, responses((status = 200, description = "200/201: the integration"), (status = "4XX", description = "problem+json (RFC 9457)")), security(("bearer" = [])))]
+#[utoipa::path(operation_id = "admin_put_integration", put, path = "/v1/bots/{bot}/integrations/{integration}", tag = "integrations", summary = "Configure an integration: provider, mode, app (admin)", params(super::contract::IntegrationPath), request_body = IntegrationBody, responses((status = 200, description = "updated: the integration"), (status = 201, description = "created: the integration"), (status = 403, description = "this key may not do that (a bot key where the operator or an admin key is needed)"), (status = 404, description = "no such bot (or another bot's), or no such resource"), (status = 400, description = "malformed request (unreadable body, bad JSON or query)"), (status = 413, description = "body over the limit"), (status = 415, description = "not application/json"), (status = 422, description = "validation failed (the detail names the field)")), security(("bearer" = [])))]
 pub async fn put_integration(
     State(state): State<AppState>,
     caller: Caller,
@@ -479,7 +479,7 @@ pub async fn put_integration(
     Ok((status, Json(integration)))
 }
 
-#[utoipa::path(operation_id = "admin_get_integration", get, path = "/v1/bots/{bot}/integrations/{integration}", tag = "integrations", summary = "Read an integration, with the callback URL to register", params(("bot" = String, Path), ("integration" = String, Path)), responses((status = 200, description = "200: the integration"), (status = "4XX", description = "problem+json (RFC 9457)")), security(("bearer" = [])))]
+#[utoipa::path(operation_id = "admin_get_integration", get, path = "/v1/bots/{bot}/integrations/{integration}", tag = "integrations", summary = "Read an integration, with the callback URL to register", params(super::contract::IntegrationPath), responses((status = 200, description = "the integration, with its callback_url"), (status = 404, description = "no such bot (or another bot's), or no such resource")), security(("bearer" = [])))]
 pub async fn get_integration(
     State(state): State<AppState>,
     caller: Caller,
@@ -507,7 +507,7 @@ async fn integration_view(state: &AppState, integration: &Integration) -> Value 
     view
 }
 
-#[utoipa::path(operation_id = "admin_list_integrations", get, path = "/v1/bots/{bot}/integrations", tag = "integrations", summary = "List a bot's integrations, sorted by name (admin)", params(("bot" = String, Path)), responses((status = 200, description = "200: {integrations}, each as GET of the integration shows it"), (status = "4XX", description = "problem+json (RFC 9457)")), security(("bearer" = [])))]
+#[utoipa::path(operation_id = "admin_list_integrations", get, path = "/v1/bots/{bot}/integrations", tag = "integrations", summary = "List a bot's integrations, sorted by name (admin)", params(super::contract::BotPath), responses((status = 200, description = "{integrations}"), (status = 403, description = "this key may not do that (a bot key where the operator or an admin key is needed)"), (status = 404, description = "no such bot (or another bot's), or no such resource")), security(("bearer" = [])))]
 pub async fn list_integrations(
     State(state): State<AppState>,
     caller: Caller,
@@ -523,7 +523,7 @@ pub async fn list_integrations(
     Ok(Json(json!({ "integrations": views })))
 }
 
-#[utoipa::path(operation_id = "admin_delete_integration", delete, path = "/v1/bots/{bot}/integrations/{integration}", tag = "integrations", summary = "Delete an integration (admin)", params(("bot" = String, Path), ("integration" = String, Path)), responses((status = 204, description = "204"), (status = "4XX", description = "problem+json (RFC 9457)")), security(("bearer" = [])))]
+#[utoipa::path(operation_id = "admin_delete_integration", delete, path = "/v1/bots/{bot}/integrations/{integration}", tag = "integrations", summary = "Delete an integration (admin)", params(super::contract::IntegrationPath), responses((status = 204, description = "deleted"), (status = 403, description = "this key may not do that (a bot key where the operator or an admin key is needed)"), (status = 404, description = "no such bot (or another bot's), or no such resource")), security(("bearer" = [])))]
 pub async fn delete_integration(
     State(state): State<AppState>,
     caller: Caller,
@@ -538,7 +538,7 @@ pub async fn delete_integration(
     )
 }
 
-#[utoipa::path(operation_id = "admin_create_webhook_secret", post, path = "/v1/bots/{bot}/webhook-secrets", tag = "webhooks", summary = "Create a webhook signing secret, shown once (admin)", params(("bot" = String, Path)), responses((status = 201, description = "201: the secret"), (status = "4XX", description = "problem+json (RFC 9457)")), security(("bearer" = [])))]
+#[utoipa::path(operation_id = "admin_create_webhook_secret", post, path = "/v1/bots/{bot}/webhook-secrets", tag = "webhooks", summary = "Create a webhook signing secret, shown once (admin)", params(super::contract::BotPath), responses((status = 201, description = "the secret, shown once"), (status = 403, description = "this key may not do that (a bot key where the operator or an admin key is needed)"), (status = 404, description = "no such bot (or another bot's), or no such resource"), (status = 409, description = "at most 5 secrets")), security(("bearer" = [])))]
 /// A new webhook signing secret (shown once). All of a bot's secrets sign every delivery, so a
 /// rotation is: create the new one, deploy it at the receiver, delete the old one.
 pub async fn create_webhook_secret(
@@ -576,7 +576,7 @@ pub async fn create_webhook_secret(
     ))
 }
 
-#[utoipa::path(operation_id = "admin_list_webhook_secrets", get, path = "/v1/bots/{bot}/webhook-secrets", tag = "webhooks", summary = "List webhook secrets, without secrets (admin)", params(("bot" = String, Path)), responses((status = 200, description = "200: secrets"), (status = "4XX", description = "problem+json (RFC 9457)")), security(("bearer" = [])))]
+#[utoipa::path(operation_id = "admin_list_webhook_secrets", get, path = "/v1/bots/{bot}/webhook-secrets", tag = "webhooks", summary = "List webhook secrets, without secrets (admin)", params(super::contract::BotPath), responses((status = 200, description = "{secrets}, without secrets"), (status = 403, description = "this key may not do that (a bot key where the operator or an admin key is needed)"), (status = 404, description = "no such bot (or another bot's), or no such resource")), security(("bearer" = [])))]
 pub async fn list_webhook_secrets(
     State(state): State<AppState>,
     caller: Caller,
@@ -590,7 +590,7 @@ pub async fn list_webhook_secrets(
     })))
 }
 
-#[utoipa::path(operation_id = "admin_delete_webhook_secret", delete, path = "/v1/bots/{bot}/webhook-secrets/{id}", tag = "webhooks", summary = "Retire a webhook secret (admin)", params(("bot" = String, Path), ("id" = String, Path)), responses((status = 204, description = "204"), (status = "4XX", description = "problem+json (RFC 9457)")), security(("bearer" = [])))]
+#[utoipa::path(operation_id = "admin_delete_webhook_secret", delete, path = "/v1/bots/{bot}/webhook-secrets/{id}", tag = "webhooks", summary = "Retire a webhook secret (admin)", params(super::contract::IdPath), responses((status = 204, description = "retired"), (status = 403, description = "this key may not do that (a bot key where the operator or an admin key is needed)"), (status = 404, description = "no such bot (or another bot's), or no such resource")), security(("bearer" = [])))]
 pub async fn delete_webhook_secret(
     State(state): State<AppState>,
     caller: Caller,
@@ -605,28 +605,34 @@ pub async fn delete_webhook_secret(
 }
 
 #[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct DeliveriesQuery {
-    state: Option<String>,
+    #[serde(default)]
+    state: Option<DeliveryState>,
 }
 
-#[utoipa::path(operation_id = "admin_list_deliveries", get, path = "/v1/bots/{bot}/webhook-deliveries", tag = "webhooks", summary = "Dead letters (?state=dead) or queued deliveries (?state=pending) (admin)", params(("bot" = String, Path)), responses((status = 200, description = "200: deliveries"), (status = "4XX", description = "problem+json (RFC 9457)")), security(("bearer" = [])))]
+/// Which deliveries `GET …/webhook-deliveries` lists.
+#[derive(Deserialize, Clone, Copy, PartialEq, Eq, utoipa::ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum DeliveryState {
+    Dead,
+    Pending,
+}
+
+#[utoipa::path(operation_id = "admin_list_deliveries", get, path = "/v1/bots/{bot}/webhook-deliveries", tag = "webhooks", summary = "Dead letters (?state=dead) or queued deliveries (?state=pending) (admin)", params(super::contract::BotPath, ("state" = Option<DeliveryState>, Query, description = "dead (default) or pending")), responses((status = 200, description = "{deliveries}"), (status = 400, description = "malformed request (unreadable body, bad JSON or query)"), (status = 403, description = "this key may not do that (a bot key where the operator or an admin key is needed)"), (status = 404, description = "no such bot (or another bot's), or no such resource")), security(("bearer" = [])))]
 pub async fn list_deliveries(
     State(state): State<AppState>,
     caller: Caller,
     Path(bot): Path<String>,
-    axum::extract::Query(q): axum::extract::Query<DeliveriesQuery>,
+    query: Result<Query<DeliveriesQuery>, QueryRejection>,
 ) -> Result<Json<Value>, ApiError> {
     let bot = bot_id(&bot)?;
     caller.admin(&bot)?;
-    let dead = match q.state.as_deref() {
-        None | Some("dead") => true,
-        Some("pending") => false,
-        Some(other) => {
-            return Err(ApiError::BadRequest(format!(
-                "state must be dead or pending, not {other:?}"
-            )));
-        }
-    };
+    // An unknown parameter or state is a 400 problem (not axum's plain-text rejection).
+    let q = query
+        .map(|Query(q)| q)
+        .map_err(|e| ApiError::BadRequest(e.body_text()))?;
+    let dead = q.state != Some(DeliveryState::Pending);
     let list = state.store.list_deliveries(&bot, dead, 500).await?;
     Ok(Json(json!({
         "deliveries": list.iter().map(|d| json!({
@@ -642,7 +648,7 @@ pub async fn list_deliveries(
     })))
 }
 
-#[utoipa::path(operation_id = "admin_replay_delivery", post, path = "/v1/bots/{bot}/webhook-deliveries/{id}/replay", tag = "webhooks", summary = "Send a dead letter again (admin)", params(("bot" = String, Path), ("id" = String, Path)), responses((status = 202, description = "202"), (status = "4XX", description = "problem+json (RFC 9457)")), security(("bearer" = [])))]
+#[utoipa::path(operation_id = "admin_replay_delivery", post, path = "/v1/bots/{bot}/webhook-deliveries/{id}/replay", tag = "webhooks", summary = "Send a dead letter again (admin)", params(super::contract::IdPath), responses((status = 202, description = "queued again"), (status = 403, description = "this key may not do that (a bot key where the operator or an admin key is needed)"), (status = 404, description = "no such bot (or another bot's), or no such resource")), security(("bearer" = [])))]
 pub async fn replay_delivery(
     State(state): State<AppState>,
     caller: Caller,

@@ -297,7 +297,7 @@ async fn bot_exists(state: &AppState, bot: &BotId) -> Result<(), ApiError> {
         .ok_or(ApiError::NotFound("bot"))
 }
 
-#[utoipa::path(operation_id = "channels_put", put, path = "/v1/bots/{bot}/channels/{name}", tag = "channels", summary = "Create or update a chat channel; its secret is write-only (admin)", params(("bot" = String, Path), ("name" = String, Path)), request_body = ChannelBody, responses((status = 201, description = "201: created"), (status = 200, description = "200: updated"), (status = "4XX", description = "problem+json (RFC 9457)")), security(("bearer" = [])))]
+#[utoipa::path(operation_id = "channels_put", put, path = "/v1/bots/{bot}/channels/{name}", tag = "channels", summary = "Create or update a chat channel; its secret is write-only (admin)", params(super::contract::ChannelPath), request_body = ChannelBody, responses((status = 200, description = "updated: the channel"), (status = 201, description = "created: the channel"), (status = 403, description = "this key may not do that (a bot key where the operator or an admin key is needed)"), (status = 404, description = "no such bot (or another bot's), or no such resource"), (status = 400, description = "malformed request (unreadable body, bad JSON or query)"), (status = 413, description = "body over the limit"), (status = 415, description = "not application/json"), (status = 422, description = "validation failed (the detail names the field)")), security(("bearer" = [])))]
 pub async fn put(
     State(state): State<AppState>,
     caller: Caller,
@@ -369,7 +369,7 @@ pub async fn put(
     Ok((status, Json(view(&state, &channel))))
 }
 
-#[utoipa::path(operation_id = "channels_get", get, path = "/v1/bots/{bot}/channels/{name}", tag = "channels", summary = "Read a chat channel, without its secret (admin)", params(("bot" = String, Path), ("name" = String, Path)), responses((status = 200, description = "200: the channel"), (status = "4XX", description = "problem+json (RFC 9457)")), security(("bearer" = [])))]
+#[utoipa::path(operation_id = "channels_get", get, path = "/v1/bots/{bot}/channels/{name}", tag = "channels", summary = "Read a chat channel, without its secret (admin)", params(super::contract::ChannelPath), responses((status = 200, description = "the channel, without its secret"), (status = 403, description = "this key may not do that (a bot key where the operator or an admin key is needed)"), (status = 404, description = "no such bot (or another bot's), or no such resource")), security(("bearer" = [])))]
 pub async fn get(
     State(state): State<AppState>,
     caller: Caller,
@@ -386,7 +386,7 @@ pub async fn get(
     Ok(Json(view(&state, &c)))
 }
 
-#[utoipa::path(operation_id = "channels_delete", delete, path = "/v1/bots/{bot}/channels/{name}", tag = "channels", summary = "Delete a chat channel (admin)", params(("bot" = String, Path), ("name" = String, Path)), responses((status = 204, description = "204: deleted"), (status = "4XX", description = "problem+json (RFC 9457)")), security(("bearer" = [])))]
+#[utoipa::path(operation_id = "channels_delete", delete, path = "/v1/bots/{bot}/channels/{name}", tag = "channels", summary = "Delete a chat channel (admin)", params(super::contract::ChannelPath), responses((status = 204, description = "deleted"), (status = 403, description = "this key may not do that (a bot key where the operator or an admin key is needed)"), (status = 404, description = "no such bot (or another bot's), or no such resource")), security(("bearer" = [])))]
 pub async fn delete(
     State(state): State<AppState>,
     caller: Caller,
@@ -398,7 +398,7 @@ pub async fn delete(
     super::deleted(state.store.delete_channel(&bot, &name).await?, "channel")
 }
 
-#[utoipa::path(operation_id = "channels_list", get, path = "/v1/bots/{bot}/channels", tag = "channels", summary = "List chat channels (admin)", params(("bot" = String, Path)), responses((status = 200, description = "200: channels"), (status = "4XX", description = "problem+json (RFC 9457)")), security(("bearer" = [])))]
+#[utoipa::path(operation_id = "channels_list", get, path = "/v1/bots/{bot}/channels", tag = "channels", summary = "List chat channels (admin)", params(super::contract::BotPath), responses((status = 200, description = "{channels}"), (status = 403, description = "this key may not do that (a bot key where the operator or an admin key is needed)"), (status = 404, description = "no such bot (or another bot's), or no such resource")), security(("bearer" = [])))]
 pub async fn list(
     State(state): State<AppState>,
     caller: Caller,

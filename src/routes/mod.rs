@@ -7,6 +7,7 @@ pub mod auth;
 pub mod binding;
 pub mod callback;
 pub mod channels;
+pub mod contract;
 pub mod health;
 pub mod interactions;
 pub mod link;
@@ -207,7 +208,7 @@ pub fn router(state: AppState, pages: Router<AppState>) -> Router {
         .routes(routes!(binding::callback))
         .split_for_parts();
     // The spec is built from the same annotated handlers the router serves: it cannot drift.
-    let spec: Arc<str> = openapi.to_json().unwrap_or_default().into();
+    let spec: Arc<str> = contract::document(openapi, config.max_wait.as_secs()).into();
     api_router
         .route(
             "/openapi.json",

@@ -157,7 +157,7 @@ fn build(
     })
 }
 
-#[utoipa::path(operation_id = "profiles_create", post, path = "/v1/bots/{bot}/auth-profiles", tag = "profiles", summary = "Create a custom OAuth app; the secret is write-only (admin)", params(("bot" = String, Path)), request_body = ProfileBody, responses((status = 201, description = "201: the profile with its callback URL"), (status = "4XX", description = "problem+json (RFC 9457)")), security(("bearer" = [])))]
+#[utoipa::path(operation_id = "profiles_create", post, path = "/v1/bots/{bot}/auth-profiles", tag = "profiles", summary = "Create a custom OAuth app; the secret is write-only (admin)", params(super::contract::BotPath), request_body = ProfileBody, responses((status = 201, description = "the profile with its callback URL"), (status = 403, description = "this key may not do that (a bot key where the operator or an admin key is needed)"), (status = 404, description = "no such bot (or another bot's), or no such resource"), (status = 400, description = "malformed request (unreadable body, bad JSON or query)"), (status = 413, description = "body over the limit"), (status = 415, description = "not application/json"), (status = 422, description = "validation failed (the detail names the field)")), security(("bearer" = [])))]
 pub async fn create(
     State(state): State<AppState>,
     caller: Caller,
@@ -181,7 +181,7 @@ pub async fn create(
     Ok((StatusCode::CREATED, Json(view(&state, &profile))))
 }
 
-#[utoipa::path(operation_id = "profiles_list", get, path = "/v1/bots/{bot}/auth-profiles", tag = "profiles", summary = "List custom apps (admin)", params(("bot" = String, Path)), responses((status = 200, description = "200: profiles"), (status = "4XX", description = "problem+json (RFC 9457)")), security(("bearer" = [])))]
+#[utoipa::path(operation_id = "profiles_list", get, path = "/v1/bots/{bot}/auth-profiles", tag = "profiles", summary = "List custom apps (admin)", params(super::contract::BotPath), responses((status = 200, description = "{profiles}"), (status = 403, description = "this key may not do that (a bot key where the operator or an admin key is needed)"), (status = 404, description = "no such bot (or another bot's), or no such resource")), security(("bearer" = [])))]
 pub async fn list(
     State(state): State<AppState>,
     caller: Caller,
@@ -195,7 +195,7 @@ pub async fn list(
     ))
 }
 
-#[utoipa::path(operation_id = "profiles_get", get, path = "/v1/bots/{bot}/auth-profiles/{id}", tag = "profiles", summary = "Read a custom app (admin)", params(("bot" = String, Path), ("id" = String, Path)), responses((status = 200, description = "200: the profile"), (status = "4XX", description = "problem+json (RFC 9457)")), security(("bearer" = [])))]
+#[utoipa::path(operation_id = "profiles_get", get, path = "/v1/bots/{bot}/auth-profiles/{id}", tag = "profiles", summary = "Read a custom app (admin)", params(super::contract::IdPath), responses((status = 200, description = "the profile"), (status = 403, description = "this key may not do that (a bot key where the operator or an admin key is needed)"), (status = 404, description = "no such bot (or another bot's), or no such resource")), security(("bearer" = [])))]
 pub async fn get(
     State(state): State<AppState>,
     caller: Caller,
@@ -211,7 +211,7 @@ pub async fn get(
     Ok(Json(view(&state, &p)))
 }
 
-#[utoipa::path(operation_id = "profiles_update", put, path = "/v1/bots/{bot}/auth-profiles/{id}", tag = "profiles", summary = "Update a custom app; omit client_secret to keep it (admin)", params(("bot" = String, Path), ("id" = String, Path)), request_body = ProfileBody, responses((status = 200, description = "200: the profile"), (status = "4XX", description = "problem+json (RFC 9457)")), security(("bearer" = [])))]
+#[utoipa::path(operation_id = "profiles_update", put, path = "/v1/bots/{bot}/auth-profiles/{id}", tag = "profiles", summary = "Update a custom app; omit client_secret to keep it (admin)", params(super::contract::IdPath), request_body = ProfileBody, responses((status = 200, description = "the profile"), (status = 403, description = "this key may not do that (a bot key where the operator or an admin key is needed)"), (status = 404, description = "no such bot (or another bot's), or no such resource"), (status = 400, description = "malformed request (unreadable body, bad JSON or query)"), (status = 413, description = "body over the limit"), (status = 415, description = "not application/json"), (status = 422, description = "validation failed (the detail names the field)")), security(("bearer" = [])))]
 pub async fn update(
     State(state): State<AppState>,
     caller: Caller,
@@ -239,7 +239,7 @@ pub async fn update(
     Ok(Json(view(&state, &profile)))
 }
 
-#[utoipa::path(operation_id = "profiles_delete", delete, path = "/v1/bots/{bot}/auth-profiles/{id}", tag = "profiles", summary = "Delete an unused custom app (admin)", params(("bot" = String, Path), ("id" = String, Path)), responses((status = 204, description = "204"), (status = "4XX", description = "problem+json (RFC 9457)")), security(("bearer" = [])))]
+#[utoipa::path(operation_id = "profiles_delete", delete, path = "/v1/bots/{bot}/auth-profiles/{id}", tag = "profiles", summary = "Delete an unused custom app (admin)", params(super::contract::IdPath), responses((status = 204, description = "deleted"), (status = 403, description = "this key may not do that (a bot key where the operator or an admin key is needed)"), (status = 404, description = "no such bot (or another bot's), or no such resource"), (status = 409, description = "an integration uses it")), security(("bearer" = [])))]
 pub async fn delete(
     State(state): State<AppState>,
     caller: Caller,

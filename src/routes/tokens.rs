@@ -139,7 +139,7 @@ async fn working_grant(
     Ok((provider, grant))
 }
 
-#[utoipa::path(operation_id = "tokens_access_token", post, path = "/v1/bots/{bot}/integrations/{integration}/access-token", tag = "tokens", summary = "A working access token (refreshed exactly once when needed)", params(("bot" = String, Path), ("integration" = String, Path)), request_body = TokenBody, responses((status = 200, description = "200: the token"), (status = "4XX", description = "problem+json (RFC 9457)")), security(("bearer" = [])))]
+#[utoipa::path(operation_id = "tokens_access_token", post, path = "/v1/bots/{bot}/integrations/{integration}/access-token", tag = "tokens", summary = "A working access token (refreshed exactly once when needed)", params(super::contract::IntegrationPath), request_body = TokenBody, responses((status = 200, description = "the token"), (status = 404, description = "no such bot or integration; or authorization_required (with session and mcp members for agents)"), (status = 409, description = "disabled integration, its app is missing, or the user has just connected"), (status = 410, description = "the retried session ended (with session and mcp members)"), (status = 400, description = "malformed JSON, or wait over 50"), (status = 413, description = "body over the limit"), (status = 415, description = "not application/json"), (status = 422, description = "validation failed (the detail names the field)")), security(("bearer" = [])))]
 #[tracing::instrument(name = "access_token", skip_all, fields(bot = %bot, integration = %integration))]
 pub async fn access_token(
     State(state): State<AppState>,
@@ -439,7 +439,7 @@ fn token_response(grant: &Grant, tokens: &Tokens) -> Response {
     resp
 }
 
-#[utoipa::path(operation_id = "tokens_connection", get, path = "/v1/bots/{bot}/integrations/{integration}/connections/{user}", tag = "tokens", summary = "Connection metadata, never tokens", params(("bot" = String, Path), ("integration" = String, Path), ("user" = String, Path)), responses((status = 200, description = "200: the connection"), (status = "4XX", description = "problem+json (RFC 9457)")), security(("bearer" = [])))]
+#[utoipa::path(operation_id = "tokens_connection", get, path = "/v1/bots/{bot}/integrations/{integration}/connections/{user}", tag = "tokens", summary = "Connection metadata, never tokens", params(super::contract::ConnectionPath), responses((status = 200, description = "the connection, never tokens"), (status = 404, description = "no such bot (or another bot's), or no such resource")), security(("bearer" = [])))]
 pub async fn connection(
     State(state): State<AppState>,
     caller: Caller,
@@ -465,7 +465,7 @@ fn connection_view(grant: &Grant) -> serde_json::Value {
     })
 }
 
-#[utoipa::path(operation_id = "tokens_list_connections", get, path = "/v1/bots/{bot}/integrations/{integration}/connections", tag = "tokens", summary = "Who is connected: the integration's connections sorted by user id, never tokens (admin)", params(("bot" = String, Path), ("integration" = String, Path), ("limit" = Option<u32>, Query, description = "1-200, default 50"), ("cursor" = Option<String>, Query, description = "next_cursor of the previous page")), responses((status = 200, description = "200: {connections, next_cursor}, each as GET of the connection shows it"), (status = "4XX", description = "problem+json (RFC 9457)")), security(("bearer" = [])))]
+#[utoipa::path(operation_id = "tokens_list_connections", get, path = "/v1/bots/{bot}/integrations/{integration}/connections", tag = "tokens", summary = "Who is connected: the integration's connections sorted by user id, never tokens (admin)", params(super::contract::IntegrationPath, ("limit" = Option<u32>, Query, minimum = 1, maximum = 200, description = "1-200, default 50"), ("cursor" = Option<String>, Query, pattern = "^[A-Za-z0-9_-]+$", description = "next_cursor of the previous page")), responses((status = 200, description = "{connections, next_cursor}"), (status = 403, description = "this key may not do that (a bot key where the operator or an admin key is needed)"), (status = 404, description = "no such bot (or another bot's), or no such resource"), (status = 422, description = "validation failed (the detail names the field)")), security(("bearer" = [])))]
 pub async fn list_connections(
     State(state): State<AppState>,
     caller: Caller,
@@ -493,7 +493,7 @@ pub async fn list_connections(
     })))
 }
 
-#[utoipa::path(operation_id = "tokens_disconnect", delete, path = "/v1/bots/{bot}/integrations/{integration}/connections/{user}", tag = "tokens", summary = "Disconnect: revoke at the provider and delete", params(("bot" = String, Path), ("integration" = String, Path), ("user" = String, Path)), responses((status = 200, description = "200: revoked"), (status = "4XX", description = "problem+json (RFC 9457)")), security(("bearer" = [])))]
+#[utoipa::path(operation_id = "tokens_disconnect", delete, path = "/v1/bots/{bot}/integrations/{integration}/connections/{user}", tag = "tokens", summary = "Disconnect: revoke at the provider and delete", params(super::contract::ConnectionPath), responses((status = 200, description = "revoked"), (status = 404, description = "no such bot (or another bot's), or no such resource")), security(("bearer" = [])))]
 /// Disconnect: revoke at the provider (best effort — a provider that fails to revoke does not
 /// keep the grant alive here), delete the grant, emit `connection.revoked`.
 pub async fn disconnect(
@@ -540,7 +540,7 @@ pub async fn disconnect(
     ))
 }
 
-#[utoipa::path(operation_id = "tokens_check", post, path = "/v1/bots/{bot}/integrations/{integration}/connections/{user}/check", tag = "tokens", summary = "Live identity call with the stored token", params(("bot" = String, Path), ("integration" = String, Path), ("user" = String, Path)), responses((status = 200, description = "200: the result"), (status = "4XX", description = "problem+json (RFC 9457)")), security(("bearer" = [])))]
+#[utoipa::path(operation_id = "tokens_check", post, path = "/v1/bots/{bot}/integrations/{integration}/connections/{user}/check", tag = "tokens", summary = "Live identity call with the stored token", params(super::contract::ConnectionPath), responses((status = 200, description = "the result of the identity call"), (status = 404, description = "no such bot (or another bot's), or no such resource"), (status = 409, description = "the app has no identity endpoint, or its app is missing")), security(("bearer" = [])))]
 /// The "Test" button: get a working token (refreshing if needed) and make a live identity call.
 pub async fn check(
     State(state): State<AppState>,
