@@ -87,7 +87,7 @@ impl UserId {
     pub const BOT: &'static str = "_bot";
 
     pub fn parse(s: &str) -> Result<Self, InvalidId> {
-        if s.is_empty() || s.len() > 256 || s.chars().any(char::is_control) {
+        if s.is_empty() || s.chars().count() > 256 || s.chars().any(char::is_control) {
             return Err(InvalidId {
                 what: "user_id",
                 reason: "must be 1-256 characters without control characters",

@@ -24,12 +24,20 @@ use crate::flow::AppState;
 #[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct BotBody {
+    #[schema(
+        min_length = 1,
+        max_length = 200,
+        pattern = "^[^\\u0000-\\u001f\\u007f-\\u009f]*[^\\s\\u0000-\\u001f\\u007f-\\u009f][^\\u0000-\\u001f\\u007f-\\u009f]*$"
+    )]
     name: String,
     #[serde(default)]
+    #[schema(value_type = Option<super::contract::HttpUrl>)]
     webhook_url: Option<Url>,
     #[serde(default)]
+    #[schema(value_type = Vec<super::contract::HostName>, max_items = 100)]
     allowed_return_hosts: Vec<String>,
     #[serde(default)]
+    #[schema(value_type = Vec<super::contract::HostName>, max_items = 100)]
     allowed_webhook_hosts: Vec<String>,
     /// The MCP server's own authorization server, for `binding: oidc` sessions. Shown back with
     /// `client_secret_set` instead of the secret; `null` or absent removes it.
@@ -41,10 +49,13 @@ pub struct BotBody {
 #[serde(deny_unknown_fields)]
 pub struct IssuerBody {
     /// https (or loopback http for a local trial); compared exactly with ID tokens' `iss`.
+    #[schema(value_type = super::contract::HttpsUrl)]
     issuer: String,
+    #[schema(min_length = 1, max_length = 512)]
     client_id: String,
     /// Required the first time; absent on update keeps the stored one.
     #[serde(default)]
+    #[schema(min_length = 1, max_length = 1024)]
     client_secret: Option<String>,
 }
 
@@ -78,7 +89,7 @@ fn identity_issuer(
             "identity_issuer.issuer must not have a query or fragment".into(),
         ));
     }
-    if b.client_id.is_empty() || b.client_id.len() > 512 {
+    if b.client_id.is_empty() || b.client_id.chars().count() > 512 {
         return Err(ApiError::Invalid(
             "identity_issuer.client_id must be 1-512 characters".into(),
         ));
@@ -87,7 +98,7 @@ fn identity_issuer(
         b.client_secret,
         existing.and_then(|e| e.identity_issuer.as_ref()),
     ) {
-        (Some(s), _) if s.is_empty() || s.len() > 1024 => {
+        (Some(s), _) if s.is_empty() || s.chars().count() > 1024 => {
             return Err(ApiError::Invalid(
                 "identity_issuer.client_secret must be 1-1024 characters".into(),
             ));
@@ -110,6 +121,17 @@ fn identity_issuer(
         client_id: b.client_id,
         client_secret_sealed,
     }))
+}
+
+/// A bot's or a profile's name: 1-200 characters (JSON Schema counts characters, so do we), not
+/// all spaces, no control characters (it is shown on pages and in messages).
+pub(crate) fn check_name(name: &str) -> Result<(), ApiError> {
+    if name.trim().is_empty() || name.chars().count() > 200 || name.chars().any(char::is_control) {
+        return Err(ApiError::Invalid(
+            "name must be 1-200 characters, without control characters".into(),
+        ));
+    }
+    Ok(())
 }
 
 fn check_hosts(field: &str, hosts: &[String]) -> Result<(), ApiError> {
@@ -174,9 +196,7 @@ pub async fn put_bot(
     let id = crate::domain::BotId::parse(&bot).map_err(|e| ApiError::Invalid(e.to_string()))?;
     caller.operator(&id)?;
     let body: BotBody = body.parse()?;
-    if body.name.trim().is_empty() || body.name.len() > 200 {
-        return Err(ApiError::Invalid("name must be 1-200 characters".into()));
-    }
+    check_name(&body.name)?;
     if let Some(url) = &body.webhook_url {
         check_webhook_url(url)?;
     }
@@ -259,10 +279,11 @@ pub struct KeyBody {
     #[serde(default)]
     role: Option<KeyRole>,
     #[serde(default)]
+    #[schema(max_length = 200)]
     name: Option<String>,
 }
 
-#[utoipa::path(operation_id = "admin_create_api_key", post, path = "/v1/bots/{bot}/api-keys", tag = "keys", summary = "Create a bot key, shown once (operator)", params(super::contract::BotPath), request_body = KeyBody, responses((status = 201, description = "the key, shown once"), (status = 400, description = "malformed request (unreadable body, bad JSON or query)"), (status = 403, description = "this key may not do that (a bot key where the operator or an admin key is needed)"), (status = 404, description = "no such bot (or another bot's), or no such resource"), (status = 413, description = "body over the limit"), (status = 422, description = "validation failed (the detail names the field)")), security(("bearer" = [])))]
+#[utoipa::path(operation_id = "admin_create_api_key", post, path = "/v1/bots/{bot}/api-keys", tag = "keys", summary = "Create a bot key, shown once (operator)", params(super::contract::BotPath), request_body(content = Option<KeyBody>, description = "optional: an empty body creates a runtime key"), responses((status = 201, description = "the key, shown once"), (status = 400, description = "malformed request (unreadable body, bad JSON or query)"), (status = 403, description = "this key may not do that (a bot key where the operator or an admin key is needed)"), (status = 404, description = "no such bot (or another bot's), or no such resource"), (status = 413, description = "body over the limit"), (status = 422, description = "validation failed (the detail names the field)")), security(("bearer" = [])))]
 pub async fn create_api_key(
     State(state): State<AppState>,
     caller: Caller,
@@ -272,13 +293,13 @@ pub async fn create_api_key(
     let id = bot_id(&bot)?;
     caller.operator(&id)?;
     super::existing_bot(&state, &id).await?;
-    // The body is optional: an empty POST creates a runtime key.
+    // The body is optional: an empty POST (or `null`) creates a runtime key.
     let body: KeyBody = if body.is_empty() {
         KeyBody::default()
     } else {
-        serde_json::from_slice(&body).map_err(|e| ApiError::Invalid(e.to_string()))?
+        super::contract::json_object::<Option<KeyBody>>(&body)?.unwrap_or_default()
     };
-    if body.name.as_ref().is_some_and(|n| n.len() > 200) {
+    if body.name.as_ref().is_some_and(|n| n.chars().count() > 200) {
         return Err(ApiError::Invalid(
             "name must be at most 200 characters".into(),
         ));
@@ -352,8 +373,10 @@ pub struct IntegrationBody {
     #[schema(value_type = String, example = "system")]
     profile: ProfileRef,
     #[serde(default)]
+    #[schema(value_type = Option<Vec<super::contract::Scope>>, max_items = 50)]
     scopes: Option<Vec<String>>,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "super::contract::integer::option_u32")]
+    #[schema(minimum = 60, maximum = 86_400)]
     link_ttl_seconds: Option<u32>,
     #[serde(default)]
     verification: Verification,
@@ -362,6 +385,11 @@ pub struct IntegrationBody {
     /// What people see on the link page and in messages (1-100 characters, trimmed). Default:
     /// the provider's name ("Salesforce"); for `oauth2`, the integration's name.
     #[serde(default)]
+    #[schema(
+        min_length = 1,
+        max_length = 100,
+        pattern = "^\\s*[^\\s\\u0000-\\u001f\\u007f-\\u009f]"
+    )]
     display_name: Option<String>,
     /// `false`: no new sessions, links or tokens (connections are kept). Absent: unchanged
     /// (`true` for a new integration).

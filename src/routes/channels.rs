@@ -24,56 +24,71 @@ pub enum ChannelBody {
     Slack {
         /// `xoxb-…` (write-only).
         #[serde(default)]
+        #[schema(pattern = "^xox[^\\u0000-\\u001f\\u007f-\\u009f]{0,509}$")]
         bot_token: Option<String>,
         /// The app's signing secret (write-only): with it, point the Slack app's Interactivity
         /// Request URL at `/channels/slack/{bot}/{name}/interactions`, and ephemeral link
         /// messages are updated too (through the click's `response_url`).
         #[serde(default)]
+        #[schema(pattern = "^[^\\u0000-\\u001f\\u007f-\\u009f]{1,256}$")]
         signing_secret: Option<String>,
         #[serde(default)]
+        #[schema(value_type = Option<super::contract::HttpsUrl>)]
         api_base_url: Option<Url>,
     },
     Teams {
         /// The bot's Microsoft App ID.
+        #[schema(pattern = "^[A-Za-z0-9_.-]{1,128}$")]
         app_id: String,
         /// The app's client secret (write-only).
         #[serde(default)]
+        #[schema(pattern = "^[^\\u0000-\\u001f\\u007f-\\u009f]{1,1024}$")]
         app_secret: Option<String>,
         /// A single-tenant app's tenant; omit for a multi-tenant app.
         #[serde(default)]
+        #[schema(pattern = "^[A-Za-z0-9_.-]{1,64}$")]
         tenant_id: Option<String>,
         #[serde(default)]
+        #[schema(value_type = Option<super::contract::HttpsUrl>)]
         service_url: Option<Url>,
         #[serde(default)]
+        #[schema(value_type = Option<super::contract::HttpsUrl>)]
         login_base_url: Option<Url>,
     },
     Telegram {
         /// `<bot id>:<secret>` from BotFather (write-only).
         #[serde(default)]
+        #[schema(pattern = "^[0-9]{1,20}:[A-Za-z0-9_-]{20,200}$")]
         bot_token: Option<String>,
         #[serde(default)]
+        #[schema(value_type = Option<super::contract::HttpsUrl>)]
         api_base_url: Option<Url>,
     },
     Whatsapp {
         /// A Cloud API system-user token (write-only).
         #[serde(default)]
+        #[schema(pattern = "^[^\\u0000-\\u001f\\u007f-\\u009f]{1,2048}$")]
         access_token: Option<String>,
+        #[schema(pattern = "^[0-9]{1,32}$")]
         phone_number_id: String,
         /// The approved template with a URL button, for recipients outside the 24-hour window.
         #[serde(default)]
-        #[schema(value_type = Option<Object>)]
         template: Option<WhatsappTemplate>,
         #[serde(default)]
+        #[schema(value_type = Option<super::contract::HttpsUrl>)]
         api_base_url: Option<Url>,
     },
     Matrix {
+        #[schema(value_type = super::contract::HttpsUrl)]
         homeserver_url: Url,
         /// The bot user's access token (write-only).
         #[serde(default)]
+        #[schema(pattern = "^[^\\u0000-\\u001f\\u007f-\\u009f]{1,2048}$")]
         access_token: Option<String>,
     },
     Webhook {
         /// The channel gateway that receives signed `auth_link.issued` events.
+        #[schema(value_type = super::contract::HttpsUrl)]
         url: Url,
     },
 }
@@ -95,9 +110,11 @@ fn check_url(state: &AppState, field: &str, url: &Url) -> Result<(), ApiError> {
 
 fn check_secret(field: &str, secret: &Option<String>, max: usize) -> Result<(), ApiError> {
     match secret {
-        Some(s) if s.is_empty() || s.len() > max || s.chars().any(char::is_control) => Err(
-            ApiError::Invalid(format!("{field} must be 1-{max} characters")),
-        ),
+        Some(s) if s.is_empty() || s.chars().count() > max || s.chars().any(char::is_control) => {
+            Err(ApiError::Invalid(format!(
+                "{field} must be 1-{max} characters"
+            )))
+        }
         _ => Ok(()),
     }
 }

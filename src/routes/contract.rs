@@ -5,6 +5,8 @@
 //! common to all of them, in one place.
 
 use utoipa::openapi::path::Operation;
+
+use crate::error::ApiError;
 use utoipa::openapi::{ContentBuilder, OpenApi, Ref, RefOr, ResponseBuilder};
 
 /// An RFC 9457 problem: every error of the API (`application/problem+json`). Some problems carry
@@ -238,6 +240,20 @@ pub fn document(mut openapi: OpenApi, max_wait_seconds: u64) -> String {
             link["requestBody"] = serde_json::from_str(body).unwrap_or_default();
         }
         response["links"][*name] = link;
+    }
+    // What the derive cannot say: which keys a map may have.
+    if let Some(params) = doc
+        .pointer_mut("/components/schemas/ProfileBody/properties/extra_authorize_params")
+        .and_then(serde_json::Value::as_object_mut)
+    {
+        params.insert("maxProperties".into(), 20.into());
+        params.insert(
+            "propertyNames".into(),
+            serde_json::json!({
+                "minLength": 1,
+                "not": {"enum": super::profiles::RESERVED_PARAMS},
+            }),
+        );
     }
     doc.to_string()
 }
@@ -638,3 +654,84 @@ const LINKS: &[Link] = &[
         None,
     ),
 ];
+
+/// Schema-only names for the strings the handlers check by rule rather than by type.
+mod strings {
+    #![allow(
+        dead_code,
+        reason = "schemas only: the fields are plain strings and Urls"
+    )]
+
+    /// A host a bot allows: `example.com` or `*.example.com` (`check_hosts`).
+    #[derive(utoipa::ToSchema)]
+    #[schema(pattern = "^(\\*\\.)?[A-Za-z0-9.-]{1,253}$")]
+    pub struct HostName(String);
+
+    /// A URL the daemon calls (a provider, an issuer, a chat API, a channel gateway): https, a
+    /// host name, no credentials (`admin::check_url`; a local trial also takes loopback http).
+    #[derive(utoipa::ToSchema)]
+    #[schema(
+        format = Uri,
+        pattern = "^https://([a-z0-9]+(-[a-z0-9]+)*\\.)*[a-z][a-z0-9]*(-[a-z0-9]+)*(:[1-9][0-9]{0,3})?(/[A-Za-z0-9._~-]*)*$"
+    )]
+    pub struct HttpsUrl(String);
+
+    /// A webhook or return URL: http(s), a host name, no credentials.
+    #[derive(utoipa::ToSchema)]
+    #[schema(
+        format = Uri,
+        pattern = "^https?://([a-z0-9]+(-[a-z0-9]+)*\\.)*[a-z][a-z0-9]*(-[a-z0-9]+)*(:[1-9][0-9]{0,3})?(/[A-Za-z0-9._~-]*)*$"
+    )]
+    pub struct HttpUrl(String);
+
+    /// An OAuth scope: printable ASCII without spaces, quotes or backslashes (`check_scopes`).
+    #[derive(utoipa::ToSchema)]
+    #[schema(pattern = "^[!#-\\[\\]-~]{1,200}$")]
+    pub struct Scope(String);
+
+    /// Free text shown or passed on: no control characters (`check_text`).
+    #[derive(utoipa::ToSchema)]
+    #[schema(pattern = "^[^\\u0000-\\u001f\\u007f-\\u009f]*$")]
+    pub struct Text(String);
+}
+pub use strings::{HostName, HttpUrl, HttpsUrl, Scope, Text};
+
+/// A request body that the schema calls an object (or, where the body is optional, `null`): serde
+/// would also read a struct from a JSON array (`[null, null]`), which no schema here allows.
+/// Malformed JSON is a 400, well-formed JSON of the wrong shape a 422.
+pub fn json_object<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
+    let classify = |e: serde_json::Error| match e.classify() {
+        serde_json::error::Category::Data => ApiError::Invalid(e.to_string()),
+        _ => ApiError::BadRequest(e.to_string()),
+    };
+    if bytes.trim_ascii_start().first() == Some(&b'[') {
+        serde_json::from_slice::<serde::de::IgnoredAny>(bytes).map_err(classify)?;
+        return Err(ApiError::Invalid("the body must be a JSON object".into()));
+    }
+    serde_json::from_slice(bytes).map_err(classify)
+}
+
+/// JSON numbers the contract calls integers: JSON Schema counts `600.0` as the integer 600, so
+/// the handlers take it too (serde's `u32` would refuse it).
+pub mod integer {
+    use serde::{Deserialize, Deserializer};
+
+    pub fn option_u32<'de, D: Deserializer<'de>>(d: D) -> Result<Option<u32>, D::Error> {
+        let Some(n) = Option::<serde_json::Number>::deserialize(d)? else {
+            return Ok(None);
+        };
+        if let Some(v) = n.as_u64() {
+            return u32::try_from(v)
+                .map(Some)
+                .map_err(|_| serde::de::Error::custom(format!("{n} is out of range")));
+        }
+        match n.as_f64() {
+            Some(f) if f.fract() == 0.0 && (0.0..=f64::from(u32::MAX)).contains(&f) => {
+                Ok(Some(f as u32))
+            }
+            _ => Err(serde::de::Error::custom(format!(
+                "{n} is not a non-negative integer"
+            ))),
+        }
+    }
+}

@@ -120,10 +120,7 @@ impl JsonBody {
         if !self.declared_json {
             return Err(ApiError::UnsupportedMediaType);
         }
-        serde_json::from_slice(&self.bytes).map_err(|e| match e.classify() {
-            serde_json::error::Category::Data => ApiError::Invalid(e.to_string()),
-            _ => ApiError::BadRequest(e.to_string()),
-        })
+        contract::json_object(&self.bytes)
     }
 }
 

@@ -36,26 +36,36 @@ const MAX_CONTEXT: usize = 8 * 1024;
 #[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateBody {
-    #[schema(value_type = String)]
+    #[schema(value_type = String, pattern = "^[a-z0-9][a-z0-9_-]{0,63}$")]
     integration: IntegrationName,
-    #[schema(value_type = String)]
+    /// Not `_bot` (the bot-wide grant's name).
+    #[schema(value_type = String, min_length = 1, max_length = 256, pattern = "^[^\\u0000-\\u001f\\u007f-\\u009f]+$")]
     user_id: UserId,
     #[serde(default)]
+    #[schema(value_type = Option<super::contract::Text>, min_length = 1, max_length = 256)]
     conversation_id: Option<String>,
+    /// Any JSON, at most 8 KiB as sent.
     #[serde(default)]
     #[schema(value_type = Option<Object>)]
     context: Option<Box<RawValue>>,
     #[serde(default)]
+    #[schema(value_type = Option<super::contract::HttpUrl>)]
     webhook_url: Option<Url>,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "super::contract::integer::option_u32")]
+    #[schema(minimum = 60, maximum = 86_400)]
     ttl_seconds: Option<u32>,
     #[serde(default)]
+    #[schema(value_type = Option<Vec<super::contract::Scope>>, max_items = 50)]
     scopes: Option<Vec<String>>,
     #[serde(default)]
+    #[schema(value_type = Option<super::contract::Text>, min_length = 1, max_length = 256)]
     login_hint: Option<String>,
     #[serde(default)]
+    #[schema(value_type = Option<super::contract::Text>, min_length = 1, max_length = 35)]
     locale: Option<String>,
+    /// On one of the bot's `allowed_return_hosts`.
     #[serde(default)]
+    #[schema(value_type = Option<super::contract::HttpUrl>)]
     return_url: Option<Url>,
     #[serde(default)]
     verification: Option<Verification>,
@@ -73,13 +83,12 @@ pub struct CreateBody {
     /// Deliver the link to a chat channel of the bot (or `{"name": "webchat"}`: the response
     /// carries a ready-to-render message).
     #[serde(default)]
-    #[schema(value_type = Option<Object>)]
     channel: Option<ChannelTarget>,
 }
 
 fn check_text(field: &str, v: &Option<String>, max: usize) -> Result<(), ApiError> {
     match v {
-        Some(s) if s.is_empty() || s.len() > max || s.chars().any(char::is_control) => {
+        Some(s) if s.is_empty() || s.chars().count() > max || s.chars().any(char::is_control) => {
             Err(ApiError::Invalid(format!(
                 "{field} must be 1-{max} characters without control characters"
             )))
@@ -146,7 +155,7 @@ fn check_binding(
             issuer.issuer
         )));
     }
-    if subject.sub.is_empty() || subject.sub.len() > 255 {
+    if subject.sub.is_empty() || subject.sub.chars().count() > 255 {
         return Err(ApiError::Invalid(
             "subject.sub must be 1-255 characters".into(),
         ));
@@ -854,17 +863,22 @@ pub async fn events(
 #[derive(Deserialize, Default, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct PreAuthorizeBody {
-    #[serde(default)]
+    #[serde(default, deserialize_with = "super::contract::integer::option_u32")]
+    #[schema(minimum = 60, maximum = 86_400)]
     ttl_seconds: Option<u32>,
     #[serde(default)]
+    #[schema(value_type = Option<super::contract::Text>, min_length = 1, max_length = 35)]
     locale: Option<String>,
     #[serde(default)]
+    #[schema(value_type = Option<super::contract::Text>, min_length = 1, max_length = 256)]
     login_hint: Option<String>,
+    /// On one of the bot's `allowed_return_hosts`, or a console page of this daemon.
     #[serde(default)]
+    #[schema(value_type = Option<super::contract::HttpUrl>)]
     return_url: Option<Url>,
 }
 
-#[utoipa::path(operation_id = "sessions_pre_authorize", post, path = "/v1/bots/{bot}/integrations/{integration}/pre-authorize", tag = "integrations", summary = "A sign-in link for the bot-wide grant (admin)", params(super::contract::IntegrationPath), request_body = PreAuthorizeBody, responses((status = 201, description = "the session with its link"), (status = 400, description = "malformed request (unreadable body, bad JSON or query)"), (status = 403, description = "this key may not do that (a bot key where the operator or an admin key is needed)"), (status = 404, description = "no such bot (or another bot's), or no such resource"), (status = 409, description = "disabled, not pre_authorized, or its app is missing"), (status = 413, description = "body over the limit"), (status = 422, description = "validation failed (the detail names the field)")), security(("bearer" = [])))]
+#[utoipa::path(operation_id = "sessions_pre_authorize", post, path = "/v1/bots/{bot}/integrations/{integration}/pre-authorize", tag = "integrations", summary = "A sign-in link for the bot-wide grant (admin)", params(super::contract::IntegrationPath), request_body(content = Option<PreAuthorizeBody>, description = "optional: an empty body takes the defaults"), responses((status = 201, description = "the session with its link"), (status = 400, description = "malformed request (unreadable body, bad JSON or query)"), (status = 403, description = "this key may not do that (a bot key where the operator or an admin key is needed)"), (status = 404, description = "no such bot (or another bot's), or no such resource"), (status = 409, description = "disabled, not pre_authorized, or its app is missing"), (status = 413, description = "body over the limit"), (status = 422, description = "validation failed (the detail names the field)")), security(("bearer" = [])))]
 /// "Pre-authorize the integration": a link for an admin, whose sign-in stores the bot-wide grant
 /// that every conversation of the bot then uses. Signing in again replaces it.
 #[tracing::instrument(name = "pre_authorize", skip_all, fields(bot = %bot, integration = %integration, session_id = tracing::field::Empty))]
@@ -875,10 +889,11 @@ pub async fn pre_authorize(
     super::RawBody(body): super::RawBody,
 ) -> Result<Response, ApiError> {
     caller.admin(&bot_id(&bot)?)?;
+    // Optional: an empty body (or `null`) takes the defaults.
     let req: PreAuthorizeBody = if body.is_empty() {
         PreAuthorizeBody::default()
     } else {
-        serde_json::from_slice(&body).map_err(|e| ApiError::Invalid(e.to_string()))?
+        super::contract::json_object::<Option<PreAuthorizeBody>>(&body)?.unwrap_or_default()
     };
     let name =
         IntegrationName::parse(&integration).map_err(|_| ApiError::NotFound("integration"))?;
@@ -954,6 +969,8 @@ pub async fn pre_authorize(
 #[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct VerifyBody {
+    /// The six digits the person was shown (surrounding spaces are ignored).
+    #[schema(min_length = 1, max_length = 64)]
     code: String,
 }
 

@@ -29,7 +29,7 @@ use crate::store::CreateOutcome;
 #[serde(deny_unknown_fields)]
 pub struct TokenBody {
     #[serde(default)]
-    #[schema(value_type = Option<String>)]
+    #[schema(value_type = Option<String>, min_length = 1, max_length = 256, pattern = "^[^\\u0000-\\u001f\\u007f-\\u009f]+$")]
     user_id: Option<UserId>,
     #[serde(default)]
     force_refresh: bool,
@@ -47,10 +47,12 @@ pub struct TokenBody {
     #[serde(default)]
     session_id: Option<String>,
     /// With a retry: hold up to this many seconds (≤ 50) for the person to finish.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "super::contract::integer::option_u32")]
+    #[schema(minimum = 0, maximum = 50)]
     wait: Option<u32>,
     /// The caller's digest of the tool call; a `request_state` only serves the same call.
     #[serde(default)]
+    #[schema(value_type = Option<super::contract::Text>, max_length = 256)]
     tool_call: Option<String>,
     /// What the MCP client answered the elicitation: `decline` or `cancel` cancel the session.
     #[serde(default)]
@@ -157,7 +159,7 @@ pub async fn access_token(
         )));
     }
     let tool_call = body.tool_call.clone().unwrap_or_default();
-    if tool_call.len() > 256 || tool_call.chars().any(char::is_control) {
+    if tool_call.chars().count() > 256 || tool_call.chars().any(char::is_control) {
         return Err(ApiError::Invalid(
             "tool_call must be at most 256 characters".into(),
         ));
