@@ -735,3 +735,80 @@ pub mod integer {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use utoipa::IntoParams;
+    use utoipa::openapi::RefOr;
+    use utoipa::openapi::schema::Schema;
+
+    use super::*;
+    use crate::domain::ids::{SESSION_ID_PATTERN, SLUG_PATTERN, USER_ID_PATTERN};
+
+    fn patterns<P: IntoParams>() -> Vec<(String, String)> {
+        P::into_params(|| None)
+            .into_iter()
+            .map(|p| match p.schema {
+                Some(RefOr::T(Schema::Object(o))) => (p.name, o.pattern.unwrap_or_default()),
+                _ => (p.name, String::new()),
+            })
+            .collect()
+    }
+
+    #[test]
+    fn path_patterns_are_the_parsers_patterns() {
+        let all = [
+            patterns::<BotPath>(),
+            patterns::<IntegrationPath>(),
+            patterns::<ConnectionPath>(),
+            patterns::<SessionPath>(),
+            patterns::<ChannelPath>(),
+        ]
+        .concat();
+        for (name, pattern) in all {
+            let expected = match name.as_str() {
+                "bot" | "integration" | "name" => SLUG_PATTERN,
+                "id" => SESSION_ID_PATTERN,
+                "user" => USER_ID_PATTERN,
+                other => panic!("unexpected parameter {other}"),
+            };
+            assert_eq!(pattern, expected, "{name}");
+        }
+    }
+
+    #[test]
+    fn bodies_are_objects_and_integral_floats_are_integers() {
+        #[derive(serde::Deserialize, Debug, Default)]
+        #[serde(deny_unknown_fields)]
+        struct Body {
+            #[serde(default, deserialize_with = "integer::option_u32")]
+            ttl: Option<u32>,
+        }
+        assert!(matches!(
+            json_object::<Body>(b" [null]"),
+            Err(ApiError::Invalid(_))
+        ));
+        assert!(matches!(
+            json_object::<Body>(b"[nul"),
+            Err(ApiError::BadRequest(_))
+        ));
+        assert!(json_object::<Option<Body>>(b"null").unwrap().is_none());
+        assert_eq!(
+            json_object::<Body>(br#"{"ttl": 600.0}"#).unwrap().ttl,
+            Some(600)
+        );
+        for bad in [
+            r#"{"ttl": 1.5}"#,
+            r#"{"ttl": -1}"#,
+            r#"{"ttl": 5000000000}"#,
+        ] {
+            assert!(
+                matches!(
+                    json_object::<Body>(bad.as_bytes()),
+                    Err(ApiError::Invalid(_))
+                ),
+                "{bad}"
+            );
+        }
+    }
+}
