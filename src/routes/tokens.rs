@@ -46,7 +46,8 @@ pub struct TokenBody {
     /// An MCP 2025-11-25 retry: the session (= `elicitationId`) the client was asked about.
     #[serde(default)]
     session_id: Option<String>,
-    /// With a retry: hold up to this many seconds (≤ 50) for the person to finish.
+    /// With a retry: hold up to this many seconds (≤ 50, and at most the deployment's
+    /// `sessions.max_wait_seconds`) for the person to finish.
     #[serde(default, deserialize_with = "super::contract::integer::option_u32")]
     #[schema(minimum = 0, maximum = 50)]
     wait: Option<u32>,
@@ -177,7 +178,10 @@ pub async fn access_token(
                     super::sessions::cancel_session(&state, session, now).await?
                 }
                 _ => {
-                    let wait = std::time::Duration::from_secs(body.wait.unwrap_or(0).into());
+                    // Held no longer than the deployment's long-poll limit, which the request
+                    // deadline is sized for (a longer hold would be cut off as a 503).
+                    let wait = std::time::Duration::from_secs(body.wait.unwrap_or(0).into())
+                        .min(state.config.max_wait);
                     super::sessions::wait_until_settled(&state, session, wait).await?
                 }
             };
