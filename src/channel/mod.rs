@@ -111,7 +111,7 @@ pub fn check_target(
 ) -> Result<(), String> {
     let kind = config.settings.kind();
     let to = target.to.as_deref().unwrap_or("");
-    if to.is_empty() || to.len() > 256 || to.chars().any(char::is_control) {
+    if to.is_empty() || to.chars().count() > 256 || to.chars().any(char::is_control) {
         return Err(format!(
             "channel.to is required for a {} channel: 1-256 characters without control characters",
             kind.as_str()
@@ -121,9 +121,9 @@ pub fn check_target(
         return Err("channel.user (an ephemeral message) is only for Slack channels".into());
     }
     for (field, v) in [("thread", &target.thread), ("user", &target.user)] {
-        if v.as_deref()
-            .is_some_and(|v| v.is_empty() || v.len() > 256 || v.chars().any(char::is_control))
-        {
+        if v.as_deref().is_some_and(|v| {
+            v.is_empty() || v.chars().count() > 256 || v.chars().any(char::is_control)
+        }) {
             return Err(format!(
                 "channel.{field} must be 1-256 characters without control characters"
             ));

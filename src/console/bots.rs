@@ -230,7 +230,7 @@ async fn page(
             st(),
             c(),
             p(),
-            Query::try_from_uri(&Uri::from_static("/?state=dead")).expect("a valid query"),
+            Ok(Query::try_from_uri(&Uri::from_static("/?state=dead")).expect("a valid query")),
         )
         .await,
     )

@@ -79,9 +79,12 @@ impl ChannelKind {
 
 /// The approved WhatsApp template sent outside the 24-hour customer-service window: its URL
 /// button's dynamic suffix is the link's token (the template's base URL is the daemon's `/l/`).
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct WhatsappTemplate {
+    #[schema(pattern = "^[a-z0-9_]{1,512}$")]
     pub name: String,
+    /// A language code like `en_US`.
+    #[schema(pattern = "^[A-Za-z_]{2,15}$")]
     pub language: String,
 }
 
@@ -160,20 +163,25 @@ impl ChannelConfig {
 }
 
 /// Where in a channel a session's link goes (`channel` on session creation).
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ChannelTarget {
+    /// A channel configured for the bot, or `webchat`.
+    #[schema(value_type = String, pattern = "^[a-z0-9][a-z0-9_-]{0,63}$")]
     pub name: ChannelName,
     /// Slack channel, Teams conversation, Telegram chat, WhatsApp number, Matrix room (not for
     /// `webchat`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(pattern = "^[^\\u0000-\\u001f\\u007f-\\u009f]{1,256}$")]
     pub to: Option<String>,
     /// Reply in a thread: Slack `thread_ts`, Telegram `message_thread_id`, Teams activity id,
     /// Matrix thread root event id.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(pattern = "^[^\\u0000-\\u001f\\u007f-\\u009f]{1,256}$")]
     pub thread: Option<String>,
     /// Slack only: show the message to this user alone (ephemeral).
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(pattern = "^[^\\u0000-\\u001f\\u007f-\\u009f]{1,256}$")]
     pub user: Option<String>,
 }
 

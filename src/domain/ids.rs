@@ -13,6 +13,13 @@ pub struct InvalidId {
     pub reason: &'static str,
 }
 
+/// `check_slug` as a regular expression, for the OpenAPI document (kept equal by a test below).
+pub const SLUG_PATTERN: &str = "^[a-z0-9][a-z0-9_-]{0,63}$";
+/// `SessionId::parse` as a regular expression: a partition below 16, then a UUID in hex.
+pub const SESSION_ID_PATTERN: &str = "^0[0-9a-f]{33}$";
+/// `UserId::parse`/`Subject::parse`: no control characters (length 1-256 is stated apart).
+pub const USER_ID_PATTERN: &str = "^[^\\u0000-\\u001f\\u007f-\\u009f]+$";
+
 /// A name chosen by the operator: `[a-z0-9][a-z0-9_-]{0,63}`. Used for bots and integrations;
 /// it appears in URLs and store keys, so the alphabet is deliberately small.
 fn check_slug(what: &'static str, s: &str) -> Result<(), InvalidId> {
@@ -80,7 +87,7 @@ impl UserId {
     pub const BOT: &'static str = "_bot";
 
     pub fn parse(s: &str) -> Result<Self, InvalidId> {
-        if s.is_empty() || s.len() > 256 || s.chars().any(char::is_control) {
+        if s.is_empty() || s.chars().count() > 256 || s.chars().any(char::is_control) {
             return Err(InvalidId {
                 what: "user_id",
                 reason: "must be 1-256 characters without control characters",

@@ -24,12 +24,20 @@ use crate::flow::AppState;
 #[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct BotBody {
+    #[schema(
+        min_length = 1,
+        max_length = 200,
+        pattern = "^[^\\u0000-\\u001f\\u007f-\\u009f]*[^\\s\\u0000-\\u001f\\u007f-\\u009f][^\\u0000-\\u001f\\u007f-\\u009f]*$"
+    )]
     name: String,
     #[serde(default)]
+    #[schema(value_type = Option<super::contract::HttpUrl>)]
     webhook_url: Option<Url>,
     #[serde(default)]
+    #[schema(value_type = Vec<super::contract::HostName>, max_items = 100)]
     allowed_return_hosts: Vec<String>,
     #[serde(default)]
+    #[schema(value_type = Vec<super::contract::HostName>, max_items = 100)]
     allowed_webhook_hosts: Vec<String>,
     /// The MCP server's own authorization server, for `binding: oidc` sessions. Shown back with
     /// `client_secret_set` instead of the secret; `null` or absent removes it.
@@ -41,10 +49,13 @@ pub struct BotBody {
 #[serde(deny_unknown_fields)]
 pub struct IssuerBody {
     /// https (or loopback http for a local trial); compared exactly with ID tokens' `iss`.
+    #[schema(value_type = super::contract::HttpsUrl)]
     issuer: String,
+    #[schema(min_length = 1, max_length = 512)]
     client_id: String,
     /// Required the first time; absent on update keeps the stored one.
     #[serde(default)]
+    #[schema(min_length = 1, max_length = 1024)]
     client_secret: Option<String>,
 }
 
@@ -78,7 +89,7 @@ fn identity_issuer(
             "identity_issuer.issuer must not have a query or fragment".into(),
         ));
     }
-    if b.client_id.is_empty() || b.client_id.len() > 512 {
+    if b.client_id.is_empty() || b.client_id.chars().count() > 512 {
         return Err(ApiError::Invalid(
             "identity_issuer.client_id must be 1-512 characters".into(),
         ));
@@ -87,7 +98,7 @@ fn identity_issuer(
         b.client_secret,
         existing.and_then(|e| e.identity_issuer.as_ref()),
     ) {
-        (Some(s), _) if s.is_empty() || s.len() > 1024 => {
+        (Some(s), _) if s.is_empty() || s.chars().count() > 1024 => {
             return Err(ApiError::Invalid(
                 "identity_issuer.client_secret must be 1-1024 characters".into(),
             ));
@@ -110,6 +121,17 @@ fn identity_issuer(
         client_id: b.client_id,
         client_secret_sealed,
     }))
+}
+
+/// A bot's or a profile's name: 1-200 characters (JSON Schema counts characters, so do we), not
+/// all spaces, no control characters (it is shown on pages and in messages).
+pub(crate) fn check_name(name: &str) -> Result<(), ApiError> {
+    if name.trim().is_empty() || name.chars().count() > 200 || name.chars().any(char::is_control) {
+        return Err(ApiError::Invalid(
+            "name must be 1-200 characters, without control characters".into(),
+        ));
+    }
+    Ok(())
 }
 
 fn check_hosts(field: &str, hosts: &[String]) -> Result<(), ApiError> {
@@ -169,7 +191,7 @@ pub fn check_webhook_url(url: &Url) -> Result<(), ApiError> {
     Ok(())
 }
 
-#[utoipa::path(operation_id = "admin_put_bot", put, path = "/v1/bots/{bot}", tag = "bots", summary = "Create or update a bot (operator)", params(("bot" = String, Path)), request_body = BotBody, responses((status = 200, description = "200/201: the bot"), (status = "4XX", description = "problem+json (RFC 9457)")), security(("bearer" = [])))]
+#[utoipa::path(operation_id = "admin_put_bot", put, path = "/v1/bots/{bot}", tag = "bots", summary = "Create or update a bot (operator)", params(super::contract::BotPath), request_body = BotBody, responses((status = 200, description = "updated: the bot"), (status = 201, description = "created: the bot"), (status = 403, description = "this key may not do that (a bot key where the operator or an admin key is needed)"), (status = 404, description = "no such bot (or another bot's), or no such resource"), (status = 400, description = "malformed request (unreadable body, bad JSON or query)"), (status = 413, description = "body over the limit"), (status = 415, description = "not application/json"), (status = 422, description = "validation failed (the detail names the field)")), security(("bearer" = [])))]
 pub async fn put_bot(
     State(state): State<AppState>,
     caller: Caller,
@@ -180,14 +202,7 @@ pub async fn put_bot(
     let id = crate::domain::BotId::parse(&bot).map_err(|e| ApiError::Invalid(e.to_string()))?;
     caller.operator(&id)?;
     let body: BotBody = body.parse()?;
-    if body.name.trim().is_empty()
-        || body.name.len() > 200
-        || body.name.chars().any(char::is_control)
-    {
-        return Err(ApiError::Invalid(
-            "name must be 1-200 characters without control characters".into(),
-        ));
-    }
+    check_name(&body.name)?;
     if let Some(url) = &body.webhook_url {
         check_webhook_url(url)?;
     }
@@ -217,7 +232,7 @@ pub async fn put_bot(
     Ok((status, Json(bot_view(&bot))))
 }
 
-#[utoipa::path(operation_id = "admin_get_bot", get, path = "/v1/bots/{bot}", tag = "bots", summary = "Read a bot", params(("bot" = String, Path)), responses((status = 200, description = "200: the bot"), (status = "4XX", description = "problem+json (RFC 9457)")), security(("bearer" = [])))]
+#[utoipa::path(operation_id = "admin_get_bot", get, path = "/v1/bots/{bot}", tag = "bots", summary = "Read a bot", params(super::contract::BotPath), responses((status = 200, description = "the bot"), (status = 404, description = "no such bot (or another bot's), or no such resource")), security(("bearer" = [])))]
 pub async fn get_bot(
     State(state): State<AppState>,
     caller: Caller,
@@ -233,7 +248,7 @@ pub async fn get_bot(
         .ok_or(ApiError::NotFound("bot"))
 }
 
-#[utoipa::path(operation_id = "admin_list_bots", get, path = "/v1/bots", tag = "bots", summary = "List the bots, sorted by id (operator)", params(("limit" = Option<u32>, Query, description = "1-200, default 50"), ("cursor" = Option<String>, Query, description = "next_cursor of the previous page")), responses((status = 200, description = "200: {bots, next_cursor}"), (status = "4XX", description = "problem+json (RFC 9457)")), security(("bearer" = [])))]
+#[utoipa::path(operation_id = "admin_list_bots", get, path = "/v1/bots", tag = "bots", summary = "List the bots, sorted by id (operator)", params(("limit" = Option<u32>, Query, minimum = 1, maximum = 200, description = "1-200, default 50"), ("cursor" = Option<String>, Query, pattern = "^[A-Za-z0-9_-]+$", description = "next_cursor of the previous page")), responses((status = 200, description = "{bots, next_cursor}"), (status = 403, description = "this key may not do that (a bot key where the operator or an admin key is needed)"), (status = 422, description = "validation failed (the detail names the field)")), security(("bearer" = [])))]
 pub async fn list_bots(
     State(state): State<AppState>,
     caller: Caller,
@@ -253,7 +268,7 @@ pub async fn list_bots(
     })))
 }
 
-#[utoipa::path(operation_id = "admin_delete_bot", delete, path = "/v1/bots/{bot}", tag = "bots", summary = "Delete a bot with its keys and integrations (operator)", params(("bot" = String, Path)), responses((status = 204, description = "204"), (status = "4XX", description = "problem+json (RFC 9457)")), security(("bearer" = [])))]
+#[utoipa::path(operation_id = "admin_delete_bot", delete, path = "/v1/bots/{bot}", tag = "bots", summary = "Delete a bot with its keys and integrations (operator)", params(super::contract::BotPath), responses((status = 204, description = "deleted"), (status = 403, description = "this key may not do that (a bot key where the operator or an admin key is needed)"), (status = 404, description = "no such bot (or another bot's), or no such resource")), security(("bearer" = [])))]
 pub async fn delete_bot(
     State(state): State<AppState>,
     caller: Caller,
@@ -270,10 +285,11 @@ pub struct KeyBody {
     #[serde(default)]
     role: Option<KeyRole>,
     #[serde(default)]
+    #[schema(max_length = 200)]
     name: Option<String>,
 }
 
-#[utoipa::path(operation_id = "admin_create_api_key", post, path = "/v1/bots/{bot}/api-keys", tag = "keys", summary = "Create a bot key, shown once (operator)", params(("bot" = String, Path)), request_body = KeyBody, responses((status = 201, description = "201: the key"), (status = "4XX", description = "problem+json (RFC 9457)")), security(("bearer" = [])))]
+#[utoipa::path(operation_id = "admin_create_api_key", post, path = "/v1/bots/{bot}/api-keys", tag = "keys", summary = "Create a bot key, shown once (operator)", params(super::contract::BotPath), request_body(content = Option<KeyBody>, description = "optional: an empty body creates a runtime key"), responses((status = 201, description = "the key, shown once"), (status = 400, description = "malformed request (unreadable body, bad JSON or query)"), (status = 403, description = "this key may not do that (a bot key where the operator or an admin key is needed)"), (status = 404, description = "no such bot (or another bot's), or no such resource"), (status = 413, description = "body over the limit"), (status = 422, description = "validation failed (the detail names the field)")), security(("bearer" = [])))]
 pub async fn create_api_key(
     State(state): State<AppState>,
     caller: Caller,
@@ -283,16 +299,16 @@ pub async fn create_api_key(
     let id = bot_id(&bot)?;
     caller.operator(&id)?;
     super::existing_bot(&state, &id).await?;
-    // The body is optional: an empty POST creates a runtime key.
+    // The body is optional: an empty POST (or `null`) creates a runtime key.
     let body: KeyBody = if body.is_empty() {
         KeyBody::default()
     } else {
-        serde_json::from_slice(&body).map_err(|e| ApiError::Invalid(e.to_string()))?
+        super::contract::json_object::<Option<KeyBody>>(&body)?.unwrap_or_default()
     };
     if body
         .name
         .as_ref()
-        .is_some_and(|n| n.len() > 200 || n.chars().any(char::is_control))
+        .is_some_and(|n| n.chars().count() > 200 || n.chars().any(char::is_control))
     {
         return Err(ApiError::Invalid(
             "name must be at most 200 characters, without control characters".into(),
@@ -332,7 +348,7 @@ fn key_view(k: &ApiKey) -> Value {
     })
 }
 
-#[utoipa::path(operation_id = "admin_list_api_keys", get, path = "/v1/bots/{bot}/api-keys", tag = "keys", summary = "List a bot's keys, without secrets (admin)", params(("bot" = String, Path)), responses((status = 200, description = "200: keys"), (status = "4XX", description = "problem+json (RFC 9457)")), security(("bearer" = [])))]
+#[utoipa::path(operation_id = "admin_list_api_keys", get, path = "/v1/bots/{bot}/api-keys", tag = "keys", summary = "List a bot's keys, without secrets (admin)", params(super::contract::BotPath), responses((status = 200, description = "{keys}, without secrets"), (status = 403, description = "this key may not do that (a bot key where the operator or an admin key is needed)"), (status = 404, description = "no such bot (or another bot's), or no such resource")), security(("bearer" = [])))]
 pub async fn list_api_keys(
     State(state): State<AppState>,
     caller: Caller,
@@ -346,7 +362,7 @@ pub async fn list_api_keys(
     ))
 }
 
-#[utoipa::path(operation_id = "admin_delete_api_key", delete, path = "/v1/bots/{bot}/api-keys/{key}", tag = "keys", summary = "Revoke a key (admin)", params(("bot" = String, Path), ("key" = String, Path)), responses((status = 204, description = "204"), (status = "4XX", description = "problem+json (RFC 9457)")), security(("bearer" = [])))]
+#[utoipa::path(operation_id = "admin_delete_api_key", delete, path = "/v1/bots/{bot}/api-keys/{key}", tag = "keys", summary = "Revoke a key (admin)", params(super::contract::KeyPath), responses((status = 204, description = "revoked"), (status = 403, description = "this key may not do that (a bot key where the operator or an admin key is needed)"), (status = 404, description = "no such bot (or another bot's), or no such resource")), security(("bearer" = [])))]
 pub async fn delete_api_key(
     State(state): State<AppState>,
     caller: Caller,
@@ -367,8 +383,10 @@ pub struct IntegrationBody {
     #[schema(value_type = String, example = "system")]
     profile: ProfileRef,
     #[serde(default)]
+    #[schema(value_type = Option<Vec<super::contract::Scope>>, max_items = 50)]
     scopes: Option<Vec<String>>,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "super::contract::integer::option_u32")]
+    #[schema(minimum = 60, maximum = 86_400)]
     link_ttl_seconds: Option<u32>,
     #[serde(default)]
     verification: Verification,
@@ -377,6 +395,11 @@ pub struct IntegrationBody {
     /// What people see on the link page and in messages (1-100 characters, trimmed). Default:
     /// the provider's name ("Salesforce"); for `oauth2`, the integration's name.
     #[serde(default)]
+    #[schema(
+        min_length = 1,
+        max_length = 100,
+        pattern = "^\\s*[^\\s\\u0000-\\u001f\\u007f-\\u009f]"
+    )]
     display_name: Option<String>,
     /// `false`: no new sessions, links or tokens (connections are kept). Absent: unchanged
     /// (`true` for a new integration).
@@ -411,7 +434,7 @@ pub fn check_scopes(scopes: &[String]) -> Result<(), ApiError> {
     Ok(())
 }
 
-#[utoipa::path(operation_id = "admin_put_integration", put, path = "/v1/bots/{bot}/integrations/{integration}", tag = "integrations", summary = "Configure an integration: provider, mode, app (admin)", params(("bot" = String, Path), ("integration" = String, Path)), request_body = IntegrationBody, responses((status = 200, description = "200/201: the integration"), (status = "4XX", description = "problem+json (RFC 9457)")), security(("bearer" = [])))]
+#[utoipa::path(operation_id = "admin_put_integration", put, path = "/v1/bots/{bot}/integrations/{integration}", tag = "integrations", summary = "Configure an integration: provider, mode, app (admin)", params(super::contract::IntegrationPath), request_body = IntegrationBody, responses((status = 200, description = "updated: the integration"), (status = 201, description = "created: the integration"), (status = 403, description = "this key may not do that (a bot key where the operator or an admin key is needed)"), (status = 404, description = "no such bot (or another bot's), or no such resource"), (status = 400, description = "malformed request (unreadable body, bad JSON or query)"), (status = 413, description = "body over the limit"), (status = 415, description = "not application/json"), (status = 422, description = "validation failed (the detail names the field)")), security(("bearer" = [])))]
 pub async fn put_integration(
     State(state): State<AppState>,
     caller: Caller,
@@ -494,7 +517,7 @@ pub async fn put_integration(
     Ok((status, Json(integration)))
 }
 
-#[utoipa::path(operation_id = "admin_get_integration", get, path = "/v1/bots/{bot}/integrations/{integration}", tag = "integrations", summary = "Read an integration, with the callback URL to register", params(("bot" = String, Path), ("integration" = String, Path)), responses((status = 200, description = "200: the integration"), (status = "4XX", description = "problem+json (RFC 9457)")), security(("bearer" = [])))]
+#[utoipa::path(operation_id = "admin_get_integration", get, path = "/v1/bots/{bot}/integrations/{integration}", tag = "integrations", summary = "Read an integration, with the callback URL to register", params(super::contract::IntegrationPath), responses((status = 200, description = "the integration, with its callback_url"), (status = 404, description = "no such bot (or another bot's), or no such resource")), security(("bearer" = [])))]
 pub async fn get_integration(
     State(state): State<AppState>,
     caller: Caller,
@@ -522,7 +545,7 @@ async fn integration_view(state: &AppState, integration: &Integration) -> Value 
     view
 }
 
-#[utoipa::path(operation_id = "admin_list_integrations", get, path = "/v1/bots/{bot}/integrations", tag = "integrations", summary = "List a bot's integrations, sorted by name (admin)", params(("bot" = String, Path)), responses((status = 200, description = "200: {integrations}, each as GET of the integration shows it"), (status = "4XX", description = "problem+json (RFC 9457)")), security(("bearer" = [])))]
+#[utoipa::path(operation_id = "admin_list_integrations", get, path = "/v1/bots/{bot}/integrations", tag = "integrations", summary = "List a bot's integrations, sorted by name (admin)", params(super::contract::BotPath), responses((status = 200, description = "{integrations}"), (status = 403, description = "this key may not do that (a bot key where the operator or an admin key is needed)"), (status = 404, description = "no such bot (or another bot's), or no such resource")), security(("bearer" = [])))]
 pub async fn list_integrations(
     State(state): State<AppState>,
     caller: Caller,
@@ -538,7 +561,7 @@ pub async fn list_integrations(
     Ok(Json(json!({ "integrations": views })))
 }
 
-#[utoipa::path(operation_id = "admin_delete_integration", delete, path = "/v1/bots/{bot}/integrations/{integration}", tag = "integrations", summary = "Delete an integration (admin)", params(("bot" = String, Path), ("integration" = String, Path)), responses((status = 204, description = "204"), (status = "4XX", description = "problem+json (RFC 9457)")), security(("bearer" = [])))]
+#[utoipa::path(operation_id = "admin_delete_integration", delete, path = "/v1/bots/{bot}/integrations/{integration}", tag = "integrations", summary = "Delete an integration (admin)", params(super::contract::IntegrationPath), responses((status = 204, description = "deleted"), (status = 403, description = "this key may not do that (a bot key where the operator or an admin key is needed)"), (status = 404, description = "no such bot (or another bot's), or no such resource")), security(("bearer" = [])))]
 pub async fn delete_integration(
     State(state): State<AppState>,
     caller: Caller,
@@ -553,7 +576,7 @@ pub async fn delete_integration(
     )
 }
 
-#[utoipa::path(operation_id = "admin_create_webhook_secret", post, path = "/v1/bots/{bot}/webhook-secrets", tag = "webhooks", summary = "Create a webhook signing secret, shown once (admin)", params(("bot" = String, Path)), responses((status = 201, description = "201: the secret"), (status = "4XX", description = "problem+json (RFC 9457)")), security(("bearer" = [])))]
+#[utoipa::path(operation_id = "admin_create_webhook_secret", post, path = "/v1/bots/{bot}/webhook-secrets", tag = "webhooks", summary = "Create a webhook signing secret, shown once (admin)", params(super::contract::BotPath), responses((status = 201, description = "the secret, shown once"), (status = 403, description = "this key may not do that (a bot key where the operator or an admin key is needed)"), (status = 404, description = "no such bot (or another bot's), or no such resource"), (status = 409, description = "at most 5 secrets")), security(("bearer" = [])))]
 /// A new webhook signing secret (shown once). All of a bot's secrets sign every delivery, so a
 /// rotation is: create the new one, deploy it at the receiver, delete the old one.
 pub async fn create_webhook_secret(
@@ -591,7 +614,7 @@ pub async fn create_webhook_secret(
     ))
 }
 
-#[utoipa::path(operation_id = "admin_list_webhook_secrets", get, path = "/v1/bots/{bot}/webhook-secrets", tag = "webhooks", summary = "List webhook secrets, without secrets (admin)", params(("bot" = String, Path)), responses((status = 200, description = "200: secrets"), (status = "4XX", description = "problem+json (RFC 9457)")), security(("bearer" = [])))]
+#[utoipa::path(operation_id = "admin_list_webhook_secrets", get, path = "/v1/bots/{bot}/webhook-secrets", tag = "webhooks", summary = "List webhook secrets, without secrets (admin)", params(super::contract::BotPath), responses((status = 200, description = "{secrets}, without secrets"), (status = 403, description = "this key may not do that (a bot key where the operator or an admin key is needed)"), (status = 404, description = "no such bot (or another bot's), or no such resource")), security(("bearer" = [])))]
 pub async fn list_webhook_secrets(
     State(state): State<AppState>,
     caller: Caller,
@@ -605,7 +628,7 @@ pub async fn list_webhook_secrets(
     })))
 }
 
-#[utoipa::path(operation_id = "admin_delete_webhook_secret", delete, path = "/v1/bots/{bot}/webhook-secrets/{id}", tag = "webhooks", summary = "Retire a webhook secret (admin)", params(("bot" = String, Path), ("id" = String, Path)), responses((status = 204, description = "204"), (status = "4XX", description = "problem+json (RFC 9457)")), security(("bearer" = [])))]
+#[utoipa::path(operation_id = "admin_delete_webhook_secret", delete, path = "/v1/bots/{bot}/webhook-secrets/{id}", tag = "webhooks", summary = "Retire a webhook secret (admin)", params(super::contract::IdPath), responses((status = 204, description = "retired"), (status = 403, description = "this key may not do that (a bot key where the operator or an admin key is needed)"), (status = 404, description = "no such bot (or another bot's), or no such resource")), security(("bearer" = [])))]
 pub async fn delete_webhook_secret(
     State(state): State<AppState>,
     caller: Caller,
@@ -620,28 +643,34 @@ pub async fn delete_webhook_secret(
 }
 
 #[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct DeliveriesQuery {
-    state: Option<String>,
+    #[serde(default)]
+    state: Option<DeliveryState>,
 }
 
-#[utoipa::path(operation_id = "admin_list_deliveries", get, path = "/v1/bots/{bot}/webhook-deliveries", tag = "webhooks", summary = "Dead letters (?state=dead) or queued deliveries (?state=pending) (admin)", params(("bot" = String, Path)), responses((status = 200, description = "200: deliveries"), (status = "4XX", description = "problem+json (RFC 9457)")), security(("bearer" = [])))]
+/// Which deliveries `GET …/webhook-deliveries` lists.
+#[derive(Deserialize, Clone, Copy, PartialEq, Eq, utoipa::ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum DeliveryState {
+    Dead,
+    Pending,
+}
+
+#[utoipa::path(operation_id = "admin_list_deliveries", get, path = "/v1/bots/{bot}/webhook-deliveries", tag = "webhooks", summary = "Dead letters (?state=dead) or queued deliveries (?state=pending) (admin)", params(super::contract::BotPath, ("state" = Option<DeliveryState>, Query, description = "dead (default) or pending")), responses((status = 200, description = "{deliveries}"), (status = 400, description = "malformed request (unreadable body, bad JSON or query)"), (status = 403, description = "this key may not do that (a bot key where the operator or an admin key is needed)"), (status = 404, description = "no such bot (or another bot's), or no such resource")), security(("bearer" = [])))]
 pub async fn list_deliveries(
     State(state): State<AppState>,
     caller: Caller,
     Path(bot): Path<String>,
-    axum::extract::Query(q): axum::extract::Query<DeliveriesQuery>,
+    query: Result<Query<DeliveriesQuery>, QueryRejection>,
 ) -> Result<Json<Value>, ApiError> {
     let bot = bot_id(&bot)?;
     caller.admin(&bot)?;
-    let dead = match q.state.as_deref() {
-        None | Some("dead") => true,
-        Some("pending") => false,
-        Some(other) => {
-            return Err(ApiError::BadRequest(format!(
-                "state must be dead or pending, not {other:?}"
-            )));
-        }
-    };
+    // An unknown parameter or state is a 400 problem (not axum's plain-text rejection).
+    let q = query
+        .map(|Query(q)| q)
+        .map_err(|e| ApiError::BadRequest(e.body_text()))?;
+    let dead = q.state != Some(DeliveryState::Pending);
     let list = state.store.list_deliveries(&bot, dead, 500).await?;
     Ok(Json(json!({
         "deliveries": list.iter().map(|d| json!({
@@ -657,7 +686,7 @@ pub async fn list_deliveries(
     })))
 }
 
-#[utoipa::path(operation_id = "admin_replay_delivery", post, path = "/v1/bots/{bot}/webhook-deliveries/{id}/replay", tag = "webhooks", summary = "Send a dead letter again (admin)", params(("bot" = String, Path), ("id" = String, Path)), responses((status = 202, description = "202"), (status = "4XX", description = "problem+json (RFC 9457)")), security(("bearer" = [])))]
+#[utoipa::path(operation_id = "admin_replay_delivery", post, path = "/v1/bots/{bot}/webhook-deliveries/{id}/replay", tag = "webhooks", summary = "Send a dead letter again (admin)", params(super::contract::IdPath), responses((status = 202, description = "queued again"), (status = 403, description = "this key may not do that (a bot key where the operator or an admin key is needed)"), (status = 404, description = "no such bot (or another bot's), or no such resource")), security(("bearer" = [])))]
 pub async fn replay_delivery(
     State(state): State<AppState>,
     caller: Caller,

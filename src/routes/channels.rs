@@ -24,56 +24,71 @@ pub enum ChannelBody {
     Slack {
         /// `xoxb-…` (write-only).
         #[serde(default)]
+        #[schema(pattern = "^xox[^\\u0000-\\u001f\\u007f-\\u009f]{0,509}$")]
         bot_token: Option<String>,
         /// The app's signing secret (write-only): with it, point the Slack app's Interactivity
         /// Request URL at `/channels/slack/{bot}/{name}/interactions`, and ephemeral link
         /// messages are updated too (through the click's `response_url`).
         #[serde(default)]
+        #[schema(pattern = "^[^\\u0000-\\u001f\\u007f-\\u009f]{1,256}$")]
         signing_secret: Option<String>,
         #[serde(default)]
+        #[schema(value_type = Option<super::contract::HttpsUrl>)]
         api_base_url: Option<Url>,
     },
     Teams {
         /// The bot's Microsoft App ID.
+        #[schema(pattern = "^[A-Za-z0-9_.-]{1,128}$")]
         app_id: String,
         /// The app's client secret (write-only).
         #[serde(default)]
+        #[schema(pattern = "^[^\\u0000-\\u001f\\u007f-\\u009f]{1,1024}$")]
         app_secret: Option<String>,
         /// A single-tenant app's tenant; omit for a multi-tenant app.
         #[serde(default)]
+        #[schema(pattern = "^[A-Za-z0-9_.-]{1,64}$")]
         tenant_id: Option<String>,
         #[serde(default)]
+        #[schema(value_type = Option<super::contract::HttpsUrl>)]
         service_url: Option<Url>,
         #[serde(default)]
+        #[schema(value_type = Option<super::contract::HttpsUrl>)]
         login_base_url: Option<Url>,
     },
     Telegram {
         /// `<bot id>:<secret>` from BotFather (write-only).
         #[serde(default)]
+        #[schema(pattern = "^[0-9]{1,20}:[A-Za-z0-9_-]{20,200}$")]
         bot_token: Option<String>,
         #[serde(default)]
+        #[schema(value_type = Option<super::contract::HttpsUrl>)]
         api_base_url: Option<Url>,
     },
     Whatsapp {
         /// A Cloud API system-user token (write-only).
         #[serde(default)]
+        #[schema(pattern = "^[^\\u0000-\\u001f\\u007f-\\u009f]{1,2048}$")]
         access_token: Option<String>,
+        #[schema(pattern = "^[0-9]{1,32}$")]
         phone_number_id: String,
         /// The approved template with a URL button, for recipients outside the 24-hour window.
         #[serde(default)]
-        #[schema(value_type = Option<Object>)]
         template: Option<WhatsappTemplate>,
         #[serde(default)]
+        #[schema(value_type = Option<super::contract::HttpsUrl>)]
         api_base_url: Option<Url>,
     },
     Matrix {
+        #[schema(value_type = super::contract::HttpsUrl)]
         homeserver_url: Url,
         /// The bot user's access token (write-only).
         #[serde(default)]
+        #[schema(pattern = "^[^\\u0000-\\u001f\\u007f-\\u009f]{1,2048}$")]
         access_token: Option<String>,
     },
     Webhook {
         /// The channel gateway that receives signed `auth_link.issued` events.
+        #[schema(value_type = super::contract::HttpsUrl)]
         url: Url,
     },
 }
@@ -84,9 +99,11 @@ fn default_url(s: &str) -> Url {
 
 fn check_secret(field: &str, secret: &Option<String>, max: usize) -> Result<(), ApiError> {
     match secret {
-        Some(s) if s.is_empty() || s.len() > max || s.chars().any(char::is_control) => Err(
-            ApiError::Invalid(format!("{field} must be 1-{max} characters")),
-        ),
+        Some(s) if s.is_empty() || s.chars().count() > max || s.chars().any(char::is_control) => {
+            Err(ApiError::Invalid(format!(
+                "{field} must be 1-{max} characters"
+            )))
+        }
         _ => Ok(()),
     }
 }
@@ -286,7 +303,7 @@ async fn bot_exists(state: &AppState, bot: &BotId) -> Result<(), ApiError> {
         .ok_or(ApiError::NotFound("bot"))
 }
 
-#[utoipa::path(operation_id = "channels_put", put, path = "/v1/bots/{bot}/channels/{name}", tag = "channels", summary = "Create or update a chat channel; its secret is write-only (admin)", params(("bot" = String, Path), ("name" = String, Path)), request_body = ChannelBody, responses((status = 201, description = "201: created"), (status = 200, description = "200: updated"), (status = "4XX", description = "problem+json (RFC 9457)")), security(("bearer" = [])))]
+#[utoipa::path(operation_id = "channels_put", put, path = "/v1/bots/{bot}/channels/{name}", tag = "channels", summary = "Create or update a chat channel; its secret is write-only (admin)", params(super::contract::ChannelPath), request_body = ChannelBody, responses((status = 200, description = "updated: the channel"), (status = 201, description = "created: the channel"), (status = 403, description = "this key may not do that (a bot key where the operator or an admin key is needed)"), (status = 404, description = "no such bot (or another bot's), or no such resource"), (status = 400, description = "malformed request (unreadable body, bad JSON or query)"), (status = 413, description = "body over the limit"), (status = 415, description = "not application/json"), (status = 422, description = "validation failed (the detail names the field)")), security(("bearer" = [])))]
 pub async fn put(
     State(state): State<AppState>,
     caller: Caller,
@@ -358,7 +375,7 @@ pub async fn put(
     Ok((status, Json(view(&state, &channel))))
 }
 
-#[utoipa::path(operation_id = "channels_get", get, path = "/v1/bots/{bot}/channels/{name}", tag = "channels", summary = "Read a chat channel, without its secret (admin)", params(("bot" = String, Path), ("name" = String, Path)), responses((status = 200, description = "200: the channel"), (status = "4XX", description = "problem+json (RFC 9457)")), security(("bearer" = [])))]
+#[utoipa::path(operation_id = "channels_get", get, path = "/v1/bots/{bot}/channels/{name}", tag = "channels", summary = "Read a chat channel, without its secret (admin)", params(super::contract::ChannelPath), responses((status = 200, description = "the channel, without its secret"), (status = 403, description = "this key may not do that (a bot key where the operator or an admin key is needed)"), (status = 404, description = "no such bot (or another bot's), or no such resource")), security(("bearer" = [])))]
 pub async fn get(
     State(state): State<AppState>,
     caller: Caller,
@@ -375,7 +392,7 @@ pub async fn get(
     Ok(Json(view(&state, &c)))
 }
 
-#[utoipa::path(operation_id = "channels_delete", delete, path = "/v1/bots/{bot}/channels/{name}", tag = "channels", summary = "Delete a chat channel (admin)", params(("bot" = String, Path), ("name" = String, Path)), responses((status = 204, description = "204: deleted"), (status = "4XX", description = "problem+json (RFC 9457)")), security(("bearer" = [])))]
+#[utoipa::path(operation_id = "channels_delete", delete, path = "/v1/bots/{bot}/channels/{name}", tag = "channels", summary = "Delete a chat channel (admin)", params(super::contract::ChannelPath), responses((status = 204, description = "deleted"), (status = 403, description = "this key may not do that (a bot key where the operator or an admin key is needed)"), (status = 404, description = "no such bot (or another bot's), or no such resource")), security(("bearer" = [])))]
 pub async fn delete(
     State(state): State<AppState>,
     caller: Caller,
@@ -387,7 +404,7 @@ pub async fn delete(
     super::deleted(state.store.delete_channel(&bot, &name).await?, "channel")
 }
 
-#[utoipa::path(operation_id = "channels_list", get, path = "/v1/bots/{bot}/channels", tag = "channels", summary = "List chat channels (admin)", params(("bot" = String, Path)), responses((status = 200, description = "200: channels"), (status = "4XX", description = "problem+json (RFC 9457)")), security(("bearer" = [])))]
+#[utoipa::path(operation_id = "channels_list", get, path = "/v1/bots/{bot}/channels", tag = "channels", summary = "List chat channels (admin)", params(super::contract::BotPath), responses((status = 200, description = "{channels}"), (status = 403, description = "this key may not do that (a bot key where the operator or an admin key is needed)"), (status = 404, description = "no such bot (or another bot's), or no such resource")), security(("bearer" = [])))]
 pub async fn list(
     State(state): State<AppState>,
     caller: Caller,

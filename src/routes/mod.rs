@@ -7,6 +7,7 @@ pub mod auth;
 pub mod binding;
 pub mod callback;
 pub mod channels;
+pub mod contract;
 pub mod health;
 pub mod interactions;
 pub mod limit;
@@ -120,10 +121,7 @@ impl JsonBody {
         if !self.declared_json {
             return Err(ApiError::UnsupportedMediaType);
         }
-        serde_json::from_slice(&self.bytes).map_err(|e| match e.classify() {
-            serde_json::error::Category::Data => ApiError::Invalid(e.to_string()),
-            _ => ApiError::BadRequest(e.to_string()),
-        })
+        contract::json_object(&self.bytes)
     }
 }
 
@@ -209,7 +207,7 @@ pub fn router(state: AppState, pages: Router<AppState>) -> Router {
         .routes(routes!(binding::callback))
         .split_for_parts();
     // The spec is built from the same annotated handlers the router serves: it cannot drift.
-    let spec: Arc<str> = openapi.to_json().unwrap_or_default().into();
+    let spec: Arc<str> = contract::document(openapi, config.max_wait.as_secs()).into();
     api_router
         .route(
             "/openapi.json",

@@ -23,24 +23,39 @@ use crate::oauth::callback_url;
 #[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ProfileBody {
+    #[schema(
+        min_length = 1,
+        max_length = 200,
+        pattern = "^[^\\u0000-\\u001f\\u007f-\\u009f]*[^\\s\\u0000-\\u001f\\u007f-\\u009f][^\\u0000-\\u001f\\u007f-\\u009f]*$"
+    )]
     name: String,
     #[serde(rename = "type", default)]
+    #[schema(pattern = "^oauth2$")]
     kind: Option<String>,
+    #[schema(min_length = 1, max_length = 512)]
     client_id: String,
     /// Required on create; on update, absent keeps the stored secret.
     #[serde(default)]
+    #[schema(min_length = 1, max_length = 1024)]
     client_secret: Option<String>,
+    #[schema(value_type = super::contract::HttpsUrl)]
     authorization_url: Url,
+    #[schema(value_type = super::contract::HttpsUrl)]
     token_url: Url,
     #[serde(default)]
+    #[schema(value_type = Option<super::contract::HttpsUrl>)]
     refresh_token_url: Option<Url>,
     #[serde(default)]
+    #[schema(value_type = Vec<super::contract::Scope>, max_items = 50)]
     scopes: Vec<String>,
     #[serde(default)]
+    #[schema(value_type = Option<super::contract::HttpsUrl>)]
     revoke_url: Option<Url>,
     #[serde(default)]
+    #[schema(value_type = Option<super::contract::HttpsUrl>)]
     userinfo_url: Option<Url>,
     #[serde(default)]
+    /// At most 20, none of the protocol's own parameters (`response_type`, `state`, …).
     extra_authorize_params: BTreeMap<String, String>,
     #[serde(default)]
     client_auth: ClientAuth,
@@ -50,19 +65,15 @@ fn validate(state: &AppState, b: &ProfileBody) -> Result<(), ApiError> {
     if b.kind.as_deref().is_some_and(|k| k != "oauth2") {
         return Err(ApiError::Invalid("type must be oauth2".into()));
     }
-    if b.name.trim().is_empty() || b.name.len() > 200 || b.name.chars().any(char::is_control) {
-        return Err(ApiError::Invalid(
-            "name must be 1-200 characters without control characters".into(),
-        ));
-    }
-    if b.client_id.is_empty() || b.client_id.len() > 512 {
+    super::admin::check_name(&b.name)?;
+    if b.client_id.is_empty() || b.client_id.chars().count() > 512 {
         return Err(ApiError::Invalid(
             "client_id must be 1-512 characters".into(),
         ));
     }
     if b.client_secret
         .as_ref()
-        .is_some_and(|s| s.is_empty() || s.len() > 1024)
+        .is_some_and(|s| s.is_empty() || s.chars().count() > 1024)
     {
         return Err(ApiError::Invalid(
             "client_secret must be 1-1024 characters".into(),
@@ -80,20 +91,10 @@ fn validate(state: &AppState, b: &ProfileBody) -> Result<(), ApiError> {
         }
     }
     check_scopes(&b.scopes)?;
-    const RESERVED: [&str; 8] = [
-        "response_type",
-        "client_id",
-        "redirect_uri",
-        "state",
-        "scope",
-        "code_challenge",
-        "code_challenge_method",
-        "client_secret",
-    ];
     if b.extra_authorize_params.len() > 20
         || b.extra_authorize_params
             .keys()
-            .any(|k| RESERVED.contains(&k.as_str()) || k.is_empty())
+            .any(|k| RESERVED_PARAMS.contains(&k.as_str()) || k.is_empty())
     {
         return Err(ApiError::Invalid(
             "extra_authorize_params: at most 20, and not the protocol's own parameters".into(),
@@ -101,6 +102,18 @@ fn validate(state: &AppState, b: &ProfileBody) -> Result<(), ApiError> {
     }
     Ok(())
 }
+
+/// The authorization request's own parameters, which `extra_authorize_params` may not set.
+pub(crate) const RESERVED_PARAMS: [&str; 8] = [
+    "response_type",
+    "client_id",
+    "redirect_uri",
+    "state",
+    "scope",
+    "code_challenge",
+    "code_challenge_method",
+    "client_secret",
+];
 
 fn view(state: &AppState, p: &AuthProfile) -> Value {
     json!({
@@ -159,7 +172,7 @@ fn build(
     })
 }
 
-#[utoipa::path(operation_id = "profiles_create", post, path = "/v1/bots/{bot}/auth-profiles", tag = "profiles", summary = "Create a custom OAuth app; the secret is write-only (admin)", params(("bot" = String, Path)), request_body = ProfileBody, responses((status = 201, description = "201: the profile with its callback URL"), (status = "4XX", description = "problem+json (RFC 9457)")), security(("bearer" = [])))]
+#[utoipa::path(operation_id = "profiles_create", post, path = "/v1/bots/{bot}/auth-profiles", tag = "profiles", summary = "Create a custom OAuth app; the secret is write-only (admin)", params(super::contract::BotPath), request_body = ProfileBody, responses((status = 201, description = "the profile with its callback URL"), (status = 403, description = "this key may not do that (a bot key where the operator or an admin key is needed)"), (status = 404, description = "no such bot (or another bot's), or no such resource"), (status = 400, description = "malformed request (unreadable body, bad JSON or query)"), (status = 413, description = "body over the limit"), (status = 415, description = "not application/json"), (status = 422, description = "validation failed (the detail names the field)")), security(("bearer" = [])))]
 pub async fn create(
     State(state): State<AppState>,
     caller: Caller,
@@ -183,7 +196,7 @@ pub async fn create(
     Ok((StatusCode::CREATED, Json(view(&state, &profile))))
 }
 
-#[utoipa::path(operation_id = "profiles_list", get, path = "/v1/bots/{bot}/auth-profiles", tag = "profiles", summary = "List custom apps (admin)", params(("bot" = String, Path)), responses((status = 200, description = "200: profiles"), (status = "4XX", description = "problem+json (RFC 9457)")), security(("bearer" = [])))]
+#[utoipa::path(operation_id = "profiles_list", get, path = "/v1/bots/{bot}/auth-profiles", tag = "profiles", summary = "List custom apps (admin)", params(super::contract::BotPath), responses((status = 200, description = "{profiles}"), (status = 403, description = "this key may not do that (a bot key where the operator or an admin key is needed)"), (status = 404, description = "no such bot (or another bot's), or no such resource")), security(("bearer" = [])))]
 pub async fn list(
     State(state): State<AppState>,
     caller: Caller,
@@ -197,7 +210,7 @@ pub async fn list(
     ))
 }
 
-#[utoipa::path(operation_id = "profiles_get", get, path = "/v1/bots/{bot}/auth-profiles/{id}", tag = "profiles", summary = "Read a custom app (admin)", params(("bot" = String, Path), ("id" = String, Path)), responses((status = 200, description = "200: the profile"), (status = "4XX", description = "problem+json (RFC 9457)")), security(("bearer" = [])))]
+#[utoipa::path(operation_id = "profiles_get", get, path = "/v1/bots/{bot}/auth-profiles/{id}", tag = "profiles", summary = "Read a custom app (admin)", params(super::contract::IdPath), responses((status = 200, description = "the profile"), (status = 403, description = "this key may not do that (a bot key where the operator or an admin key is needed)"), (status = 404, description = "no such bot (or another bot's), or no such resource")), security(("bearer" = [])))]
 pub async fn get(
     State(state): State<AppState>,
     caller: Caller,
@@ -213,7 +226,7 @@ pub async fn get(
     Ok(Json(view(&state, &p)))
 }
 
-#[utoipa::path(operation_id = "profiles_update", put, path = "/v1/bots/{bot}/auth-profiles/{id}", tag = "profiles", summary = "Update a custom app; omit client_secret to keep it (admin)", params(("bot" = String, Path), ("id" = String, Path)), request_body = ProfileBody, responses((status = 200, description = "200: the profile"), (status = "4XX", description = "problem+json (RFC 9457)")), security(("bearer" = [])))]
+#[utoipa::path(operation_id = "profiles_update", put, path = "/v1/bots/{bot}/auth-profiles/{id}", tag = "profiles", summary = "Update a custom app; omit client_secret to keep it (admin)", params(super::contract::IdPath), request_body = ProfileBody, responses((status = 200, description = "the profile"), (status = 403, description = "this key may not do that (a bot key where the operator or an admin key is needed)"), (status = 404, description = "no such bot (or another bot's), or no such resource"), (status = 400, description = "malformed request (unreadable body, bad JSON or query)"), (status = 413, description = "body over the limit"), (status = 415, description = "not application/json"), (status = 422, description = "validation failed (the detail names the field)")), security(("bearer" = [])))]
 pub async fn update(
     State(state): State<AppState>,
     caller: Caller,
@@ -241,7 +254,7 @@ pub async fn update(
     Ok(Json(view(&state, &profile)))
 }
 
-#[utoipa::path(operation_id = "profiles_delete", delete, path = "/v1/bots/{bot}/auth-profiles/{id}", tag = "profiles", summary = "Delete an unused custom app (admin)", params(("bot" = String, Path), ("id" = String, Path)), responses((status = 204, description = "204"), (status = "4XX", description = "problem+json (RFC 9457)")), security(("bearer" = [])))]
+#[utoipa::path(operation_id = "profiles_delete", delete, path = "/v1/bots/{bot}/auth-profiles/{id}", tag = "profiles", summary = "Delete an unused custom app (admin)", params(super::contract::IdPath), responses((status = 204, description = "deleted"), (status = 403, description = "this key may not do that (a bot key where the operator or an admin key is needed)"), (status = 404, description = "no such bot (or another bot's), or no such resource"), (status = 409, description = "an integration uses it")), security(("bearer" = [])))]
 pub async fn delete(
     State(state): State<AppState>,
     caller: Caller,

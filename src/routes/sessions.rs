@@ -36,26 +36,36 @@ const MAX_CONTEXT: usize = 8 * 1024;
 #[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateBody {
-    #[schema(value_type = String)]
+    #[schema(value_type = String, pattern = "^[a-z0-9][a-z0-9_-]{0,63}$")]
     integration: IntegrationName,
-    #[schema(value_type = String)]
+    /// Not `_bot` (the bot-wide grant's name).
+    #[schema(value_type = String, min_length = 1, max_length = 256, pattern = "^[^\\u0000-\\u001f\\u007f-\\u009f]+$")]
     user_id: UserId,
     #[serde(default)]
+    #[schema(value_type = Option<super::contract::Text>, min_length = 1, max_length = 256)]
     conversation_id: Option<String>,
+    /// Any JSON, at most 8 KiB as sent.
     #[serde(default)]
     #[schema(value_type = Option<Object>)]
     context: Option<Box<RawValue>>,
     #[serde(default)]
+    #[schema(value_type = Option<super::contract::HttpUrl>)]
     webhook_url: Option<Url>,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "super::contract::integer::option_u32")]
+    #[schema(minimum = 60, maximum = 86_400)]
     ttl_seconds: Option<u32>,
     #[serde(default)]
+    #[schema(value_type = Option<Vec<super::contract::Scope>>, max_items = 50)]
     scopes: Option<Vec<String>>,
     #[serde(default)]
+    #[schema(value_type = Option<super::contract::Text>, min_length = 1, max_length = 256)]
     login_hint: Option<String>,
     #[serde(default)]
+    #[schema(value_type = Option<super::contract::Text>, min_length = 1, max_length = 35)]
     locale: Option<String>,
+    /// On one of the bot's `allowed_return_hosts`.
     #[serde(default)]
+    #[schema(value_type = Option<super::contract::HttpUrl>)]
     return_url: Option<Url>,
     #[serde(default)]
     verification: Option<Verification>,
@@ -73,13 +83,12 @@ pub struct CreateBody {
     /// Deliver the link to a chat channel of the bot (or `{"name": "webchat"}`: the response
     /// carries a ready-to-render message).
     #[serde(default)]
-    #[schema(value_type = Option<Object>)]
     channel: Option<ChannelTarget>,
 }
 
 fn check_text(field: &str, v: &Option<String>, max: usize) -> Result<(), ApiError> {
     match v {
-        Some(s) if s.is_empty() || s.len() > max || s.chars().any(char::is_control) => {
+        Some(s) if s.is_empty() || s.chars().count() > max || s.chars().any(char::is_control) => {
             Err(ApiError::Invalid(format!(
                 "{field} must be 1-{max} characters without control characters"
             )))
@@ -171,7 +180,7 @@ fn check_binding(
             issuer.issuer
         )));
     }
-    if subject.sub.is_empty() || subject.sub.len() > 255 {
+    if subject.sub.is_empty() || subject.sub.chars().count() > 255 {
         return Err(ApiError::Invalid(
             "subject.sub must be 1-255 characters".into(),
         ));
@@ -209,7 +218,7 @@ pub(crate) async fn bot_and_integration(
     Ok((b, i))
 }
 
-#[utoipa::path(operation_id = "sessions_create", post, path = "/v1/bots/{bot}/auth-sessions", tag = "sessions", summary = "Create an auth session and its link", params(("bot" = String, Path)), request_body = CreateBody, responses((status = 201, description = "201: the session with its link; 200: already_authorized"), (status = "4XX", description = "problem+json (RFC 9457)")), security(("bearer" = [])))]
+#[utoipa::path(operation_id = "sessions_create", post, path = "/v1/bots/{bot}/auth-sessions", tag = "sessions", summary = "Create an auth session and its link", params(super::contract::BotPath), request_body = CreateBody, responses((status = 201, description = "the session with its link"), (status = 200, description = "already_authorized: the user has a working connection"), (status = 404, description = "no such bot (or another bot's), or no such resource"), (status = 409, description = "disabled or pre-authorized integration, its app is missing, or an Idempotency-Key in flight"), (status = 400, description = "malformed request (unreadable body, bad JSON or query)"), (status = 413, description = "body over the limit"), (status = 415, description = "not application/json"), (status = 422, description = "validation failed (the detail names the field)")), security(("bearer" = [])))]
 #[tracing::instrument(name = "create_session", skip_all, fields(bot = %bot, integration = tracing::field::Empty, session_id = tracing::field::Empty))]
 pub async fn create(
     State(state): State<AppState>,
@@ -566,7 +575,7 @@ pub struct RecentQuery {
     status: Option<String>,
 }
 
-#[utoipa::path(operation_id = "sessions_list", get, path = "/v1/bots/{bot}/auth-sessions", tag = "sessions", summary = "The bot's most recent sessions, newest first", params(("bot" = String, Path), ("limit" = Option<u32>, Query, description = "1-100, default 20"), ("status" = Option<String>, Query, description = "only sessions with this status")), responses((status = 200, description = "200: {sessions}, each as GET of the session shows it"), (status = "4XX", description = "problem+json (RFC 9457)")), security(("bearer" = [])))]
+#[utoipa::path(operation_id = "sessions_list", get, path = "/v1/bots/{bot}/auth-sessions", tag = "sessions", summary = "The bot's most recent sessions, newest first", params(super::contract::BotPath, ("limit" = Option<u32>, Query, minimum = 1, maximum = 100, description = "1-100, default 20"), ("status" = Option<crate::domain::session::Status>, Query, description = "only sessions with this status")), responses((status = 200, description = "{sessions}, newest first"), (status = 404, description = "no such bot (or another bot's), or no such resource"), (status = 422, description = "validation failed (the detail names the field)")), security(("bearer" = [])))]
 /// The newest sessions of the bot (among the newest `RECENT_SESSIONS_PER_PARTITION` of each
 /// store partition — so always the newest 100 — and only while their records are kept).
 pub async fn list(
@@ -705,7 +714,7 @@ pub(crate) async fn settle_expiry(
     Ok(crate::expiry::settle(&*state.store, s, now).await?)
 }
 
-#[utoipa::path(operation_id = "sessions_status", get, path = "/v1/bots/{bot}/auth-sessions/{id}", tag = "sessions", summary = "Session status; ?wait=N long-polls until it settles", params(("bot" = String, Path), ("id" = String, Path)), responses((status = 200, description = "200: the session"), (status = "4XX", description = "problem+json (RFC 9457)")), security(("bearer" = [])))]
+#[utoipa::path(operation_id = "sessions_status", get, path = "/v1/bots/{bot}/auth-sessions/{id}", tag = "sessions", summary = "Session status; ?wait=N long-polls until it settles", params(super::contract::SessionPath, ("wait" = Option<u32>, Query, minimum = 0, description = "long-poll: hold up to this many seconds until the session settles (at most the configured sessions.max_wait_seconds)")), responses((status = 200, description = "the session"), (status = 400, description = "wait is not a number of seconds up to the configured maximum"), (status = 404, description = "no such bot (or another bot's), or no such resource")), security(("bearer" = [])))]
 #[tracing::instrument(name = "session_status", skip_all, fields(bot = %bot, session_id = %id))]
 pub async fn status(
     State(state): State<AppState>,
@@ -763,7 +772,7 @@ pub(crate) async fn wait_until_settled(
     }
 }
 
-#[utoipa::path(operation_id = "sessions_cancel", delete, path = "/v1/bots/{bot}/auth-sessions/{id}", tag = "sessions", summary = "Cancel a session", params(("bot" = String, Path), ("id" = String, Path)), responses((status = 200, description = "200: the session"), (status = "4XX", description = "problem+json (RFC 9457)")), security(("bearer" = [])))]
+#[utoipa::path(operation_id = "sessions_cancel", delete, path = "/v1/bots/{bot}/auth-sessions/{id}", tag = "sessions", summary = "Cancel a session", params(super::contract::SessionPath), responses((status = 200, description = "the cancelled session"), (status = 404, description = "no such bot (or another bot's), or no such resource"), (status = 409, description = "already settled")), security(("bearer" = [])))]
 #[tracing::instrument(name = "cancel_session", skip_all, fields(bot = %bot, session_id = %id))]
 pub async fn cancel(
     State(state): State<AppState>,
@@ -811,7 +820,7 @@ pub(crate) async fn cancel_session(
     Ok(updated)
 }
 
-#[utoipa::path(operation_id = "sessions_events", get, path = "/v1/bots/{bot}/auth-sessions/{id}/events", tag = "sessions", summary = "Server-sent events of status changes, until settled", params(("bot" = String, Path), ("id" = String, Path)), responses((status = 200, description = "200: text/event-stream"), (status = "4XX", description = "problem+json (RFC 9457)")), security(("bearer" = [])))]
+#[utoipa::path(operation_id = "sessions_events", get, path = "/v1/bots/{bot}/auth-sessions/{id}/events", tag = "sessions", summary = "Server-sent events of status changes, until settled", params(super::contract::SessionPath), responses((status = 200, description = "text/event-stream of status events"), (status = 404, description = "no such bot (or another bot's), or no such resource")), security(("bearer" = [])))]
 /// Server-sent events for engines that cannot receive webhooks: one `status` event now, one per
 /// change (on any replica), and the stream ends once the session is settled. Comment lines keep
 /// idle connections alive through proxies.
@@ -888,17 +897,22 @@ pub async fn events(
 #[derive(Deserialize, Default, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct PreAuthorizeBody {
-    #[serde(default)]
+    #[serde(default, deserialize_with = "super::contract::integer::option_u32")]
+    #[schema(minimum = 60, maximum = 86_400)]
     ttl_seconds: Option<u32>,
     #[serde(default)]
+    #[schema(value_type = Option<super::contract::Text>, min_length = 1, max_length = 35)]
     locale: Option<String>,
     #[serde(default)]
+    #[schema(value_type = Option<super::contract::Text>, min_length = 1, max_length = 256)]
     login_hint: Option<String>,
+    /// On one of the bot's `allowed_return_hosts`, or a console page of this daemon.
     #[serde(default)]
+    #[schema(value_type = Option<super::contract::HttpUrl>)]
     return_url: Option<Url>,
 }
 
-#[utoipa::path(operation_id = "sessions_pre_authorize", post, path = "/v1/bots/{bot}/integrations/{integration}/pre-authorize", tag = "integrations", summary = "A sign-in link for the bot-wide grant (admin)", params(("bot" = String, Path), ("integration" = String, Path)), request_body = PreAuthorizeBody, responses((status = 201, description = "201: the session with its link"), (status = "4XX", description = "problem+json (RFC 9457)")), security(("bearer" = [])))]
+#[utoipa::path(operation_id = "sessions_pre_authorize", post, path = "/v1/bots/{bot}/integrations/{integration}/pre-authorize", tag = "integrations", summary = "A sign-in link for the bot-wide grant (admin)", params(super::contract::IntegrationPath), request_body(content = Option<PreAuthorizeBody>, description = "optional: an empty body takes the defaults"), responses((status = 201, description = "the session with its link"), (status = 400, description = "malformed request (unreadable body, bad JSON or query)"), (status = 403, description = "this key may not do that (a bot key where the operator or an admin key is needed)"), (status = 404, description = "no such bot (or another bot's), or no such resource"), (status = 409, description = "disabled, not pre_authorized, or its app is missing"), (status = 413, description = "body over the limit"), (status = 422, description = "validation failed (the detail names the field)")), security(("bearer" = [])))]
 /// "Pre-authorize the integration": a link for an admin, whose sign-in stores the bot-wide grant
 /// that every conversation of the bot then uses. Signing in again replaces it.
 #[tracing::instrument(name = "pre_authorize", skip_all, fields(bot = %bot, integration = %integration, session_id = tracing::field::Empty))]
@@ -909,10 +923,11 @@ pub async fn pre_authorize(
     super::RawBody(body): super::RawBody,
 ) -> Result<Response, ApiError> {
     caller.admin(&bot_id(&bot)?)?;
+    // Optional: an empty body (or `null`) takes the defaults.
     let req: PreAuthorizeBody = if body.is_empty() {
         PreAuthorizeBody::default()
     } else {
-        serde_json::from_slice(&body).map_err(|e| ApiError::Invalid(e.to_string()))?
+        super::contract::json_object::<Option<PreAuthorizeBody>>(&body)?.unwrap_or_default()
     };
     let name =
         IntegrationName::parse(&integration).map_err(|_| ApiError::NotFound("integration"))?;
@@ -988,10 +1003,12 @@ pub async fn pre_authorize(
 #[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct VerifyBody {
+    /// The six digits the person was shown (surrounding spaces are ignored).
+    #[schema(min_length = 1, max_length = 64)]
     code: String,
 }
 
-#[utoipa::path(operation_id = "sessions_verify", post, path = "/v1/bots/{bot}/auth-sessions/{id}/verify", tag = "sessions", summary = "Confirm the verification code the person typed", params(("bot" = String, Path), ("id" = String, Path)), request_body = VerifyBody, responses((status = 200, description = "200: the completed session"), (status = "4XX", description = "problem+json (RFC 9457)")), security(("bearer" = [])))]
+#[utoipa::path(operation_id = "sessions_verify", post, path = "/v1/bots/{bot}/auth-sessions/{id}/verify", tag = "sessions", summary = "Confirm the verification code the person typed", params(super::contract::SessionPath), request_body = VerifyBody, responses((status = 200, description = "the completed session"), (status = 404, description = "no such bot (or another bot's), or no such resource"), (status = 409, description = "not awaiting a code"), (status = 400, description = "malformed request (unreadable body, bad JSON or query)"), (status = 413, description = "body over the limit"), (status = 415, description = "not application/json"), (status = 422, description = "validation failed (the detail names the field)")), security(("bearer" = [])))]
 /// `verification: code`: the dialog engine posts the code the person typed into the chat. The
 /// right code makes the grant usable and completes the session (one atomic store step); five
 /// wrong ones fail it and the grant is revoked and dropped. Codes expire with the session.

@@ -29,7 +29,7 @@ use crate::store::CreateOutcome;
 #[serde(deny_unknown_fields)]
 pub struct TokenBody {
     #[serde(default)]
-    #[schema(value_type = Option<String>)]
+    #[schema(value_type = Option<String>, min_length = 1, max_length = 256, pattern = "^[^\\u0000-\\u001f\\u007f-\\u009f]+$")]
     user_id: Option<UserId>,
     #[serde(default)]
     force_refresh: bool,
@@ -46,11 +46,14 @@ pub struct TokenBody {
     /// An MCP 2025-11-25 retry: the session (= `elicitationId`) the client was asked about.
     #[serde(default)]
     session_id: Option<String>,
-    /// With a retry: hold up to this many seconds (≤ 50) for the person to finish.
-    #[serde(default)]
+    /// With a retry: hold up to this many seconds (≤ 50, and at most the deployment's
+    /// `sessions.max_wait_seconds`) for the person to finish.
+    #[serde(default, deserialize_with = "super::contract::integer::option_u32")]
+    #[schema(minimum = 0, maximum = 50)]
     wait: Option<u32>,
     /// The caller's digest of the tool call; a `request_state` only serves the same call.
     #[serde(default)]
+    #[schema(value_type = Option<super::contract::Text>, max_length = 256)]
     tool_call: Option<String>,
     /// What the MCP client answered the elicitation: `decline` or `cancel` cancel the session.
     #[serde(default)]
@@ -139,7 +142,7 @@ async fn working_grant(
     Ok((provider, grant))
 }
 
-#[utoipa::path(operation_id = "tokens_access_token", post, path = "/v1/bots/{bot}/integrations/{integration}/access-token", tag = "tokens", summary = "A working access token (refreshed exactly once when needed)", params(("bot" = String, Path), ("integration" = String, Path)), request_body = TokenBody, responses((status = 200, description = "200: the token"), (status = "4XX", description = "problem+json (RFC 9457)")), security(("bearer" = [])))]
+#[utoipa::path(operation_id = "tokens_access_token", post, path = "/v1/bots/{bot}/integrations/{integration}/access-token", tag = "tokens", summary = "A working access token (refreshed exactly once when needed)", params(super::contract::IntegrationPath), request_body = TokenBody, responses((status = 200, description = "the token"), (status = 404, description = "no such bot or integration; or authorization_required (with session and mcp members for agents)"), (status = 409, description = "disabled integration, its app is missing, or the user has just connected"), (status = 410, description = "the retried session ended (with session and mcp members)"), (status = 400, description = "malformed JSON, or wait over 50"), (status = 413, description = "body over the limit"), (status = 415, description = "not application/json"), (status = 422, description = "validation failed (the detail names the field)")), security(("bearer" = [])))]
 #[tracing::instrument(name = "access_token", skip_all, fields(bot = %bot, integration = %integration))]
 pub async fn access_token(
     State(state): State<AppState>,
@@ -157,7 +160,7 @@ pub async fn access_token(
         )));
     }
     let tool_call = body.tool_call.clone().unwrap_or_default();
-    if tool_call.len() > 256 || tool_call.chars().any(char::is_control) {
+    if tool_call.chars().count() > 256 || tool_call.chars().any(char::is_control) {
         return Err(ApiError::Invalid(
             "tool_call must be at most 256 characters".into(),
         ));
@@ -175,7 +178,10 @@ pub async fn access_token(
                     super::sessions::cancel_session(&state, session, now).await?
                 }
                 _ => {
-                    let wait = std::time::Duration::from_secs(body.wait.unwrap_or(0).into());
+                    // Held no longer than the deployment's long-poll limit, which the request
+                    // deadline is sized for (a longer hold would be cut off as a 503).
+                    let wait = std::time::Duration::from_secs(body.wait.unwrap_or(0).into())
+                        .min(state.config.max_wait);
                     super::sessions::wait_until_settled(&state, session, wait).await?
                 }
             };
@@ -439,7 +445,7 @@ fn token_response(grant: &Grant, tokens: &Tokens) -> Response {
     resp
 }
 
-#[utoipa::path(operation_id = "tokens_connection", get, path = "/v1/bots/{bot}/integrations/{integration}/connections/{user}", tag = "tokens", summary = "Connection metadata, never tokens", params(("bot" = String, Path), ("integration" = String, Path), ("user" = String, Path)), responses((status = 200, description = "200: the connection"), (status = "4XX", description = "problem+json (RFC 9457)")), security(("bearer" = [])))]
+#[utoipa::path(operation_id = "tokens_connection", get, path = "/v1/bots/{bot}/integrations/{integration}/connections/{user}", tag = "tokens", summary = "Connection metadata, never tokens", params(super::contract::ConnectionPath), responses((status = 200, description = "the connection, never tokens"), (status = 404, description = "no such bot (or another bot's), or no such resource")), security(("bearer" = [])))]
 pub async fn connection(
     State(state): State<AppState>,
     caller: Caller,
@@ -465,7 +471,7 @@ fn connection_view(grant: &Grant) -> serde_json::Value {
     })
 }
 
-#[utoipa::path(operation_id = "tokens_list_connections", get, path = "/v1/bots/{bot}/integrations/{integration}/connections", tag = "tokens", summary = "Who is connected: the integration's connections sorted by user id, never tokens (admin)", params(("bot" = String, Path), ("integration" = String, Path), ("limit" = Option<u32>, Query, description = "1-200, default 50"), ("cursor" = Option<String>, Query, description = "next_cursor of the previous page")), responses((status = 200, description = "200: {connections, next_cursor}, each as GET of the connection shows it"), (status = "4XX", description = "problem+json (RFC 9457)")), security(("bearer" = [])))]
+#[utoipa::path(operation_id = "tokens_list_connections", get, path = "/v1/bots/{bot}/integrations/{integration}/connections", tag = "tokens", summary = "Who is connected: the integration's connections sorted by user id, never tokens (admin)", params(super::contract::IntegrationPath, ("limit" = Option<u32>, Query, minimum = 1, maximum = 200, description = "1-200, default 50"), ("cursor" = Option<String>, Query, pattern = "^[A-Za-z0-9_-]+$", description = "next_cursor of the previous page")), responses((status = 200, description = "{connections, next_cursor}"), (status = 403, description = "this key may not do that (a bot key where the operator or an admin key is needed)"), (status = 404, description = "no such bot (or another bot's), or no such resource"), (status = 422, description = "validation failed (the detail names the field)")), security(("bearer" = [])))]
 pub async fn list_connections(
     State(state): State<AppState>,
     caller: Caller,
@@ -493,7 +499,7 @@ pub async fn list_connections(
     })))
 }
 
-#[utoipa::path(operation_id = "tokens_disconnect", delete, path = "/v1/bots/{bot}/integrations/{integration}/connections/{user}", tag = "tokens", summary = "Disconnect: revoke at the provider and delete", params(("bot" = String, Path), ("integration" = String, Path), ("user" = String, Path)), responses((status = 200, description = "200: revoked"), (status = "4XX", description = "problem+json (RFC 9457)")), security(("bearer" = [])))]
+#[utoipa::path(operation_id = "tokens_disconnect", delete, path = "/v1/bots/{bot}/integrations/{integration}/connections/{user}", tag = "tokens", summary = "Disconnect: revoke at the provider and delete", params(super::contract::ConnectionPath), responses((status = 200, description = "revoked"), (status = 404, description = "no such bot (or another bot's), or no such resource")), security(("bearer" = [])))]
 /// Disconnect: revoke at the provider (best effort — a provider that fails to revoke does not
 /// keep the grant alive here), delete the grant, emit `connection.revoked`.
 pub async fn disconnect(
@@ -540,7 +546,7 @@ pub async fn disconnect(
     ))
 }
 
-#[utoipa::path(operation_id = "tokens_check", post, path = "/v1/bots/{bot}/integrations/{integration}/connections/{user}/check", tag = "tokens", summary = "Live identity call with the stored token", params(("bot" = String, Path), ("integration" = String, Path), ("user" = String, Path)), responses((status = 200, description = "200: the result"), (status = "4XX", description = "problem+json (RFC 9457)")), security(("bearer" = [])))]
+#[utoipa::path(operation_id = "tokens_check", post, path = "/v1/bots/{bot}/integrations/{integration}/connections/{user}/check", tag = "tokens", summary = "Live identity call with the stored token", params(super::contract::ConnectionPath), responses((status = 200, description = "the result of the identity call"), (status = 404, description = "no such bot (or another bot's), or no such resource"), (status = 409, description = "the app has no identity endpoint, or its app is missing")), security(("bearer" = [])))]
 /// The "Test" button: get a working token (refreshing if needed) and make a live identity call.
 pub async fn check(
     State(state): State<AppState>,

@@ -30,6 +30,7 @@ mod provider;
 mod provider_fixture;
 mod receiver;
 mod rotation;
+mod schemathesis;
 mod servers;
 mod sessions;
 mod store;
