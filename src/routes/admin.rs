@@ -646,18 +646,10 @@ pub async fn delete_webhook_secret(
 #[serde(deny_unknown_fields)]
 pub struct DeliveriesQuery {
     #[serde(default)]
-    state: Option<DeliveryState>,
+    state: Option<super::contract::DeliveryState>,
 }
 
-/// Which deliveries `GET …/webhook-deliveries` lists.
-#[derive(Deserialize, Clone, Copy, PartialEq, Eq, utoipa::ToSchema)]
-#[serde(rename_all = "snake_case")]
-pub enum DeliveryState {
-    Dead,
-    Pending,
-}
-
-#[utoipa::path(operation_id = "admin_list_deliveries", get, path = "/v1/bots/{bot}/webhook-deliveries", tag = "webhooks", summary = "Dead letters (?state=dead) or queued deliveries (?state=pending) (admin)", params(super::contract::BotPath, ("state" = Option<DeliveryState>, Query, description = "dead (default) or pending")), responses((status = 200, description = "{deliveries}"), (status = 400, description = "malformed request (unreadable body, bad JSON or query)"), (status = 403, description = "this key may not do that (a bot key where the operator or an admin key is needed)"), (status = 404, description = "no such bot (or another bot's), or no such resource")), security(("bearer" = [])))]
+#[utoipa::path(operation_id = "admin_list_deliveries", get, path = "/v1/bots/{bot}/webhook-deliveries", tag = "webhooks", summary = "Dead letters (?state=dead) or queued deliveries (?state=pending) (admin)", params(super::contract::BotPath, ("state" = Option<super::contract::DeliveryState>, Query, description = "dead (default) or pending")), responses((status = 200, description = "{deliveries}"), (status = 400, description = "malformed request (unreadable body, bad JSON or query)"), (status = 403, description = "this key may not do that (a bot key where the operator or an admin key is needed)"), (status = 404, description = "no such bot (or another bot's), or no such resource")), security(("bearer" = [])))]
 pub async fn list_deliveries(
     State(state): State<AppState>,
     caller: Caller,
@@ -670,7 +662,7 @@ pub async fn list_deliveries(
     let q = query
         .map(|Query(q)| q)
         .map_err(|e| ApiError::BadRequest(e.body_text()))?;
-    let dead = q.state != Some(DeliveryState::Pending);
+    let dead = q.state != Some(super::contract::DeliveryState::Pending);
     let list = state.store.list_deliveries(&bot, dead, 500).await?;
     Ok(Json(json!({
         "deliveries": list.iter().map(|d| json!({

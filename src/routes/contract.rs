@@ -191,7 +191,7 @@ pub fn document(mut openapi: OpenApi, max_wait_seconds: u64) -> String {
         ),
         (
             "DeliveryState",
-            <super::admin::DeliveryState as utoipa::PartialSchema>::schema(),
+            <DeliveryState as utoipa::PartialSchema>::schema(),
         ),
     ] {
         components.schemas.insert(name.into(), schema);
@@ -251,7 +251,7 @@ pub fn document(mut openapi: OpenApi, max_wait_seconds: u64) -> String {
             "propertyNames".into(),
             serde_json::json!({
                 "minLength": 1,
-                "not": {"enum": super::profiles::RESERVED_PARAMS},
+                "not": {"enum": RESERVED_PARAMS},
             }),
         );
     }
@@ -739,6 +739,26 @@ pub mod integer {
         }
     }
 }
+
+/// Which deliveries `GET …/webhook-deliveries` lists.
+#[derive(serde::Deserialize, Clone, Copy, PartialEq, Eq, utoipa::ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum DeliveryState {
+    Dead,
+    Pending,
+}
+
+/// The authorization request's own parameters, which `extra_authorize_params` may not set.
+pub(crate) const RESERVED_PARAMS: [&str; 8] = [
+    "response_type",
+    "client_id",
+    "redirect_uri",
+    "state",
+    "scope",
+    "code_challenge",
+    "code_challenge_method",
+    "client_secret",
+];
 
 #[cfg(test)]
 mod tests {

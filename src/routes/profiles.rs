@@ -94,7 +94,7 @@ fn validate(state: &AppState, b: &ProfileBody) -> Result<(), ApiError> {
     if b.extra_authorize_params.len() > 20
         || b.extra_authorize_params
             .keys()
-            .any(|k| RESERVED_PARAMS.contains(&k.as_str()) || k.is_empty())
+            .any(|k| super::contract::RESERVED_PARAMS.contains(&k.as_str()) || k.is_empty())
     {
         return Err(ApiError::Invalid(
             "extra_authorize_params: at most 20, and not the protocol's own parameters".into(),
@@ -102,18 +102,6 @@ fn validate(state: &AppState, b: &ProfileBody) -> Result<(), ApiError> {
     }
     Ok(())
 }
-
-/// The authorization request's own parameters, which `extra_authorize_params` may not set.
-pub(crate) const RESERVED_PARAMS: [&str; 8] = [
-    "response_type",
-    "client_id",
-    "redirect_uri",
-    "state",
-    "scope",
-    "code_challenge",
-    "code_challenge_method",
-    "client_secret",
-];
 
 fn view(state: &AppState, p: &AuthProfile) -> Value {
     json!({
