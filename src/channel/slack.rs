@@ -2,6 +2,8 @@
 //! button and unfurling off; `chat.update` on settle (ephemerals cannot be updated). Errors come
 //! as HTTP 200 `{"ok":false,"error":…}`; rate limits as HTTP 429 with `Retry-After`.
 
+use std::time::Duration;
+
 use async_trait::async_trait;
 use secrecy::{ExposeSecret, SecretString};
 use serde_json::{Value, json};
@@ -91,25 +93,36 @@ impl Slack {
         if status.is_server_error() {
             return Err(ChannelError::retry(status.as_str(), retry_after));
         }
-        let answer: Value = response
-            .json()
+        let body = response
+            .bytes()
             .await
             .map_err(|_| ChannelError::retry("unreadable_response", None))?;
-        if answer["ok"] == true {
-            return Ok(answer);
-        }
-        let code = answer["error"]
-            .as_str()
-            .unwrap_or("unknown_error")
-            .to_owned();
-        if transient(&code) {
-            return Err(ChannelError::retry(code, retry_after));
-        }
-        Err(ChannelError::permanent(
-            code.clone(),
-            format!("Slack {method} answered {code}"),
-        ))
+        answer(method, retry_after, &body)
     }
+}
+
+/// A Web API answer (HTTP 2xx-4xx): `ok`, or the `error` code classified.
+pub(crate) fn answer(
+    method: &str,
+    retry_after: Option<Duration>,
+    body: &[u8],
+) -> Result<Value, ChannelError> {
+    let answer: Value = serde_json::from_slice(body)
+        .map_err(|_| ChannelError::retry("unreadable_response", None))?;
+    if answer["ok"] == true {
+        return Ok(answer);
+    }
+    let code = answer["error"]
+        .as_str()
+        .unwrap_or("unknown_error")
+        .to_owned();
+    if transient(&code) {
+        return Err(ChannelError::retry(code, retry_after));
+    }
+    Err(ChannelError::permanent(
+        code.clone(),
+        format!("Slack {method} answered {code}"),
+    ))
 }
 
 impl Slack {

@@ -43,7 +43,7 @@ pub struct ExtraFields {
 }
 impl ExtraTokenFields for ExtraFields {}
 
-type TokenResponseT = StandardTokenResponse<ExtraFields, BasicTokenType>;
+pub(crate) type TokenResponseT = StandardTokenResponse<ExtraFields, BasicTokenType>;
 type OAuthClient = Client<
     BasicErrorResponse,
     TokenResponseT,
@@ -397,7 +397,7 @@ pub struct TokenSet {
 }
 
 impl TokenSet {
-    fn from_response(r: &TokenResponseT, now: OffsetDateTime) -> Self {
+    pub(crate) fn from_response(r: &TokenResponseT, now: OffsetDateTime) -> Self {
         Self {
             tokens: Tokens {
                 access_token: r.access_token().secret().clone().into(),

@@ -132,8 +132,13 @@ fn check_hosts(field: &str, hosts: &[String]) -> Result<(), ApiError> {
 /// A URL the daemon will call (a provider, an issuer, a chat API): https — plain http only for
 /// loopback hosts in a local trial — and no credentials in it.
 pub(crate) fn check_url(state: &AppState, field: &str, url: &Url) -> Result<(), ApiError> {
+    check_url_for(state.config.is_https(), field, url)
+}
+
+/// `check_url` for a daemon served over https (`https`) or plain http.
+pub(crate) fn check_url_for(https: bool, field: &str, url: &Url) -> Result<(), ApiError> {
     // https outside local mode (a daemon served over plain http is a local trial).
-    let ok = if state.config.is_https() {
+    let ok = if https {
         url.scheme() == "https"
     } else {
         crate::config::secure_or_loopback(url) || url.scheme() == "https"
