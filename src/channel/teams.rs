@@ -146,7 +146,9 @@ pub(crate) fn token_answer(
             "the Bot Framework token endpoint refused the app's credentials",
         ));
     };
-    let lifetime = Duration::from_secs(answer["expires_in"].as_u64().unwrap_or(3600));
+    // Bot Framework tokens live an hour; a longer claim is cut to a day (the cache adds the
+    // lifetime to the clock).
+    let lifetime = Duration::from_secs(answer["expires_in"].as_u64().unwrap_or(3600).min(86_400));
     Ok((SecretString::from(token.to_owned()), lifetime))
 }
 
@@ -240,5 +242,29 @@ impl Channel for Teams<'_> {
         self.connector(reqwest::Method::PUT, &path, &activity)
             .await?;
         Ok(true)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Found while writing the `channel_responses` fuzz target (the input is in its corpus): a
+    /// huge `expires_in` overflowed the token cache's `Instant::now() + lifetime`.
+    #[test]
+    fn a_token_lifetime_is_bounded_before_it_is_cached() {
+        let body = format!(r#"{{"access_token":"t","expires_in":{}}}"#, u64::MAX);
+        let (token, lifetime) = token_answer(reqwest::StatusCode::OK, body.as_bytes()).unwrap();
+        assert_eq!(lifetime, Duration::from_secs(86_400));
+        let cache = TokenCache::default();
+        let key = ("url".to_owned(), "app".to_owned());
+        cache.put(key.clone(), token, lifetime);
+        assert!(cache.get(&key).is_some());
+        let (_, lifetime) = token_answer(
+            reqwest::StatusCode::OK,
+            br#"{"access_token":"t","expires_in":3599}"#,
+        )
+        .unwrap();
+        assert_eq!(lifetime, Duration::from_secs(3599));
     }
 }
