@@ -30,6 +30,9 @@ pub mod domain;
 pub mod error;
 pub mod expiry;
 pub mod flow;
+/// Entry points for the fuzz targets (`fuzz/`); not an API.
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod oauth;
 pub mod outbox;
 pub mod refresh;

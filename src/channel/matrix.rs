@@ -78,23 +78,33 @@ impl Matrix {
             .map_err(|e| ChannelError::transport(&e))?;
         let status = response.status();
         let header_wait = retry_after_header(response.headers());
-        let answer: Value = response.json().await.unwrap_or(Value::Null);
-        if status.is_success() {
-            return Ok(answer);
-        }
-        let code = answer["errcode"].as_str().unwrap_or("M_UNKNOWN").to_owned();
-        if status == reqwest::StatusCode::TOO_MANY_REQUESTS || code == "M_LIMIT_EXCEEDED" {
-            // The header first (the spec's current signal), then the deprecated field.
-            let wait = header_wait
-                .or_else(|| answer["retry_after_ms"].as_u64().map(Duration::from_millis));
-            return Err(ChannelError::retry(code, wait));
-        }
-        if status.is_server_error() {
-            return Err(ChannelError::retry(code, header_wait));
-        }
-        let description = answer["error"].as_str().unwrap_or("").to_owned();
-        Err(ChannelError::permanent(code, description))
+        let body = response.bytes().await.unwrap_or_default();
+        answer(status, header_wait, &body)
     }
+}
+
+/// A Client-Server API answer: the body on 2xx, else its `errcode` classified.
+pub(crate) fn answer(
+    status: reqwest::StatusCode,
+    header_wait: Option<Duration>,
+    body: &[u8],
+) -> Result<Value, ChannelError> {
+    let answer: Value = serde_json::from_slice(body).unwrap_or(Value::Null);
+    if status.is_success() {
+        return Ok(answer);
+    }
+    let code = answer["errcode"].as_str().unwrap_or("M_UNKNOWN").to_owned();
+    if status == reqwest::StatusCode::TOO_MANY_REQUESTS || code == "M_LIMIT_EXCEEDED" {
+        // The header first (the spec's current signal), then the deprecated field.
+        let wait =
+            header_wait.or_else(|| answer["retry_after_ms"].as_u64().map(Duration::from_millis));
+        return Err(ChannelError::retry(code, wait));
+    }
+    if status.is_server_error() {
+        return Err(ChannelError::retry(code, header_wait));
+    }
+    let description = answer["error"].as_str().unwrap_or("").to_owned();
+    Err(ChannelError::permanent(code, description))
 }
 
 #[async_trait]

@@ -24,6 +24,9 @@ use url::Url;
 use crate::domain::channel::{ChannelConfig, ChannelKind, ChannelSettings, ChannelTarget};
 pub use message::LinkMessage;
 
+/// The longest wait a channel can ask for; longer signals are cut to it.
+pub const MAX_RETRY_AFTER: Duration = Duration::from_secs(86_400);
+
 /// How a channel call failed, decided once by the adapter.
 #[derive(Debug, PartialEq, Eq)]
 pub enum ChannelError {
@@ -45,10 +48,12 @@ impl ChannelError {
             description: description.into(),
         }
     }
+    /// `retry_after` is bounded by [`MAX_RETRY_AFTER`]: it comes from the channel's answer
+    /// (Telegram's `retry_after`, Matrix's `retry_after_ms`), and the worker adds it to the clock.
     pub fn retry(code: impl Into<String>, retry_after: Option<Duration>) -> Self {
         Self::Retry {
             code: code.into(),
-            retry_after,
+            retry_after: retry_after.map(|d| d.min(MAX_RETRY_AFTER)),
         }
     }
     /// A request that did not get an answer: it may have been sent, so it is retried (only
@@ -98,7 +103,7 @@ pub fn retry_after_header(headers: &reqwest::header::HeaderMap) -> Option<Durati
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.trim().parse::<f64>().ok())
         .filter(|s| s.is_finite() && *s >= 0.0)
-        .map(|s| Duration::from_secs_f64(s.min(86_400.0)))
+        .map(|s| Duration::from_secs_f64(s.min(MAX_RETRY_AFTER.as_secs_f64())))
 }
 
 /// Whether a session may be delivered to `target` through `config`: the address fits the
@@ -152,5 +157,41 @@ mod tests {
         assert_eq!(retry_after_header(&h), Some(Duration::from_secs(86_400)));
         h.insert(reqwest::header::RETRY_AFTER, "soon".parse().unwrap());
         assert_eq!(retry_after_header(&h), None);
+    }
+
+    /// Found while writing the `channel_responses` fuzz target (its bound on waits fails on this
+    /// answer; the input is in its corpus): a wait from the body was unbounded, and the outbox
+    /// worker's `now + wait` panicked.
+    #[test]
+    fn waits_from_answer_bodies_are_bounded() {
+        let huge = u64::MAX;
+        let retry = |r: Result<serde_json::Value, ChannelError>| match r {
+            Err(ChannelError::Retry { retry_after, .. }) => retry_after,
+            other => panic!("{other:?}"),
+        };
+        let telegram =
+            format!(r#"{{"ok":false,"error_code":429,"parameters":{{"retry_after":{huge}}}}}"#);
+        let wait = retry(telegram::answer(
+            reqwest::StatusCode::TOO_MANY_REQUESTS,
+            None,
+            telegram.as_bytes(),
+        ));
+        assert_eq!(wait, Some(MAX_RETRY_AFTER));
+        let matrix = format!(r#"{{"errcode":"M_LIMIT_EXCEEDED","retry_after_ms":{huge}}}"#);
+        let wait = retry(matrix::answer(
+            reqwest::StatusCode::TOO_MANY_REQUESTS,
+            None,
+            matrix.as_bytes(),
+        ));
+        assert_eq!(wait, Some(MAX_RETRY_AFTER));
+        let _ = time::OffsetDateTime::now_utc() + wait.unwrap();
+        // A short wait is kept as the channel said it.
+        let ok = r#"{"ok":false,"error_code":429,"parameters":{"retry_after":35}}"#;
+        let wait = retry(telegram::answer(
+            reqwest::StatusCode::TOO_MANY_REQUESTS,
+            None,
+            ok.as_bytes(),
+        ));
+        assert_eq!(wait, Some(Duration::from_secs(35)));
     }
 }

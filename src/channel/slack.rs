@@ -2,6 +2,8 @@
 //! button and unfurling off; `chat.update` on settle (ephemerals cannot be updated). Errors come
 //! as HTTP 200 `{"ok":false,"error":…}`; rate limits as HTTP 429 with `Retry-After`.
 
+use std::time::Duration;
+
 use async_trait::async_trait;
 use secrecy::{ExposeSecret, SecretString};
 use serde_json::{Value, json};
@@ -91,25 +93,36 @@ impl Slack {
         if status.is_server_error() {
             return Err(ChannelError::retry(status.as_str(), retry_after));
         }
-        let answer: Value = response
-            .json()
+        let body = response
+            .bytes()
             .await
             .map_err(|_| ChannelError::retry("unreadable_response", None))?;
-        if answer["ok"] == true {
-            return Ok(answer);
-        }
-        let code = answer["error"]
-            .as_str()
-            .unwrap_or("unknown_error")
-            .to_owned();
-        if transient(&code) {
-            return Err(ChannelError::retry(code, retry_after));
-        }
-        Err(ChannelError::permanent(
-            code.clone(),
-            format!("Slack {method} answered {code}"),
-        ))
+        answer(method, retry_after, &body)
     }
+}
+
+/// A Web API answer (HTTP 2xx-4xx): `ok`, or the `error` code classified.
+pub(crate) fn answer(
+    method: &str,
+    retry_after: Option<Duration>,
+    body: &[u8],
+) -> Result<Value, ChannelError> {
+    let answer: Value = serde_json::from_slice(body)
+        .map_err(|_| ChannelError::retry("unreadable_response", None))?;
+    if answer["ok"] == true {
+        return Ok(answer);
+    }
+    let code = answer["error"]
+        .as_str()
+        .unwrap_or("unknown_error")
+        .to_owned();
+    if transient(&code) {
+        return Err(ChannelError::retry(code, retry_after));
+    }
+    Err(ChannelError::permanent(
+        code.clone(),
+        format!("Slack {method} answered {code}"),
+    ))
 }
 
 impl Slack {
@@ -241,12 +254,12 @@ pub fn verify_request(
     let Ok(ts) = timestamp.parse::<i64>() else {
         return false;
     };
-    if (now_unix - ts).abs() > 300 {
+    if now_unix.abs_diff(ts) > 300 {
         return false;
     }
     let Some(given) = signature
         .strip_prefix("v0=")
-        .and_then(|h| (h.len() == 64).then_some(h))
+        .and_then(|h| (h.len() == 64 && h.is_ascii()).then_some(h))
         .and_then(|h| {
             (0..32)
                 .map(|i| u8::from_str_radix(&h[2 * i..2 * i + 2], 16).ok())
@@ -335,5 +348,20 @@ mod tests {
         ));
         let mine = sign("s", "100", "payload=x");
         assert!(verify_request("s", "100", &mine, b"payload=x", 100));
+    }
+
+    /// Found while writing the `channel_responses` fuzz target (overflow checks on; the input
+    /// is in its corpus): a timestamp far from now overflowed the age check, and a 64-byte
+    /// signature with a multi-byte character was cut inside the character. Both are refused.
+    #[test]
+    fn extreme_timestamps_and_non_ascii_signatures_are_refused() {
+        let now = 1_800_000_000;
+        for ts in [i64::MIN.to_string(), i64::MAX.to_string()] {
+            let sig = sign("s", &ts, "b");
+            assert!(!verify_request("s", &ts, &sig, b"b", now), "{ts}");
+        }
+        let odd = format!("v0=a\u{e9}{}", "0".repeat(61));
+        assert_eq!(odd.len(), 67);
+        assert!(!verify_request("s", "1800000000", &odd, b"b", now));
     }
 }

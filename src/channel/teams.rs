@@ -29,7 +29,7 @@ impl TokenCache {
             .filter(|(_, until)| Instant::now() < *until)
             .map(|(t, _)| t.clone())
     }
-    fn put(&self, key: (String, String), token: SecretString, lifetime: Duration) {
+    pub(crate) fn put(&self, key: (String, String), token: SecretString, lifetime: Duration) {
         // Renewed ahead of expiry: 5 minutes, or a tenth of a short lifetime.
         let early = Duration::from_secs(300).min(lifetime / 10);
         let until = Instant::now() + lifetime.saturating_sub(early);
@@ -80,25 +80,8 @@ impl Teams<'_> {
             .await
             .map_err(|e| ChannelError::transport(&e))?;
         let status = response.status();
-        let answer: Value = response.json().await.unwrap_or(Value::Null);
-        if status.is_server_error() || status == reqwest::StatusCode::TOO_MANY_REQUESTS {
-            return Err(ChannelError::retry(
-                format!("token endpoint {status}"),
-                None,
-            ));
-        }
-        let (Some(token), true) = (answer["access_token"].as_str(), status.is_success()) else {
-            let code = answer["error"]
-                .as_str()
-                .unwrap_or("token_refused")
-                .to_owned();
-            return Err(ChannelError::permanent(
-                code,
-                "the Bot Framework token endpoint refused the app's credentials",
-            ));
-        };
-        let lifetime = Duration::from_secs(answer["expires_in"].as_u64().unwrap_or(3600));
-        let token = SecretString::from(token.to_owned());
+        let body = response.bytes().await.unwrap_or_default();
+        let (token, lifetime) = token_answer(status, &body)?;
         self.tokens.put(key, token.clone(), lifetime);
         Ok(token)
     }
@@ -127,36 +110,74 @@ impl Teams<'_> {
                 .map_err(|e| ChannelError::transport(&e))?;
             let status = response.status();
             let wait = retry_after_header(response.headers());
-            let answer: Value = response.json().await.unwrap_or(Value::Null);
-            if status.is_success() {
-                return Ok(answer);
-            }
             if status == reqwest::StatusCode::UNAUTHORIZED && first {
                 self.tokens.forget(&(self.token_url(), self.app_id.clone()));
                 continue;
             }
-            let code = answer["error"]["code"]
-                .as_str()
-                .map(str::to_owned)
-                .unwrap_or_else(|| status.as_str().to_owned());
-            // Throttled, concurrent operations on one conversation, and gateway trouble pass.
-            return Err(match status.as_u16() {
-                429 | 412 | 502 | 503 | 504 => ChannelError::retry(code, wait),
-                _ => ChannelError::permanent(
-                    code,
-                    answer["error"]["message"]
-                        .as_str()
-                        .or(answer["message"].as_str())
-                        .unwrap_or("")
-                        .to_owned(),
-                ),
-            });
+            let body = response.bytes().await.unwrap_or_default();
+            return connector_answer(status, wait, &body);
         }
         Err(ChannelError::permanent(
             "Unauthorized",
             "the Connector refused a fresh token",
         ))
     }
+}
+
+/// The token endpoint's answer: the token and how long it lives.
+pub(crate) fn token_answer(
+    status: reqwest::StatusCode,
+    body: &[u8],
+) -> Result<(SecretString, Duration), ChannelError> {
+    let answer: Value = serde_json::from_slice(body).unwrap_or(Value::Null);
+    if status.is_server_error() || status == reqwest::StatusCode::TOO_MANY_REQUESTS {
+        return Err(ChannelError::retry(
+            format!("token endpoint {status}"),
+            None,
+        ));
+    }
+    let (Some(token), true) = (answer["access_token"].as_str(), status.is_success()) else {
+        let code = answer["error"]
+            .as_str()
+            .unwrap_or("token_refused")
+            .to_owned();
+        return Err(ChannelError::permanent(
+            code,
+            "the Bot Framework token endpoint refused the app's credentials",
+        ));
+    };
+    // Bot Framework tokens live an hour; a longer claim is cut to a day (the cache adds the
+    // lifetime to the clock).
+    let lifetime = Duration::from_secs(answer["expires_in"].as_u64().unwrap_or(3600).min(86_400));
+    Ok((SecretString::from(token.to_owned()), lifetime))
+}
+
+/// A Connector answer: the body on 2xx, else classified.
+pub(crate) fn connector_answer(
+    status: reqwest::StatusCode,
+    wait: Option<Duration>,
+    body: &[u8],
+) -> Result<Value, ChannelError> {
+    let answer: Value = serde_json::from_slice(body).unwrap_or(Value::Null);
+    if status.is_success() {
+        return Ok(answer);
+    }
+    let code = answer["error"]["code"]
+        .as_str()
+        .map(str::to_owned)
+        .unwrap_or_else(|| status.as_str().to_owned());
+    // Throttled, concurrent operations on one conversation, and gateway trouble pass.
+    Err(match status.as_u16() {
+        429 | 412 | 502 | 503 | 504 => ChannelError::retry(code, wait),
+        _ => ChannelError::permanent(
+            code,
+            answer["error"]["message"]
+                .as_str()
+                .or(answer["message"].as_str())
+                .unwrap_or("")
+                .to_owned(),
+        ),
+    })
 }
 
 fn conversation_path(conversation: &str) -> String {
@@ -221,5 +242,29 @@ impl Channel for Teams<'_> {
         self.connector(reqwest::Method::PUT, &path, &activity)
             .await?;
         Ok(true)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Found while writing the `channel_responses` fuzz target (the input is in its corpus): a
+    /// huge `expires_in` overflowed the token cache's `Instant::now() + lifetime`.
+    #[test]
+    fn a_token_lifetime_is_bounded_before_it_is_cached() {
+        let body = format!(r#"{{"access_token":"t","expires_in":{}}}"#, u64::MAX);
+        let (token, lifetime) = token_answer(reqwest::StatusCode::OK, body.as_bytes()).unwrap();
+        assert_eq!(lifetime, Duration::from_secs(86_400));
+        let cache = TokenCache::default();
+        let key = ("url".to_owned(), "app".to_owned());
+        cache.put(key.clone(), token, lifetime);
+        assert!(cache.get(&key).is_some());
+        let (_, lifetime) = token_answer(
+            reqwest::StatusCode::OK,
+            br#"{"access_token":"t","expires_in":3599}"#,
+        )
+        .unwrap();
+        assert_eq!(lifetime, Duration::from_secs(3599));
     }
 }

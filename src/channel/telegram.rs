@@ -95,26 +95,36 @@ impl Telegram {
             .map_err(|e| ChannelError::transport(&e.without_url()))?;
         let status = response.status();
         let header_wait = retry_after_header(response.headers());
-        let answer: Value = response.json().await.unwrap_or(Value::Null);
-        if answer["ok"] == true {
-            return Ok(answer["result"].clone());
-        }
-        let code = answer["error_code"]
-            .as_u64()
-            .unwrap_or(u64::from(status.as_u16()));
-        let description = answer["description"].as_str().unwrap_or("").to_owned();
-        if code == 429 {
-            let wait = answer["parameters"]["retry_after"]
-                .as_u64()
-                .map(Duration::from_secs)
-                .or(header_wait);
-            return Err(ChannelError::retry("429", wait));
-        }
-        if status.is_server_error() || code >= 500 {
-            return Err(ChannelError::retry(code.to_string(), header_wait));
-        }
-        Err(ChannelError::permanent(code.to_string(), description))
+        let body = response.bytes().await.unwrap_or_default();
+        answer(status, header_wait, &body)
     }
+}
+
+/// A Bot API answer: `result` when `ok`, else its `error_code` classified.
+pub(crate) fn answer(
+    status: reqwest::StatusCode,
+    header_wait: Option<Duration>,
+    body: &[u8],
+) -> Result<Value, ChannelError> {
+    let answer: Value = serde_json::from_slice(body).unwrap_or(Value::Null);
+    if answer["ok"] == true {
+        return Ok(answer["result"].clone());
+    }
+    let code = answer["error_code"]
+        .as_u64()
+        .unwrap_or(u64::from(status.as_u16()));
+    let description = answer["description"].as_str().unwrap_or("").to_owned();
+    if code == 429 {
+        let wait = answer["parameters"]["retry_after"]
+            .as_u64()
+            .map(Duration::from_secs)
+            .or(header_wait);
+        return Err(ChannelError::retry("429", wait));
+    }
+    if status.is_server_error() || code >= 500 {
+        return Err(ChannelError::retry(code.to_string(), header_wait));
+    }
+    Err(ChannelError::permanent(code.to_string(), description))
 }
 
 #[async_trait]

@@ -72,18 +72,24 @@ impl Whatsapp {
             .await
             .map_err(|e| ChannelError::transport(&e))?;
         let status = response.status();
-        let answer: Value = response.json().await.unwrap_or(Value::Null);
-        if status.is_success() {
-            return Ok(answer);
-        }
-        match answer["error"]["code"].as_u64() {
-            Some(code) => Err(classify(
-                code,
-                answer["error"]["message"].as_str().unwrap_or(""),
-            )),
-            None if status.is_server_error() => Err(ChannelError::retry(status.as_str(), None)),
-            None => Err(ChannelError::permanent(status.as_str(), "unreadable error")),
-        }
+        let body = response.bytes().await.unwrap_or_default();
+        answer(status, &body)
+    }
+}
+
+/// A Cloud API answer: the body on 2xx, else its `error.code` classified.
+pub(crate) fn answer(status: reqwest::StatusCode, body: &[u8]) -> Result<Value, ChannelError> {
+    let answer: Value = serde_json::from_slice(body).unwrap_or(Value::Null);
+    if status.is_success() {
+        return Ok(answer);
+    }
+    match answer["error"]["code"].as_u64() {
+        Some(code) => Err(classify(
+            code,
+            answer["error"]["message"].as_str().unwrap_or(""),
+        )),
+        None if status.is_server_error() => Err(ChannelError::retry(status.as_str(), None)),
+        None => Err(ChannelError::permanent(status.as_str(), "unreadable error")),
     }
 }
 

@@ -43,7 +43,7 @@ pub struct ExtraFields {
 }
 impl ExtraTokenFields for ExtraFields {}
 
-type TokenResponseT = StandardTokenResponse<ExtraFields, BasicTokenType>;
+pub(crate) type TokenResponseT = StandardTokenResponse<ExtraFields, BasicTokenType>;
 type OAuthClient = Client<
     BasicErrorResponse,
     TokenResponseT,
@@ -406,7 +406,7 @@ pub struct TokenSet {
 }
 
 impl TokenSet {
-    fn from_response(r: &TokenResponseT, now: OffsetDateTime) -> Self {
+    pub(crate) fn from_response(r: &TokenResponseT, now: OffsetDateTime) -> Self {
         Self {
             tokens: Tokens {
                 access_token: r.access_token().secret().clone().into(),
@@ -417,10 +417,11 @@ impl TokenSet {
                 .scopes()
                 .map(|s| s.iter().map(|s| s.to_string()).collect())
                 .unwrap_or_default(),
+            // `expires_in` is the provider's number: out of range means "not said".
             access_expires_at: r
                 .expires_in()
                 .and_then(|d| time::Duration::try_from(d).ok())
-                .map(|d| now + d),
+                .and_then(|d| now.checked_add(d)),
             instance_url: None,
             identity: Identity::default(),
         }
@@ -745,5 +746,22 @@ mod tests {
             let (url, _) = p.authorize_url("s".into(), &[], None);
             assert_eq!(p.sign_in_host(), url.host_str());
         }
+    }
+
+    /// Found by the `oauth_responses` fuzz target: an `expires_in` beyond the calendar made
+    /// `now + expires_in` panic in the callback (and in refreshes). Out of range = not said.
+    #[test]
+    fn an_expiry_beyond_the_calendar_is_not_an_expiry() {
+        let now = time::macros::datetime!(2026-12-01 10:00 UTC);
+        let parse = |body: String| {
+            let r: TokenResponseT = serde_json::from_str(&body).unwrap();
+            TokenSet::from_response(&r, now).access_expires_at
+        };
+        let body = |secs: u64| {
+            format!(r#"{{"access_token":"a","token_type":"Bearer","expires_in":{secs}}}"#)
+        };
+        assert_eq!(parse(body(i64::MAX as u64)), None);
+        assert_eq!(parse(body(u64::MAX)), None);
+        assert_eq!(parse(body(3600)), Some(now + time::Duration::hours(1)));
     }
 }

@@ -155,8 +155,19 @@ fn check_hosts(field: &str, hosts: &[String]) -> Result<(), ApiError> {
 /// loopback hosts in a local trial — no credentials in it, and (with
 /// `webhooks.deny_private_networks`, on by default over https) no private or loopback host.
 pub(crate) fn check_url(state: &AppState, field: &str, url: &Url) -> Result<(), ApiError> {
+    check_url_for(state.config.is_https(), field, url)?;
+    if state.config.webhooks.deny_private_networks && crate::webhook::names_private_host(url) {
+        return Err(ApiError::Invalid(format!(
+            "{field} must not point to a private or loopback address"
+        )));
+    }
+    Ok(())
+}
+
+/// `check_url`'s shape rules for a daemon served over https (`https`) or plain http.
+pub(crate) fn check_url_for(https: bool, field: &str, url: &Url) -> Result<(), ApiError> {
     // https outside local mode (a daemon served over plain http is a local trial).
-    let ok = if state.config.is_https() {
+    let ok = if https {
         url.scheme() == "https"
     } else {
         crate::config::secure_or_loopback(url) || url.scheme() == "https"
@@ -167,11 +178,6 @@ pub(crate) fn check_url(state: &AppState, field: &str, url: &Url) -> Result<(), 
     if !url.username().is_empty() || url.password().is_some() {
         return Err(ApiError::Invalid(format!(
             "{field} must not contain credentials"
-        )));
-    }
-    if state.config.webhooks.deny_private_networks && crate::webhook::names_private_host(url) {
-        return Err(ApiError::Invalid(format!(
-            "{field} must not point to a private or loopback address"
         )));
     }
     Ok(())

@@ -472,18 +472,22 @@ fn idempotency(
     let Some(value) = key.0 else {
         return Ok(None);
     };
-    let key = value
+    Ok(Some(Idempotency {
+        key: idempotency_key(&value)?.to_owned(),
+        fingerprint: sha256_hex(body),
+        ttl,
+    }))
+}
+
+/// The `Idempotency-Key` header's value as a key: 1-255 visible characters.
+pub(crate) fn idempotency_key(value: &HeaderValue) -> Result<&str, ApiError> {
+    value
         .to_str()
         .ok()
         .filter(|k| !k.is_empty() && k.len() <= 255)
         .ok_or_else(|| {
             ApiError::BadRequest("Idempotency-Key must be 1-255 visible characters".into())
-        })?;
-    Ok(Some(Idempotency {
-        key: key.to_owned(),
-        fingerprint: sha256_hex(body),
-        ttl,
-    }))
+        })
 }
 
 pub fn fmt_time(t: OffsetDateTime) -> String {
