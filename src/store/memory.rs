@@ -80,7 +80,7 @@ struct Data {
     locks: HashMap<GrantKey, (String, OffsetDateTime)>,
     /// Console sign-ins by the SHA-256 of their cookie's id.
     console: HashMap<String, ConsoleSession>,
-    /// Rate limits: key → arrival time ms (GCRA).
+    /// Rate limits: key → arrival time µs (GCRA).
     rates: HashMap<String, u64>,
     writes: u64,
 }
@@ -1001,13 +1001,13 @@ impl Store for MemoryStore {
         quota: Quota,
         now: OffsetDateTime,
     ) -> Result<Verdict, StoreError> {
-        let now_ms = crate::clock::unix_ms(now).max(0) as u64;
+        let now_us = (now.unix_timestamp_nanos() / 1_000).max(0) as u64;
         let mut d = self.data();
         if d.rates.len() > 100_000 {
             // Whole again (arrival time passed): the same as absent.
-            d.rates.retain(|_, tat| *tat > now_ms);
+            d.rates.retain(|_, tat| *tat > now_us);
         }
-        let (verdict, tat) = crate::domain::rate::step(quota, d.rates.get(key).copied(), now_ms);
+        let (verdict, tat) = crate::domain::rate::step(quota, d.rates.get(key).copied(), now_us);
         if verdict.allowed {
             d.rates.insert(key.to_owned(), tat);
         }

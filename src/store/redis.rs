@@ -19,7 +19,7 @@
 //! | `P:i:<bot>:<sha256(key)>` | string, PX | idempotency key → `<session or "-"> <fingerprint>` |
 //! | `P:{b:<bot>}:bot`, `:ints`, `:profiles`, `:channels`, `:whsec` (hashes), `:keys` (hash id → key hash) | | tenancy |
 //! | `P:k:<sha256(key)>` | string | API key lookup |
-//! | `P:rl:<class>:<id>` | string: arrival time ms (GCRA), PX until the quota is whole | a rate limit |
+//! | `P:rl:<class>:<id>` | string: arrival time µs (GCRA), PX until the quota is whole | a rate limit |
 //! | `P:cs:<sha256(cookie id)>` | string: console session JSON, PX | a signed-in console browser |
 //! | `P:bots` | zset bot id → 0 (read by lex range) | every bot |
 //! | `P:indexed` | hash `bots`, `grants` → `1` | the one-time backfills of the two indexes above are done |
@@ -214,14 +214,15 @@ return 1
 "#;
 
 /// One GCRA step (`domain::rate::step`, the same arithmetic). KEYS: the limited thing's arrival
-/// time. ARGV: now ms, interval ms, window ms. → {allowed 0|1, remaining, reset ms}.
+/// time. ARGV: now µs, interval µs, window µs (exact in Lua's doubles). → {allowed 0|1,
+/// remaining, reset µs}.
 const RATE: &str = r#"
 local now, interval, window = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])
 local tat = tonumber(redis.call('GET', KEYS[1]) or now)
 if tat < now then tat = now end
 local nxt = tat + interval
 if nxt > now + window then return {0, 0, nxt - now - window} end
-redis.call('SET', KEYS[1], nxt, 'PX', nxt - now)
+redis.call('SET', KEYS[1], string.format('%d', nxt), 'PX', math.max(1, math.ceil((nxt - now) / 1000)))
 return {1, math.floor((now + window - nxt) / interval), nxt - now}
 "#;
 
@@ -2106,16 +2107,16 @@ impl Store for RedisStore {
         let (allowed, remaining, reset): (u8, u64, u64) = self
             .rate
             .key(self.rate_key(key))
-            .arg(unix_ms(now))
-            .arg(quota.interval_ms())
-            .arg(quota.window_ms())
+            .arg((now.unix_timestamp_nanos() / 1_000).max(0) as u64)
+            .arg(quota.interval_us())
+            .arg(quota.window_us())
             .invoke_async(&mut self.conn())
             .await
             .map_err(unavailable)?;
         Ok(Verdict {
             allowed: allowed == 1,
             remaining: remaining.min(u64::from(u32::MAX)) as u32,
-            reset: Duration::from_millis(reset),
+            reset: Duration::from_micros(reset),
         })
     }
 }
