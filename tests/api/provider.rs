@@ -134,6 +134,8 @@ struct ProviderState {
     tokens: HashMap<String, IssuedToken>,
     token_requests: usize,
     refresh_requests: usize,
+    /// `expires_in` of the generic shape's access tokens.
+    lifetime_secs: u64,
     revocations: Vec<String>,
     last_authorize_query: Option<HashMap<String, String>>,
 }
@@ -166,6 +168,7 @@ impl FakeProvider {
                 tokens: HashMap::new(),
                 token_requests: 0,
                 refresh_requests: 0,
+                lifetime_secs: 3600,
                 revocations: Vec::new(),
                 last_authorize_query: None,
             }),
@@ -194,6 +197,11 @@ impl FakeProvider {
             username: username.into(),
             email: email.into(),
         };
+    }
+
+    /// The generic shape's access tokens expire this many seconds after issue (default 3600).
+    pub fn set_token_lifetime(&self, secs: u64) {
+        self.inner.lock().lifetime_secs = secs;
     }
 
     /// The next valid `/authorize` redirects back with `error=access-denied`.
@@ -340,7 +348,7 @@ impl Inner {
                 let mut body = json!({
                     "access_token": access,
                     "token_type": "Bearer",
-                    "expires_in": 3600,
+                    "expires_in": st.lifetime_secs,
                     "scope": scope,
                 });
                 if let Some(rt) = refresh {

@@ -6,6 +6,8 @@
 //! (redacted `Debug`), spans record ids and route templates only, and the HTTP layer marks
 //! `Authorization` and `Cookie` as sensitive.
 
+mod json;
+
 use tracing_subscriber::EnvFilter;
 use tracing_subscriber::fmt::MakeWriter;
 use tracing_subscriber::layer::SubscriberExt;
@@ -61,11 +63,10 @@ where
     type Boxed = Box<dyn tracing_subscriber::Layer<Filtered> + Send + Sync>;
     let filter =
         EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default_filter));
-    let fmt = tracing_subscriber::fmt::layer().with_writer(writer);
     #[cfg_attr(not(feature = "otlp"), allow(unused_mut))]
     let mut layers: Vec<Boxed> = vec![match format {
-        LogFormat::Json => Box::new(fmt.json().flatten_event(true)),
-        LogFormat::Pretty => Box::new(fmt),
+        LogFormat::Json => Box::new(json::JsonLines::new(writer)),
+        LogFormat::Pretty => Box::new(tracing_subscriber::fmt::layer().with_writer(writer)),
     }];
     #[cfg(feature = "otlp")]
     let provider = otlp::configured().map(|endpoint| {
