@@ -18,6 +18,12 @@ pub async fn settle(
     if s.status.is_final() || s.status_at(now) != Status::Expired {
         return Ok(s);
     }
+    // Boxed: every long-poll and event stream awaits this while parked, and only an expiry
+    // needs the transition's state.
+    Box::pin(expire(store, s, now)).await
+}
+
+async fn expire(store: &dyn Store, s: Session, now: OffsetDateTime) -> Result<Session, StoreError> {
     let mut expired = s.clone();
     expired.status = Status::Expired;
     let event = Event::for_session(&expired, None, now);

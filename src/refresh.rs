@@ -112,10 +112,22 @@ pub async fn access_token(
 ) -> Result<(Grant, Tokens), TokenError> {
     let now = state.clock.now();
     match need(state, &grant, now, force) {
-        Need::Nothing => return serve(state, grant),
-        Need::Backoff(retry_at) => return Err(backing_off(&grant, retry_at, now)),
-        Need::Refresh => {}
+        Need::Nothing => serve(state, grant),
+        Need::Backoff(retry_at) => Err(backing_off(&grant, retry_at, now)),
+        // Boxed: the refresh (locks, the provider call) is most of this future's size, and
+        // the common answer needs none of it — every request would otherwise carry (and copy)
+        // those kilobytes.
+        Need::Refresh => Box::pin(refresh(state, provider, grant, force)).await,
     }
+}
+
+/// The stale token's path: one refresh across replicas, everyone else waits for its result.
+async fn refresh(
+    state: &AppState,
+    provider: &Provider,
+    grant: Grant,
+    force: bool,
+) -> Result<(Grant, Tokens), TokenError> {
     let seen = grant.generation;
     let owner = crate::crypto::random_token::<12>();
     let deadline = tokio::time::Instant::now() + WAIT;

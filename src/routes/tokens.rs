@@ -172,17 +172,19 @@ pub async fn access_token(
         Some(session) => {
             let now = state.clock.now();
             let session = match body.input_response.as_ref().map(|r| r.action) {
+                // The agent branches are boxed (here and `offer` below): the plain token
+                // request, by far the most common, then carries none of their state.
                 Some(ElicitAction::Decline | ElicitAction::Cancel)
                     if !session.status_at(now).is_final() =>
                 {
-                    super::sessions::cancel_session(&state, session, now).await?
+                    Box::pin(super::sessions::cancel_session(&state, session, now)).await?
                 }
                 _ => {
                     // Held no longer than the deployment's long-poll limit, which the request
                     // deadline is sized for (a longer hold would be cut off as a 503).
                     let wait = std::time::Duration::from_secs(body.wait.unwrap_or(0).into())
                         .min(state.config.max_wait);
-                    super::sessions::wait_until_settled(&state, session, wait).await?
+                    Box::pin(super::sessions::wait_until_settled(&state, session, wait)).await?
                 }
             };
             let status = session.status_at(state.clock.now());
@@ -198,7 +200,7 @@ pub async fn access_token(
         Err(ApiError::AuthorizationRequired) if agent => {
             let user = user_id.ok_or_else(|| ApiError::Invalid("user_id is required".into()))?;
             let fields = body.authorize.unwrap_or_default();
-            return offer(
+            return Box::pin(offer(
                 &state,
                 &caller,
                 &bot_record,
@@ -207,7 +209,7 @@ pub async fn access_token(
                 fields,
                 retried,
                 &tool_call,
-            )
+            ))
             .await;
         }
         other => other?,

@@ -15,7 +15,7 @@
 //! | `P:{pNN}:deadlines` | zset session → expiry ms (a claim pushes it to the lease's end) | expiry index |
 //! | `P:{pNN}:refresh` | zset `bot:integration:subject` → refresh-at ms (leased likewise) | proactive refresh index |
 //! | `P:{pNN}:gx:<bot>:<integration>` | zset subject → 0 (read by lex range) | the (bot, integration)'s grants in this partition |
-//! | `P:{pNN}:rs:<bot>` | zset session → created ms, the newest `RECENT_SESSIONS_PER_PARTITION` | the bot's recent sessions in this partition |
+//! | `P:{pNN}:rn:<bot>` | list of sessions, newest first, the newest `RECENT_SESSIONS_PER_PARTITION` | the bot's recent sessions in this partition (`LPUSH` + `LTRIM`: the ids are UUIDv7s, ordered by creation) |
 //! | `P:i:<bot>:<sha256(key)>` | string, PX | idempotency key → `<session or "-"> <fingerprint>` |
 //! | `P:{b:<bot>}:bot`, `:ints`, `:profiles`, `:channels`, `:whsec` (hashes), `:keys` (hash id → key hash) | | tenancy |
 //! | `P:k:<sha256(key)>` | string | API key lookup |
@@ -418,7 +418,9 @@ impl RedisStore {
     }
     /// The part of `bot`'s recent-session index in partition `p`.
     fn recent_key(&self, p: Partition, bot: &BotId) -> String {
-        self.key_in(p, &[":rs:", bot.as_str()])
+        // `rn`, not the earlier `rs` (a sorted set; ZADD + ZREMRANGEBYRANK cost a create four
+        // times what LPUSH + LTRIM do): left-over `rs` keys are unread, at most 101 ids each.
+        self.key_in(p, &[":rn:", bot.as_str()])
     }
     fn bots_key(&self) -> String {
         format!("{}:bots", self.prefix)
@@ -650,7 +652,7 @@ impl RedisStore {
             .arg(&deadlines)
             .arg(unix_ms(spec.expires_at))
             .arg(id.as_str());
-        let [index, trim] = recent_index_commands(&recent, spec.created_at, id.as_str());
+        let [index, trim] = recent_index_commands(&recent, id.as_str());
         let mut set = redis::Cmd::with_capacity(5, key.len() + record.len() + 32);
         set.arg("SET")
             .arg(&key)
@@ -696,7 +698,7 @@ impl RedisStore {
             .ignore()
             .zrem(&deadlines, id.as_str())
             .ignore()
-            .zrem(&recent, id.as_str())
+            .lrem(&recent, 1, id.as_str())
             .ignore()
             .query_async::<()>(&mut conn)
             .await
@@ -741,7 +743,7 @@ impl RedisStore {
         let ttl = ms(record_ttl(session, session.updated_at, new.retention));
         let now = unix_ms(session.updated_at);
         let recent = self.recent_key(p, &spec.bot);
-        let [index, trim] = recent_index_commands(&recent, spec.created_at, &spec.id.to_string());
+        let [index, trim] = recent_index_commands(&recent, &spec.id.to_string());
         redis::pipe()
             .atomic()
             .add_command(index)
@@ -784,16 +786,15 @@ impl RedisStore {
 }
 
 /// The session's entry in its bot's recent-session index (`key`, its partition's part), and the
-/// trim that keeps only the newest `RECENT_SESSIONS_PER_PARTITION` there. Kept at most one over
-/// that, the part stays in Redis's compact listpack encoding (up to 128 entries by default).
-fn recent_index_commands(key: &str, created: OffsetDateTime, id: &str) -> [redis::Cmd; 2] {
-    let mut add = redis::Cmd::with_capacity(4, key.len() + 60);
-    add.arg("ZADD").arg(key).arg(unix_ms(created)).arg(id);
-    let mut trim = redis::Cmd::with_capacity(4, key.len() + 32);
-    trim.arg("ZREMRANGEBYRANK")
+/// trim that keeps only the newest `RECENT_SESSIONS_PER_PARTITION` there. Both O(1).
+fn recent_index_commands(key: &str, id: &str) -> [redis::Cmd; 2] {
+    let mut add = redis::Cmd::with_capacity(3, key.len() + 40);
+    add.arg("LPUSH").arg(key).arg(id);
+    let mut trim = redis::Cmd::with_capacity(4, key.len() + 16);
+    trim.arg("LTRIM")
         .arg(key)
         .arg(0)
-        .arg(-(RECENT_SESSIONS_PER_PARTITION as i64) - 1);
+        .arg(RECENT_SESSIONS_PER_PARTITION as i64 - 1);
     [add, trim]
 }
 
@@ -1275,20 +1276,22 @@ impl Store for RedisStore {
             let mut conn = self.conn();
             let key = self.recent_key(p, bot);
             async move {
-                let ids: Vec<(String, f64)> = conn.zrevrange_withscores(&key, 0, -1).await?;
+                let ids: Vec<String> = conn.lrange(&key, 0, -1).await?;
                 Ok::<_, redis::RedisError>((key, ids))
             }
         }))
         .await
         .map_err(unavailable)?;
-        let mut candidates: Vec<(i64, &str, &str)> = parts
+        // Newest first: after its partition's two hex digits, an id is a UUIDv7 in hex, which
+        // sorts by creation time.
+        let mut candidates: Vec<(&str, &str, &str)> = parts
             .iter()
             .flat_map(|(key, ids)| {
                 ids.iter()
-                    .map(move |(id, at)| (*at as i64, id.as_str(), key.as_str()))
+                    .map(move |id| (id.get(2..).unwrap_or(""), id.as_str(), key.as_str()))
             })
             .collect();
-        candidates.sort_unstable_by(|a, b| (b.0, b.1).cmp(&(a.0, a.1)));
+        candidates.sort_unstable_by(|a, b| b.cmp(a));
         let mut out = Vec::new();
         let mut gone = Vec::new();
         // Read in batches of a page: usually the first batch is the answer.
@@ -1318,7 +1321,9 @@ impl Store for RedisStore {
         // Entries whose session expired (or was taken back) go now.
         let mut conn = self.conn();
         for (key, id) in gone {
-            conn.zrem::<_, _, ()>(key, id).await.map_err(unavailable)?;
+            conn.lrem::<_, _, ()>(key, 1, id)
+                .await
+                .map_err(unavailable)?;
         }
         Ok(out)
     }

@@ -1421,8 +1421,8 @@ async fn old_records_are_backfilled_and_ghost_entries_dropped(fixture: Fixture) 
         raw(
             &fixture,
             &[
-                "ZSCORE",
-                &format!("{prefix}:{{p{rp:02}}}:rs:acme"),
+                "LPOS",
+                &format!("{prefix}:{{p{rp:02}}}:rn:acme"),
                 &recent.spec.id.to_string()
             ]
         ),
