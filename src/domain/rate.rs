@@ -3,8 +3,13 @@
 //! now than the window, and moves it on by one emission interval. Smooth (no burst of twice the
 //! limit at a window's edge), and one value per key, so a store can check and update it in one
 //! atomic step. The Redis store runs the same arithmetic in Lua.
+//!
+//! A step may take several requests' worth at once (`want`): a replica serving one key at a high
+//! rate takes a few milliseconds' worth of permits in one store step and hands them out itself
+//! (`routes::limit`). The store never grants more than the quota, so the limit holds across
+//! replicas exactly as before; permits a replica does not use in time are lost, never reused.
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 /// `limit` requests per `window`, with bursts of up to `limit`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -29,6 +34,8 @@ impl Quota {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Verdict {
     pub allowed: bool,
+    /// Permits taken by this step (0 when refused): the `want` asked for if all fit, else one.
+    pub granted: u32,
     /// Requests left right now (after this one, if allowed).
     pub remaining: u32,
     /// Until the quota is whole again (allowed), or until the next request may pass (refused).
@@ -36,16 +43,22 @@ pub struct Verdict {
 }
 
 /// One GCRA step at `now_us` (µs) for a key whose theoretical arrival time is `tat_us`
-/// (`None`: new). Returns the verdict and the new arrival time to store (unchanged when refused).
-pub fn step(quota: Quota, tat_us: Option<u64>, now_us: u64) -> (Verdict, u64) {
+/// (`None`: new), taking `want` permits if they all fit, else one. Returns the verdict and the
+/// new arrival time to store (unchanged when refused).
+pub fn step(quota: Quota, tat_us: Option<u64>, now_us: u64, want: u32) -> (Verdict, u64) {
     let interval = quota.interval_us();
     let window = quota.window_us();
     let tat = tat_us.unwrap_or(now_us).max(now_us);
-    let next = tat + interval;
+    let mut take = u64::from(want.max(1));
+    if tat + take * interval > now_us + window {
+        take = 1;
+    }
+    let next = tat + take * interval;
     if next > now_us + window {
         let wait = next - (now_us + window);
         let verdict = Verdict {
             allowed: false,
+            granted: 0,
             remaining: 0,
             reset: Duration::from_micros(wait),
         };
@@ -53,10 +66,102 @@ pub fn step(quota: Quota, tat_us: Option<u64>, now_us: u64) -> (Verdict, u64) {
     }
     let verdict = Verdict {
         allowed: true,
+        granted: take as u32,
         remaining: ((now_us + window - next) / interval).min(u64::from(u32::MAX)) as u32,
         reset: Duration::from_micros(next - now_us),
     };
     (verdict, next)
+}
+
+/// Permits this replica took from the store ahead of need, per limited key (see the module
+/// note). A key starts at one permit per store step; while its lease keeps running out before
+/// its 20 ms are up, each step asks for twice as many (at most 64, and at most 1% of the quota,
+/// so small quotas are always counted one by one); permits left when a lease runs out halve it.
+#[derive(Default)]
+pub struct Permits(std::sync::Mutex<std::collections::HashMap<String, Lease>>);
+
+pub struct Lease {
+    left: u32,
+    until: Instant,
+    /// The store's `remaining` when the permits were taken (it does not count them).
+    remaining: u32,
+    reset_at: Instant,
+    want: u32,
+}
+
+const LEASE: Duration = Duration::from_millis(20);
+const MAX_WANT: u32 = 64;
+const MAX_KEYS: usize = 10_000;
+
+impl Permits {
+    fn lock(&self) -> std::sync::MutexGuard<'_, std::collections::HashMap<String, Lease>> {
+        self.0.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// A permit taken earlier for `key`, if one is left: the verdict to answer with.
+    pub fn take(&self, key: &str, now: Instant) -> Option<Verdict> {
+        let mut map = self.lock();
+        let lease = map.get_mut(key)?;
+        if lease.left == 0 || now >= lease.until {
+            return None;
+        }
+        lease.left -= 1;
+        Some(Verdict {
+            allowed: true,
+            granted: 1,
+            remaining: lease.remaining.saturating_add(lease.left),
+            reset: lease.reset_at.saturating_duration_since(now),
+        })
+    }
+
+    /// How many permits the next store step for `key` asks for (called when `take` found none):
+    /// twice as many as before if its lease ran out before its time, half if permits were left
+    /// when it did.
+    pub fn want(&self, key: &str, quota: Quota, now: Instant) -> u32 {
+        let cap = (quota.limit / 100).clamp(1, MAX_WANT);
+        let mut map = self.lock();
+        let Some(lease) = map.get_mut(key) else {
+            return 1;
+        };
+        lease.want = match (lease.left, now < lease.until) {
+            (0, true) => lease.want.saturating_mul(2).min(MAX_WANT),
+            (0, false) => lease.want,
+            (_, _) => (lease.want / 2).max(1),
+        };
+        lease.want.min(cap)
+    }
+
+    /// The store's answer to a step for `key`: the permits this request does not use are kept
+    /// for the next ones.
+    pub fn granted(&self, key: &str, v: &Verdict, now: Instant) {
+        let mut map = self.lock();
+        if map.len() >= MAX_KEYS && !map.contains_key(key) {
+            map.retain(|_, l| now < l.until);
+            if map.len() >= MAX_KEYS {
+                map.clear();
+            }
+        }
+        let lease = map.entry(key.to_owned()).or_insert(Lease {
+            left: 0,
+            until: now,
+            remaining: 0,
+            reset_at: now,
+            want: 1,
+        });
+        let live = now < lease.until;
+        if !live {
+            // A new lease window: requests within it that find no permit left make the
+            // next step ask for more.
+            lease.left = 0;
+            lease.until = now + LEASE;
+        }
+        if v.granted > 1 {
+            lease.left = lease.left.saturating_add(v.granted - 1);
+            lease.until = now + LEASE;
+            lease.remaining = v.remaining;
+            lease.reset_at = now + v.reset;
+        }
+    }
 }
 
 #[cfg(test)]
@@ -72,12 +177,12 @@ mod tests {
     fn a_burst_of_the_limit_passes_then_one_per_interval() {
         let mut tat = None;
         for i in 0..10 {
-            let (v, t) = step(Q, tat, 1_000_000);
+            let (v, t) = step(Q, tat, 1_000_000, 1);
             assert!(v.allowed, "request {i}");
             assert_eq!(v.remaining, 9 - i);
             tat = Some(t);
         }
-        let (v, t) = step(Q, tat, 1_000_000);
+        let (v, t) = step(Q, tat, 1_000_000, 1);
         assert!(!v.allowed);
         assert_eq!(
             v.reset,
@@ -85,16 +190,84 @@ mod tests {
             "one interval until the next"
         );
         assert_eq!(Some(t), tat, "a refusal changes nothing");
-        assert!(!step(Q, tat, 6_999_999).0.allowed);
-        let (v, _) = step(Q, tat, 7_000_000);
+        assert!(!step(Q, tat, 6_999_999, 1).0.allowed);
+        let (v, _) = step(Q, tat, 7_000_000, 1);
         assert!(v.allowed);
         assert_eq!(v.remaining, 0);
     }
 
     #[test]
+    fn a_step_takes_what_it_wants_when_all_fit_else_one() {
+        let (v, t) = step(Q, None, 0, 4);
+        assert_eq!((v.allowed, v.granted, v.remaining), (true, 4, 6));
+        let (v, t) = step(Q, Some(t), 0, 4);
+        assert_eq!((v.granted, v.remaining), (4, 2));
+        let (v, t) = step(Q, Some(t), 0, 4);
+        assert_eq!((v.granted, v.remaining), (1, 1), "four do not fit: one");
+        let (_, t) = step(Q, Some(t), 0, 4);
+        let (v, _) = step(Q, Some(t), 0, 4);
+        assert_eq!(
+            (v.allowed, v.granted),
+            (false, 0),
+            "the quota is never exceeded"
+        );
+    }
+
+    #[test]
+    fn a_busy_key_takes_more_permits_per_step_and_an_idle_one_fewer() {
+        let q = Quota {
+            limit: 1_000_000,
+            window: Duration::from_secs(60),
+        };
+        let p = Permits::default();
+        let t0 = Instant::now();
+        let step_at = |want: u32| Verdict {
+            allowed: true,
+            granted: want,
+            remaining: 500,
+            reset: Duration::from_secs(1),
+        };
+        assert_eq!(p.want("k", q, t0), 1, "a new key: one by one");
+        assert!(p.take("k", t0).is_none());
+        p.granted("k", &step_at(1), t0);
+        // Busy: each lease runs out within its time, so the next step asks for twice as many.
+        let mut want = 1;
+        for i in 0..8 {
+            let now = t0 + Duration::from_millis(i);
+            assert!(p.take("k", now).is_none(), "the lease is used up");
+            let next = p.want("k", q, now);
+            assert_eq!(next, (want * 2).min(64));
+            want = next;
+            p.granted("k", &step_at(want), now);
+            for _ in 1..want {
+                let v = p.take("k", now).expect("a permit taken ahead");
+                assert!(v.allowed);
+                assert!(v.remaining >= 500);
+            }
+        }
+        assert_eq!(want, 64, "at most 64 a step");
+        // Left over when the lease ran out: half as many next time, and the old ones are gone.
+        let later = t0 + Duration::from_secs(1);
+        p.granted("k", &step_at(64), later);
+        p.take("k", later).unwrap();
+        let expired = later + LEASE;
+        assert!(
+            p.take("k", expired).is_none(),
+            "expired permits are never used"
+        );
+        assert_eq!(p.want("k", q, expired), 32);
+        // A small quota is counted one by one.
+        let small = Quota {
+            limit: 5,
+            window: Duration::from_secs(60),
+        };
+        assert_eq!(p.want("k", small, expired), 1);
+    }
+
+    #[test]
     fn an_idle_key_is_whole_again_after_the_window() {
-        let (_, t) = step(Q, None, 0);
-        let (v, _) = step(Q, Some(t), 60_000_000);
+        let (_, t) = step(Q, None, 0, 1);
+        let (v, _) = step(Q, Some(t), 60_000_000, 1);
         assert_eq!(v.remaining, 9);
     }
 
@@ -107,16 +280,16 @@ mod tests {
         };
         let mut tat = None;
         for _ in 0..q.limit {
-            let (v, t) = step(q, tat, 0);
+            let (v, t) = step(q, tat, 0, 1);
             assert!(v.allowed);
             tat = Some(t);
         }
-        assert!(!step(q, tat, 0).0.allowed);
+        assert!(!step(q, tat, 0, 1).0.allowed);
         for _ in 0..100 {
-            let (v, t) = step(q, tat, 1_000);
+            let (v, t) = step(q, tat, 1_000, 1);
             assert!(v.allowed);
             tat = Some(t);
         }
-        assert!(!step(q, tat, 1_000).0.allowed);
+        assert!(!step(q, tat, 1_000, 1).0.allowed);
     }
 }

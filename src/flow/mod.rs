@@ -27,6 +27,8 @@ pub struct Shared {
     pub clock: crate::clock::Clock,
     /// Bots' identity issuers (discovery and JWKS) as last fetched, for the binding step.
     pub issuers: crate::oauth::issuer::IssuerCache,
+    /// Rate-limit permits this replica took ahead of need (`domain::rate::Permits`).
+    pub permits: crate::domain::rate::Permits,
 }
 
 impl AppState {
@@ -43,6 +45,7 @@ impl AppState {
             shutdown: tokio_util::sync::CancellationToken::new(),
             clock,
             issuers: Default::default(),
+            permits: Default::default(),
         }))
     }
 }

@@ -1,7 +1,9 @@
 //! Rate limits at the edge, before any handler: API calls per key (runtime and admin keys
 //! separately, the operator key on its own), API calls without a valid key per client
 //! address (key guessing), the browser's pages per client address (link tokens, callbacks,
-//! console sign-in). One atomic store step per request (GCRA, shared by every replica). Limited
+//! console sign-in). One atomic store step per request (GCRA, shared by every replica) — or, for
+//! a key this replica serves at a high rate, one step per few requests (`domain::rate::Permits`:
+//! the store never grants more than the quota, so the shared limit is exact either way). Limited
 //! requests get `429` with `Retry-After`; every limited class answers with the IETF `RateLimit`
 //! and `RateLimit-Policy` headers. The webhook and channel workers send, they are never limited.
 //! A store that cannot answer does not stop traffic (fail open, counted).
@@ -147,11 +149,7 @@ pub async fn layer(State(state): State<AppState>, req: Request, next: Next) -> R
         return next.run(req).await;
     };
     let key = format!("{}:{}", b.class, b.id);
-    let verdict = match state
-        .store
-        .rate_limit(&key, b.quota, state.clock.now())
-        .await
-    {
+    let verdict = match verdict(&state, &key, b.quota).await {
         Ok(v) => v,
         Err(e) => {
             metrics::counter!("authlink_rate_limit_errors_total").increment(1);
@@ -168,6 +166,28 @@ pub async fn layer(State(state): State<AppState>, req: Request, next: Next) -> R
     };
     set_headers(resp.headers_mut(), &b, &verdict);
     resp
+}
+
+/// A permit this replica already holds for `key`, or one store step (taking a few more when the
+/// key is busy).
+async fn verdict(
+    state: &AppState,
+    key: &str,
+    quota: Quota,
+) -> Result<Verdict, crate::store::StoreError> {
+    let now = std::time::Instant::now();
+    if let Some(v) = state.permits.take(key, now) {
+        return Ok(v);
+    }
+    let want = state.permits.want(key, quota, now);
+    let v = state
+        .store
+        .rate_limit(key, quota, state.clock.now(), want)
+        .await?;
+    if v.allowed {
+        state.permits.granted(key, &v, std::time::Instant::now());
+    }
+    Ok(v)
 }
 
 /// Whole seconds, rounded up (a client told 0 would retry at once).

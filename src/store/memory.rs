@@ -1000,6 +1000,7 @@ impl Store for MemoryStore {
         key: &str,
         quota: Quota,
         now: OffsetDateTime,
+        want: u32,
     ) -> Result<Verdict, StoreError> {
         let now_us = (now.unix_timestamp_nanos() / 1_000).max(0) as u64;
         let mut d = self.data();
@@ -1007,7 +1008,8 @@ impl Store for MemoryStore {
             // Whole again (arrival time passed): the same as absent.
             d.rates.retain(|_, tat| *tat > now_us);
         }
-        let (verdict, tat) = crate::domain::rate::step(quota, d.rates.get(key).copied(), now_us);
+        let (verdict, tat) =
+            crate::domain::rate::step(quota, d.rates.get(key).copied(), now_us, want);
         if verdict.allowed {
             d.rates.insert(key.to_owned(), tat);
         }

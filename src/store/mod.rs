@@ -413,12 +413,14 @@ pub trait Store: Send + Sync + 'static {
     ) -> Result<Option<ConsoleSession>, StoreError>;
     async fn delete_console_session(&self, id_hash: &str) -> Result<(), StoreError>;
 
-    /// One rate-limit step for `key` (GCRA, `domain::rate`) at `now`, atomic across replicas.
+    /// One rate-limit step for `key` (GCRA, `domain::rate`) at `now`, atomic across replicas:
+    /// `want` permits if they all fit, else one, else none.
     async fn rate_limit(
         &self,
         key: &str,
         quota: Quota,
         now: OffsetDateTime,
+        want: u32,
     ) -> Result<Verdict, StoreError>;
 }
 

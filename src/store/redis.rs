@@ -214,16 +214,17 @@ return 1
 "#;
 
 /// One GCRA step (`domain::rate::step`, the same arithmetic). KEYS: the limited thing's arrival
-/// time. ARGV: now µs, interval µs, window µs (exact in Lua's doubles). → {allowed 0|1,
-/// remaining, reset µs}.
+/// time. ARGV: now µs, interval µs, window µs (exact in Lua's doubles), permits wanted. →
+/// {granted (0: refused), remaining, reset µs}.
 const RATE: &str = r#"
-local now, interval, window = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])
+local now, interval, window, want = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[4])
 local tat = tonumber(redis.call('GET', KEYS[1]) or now)
 if tat < now then tat = now end
-local nxt = tat + interval
+if tat + want * interval > now + window then want = 1 end
+local nxt = tat + want * interval
 if nxt > now + window then return {0, 0, nxt - now - window} end
 redis.call('SET', KEYS[1], string.format('%d', nxt), 'PX', math.max(1, math.ceil((nxt - now) / 1000)))
-return {1, math.floor((now + window - nxt) / interval), nxt - now}
+return {want, math.floor((now + window - nxt) / interval), nxt - now}
 "#;
 
 /// Renew leases still held. KEYS: index. ARGV: held-until ms, new until ms, members…
@@ -2108,18 +2109,21 @@ impl Store for RedisStore {
         key: &str,
         quota: Quota,
         now: OffsetDateTime,
+        want: u32,
     ) -> Result<Verdict, StoreError> {
-        let (allowed, remaining, reset): (u8, u64, u64) = self
+        let (granted, remaining, reset): (u32, u64, u64) = self
             .rate
             .key(self.rate_key(key))
             .arg((now.unix_timestamp_nanos() / 1_000).max(0) as u64)
             .arg(quota.interval_us())
             .arg(quota.window_us())
+            .arg(want.max(1))
             .invoke_async(&mut self.conn())
             .await
             .map_err(unavailable)?;
         Ok(Verdict {
-            allowed: allowed == 1,
+            allowed: granted > 0,
+            granted,
             remaining: remaining.min(u64::from(u32::MAX)) as u32,
             reset: Duration::from_micros(reset),
         })

@@ -251,6 +251,7 @@ async fn measure_rate_limit() {
                 &format!("{}:measure", app.prefix),
                 quota,
                 app.state.clock.now(),
+                1,
             )
             .await
             .unwrap();
