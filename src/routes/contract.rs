@@ -260,8 +260,8 @@ pub fn document(mut openapi: OpenApi, max_wait_seconds: u64) -> String {
     // Links are written as JSON: utoipa 5 serializes a Link's fields in snake_case
     // (`operation_id`), which OpenAPI tools do not read.
     let mut doc = serde_json::to_value(&openapi).unwrap_or_default();
-    for (from, statuses, name, to, parameters, body) in LINKS {
-        for status in *statuses {
+    for (from, statuses, name, to, parameters, body) in links() {
+        for status in statuses {
             let Some(response) =
                 operation_json(&mut doc, from).and_then(|op| op["responses"].get_mut(*status))
             else {
@@ -274,7 +274,7 @@ pub fn document(mut openapi: OpenApi, max_wait_seconds: u64) -> String {
             if let Some(body) = body {
                 link["requestBody"] = serde_json::from_str(body).unwrap_or_default();
             }
-            response["links"][*name] = link;
+            response["links"][name] = link;
         }
     }
     // The success bodies: the views, and which response has which.
@@ -463,10 +463,91 @@ const PUT: &[&str] = &["200", "201"];
 const CREATED: &[&str] = &["201"];
 const OK: &[&str] = &["200"];
 
+/// What a bot leads to, `(link name, operation)` with the bot as `bot`: from its creation or
+/// update and from reading it (a bot's admin key may read its bot, not put it).
+const BOT_LINKS: &[(&str, &str)] = &[
+    ("CreateApiKey", "admin_create_api_key"),
+    ("ListApiKeys", "admin_list_api_keys"),
+    ("PutIntegration", "admin_put_integration"),
+    ("ListIntegrations", "admin_list_integrations"),
+    ("ListSessions", "sessions_list"),
+    ("PutChannel", "channels_put"),
+    ("ListChannels", "channels_list"),
+    ("CreateProfile", "profiles_create"),
+    ("ListProfiles", "profiles_list"),
+    ("CreateWebhookSecret", "admin_create_webhook_secret"),
+    ("ListWebhookSecrets", "admin_list_webhook_secrets"),
+    ("ListDeliveries", "admin_list_deliveries"),
+];
+
+/// What an integration leads to (its sessions, tokens, connections, pre-authorization), from its
+/// configuration and from reading it: `(link name, operation, parameters, request body)`.
+type IntegrationLink = (
+    &'static str,
+    &'static str,
+    &'static [(&'static str, &'static str)],
+    Option<&'static str>,
+);
+const INTEGRATION_LINKS: &[IntegrationLink] = &[
+    (
+        "CreateSession",
+        "sessions_create",
+        &[BOT],
+        Some(r#"{"integration": "$request.path.integration", "user_id": "u-1"}"#),
+    ),
+    (
+        "AccessToken",
+        "tokens_access_token",
+        &[BOT, INTEGRATION],
+        Some(r#"{"user_id": "u-1"}"#),
+    ),
+    (
+        "ListConnections",
+        "tokens_list_connections",
+        &[BOT, INTEGRATION],
+        None,
+    ),
+    (
+        "BotConnection",
+        "tokens_connection",
+        &[BOT, INTEGRATION, ("user", "_bot")],
+        None,
+    ),
+    (
+        "PreAuthorize",
+        "sessions_pre_authorize",
+        &[BOT, INTEGRATION],
+        None,
+    ),
+];
+
+/// Every link: LINKS, and BOT_LINKS and INTEGRATION_LINKS from the operations they start at.
+fn links() -> Vec<Link> {
+    let bot = BOT_LINKS.iter().flat_map(|&(name, to)| {
+        [("admin_put_bot", PUT), ("admin_get_bot", OK)]
+            .map(|(from, statuses)| (from, statuses, name, to, &[BOT][..], None))
+    });
+    let integration = INTEGRATION_LINKS
+        .iter()
+        .flat_map(|&(name, to, parameters, body)| {
+            [
+                ("admin_put_integration", PUT),
+                ("admin_get_integration", OK),
+            ]
+            .map(|(from, statuses)| (from, statuses, name, to, parameters, body))
+        });
+    LINKS
+        .iter()
+        .copied()
+        .chain(bot)
+        .chain(integration)
+        .collect()
+}
+
 /// From (operation, status) by `name` to an operation, with its parameters (and body) taken from
 /// the request or the response: the resources a client creates, walked.
 const LINKS: &[Link] = &[
-    // A bot: its keys, integrations, sessions, channels, profiles, webhooks.
+    // A bot: see BOT_LINKS; and what only its creation or update leads to.
     (
         "admin_put_bot",
         PUT,
@@ -478,113 +559,9 @@ const LINKS: &[Link] = &[
     (
         "admin_put_bot",
         PUT,
-        "CreateApiKey",
-        "admin_create_api_key",
-        &[BOT],
-        None,
-    ),
-    (
-        "admin_put_bot",
-        PUT,
-        "ListApiKeys",
-        "admin_list_api_keys",
-        &[BOT],
-        None,
-    ),
-    (
-        "admin_put_bot",
-        PUT,
-        "PutIntegration",
-        "admin_put_integration",
-        &[BOT],
-        None,
-    ),
-    (
-        "admin_put_bot",
-        PUT,
-        "ListIntegrations",
-        "admin_list_integrations",
-        &[BOT],
-        None,
-    ),
-    (
-        "admin_put_bot",
-        PUT,
-        "ListSessions",
-        "sessions_list",
-        &[BOT],
-        None,
-    ),
-    (
-        "admin_put_bot",
-        PUT,
-        "PutChannel",
-        "channels_put",
-        &[BOT],
-        None,
-    ),
-    (
-        "admin_put_bot",
-        PUT,
-        "ListChannels",
-        "channels_list",
-        &[BOT],
-        None,
-    ),
-    (
-        "admin_put_bot",
-        PUT,
-        "CreateProfile",
-        "profiles_create",
-        &[BOT],
-        None,
-    ),
-    (
-        "admin_put_bot",
-        PUT,
-        "ListProfiles",
-        "profiles_list",
-        &[BOT],
-        None,
-    ),
-    (
-        "admin_put_bot",
-        PUT,
-        "CreateWebhookSecret",
-        "admin_create_webhook_secret",
-        &[BOT],
-        None,
-    ),
-    (
-        "admin_put_bot",
-        PUT,
-        "ListWebhookSecrets",
-        "admin_list_webhook_secrets",
-        &[BOT],
-        None,
-    ),
-    (
-        "admin_put_bot",
-        PUT,
-        "ListDeliveries",
-        "admin_list_deliveries",
-        &[BOT],
-        None,
-    ),
-    (
-        "admin_put_bot",
-        PUT,
         "DeleteBot",
         "admin_delete_bot",
         &[BOT],
-        None,
-    ),
-    (
-        "admin_get_bot",
-        OK,
-        "PutIntegration",
-        "admin_put_integration",
-        &[("bot", "$response.body#/id")],
         None,
     ),
     // A key.
@@ -604,7 +581,7 @@ const LINKS: &[Link] = &[
         &[BOT, ("key", "$response.body#/id")],
         None,
     ),
-    // An integration: its sessions, tokens, connections, pre-authorization.
+    // An integration: see INTEGRATION_LINKS; and what only its configuration leads to.
     (
         "admin_put_integration",
         PUT,
@@ -616,58 +593,10 @@ const LINKS: &[Link] = &[
     (
         "admin_put_integration",
         PUT,
-        "CreateSession",
-        "sessions_create",
-        &[BOT],
-        Some(r#"{"integration": "$response.body#/name", "user_id": "u-1"}"#),
-    ),
-    (
-        "admin_put_integration",
-        PUT,
-        "AccessToken",
-        "tokens_access_token",
-        &[BOT, INTEGRATION],
-        Some(r#"{"user_id": "u-1"}"#),
-    ),
-    (
-        "admin_put_integration",
-        PUT,
-        "ListConnections",
-        "tokens_list_connections",
-        &[BOT, INTEGRATION],
-        None,
-    ),
-    (
-        "admin_put_integration",
-        PUT,
-        "BotConnection",
-        "tokens_connection",
-        &[BOT, INTEGRATION, ("user", "_bot")],
-        None,
-    ),
-    (
-        "admin_put_integration",
-        PUT,
-        "PreAuthorize",
-        "sessions_pre_authorize",
-        &[BOT, INTEGRATION],
-        None,
-    ),
-    (
-        "admin_put_integration",
-        PUT,
         "DeleteIntegration",
         "admin_delete_integration",
         &[BOT, INTEGRATION],
         None,
-    ),
-    (
-        "admin_get_integration",
-        OK,
-        "CreateSession",
-        "sessions_create",
-        &[BOT],
-        Some(r#"{"integration": "$response.body#/name", "user_id": "u-2"}"#),
     ),
     // A session: its status, events, verification, cancellation — and the user's connection.
     (
