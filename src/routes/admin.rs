@@ -197,7 +197,7 @@ pub fn check_webhook_url(url: &Url) -> Result<(), ApiError> {
     Ok(())
 }
 
-#[utoipa::path(operation_id = "admin_put_bot", put, path = "/v1/bots/{bot}", tag = "bots", summary = "Create or update a bot (operator)", params(super::contract::BotPath), request_body = BotBody, responses((status = 200, description = "updated: the bot"), (status = 201, description = "created: the bot"), (status = 403, description = "this key may not do that (a bot key where the operator or an admin key is needed)"), (status = 404, description = "no such bot (or another bot's), or no such resource"), (status = 400, description = "malformed request (unreadable body, bad JSON or query)"), (status = 413, description = "body over the limit"), (status = 415, description = "not application/json"), (status = 422, description = "validation failed (the detail names the field)")), security(("bearer" = [])))]
+#[utoipa::path(operation_id = "admin_put_bot", put, path = "/v1/bots/{bot}", tag = "bots", summary = "Create or update a bot (operator)", params(super::contract::NewBotPath), request_body = BotBody, responses((status = 200, description = "updated: the bot"), (status = 201, description = "created: the bot"), (status = 403, description = "this key may not do that (a bot key where the operator or an admin key is needed)"), (status = 404, description = "no such bot (or another bot's), or no such resource"), (status = 400, description = "malformed request (unreadable body, bad JSON or query)"), (status = 413, description = "body over the limit"), (status = 415, description = "not application/json"), (status = 422, description = "validation failed (the detail names the field)")), security(("bearer" = [])))]
 pub async fn put_bot(
     State(state): State<AppState>,
     caller: Caller,
@@ -274,7 +274,7 @@ pub async fn list_bots(
     })))
 }
 
-#[utoipa::path(operation_id = "admin_delete_bot", delete, path = "/v1/bots/{bot}", tag = "bots", summary = "Delete a bot with its keys and integrations (operator)", params(super::contract::BotPath), responses((status = 204, description = "deleted"), (status = 403, description = "this key may not do that (a bot key where the operator or an admin key is needed)"), (status = 404, description = "no such bot (or another bot's), or no such resource")), security(("bearer" = [])))]
+#[utoipa::path(operation_id = "admin_delete_bot", delete, path = "/v1/bots/{bot}", tag = "bots", summary = "Delete a bot with its keys and integrations (operator)", params(super::contract::NewBotPath), responses((status = 204, description = "deleted"), (status = 403, description = "this key may not do that (a bot key where the operator or an admin key is needed)"), (status = 404, description = "no such bot (or another bot's), or no such resource")), security(("bearer" = [])))]
 pub async fn delete_bot(
     State(state): State<AppState>,
     caller: Caller,
@@ -291,7 +291,7 @@ pub struct KeyBody {
     #[serde(default)]
     role: Option<KeyRole>,
     #[serde(default)]
-    #[schema(max_length = 200)]
+    #[schema(value_type = Option<super::contract::Text>, max_length = 200)]
     name: Option<String>,
 }
 
@@ -362,6 +362,8 @@ pub async fn list_api_keys(
 ) -> Result<Json<Value>, ApiError> {
     let id = bot_id(&bot)?;
     caller.admin(&id)?;
+    // A deleted (or never created) bot has no list, not an empty one.
+    super::existing_bot(&state, &id).await?;
     let keys = state.store.list_api_keys(&id).await?;
     Ok(Json(
         json!({"keys": keys.iter().map(key_view).collect::<Vec<_>>() }),
@@ -440,7 +442,7 @@ pub fn check_scopes(scopes: &[String]) -> Result<(), ApiError> {
     Ok(())
 }
 
-#[utoipa::path(operation_id = "admin_put_integration", put, path = "/v1/bots/{bot}/integrations/{integration}", tag = "integrations", summary = "Configure an integration: provider, mode, app (admin)", params(super::contract::IntegrationPath), request_body = IntegrationBody, responses((status = 200, description = "updated: the integration"), (status = 201, description = "created: the integration"), (status = 403, description = "this key may not do that (a bot key where the operator or an admin key is needed)"), (status = 404, description = "no such bot (or another bot's), or no such resource"), (status = 400, description = "malformed request (unreadable body, bad JSON or query)"), (status = 413, description = "body over the limit"), (status = 415, description = "not application/json"), (status = 422, description = "validation failed (the detail names the field)")), security(("bearer" = [])))]
+#[utoipa::path(operation_id = "admin_put_integration", put, path = "/v1/bots/{bot}/integrations/{integration}", tag = "integrations", summary = "Configure an integration: provider, mode, app (admin)", params(super::contract::NewIntegrationPath), request_body = IntegrationBody, responses((status = 200, description = "updated: the integration"), (status = 201, description = "created: the integration"), (status = 403, description = "this key may not do that (a bot key where the operator or an admin key is needed)"), (status = 404, description = "no such bot (or another bot's), or no such resource"), (status = 400, description = "malformed request (unreadable body, bad JSON or query)"), (status = 413, description = "body over the limit"), (status = 415, description = "not application/json"), (status = 422, description = "validation failed (the detail names the field)")), security(("bearer" = [])))]
 pub async fn put_integration(
     State(state): State<AppState>,
     caller: Caller,
@@ -567,7 +569,7 @@ pub async fn list_integrations(
     Ok(Json(json!({ "integrations": views })))
 }
 
-#[utoipa::path(operation_id = "admin_delete_integration", delete, path = "/v1/bots/{bot}/integrations/{integration}", tag = "integrations", summary = "Delete an integration (admin)", params(super::contract::IntegrationPath), responses((status = 204, description = "deleted"), (status = 403, description = "this key may not do that (a bot key where the operator or an admin key is needed)"), (status = 404, description = "no such bot (or another bot's), or no such resource")), security(("bearer" = [])))]
+#[utoipa::path(operation_id = "admin_delete_integration", delete, path = "/v1/bots/{bot}/integrations/{integration}", tag = "integrations", summary = "Delete an integration (admin)", params(super::contract::NewIntegrationPath), responses((status = 204, description = "deleted"), (status = 403, description = "this key may not do that (a bot key where the operator or an admin key is needed)"), (status = 404, description = "no such bot (or another bot's), or no such resource")), security(("bearer" = [])))]
 pub async fn delete_integration(
     State(state): State<AppState>,
     caller: Caller,
@@ -628,6 +630,7 @@ pub async fn list_webhook_secrets(
 ) -> Result<Json<Value>, ApiError> {
     let bot = bot_id(&bot)?;
     caller.admin(&bot)?;
+    super::existing_bot(&state, &bot).await?;
     let secrets = state.store.webhook_secrets(&bot).await?;
     Ok(Json(json!({
         "secrets": secrets.iter().map(|s| json!({"id": s.id, "created_at": crate::clock::rfc3339::format(s.created_at)})).collect::<Vec<_>>()
@@ -668,6 +671,7 @@ pub async fn list_deliveries(
     let q = query
         .map(|Query(q)| q)
         .map_err(|e| ApiError::BadRequest(e.body_text()))?;
+    super::existing_bot(&state, &bot).await?;
     let dead = q.state != Some(super::contract::DeliveryState::Pending);
     let list = state.store.list_deliveries(&bot, dead, 500).await?;
     Ok(Json(json!({

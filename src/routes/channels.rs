@@ -412,6 +412,8 @@ pub async fn list(
 ) -> Result<Json<Value>, ApiError> {
     let bot = bot_id(&bot)?;
     caller.admin(&bot)?;
+    // A deleted (or never created) bot has no list, not an empty one.
+    super::existing_bot(&state, &bot).await?;
     let channels = state.store.list_channels(&bot).await?;
     Ok(Json(
         json!({"channels": channels.iter().map(|c| view(&state, c)).collect::<Vec<_>>()}),

@@ -45,6 +45,23 @@ pub struct BotPath {
     #[param(
         pattern = "^[a-z0-9][a-z0-9_-]{0,63}$",
         min_length = 1,
+        max_length = 64,
+        example = "acme"
+    )]
+    bot: String,
+}
+
+/// `/v1/bots/{bot}` when creating or deleting it: a bot of one's own (no example to share).
+#[derive(utoipa::IntoParams)]
+#[into_params(parameter_in = Path)]
+#[allow(
+    dead_code,
+    reason = "parameters of the schema only: handlers take Path<String>"
+)]
+pub struct NewBotPath {
+    #[param(
+        pattern = "^[a-z0-9][a-z0-9_-]{0,63}$",
+        min_length = 1,
         max_length = 64
     )]
     bot: String,
@@ -61,7 +78,33 @@ pub struct IntegrationPath {
     #[param(
         pattern = "^[a-z0-9][a-z0-9_-]{0,63}$",
         min_length = 1,
-        max_length = 64
+        max_length = 64,
+        example = "acme"
+    )]
+    bot: String,
+    #[param(
+        pattern = "^[a-z0-9][a-z0-9_-]{0,63}$",
+        min_length = 1,
+        max_length = 64,
+        example = "crm"
+    )]
+    integration: String,
+}
+
+/// `/v1/bots/{bot}/integrations/{integration}` when configuring or deleting it: an
+/// integration of one's own (no example to share).
+#[derive(utoipa::IntoParams)]
+#[into_params(parameter_in = Path)]
+#[allow(
+    dead_code,
+    reason = "parameters of the schema only: handlers take Path<String>"
+)]
+pub struct NewIntegrationPath {
+    #[param(
+        pattern = "^[a-z0-9][a-z0-9_-]{0,63}$",
+        min_length = 1,
+        max_length = 64,
+        example = "acme"
     )]
     bot: String,
     #[param(
@@ -217,31 +260,42 @@ pub fn document(mut openapi: OpenApi, max_wait_seconds: u64) -> String {
     // Links are written as JSON: utoipa 5 serializes a Link's fields in snake_case
     // (`operation_id`), which OpenAPI tools do not read.
     let mut doc = serde_json::to_value(&openapi).unwrap_or_default();
-    for (from, status, name, to, parameters, body) in LINKS {
-        let Some(response) = doc["paths"]
-            .as_object_mut()
-            .into_iter()
-            .flat_map(|paths| paths.values_mut())
-            .flat_map(|item| {
-                item.as_object_mut()
-                    .into_iter()
-                    .flat_map(|i| i.values_mut())
-            })
-            .find(|op| op["operationId"] == *from)
-            .and_then(|op| op["responses"].get_mut(*status))
-        else {
-            continue;
-        };
-        let mut link = serde_json::json!({
-            "operationId": to,
-            "parameters": parameters.iter().map(|(k, v)| (k.to_string(), serde_json::json!(v))).collect::<serde_json::Map<_, _>>(),
-        });
-        if let Some(body) = body {
-            link["requestBody"] = serde_json::from_str(body).unwrap_or_default();
+    for (from, statuses, name, to, parameters, body) in links() {
+        for status in statuses {
+            let Some(response) =
+                operation_json(&mut doc, from).and_then(|op| op["responses"].get_mut(*status))
+            else {
+                continue;
+            };
+            let mut link = serde_json::json!({
+                "operationId": to,
+                "parameters": parameters.iter().map(|(k, v)| (k.to_string(), serde_json::json!(v))).collect::<serde_json::Map<_, _>>(),
+            });
+            if let Some(body) = body {
+                link["requestBody"] = serde_json::from_str(body).unwrap_or_default();
+            }
+            response["links"][name] = link;
         }
-        response["links"][*name] = link;
     }
-    // What the derive cannot say: which keys a map may have.
+    // The success bodies: the views, and which response has which.
+    if let Some(schemas) = doc
+        .pointer_mut("/components/schemas")
+        .and_then(serde_json::Value::as_object_mut)
+    {
+        schemas.extend(views().into_iter().map(|(k, v)| (k.to_owned(), v)));
+    }
+    for (id, status, view) in SUCCESS {
+        if let Some(response) =
+            operation_json(&mut doc, id).and_then(|op| op["responses"].get_mut(*status))
+        {
+            response["content"] = serde_json::json!({
+                "application/json": {"schema": {"$ref": format!("#/components/schemas/{view}")}},
+            });
+        }
+    }
+    // What the derive cannot say: rules across fields, and which keys a map may have.
+    cross_field_rules(&mut doc);
+    // Which keys a map may have.
     if let Some(params) = doc
         .pointer_mut("/components/schemas/ProfileBody/properties/extra_authorize_params")
         .and_then(serde_json::Value::as_object_mut)
@@ -256,6 +310,76 @@ pub fn document(mut openapi: OpenApi, max_wait_seconds: u64) -> String {
         );
     }
     doc.to_string()
+}
+
+/// The rules the handlers hold between fields (or against reserved values), where JSON Schema
+/// can say them: `_bot` names the bot-wide grant, never a user; `salesforce` settings belong to
+/// provider `salesforce`, their `host` to (and is required by) environment `my_domain`.
+fn cross_field_rules(doc: &mut serde_json::Value) {
+    use serde_json::json;
+    for body in ["CreateBody", "TokenBody"] {
+        if let Some(user) = doc
+            .pointer_mut(&format!("/components/schemas/{body}/properties/user_id"))
+            .and_then(serde_json::Value::as_object_mut)
+        {
+            user.insert(
+                "not".into(),
+                json!({"const": crate::domain::ids::UserId::BOT}),
+            );
+            user.insert(
+                "description".into(),
+                "the user's id in the bot's world; not `_bot` (the bot-wide grant's name)".into(),
+            );
+        }
+    }
+    if let Some(body) = doc
+        .pointer_mut("/components/schemas/IntegrationBody")
+        .and_then(serde_json::Value::as_object_mut)
+    {
+        body.insert(
+            "if".into(),
+            json!({"required": ["provider"], "properties": {"provider": {"const": "oauth2"}}}),
+        );
+        body.insert(
+            "then".into(),
+            json!({"properties": {"salesforce": {"type": "null"}}}),
+        );
+        if let Some(sf) = body
+            .get_mut("properties")
+            .and_then(|p| p.get_mut("salesforce"))
+            .and_then(serde_json::Value::as_object_mut)
+        {
+            sf.insert(
+                "description".into(),
+                "only with provider `salesforce`".into(),
+            );
+        }
+    }
+    if let Some(sf) = doc
+        .pointer_mut("/components/schemas/SalesforceSettings")
+        .and_then(serde_json::Value::as_object_mut)
+    {
+        sf.insert(
+            "description".into(),
+            "`host` (https://<name>.my.salesforce.com) is required with environment `my_domain`; with the others it must be absent (or null)".into(),
+        );
+    }
+}
+
+/// The operation `id` of the serialized document.
+fn operation_json<'a>(
+    doc: &'a mut serde_json::Value,
+    id: &str,
+) -> Option<&'a mut serde_json::Value> {
+    doc["paths"]
+        .as_object_mut()?
+        .values_mut()
+        .flat_map(|item| {
+            item.as_object_mut()
+                .into_iter()
+                .flat_map(|i| i.values_mut())
+        })
+        .find(|op| op["operationId"] == id)
 }
 
 fn problems(op: &mut Operation) {
@@ -321,9 +445,10 @@ fn max_wait(openapi: &mut OpenApi, max_wait_seconds: u64) {
     }
 }
 
+/// `(from, the statuses it answers with, link name, to, parameters, request body)`.
 type Link = (
     &'static str,
-    &'static str,
+    &'static [&'static str],
     &'static str,
     &'static str,
     &'static [(&'static str, &'static str)],
@@ -332,14 +457,100 @@ type Link = (
 
 const BOT: (&str, &str) = ("bot", "$request.path.bot");
 const INTEGRATION: (&str, &str) = ("integration", "$request.path.integration");
+const SESSION: (&str, &str) = ("id", "$response.body#/id");
+/// A create-or-update answers 201 (created) or 200 (updated): the same links from both.
+const PUT: &[&str] = &["200", "201"];
+const CREATED: &[&str] = &["201"];
+const OK: &[&str] = &["200"];
+
+/// What a bot leads to, `(link name, operation)` with the bot as `bot`: from its creation or
+/// update and from reading it (a bot's admin key may read its bot, not put it).
+const BOT_LINKS: &[(&str, &str)] = &[
+    ("CreateApiKey", "admin_create_api_key"),
+    ("ListApiKeys", "admin_list_api_keys"),
+    ("PutIntegration", "admin_put_integration"),
+    ("ListIntegrations", "admin_list_integrations"),
+    ("ListSessions", "sessions_list"),
+    ("PutChannel", "channels_put"),
+    ("ListChannels", "channels_list"),
+    ("CreateProfile", "profiles_create"),
+    ("ListProfiles", "profiles_list"),
+    ("CreateWebhookSecret", "admin_create_webhook_secret"),
+    ("ListWebhookSecrets", "admin_list_webhook_secrets"),
+    ("ListDeliveries", "admin_list_deliveries"),
+];
+
+/// What an integration leads to (its sessions, tokens, connections, pre-authorization), from its
+/// configuration and from reading it: `(link name, operation, parameters, request body)`.
+type IntegrationLink = (
+    &'static str,
+    &'static str,
+    &'static [(&'static str, &'static str)],
+    Option<&'static str>,
+);
+const INTEGRATION_LINKS: &[IntegrationLink] = &[
+    (
+        "CreateSession",
+        "sessions_create",
+        &[BOT],
+        Some(r#"{"integration": "$request.path.integration", "user_id": "u-1"}"#),
+    ),
+    (
+        "AccessToken",
+        "tokens_access_token",
+        &[BOT, INTEGRATION],
+        Some(r#"{"user_id": "u-1"}"#),
+    ),
+    (
+        "ListConnections",
+        "tokens_list_connections",
+        &[BOT, INTEGRATION],
+        None,
+    ),
+    (
+        "BotConnection",
+        "tokens_connection",
+        &[BOT, INTEGRATION, ("user", "_bot")],
+        None,
+    ),
+    (
+        "PreAuthorize",
+        "sessions_pre_authorize",
+        &[BOT, INTEGRATION],
+        None,
+    ),
+];
+
+/// Every link: LINKS, and BOT_LINKS and INTEGRATION_LINKS from the operations they start at.
+fn links() -> Vec<Link> {
+    let bot = BOT_LINKS.iter().flat_map(|&(name, to)| {
+        [("admin_put_bot", PUT), ("admin_get_bot", OK)]
+            .map(|(from, statuses)| (from, statuses, name, to, &[BOT][..], None))
+    });
+    let integration = INTEGRATION_LINKS
+        .iter()
+        .flat_map(|&(name, to, parameters, body)| {
+            [
+                ("admin_put_integration", PUT),
+                ("admin_get_integration", OK),
+            ]
+            .map(|(from, statuses)| (from, statuses, name, to, parameters, body))
+        });
+    LINKS
+        .iter()
+        .copied()
+        .chain(bot)
+        .chain(integration)
+        .collect()
+}
 
 /// From (operation, status) by `name` to an operation, with its parameters (and body) taken from
 /// the request or the response: the resources a client creates, walked.
 const LINKS: &[Link] = &[
-    // A bot: its keys, integrations, sessions, channels, profiles, webhooks.
+    // A bot: see BOT_LINKS; and what only its creation or update leads to.
     (
         "admin_put_bot",
-        "201",
+        PUT,
         "GetBot",
         "admin_get_bot",
         &[BOT],
@@ -347,95 +558,7 @@ const LINKS: &[Link] = &[
     ),
     (
         "admin_put_bot",
-        "200",
-        "GetBot",
-        "admin_get_bot",
-        &[BOT],
-        None,
-    ),
-    (
-        "admin_put_bot",
-        "201",
-        "CreateApiKey",
-        "admin_create_api_key",
-        &[BOT],
-        None,
-    ),
-    (
-        "admin_put_bot",
-        "200",
-        "CreateApiKey",
-        "admin_create_api_key",
-        &[BOT],
-        None,
-    ),
-    (
-        "admin_put_bot",
-        "200",
-        "PutIntegration",
-        "admin_put_integration",
-        &[BOT],
-        None,
-    ),
-    (
-        "admin_put_bot",
-        "201",
-        "PutIntegration",
-        "admin_put_integration",
-        &[BOT],
-        None,
-    ),
-    (
-        "admin_put_bot",
-        "200",
-        "ListIntegrations",
-        "admin_list_integrations",
-        &[BOT],
-        None,
-    ),
-    (
-        "admin_put_bot",
-        "200",
-        "ListSessions",
-        "sessions_list",
-        &[BOT],
-        None,
-    ),
-    (
-        "admin_put_bot",
-        "200",
-        "PutChannel",
-        "channels_put",
-        &[BOT],
-        None,
-    ),
-    (
-        "admin_put_bot",
-        "200",
-        "CreateProfile",
-        "profiles_create",
-        &[BOT],
-        None,
-    ),
-    (
-        "admin_put_bot",
-        "200",
-        "CreateWebhookSecret",
-        "admin_create_webhook_secret",
-        &[BOT],
-        None,
-    ),
-    (
-        "admin_put_bot",
-        "200",
-        "ListDeliveries",
-        "admin_list_deliveries",
-        &[BOT],
-        None,
-    ),
-    (
-        "admin_put_bot",
-        "200",
+        PUT,
         "DeleteBot",
         "admin_delete_bot",
         &[BOT],
@@ -444,7 +567,7 @@ const LINKS: &[Link] = &[
     // A key.
     (
         "admin_create_api_key",
-        "201",
+        CREATED,
         "ListApiKeys",
         "admin_list_api_keys",
         &[BOT],
@@ -452,16 +575,16 @@ const LINKS: &[Link] = &[
     ),
     (
         "admin_create_api_key",
-        "201",
+        CREATED,
         "DeleteApiKey",
         "admin_delete_api_key",
         &[BOT, ("key", "$response.body#/id")],
         None,
     ),
-    // An integration: its sessions, tokens, connections, pre-authorization.
+    // An integration: see INTEGRATION_LINKS; and what only its configuration leads to.
     (
         "admin_put_integration",
-        "201",
+        PUT,
         "GetIntegration",
         "admin_get_integration",
         &[BOT, INTEGRATION],
@@ -469,63 +592,7 @@ const LINKS: &[Link] = &[
     ),
     (
         "admin_put_integration",
-        "200",
-        "GetIntegration",
-        "admin_get_integration",
-        &[BOT, INTEGRATION],
-        None,
-    ),
-    (
-        "admin_put_integration",
-        "200",
-        "CreateSession",
-        "sessions_create",
-        &[BOT],
-        Some(r#"{"integration": "$request.path.integration", "user_id": "u-1"}"#),
-    ),
-    (
-        "admin_put_integration",
-        "201",
-        "CreateSession",
-        "sessions_create",
-        &[BOT],
-        Some(r#"{"integration": "$request.path.integration", "user_id": "u-1"}"#),
-    ),
-    (
-        "admin_put_integration",
-        "200",
-        "AccessToken",
-        "tokens_access_token",
-        &[BOT, INTEGRATION],
-        None,
-    ),
-    (
-        "admin_put_integration",
-        "200",
-        "ListConnections",
-        "tokens_list_connections",
-        &[BOT, INTEGRATION],
-        None,
-    ),
-    (
-        "admin_put_integration",
-        "200",
-        "BotConnection",
-        "tokens_connection",
-        &[BOT, INTEGRATION, ("user", "_bot")],
-        None,
-    ),
-    (
-        "admin_put_integration",
-        "200",
-        "PreAuthorize",
-        "sessions_pre_authorize",
-        &[BOT, INTEGRATION],
-        None,
-    ),
-    (
-        "admin_put_integration",
-        "200",
+        PUT,
         "DeleteIntegration",
         "admin_delete_integration",
         &[BOT, INTEGRATION],
@@ -534,39 +601,39 @@ const LINKS: &[Link] = &[
     // A session: its status, events, verification, cancellation — and the user's connection.
     (
         "sessions_create",
-        "201",
+        CREATED,
         "GetSession",
         "sessions_status",
-        &[BOT, ("id", "$response.body#/id")],
+        &[BOT, SESSION],
         None,
     ),
     (
         "sessions_create",
-        "201",
+        CREATED,
         "SessionEvents",
         "sessions_events",
-        &[BOT, ("id", "$response.body#/id")],
+        &[BOT, SESSION],
         None,
     ),
     (
         "sessions_create",
-        "201",
+        CREATED,
         "VerifySession",
         "sessions_verify",
-        &[BOT, ("id", "$response.body#/id")],
+        &[BOT, SESSION],
         None,
     ),
     (
         "sessions_create",
-        "201",
+        CREATED,
         "CancelSession",
         "sessions_cancel",
-        &[BOT, ("id", "$response.body#/id")],
+        &[BOT, SESSION],
         None,
     ),
     (
         "sessions_create",
-        "201",
+        CREATED,
         "AccessToken",
         "tokens_access_token",
         &[BOT, ("integration", "$response.body#/integration")],
@@ -574,7 +641,19 @@ const LINKS: &[Link] = &[
     ),
     (
         "sessions_create",
-        "200",
+        CREATED,
+        "GetConnection",
+        "tokens_connection",
+        &[
+            BOT,
+            ("integration", "$response.body#/integration"),
+            ("user", "$response.body#/user_id"),
+        ],
+        None,
+    ),
+    (
+        "sessions_create",
+        OK,
         "GetConnection",
         "tokens_connection",
         &[
@@ -586,23 +665,23 @@ const LINKS: &[Link] = &[
     ),
     (
         "sessions_pre_authorize",
-        "201",
+        CREATED,
         "GetSession",
         "sessions_status",
-        &[BOT, ("id", "$response.body#/id")],
+        &[BOT, SESSION],
         None,
     ),
     (
         "sessions_pre_authorize",
-        "201",
+        CREATED,
         "CancelSession",
         "sessions_cancel",
-        &[BOT, ("id", "$response.body#/id")],
+        &[BOT, SESSION],
         None,
     ),
     (
         "sessions_cancel",
-        "200",
+        OK,
         "GetSession",
         "sessions_status",
         &[BOT, ("id", "$request.path.id")],
@@ -611,7 +690,7 @@ const LINKS: &[Link] = &[
     // A channel, a profile, a webhook secret.
     (
         "channels_put",
-        "201",
+        PUT,
         "GetChannel",
         "channels_get",
         &[BOT, ("name", "$request.path.name")],
@@ -619,7 +698,7 @@ const LINKS: &[Link] = &[
     ),
     (
         "channels_put",
-        "201",
+        PUT,
         "DeleteChannel",
         "channels_delete",
         &[BOT, ("name", "$request.path.name")],
@@ -627,7 +706,7 @@ const LINKS: &[Link] = &[
     ),
     (
         "profiles_create",
-        "201",
+        CREATED,
         "GetProfile",
         "profiles_get",
         &[BOT, ("id", "$response.body#/id")],
@@ -635,7 +714,7 @@ const LINKS: &[Link] = &[
     ),
     (
         "profiles_create",
-        "201",
+        CREATED,
         "UpdateProfile",
         "profiles_update",
         &[BOT, ("id", "$response.body#/id")],
@@ -643,20 +722,397 @@ const LINKS: &[Link] = &[
     ),
     (
         "profiles_create",
-        "201",
+        CREATED,
         "DeleteProfile",
         "profiles_delete",
         &[BOT, ("id", "$response.body#/id")],
         None,
     ),
     (
+        "profiles_create",
+        CREATED,
+        "PutIntegration",
+        "admin_put_integration",
+        &[BOT],
+        Some(r#"{"provider": "oauth2", "profile": "$response.body#/id"}"#),
+    ),
+    (
         "admin_create_webhook_secret",
-        "201",
+        CREATED,
+        "ListWebhookSecrets",
+        "admin_list_webhook_secrets",
+        &[BOT],
+        None,
+    ),
+    (
+        "admin_create_webhook_secret",
+        CREATED,
         "DeleteWebhookSecret",
         "admin_delete_webhook_secret",
         &[BOT, ("id", "$response.body#/id")],
         None,
     ),
+];
+
+/// The success bodies, named after what they describe (so a client — or a fuzzer building a
+/// pool of resources — knows which `id` is which). Written here beside the other additions
+/// because the views are built with `json!` from the stored records (`admin::bot_view`,
+/// `profiles::view`, `tokens::connection_view`, …); `Session` is derived from the typed
+/// `sessions::SessionView`. Where a view shows every field of a record, `additionalProperties:
+/// false` holds it to exactly these: a secret added to a record cannot slip into its view.
+fn views() -> Vec<(&'static str, serde_json::Value)> {
+    use crate::domain::ids::{SESSION_ID_PATTERN, SLUG_PATTERN, USER_ID_PATTERN};
+    use serde_json::json;
+    let time = json!({"type": "string", "format": "date-time"});
+    let url = json!({"type": "string", "format": "uri"});
+    let slug = json!({"type": "string", "pattern": SLUG_PATTERN});
+    let strings = json!({"type": "array", "items": {"type": "string"}});
+    let nullable = |t: &str| json!({"type": [t, "null"]});
+    let list = |field: &str, item: &str, cursor: bool| {
+        let mut v = json!({
+            "type": "object",
+            "required": [field],
+            "properties": {field: {"type": "array", "items": {"$ref": format!("#/components/schemas/{item}")}}},
+            "additionalProperties": false,
+        });
+        if cursor {
+            v["required"] = json!([field, "next_cursor"]);
+            v["properties"]["next_cursor"] = json!({
+                "type": ["string", "null"],
+                "description": "the cursor of the next page; null on the last page",
+            });
+        }
+        v
+    };
+    let session = super::sessions::session_schema();
+    vec![
+        (
+            "Bot",
+            json!({
+                "type": "object",
+                "required": ["id", "name", "allowed_return_hosts", "allowed_webhook_hosts", "created_at", "updated_at"],
+                "properties": {
+                    "id": slug,
+                    "name": {"type": "string"},
+                    "webhook_url": url,
+                    "allowed_return_hosts": strings,
+                    "allowed_webhook_hosts": strings,
+                    "disabled_webhooks": {
+                        "description": "webhook URLs that answered 410 Gone: nothing is sent to them until the bot is updated",
+                        "type": "array",
+                        "items": {
+                            "type": "object",
+                            "required": ["url", "since"],
+                            "properties": {"url": url, "since": time},
+                            "additionalProperties": false,
+                        },
+                    },
+                    "identity_issuer": {
+                        "type": "object",
+                        "required": ["issuer", "client_id", "client_secret_set"],
+                        "properties": {
+                            "issuer": {"type": "string"},
+                            "client_id": {"type": "string"},
+                            "client_secret_set": {"type": "boolean"},
+                        },
+                        "additionalProperties": false,
+                    },
+                    "created_at": time,
+                    "updated_at": time,
+                },
+                "additionalProperties": false,
+            }),
+        ),
+        ("BotList", list("bots", "Bot", true)),
+        (
+            "ApiKey",
+            json!({
+                "type": "object",
+                "required": ["id", "bot", "role", "name", "created_at"],
+                "properties": {
+                    "id": {"type": "string", "pattern": "^key_[A-Za-z0-9_-]+$"},
+                    "bot": slug,
+                    "role": {"type": "string", "enum": ["runtime", "admin"]},
+                    "name": nullable("string"),
+                    "created_at": time,
+                },
+                "additionalProperties": false,
+            }),
+        ),
+        (
+            "NewApiKey",
+            json!({
+                "description": "a key as created: the only time `key` is shown",
+                "type": "object",
+                "required": ["id", "bot", "role", "name", "created_at", "key", "note"],
+                "properties": {
+                    "id": {"type": "string", "pattern": "^key_[A-Za-z0-9_-]+$"},
+                    "bot": slug,
+                    "role": {"type": "string", "enum": ["runtime", "admin"]},
+                    "name": nullable("string"),
+                    "created_at": time,
+                    "key": {"type": "string", "pattern": "^alk_[A-Za-z0-9_-]+$"},
+                    "note": {"type": "string"},
+                },
+                "additionalProperties": false,
+            }),
+        ),
+        ("ApiKeyList", list("keys", "ApiKey", false)),
+        (
+            "Integration",
+            json!({
+                "type": "object",
+                "required": ["bot", "name", "provider", "mode", "profile", "verification", "display_name", "enabled", "created_at", "updated_at"],
+                "properties": {
+                    "bot": slug,
+                    "name": slug,
+                    "provider": {"type": "string", "enum": ["salesforce", "oauth2"]},
+                    "mode": {"type": "string", "enum": ["user", "pre_authorized"]},
+                    "profile": {"type": "string", "description": "`system`, or the id of a custom profile"},
+                    "scopes": strings,
+                    "link_ttl_seconds": {"type": "integer"},
+                    "verification": {"type": "string", "enum": ["none", "code"]},
+                    "salesforce": {
+                        "type": "object",
+                        "required": ["environment"],
+                        "properties": {
+                            "environment": {"type": "string", "enum": ["production", "sandbox", "my_domain"]},
+                            "host": url,
+                        },
+                        "additionalProperties": false,
+                    },
+                    "display_name": {"type": "string"},
+                    "enabled": {"type": "boolean"},
+                    "callback_url": {
+                        "description": "the redirect URI to register at the app (when the app is configured; not on PUT)",
+                        "type": "string",
+                        "format": "uri",
+                    },
+                    "created_at": time,
+                    "updated_at": time,
+                },
+                "additionalProperties": false,
+            }),
+        ),
+        (
+            "IntegrationList",
+            list("integrations", "Integration", false),
+        ),
+        ("Session", session),
+        ("SessionList", list("sessions", "Session", false)),
+        (
+            "AlreadyAuthorized",
+            json!({
+                "description": "no session: the user already has a working connection (create without `force`)",
+                "type": "object",
+                "required": ["status", "integration", "user_id", "conversation_id", "connection"],
+                "properties": {
+                    "status": {"const": "already_authorized"},
+                    "integration": slug,
+                    "user_id": {"type": "string", "pattern": USER_ID_PATTERN},
+                    "conversation_id": nullable("string"),
+                    "connection": {
+                        "type": "object",
+                        "required": ["identity", "scopes", "created_at"],
+                        "properties": {"identity": {"type": "object"}, "scopes": strings, "created_at": time},
+                        "additionalProperties": false,
+                    },
+                },
+                "additionalProperties": false,
+            }),
+        ),
+        (
+            "WebhookSecret",
+            json!({
+                "type": "object",
+                "required": ["id", "created_at"],
+                "properties": {"id": {"type": "string", "pattern": "^whs_[A-Za-z0-9_-]+$"}, "created_at": time},
+                "additionalProperties": false,
+            }),
+        ),
+        (
+            "NewWebhookSecret",
+            json!({
+                "description": "a signing secret as created: the only time `secret` is shown",
+                "type": "object",
+                "required": ["id", "secret", "created_at", "note"],
+                "properties": {
+                    "id": {"type": "string", "pattern": "^whs_[A-Za-z0-9_-]+$"},
+                    "secret": {"type": "string"},
+                    "created_at": time,
+                    "note": {"type": "string"},
+                },
+                "additionalProperties": false,
+            }),
+        ),
+        ("WebhookSecretList", list("secrets", "WebhookSecret", false)),
+        (
+            "Delivery",
+            json!({
+                "type": "object",
+                "required": ["id", "type", "session_id", "url", "state", "attempts", "last_error", "created_at"],
+                "properties": {
+                    "id": {"type": "string"},
+                    "type": {"type": "string"},
+                    "session_id": {"description": "null for an event about a connection", "type": ["string", "null"], "pattern": SESSION_ID_PATTERN},
+                    "url": nullable("string"),
+                    "state": {"type": "string", "enum": ["dead", "pending"]},
+                    "attempts": {"type": "integer", "minimum": 0},
+                    "last_error": nullable("string"),
+                    "created_at": time,
+                },
+                "additionalProperties": false,
+            }),
+        ),
+        ("DeliveryList", list("deliveries", "Delivery", false)),
+        (
+            "Channel",
+            json!({
+                "description": "the channel's settings (those of its `type`), never its secrets: `secret_set` (not for `webhook`) and, for Slack, `signing_secret_set` and the `interactions_url` to register",
+                "type": "object",
+                "required": ["type", "name", "created_at", "updated_at"],
+                "properties": {
+                    "type": {"type": "string", "enum": ["slack", "teams", "telegram", "whatsapp", "matrix", "webhook"]},
+                    "name": slug,
+                    "secret_set": {"type": "boolean"},
+                    "signing_secret_set": {"type": "boolean"},
+                    "interactions_url": url,
+                    "created_at": time,
+                    "updated_at": time,
+                },
+            }),
+        ),
+        ("ChannelList", list("channels", "Channel", false)),
+        (
+            "Profile",
+            json!({
+                "type": "object",
+                "required": ["id", "name", "type", "client_id", "client_secret_set", "authorization_url", "token_url", "refresh_token_url", "scopes", "revoke_url", "userinfo_url", "extra_authorize_params", "client_auth", "callback_url", "created_at", "updated_at"],
+                "properties": {
+                    "id": {"type": "string", "pattern": "^prof_[A-Za-z0-9_-]+$"},
+                    "name": {"type": "string"},
+                    "type": {"const": "oauth2"},
+                    "client_id": {"type": "string"},
+                    "client_secret_set": {"type": "boolean"},
+                    "authorization_url": url,
+                    "token_url": url,
+                    "refresh_token_url": url,
+                    "scopes": strings,
+                    "revoke_url": {"type": ["string", "null"], "format": "uri"},
+                    "userinfo_url": {"type": ["string", "null"], "format": "uri"},
+                    "extra_authorize_params": {"type": "object", "additionalProperties": {"type": "string"}},
+                    "client_auth": {"type": "string", "enum": ["basic", "body"]},
+                    "callback_url": url,
+                    "created_at": time,
+                    "updated_at": time,
+                },
+                "additionalProperties": false,
+            }),
+        ),
+        ("ProfileList", list("profiles", "Profile", false)),
+        (
+            "Connection",
+            json!({
+                "description": "a user's (or, as `_bot`, the bot-wide) connection: never its tokens",
+                "type": "object",
+                "required": ["user_id", "status", "identity", "scopes", "instance_url", "created_at", "refreshed_at", "access_expires_at", "last_error"],
+                "properties": {
+                    "user_id": {"type": "string", "pattern": USER_ID_PATTERN},
+                    "status": {"type": "string"},
+                    "identity": {"type": "object"},
+                    "scopes": strings,
+                    "instance_url": nullable("string"),
+                    "created_at": time,
+                    "refreshed_at": {"type": ["string", "null"], "format": "date-time"},
+                    "access_expires_at": {"type": ["string", "null"], "format": "date-time"},
+                    "last_error": nullable("string"),
+                },
+                "additionalProperties": false,
+            }),
+        ),
+        ("ConnectionList", list("connections", "Connection", true)),
+        (
+            "AccessToken",
+            json!({
+                "type": "object",
+                "required": ["access_token", "token_type", "expires_at", "instance_url", "scopes", "identity"],
+                "properties": {
+                    "access_token": {"type": "string"},
+                    "token_type": {"type": "string"},
+                    "expires_at": {"type": ["string", "null"], "format": "date-time"},
+                    "instance_url": nullable("string"),
+                    "scopes": strings,
+                    "identity": {"type": "object"},
+                },
+                "additionalProperties": false,
+            }),
+        ),
+        (
+            "Disconnected",
+            json!({
+                "type": "object",
+                "required": ["user_id", "status", "revoked_at_provider"],
+                "properties": {
+                    "user_id": {"type": "string", "pattern": USER_ID_PATTERN},
+                    "status": {"const": "revoked"},
+                    "revoked_at_provider": {"type": "boolean"},
+                },
+                "additionalProperties": false,
+            }),
+        ),
+        (
+            "ConnectionCheck",
+            json!({
+                "description": "`ok` with the identity the provider returned, or not `ok` with the error",
+                "type": "object",
+                "required": ["ok", "checked_at"],
+                "properties": {
+                    "ok": {"type": "boolean"},
+                    "identity": {"type": "object"},
+                    "error": {"type": "string"},
+                    "checked_at": time,
+                },
+                "additionalProperties": false,
+            }),
+        ),
+    ]
+}
+
+/// Which success response has which body (a component of [`views`]).
+const SUCCESS: &[(&str, &str, &str)] = &[
+    ("admin_put_bot", "200", "Bot"),
+    ("admin_put_bot", "201", "Bot"),
+    ("admin_get_bot", "200", "Bot"),
+    ("admin_list_bots", "200", "BotList"),
+    ("admin_create_api_key", "201", "NewApiKey"),
+    ("admin_list_api_keys", "200", "ApiKeyList"),
+    ("admin_put_integration", "200", "Integration"),
+    ("admin_put_integration", "201", "Integration"),
+    ("admin_get_integration", "200", "Integration"),
+    ("admin_list_integrations", "200", "IntegrationList"),
+    ("admin_create_webhook_secret", "201", "NewWebhookSecret"),
+    ("admin_list_webhook_secrets", "200", "WebhookSecretList"),
+    ("admin_list_deliveries", "200", "DeliveryList"),
+    ("channels_put", "200", "Channel"),
+    ("channels_put", "201", "Channel"),
+    ("channels_get", "200", "Channel"),
+    ("channels_list", "200", "ChannelList"),
+    ("profiles_create", "201", "Profile"),
+    ("profiles_get", "200", "Profile"),
+    ("profiles_update", "200", "Profile"),
+    ("profiles_list", "200", "ProfileList"),
+    ("sessions_create", "201", "Session"),
+    ("sessions_create", "200", "AlreadyAuthorized"),
+    ("sessions_pre_authorize", "201", "Session"),
+    ("sessions_status", "200", "Session"),
+    ("sessions_cancel", "200", "Session"),
+    ("sessions_verify", "200", "Session"),
+    ("sessions_list", "200", "SessionList"),
+    ("tokens_access_token", "200", "AccessToken"),
+    ("tokens_connection", "200", "Connection"),
+    ("tokens_list_connections", "200", "ConnectionList"),
+    ("tokens_disconnect", "200", "Disconnected"),
+    ("tokens_check", "200", "ConnectionCheck"),
 ];
 
 /// Schema-only names for the strings the handlers check by rule rather than by type.
@@ -783,7 +1239,9 @@ mod tests {
     fn path_patterns_are_the_parsers_patterns() {
         let all = [
             patterns::<BotPath>(),
+            patterns::<NewBotPath>(),
             patterns::<IntegrationPath>(),
+            patterns::<NewIntegrationPath>(),
             patterns::<ConnectionPath>(),
             patterns::<SessionPath>(),
             patterns::<ChannelPath>(),

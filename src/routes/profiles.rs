@@ -192,6 +192,8 @@ pub async fn list(
 ) -> Result<Json<Value>, ApiError> {
     let bot = bot_id(&bot)?;
     caller.admin(&bot)?;
+    // A deleted (or never created) bot has no list, not an empty one.
+    super::existing_bot(&state, &bot).await?;
     let profiles = state.store.list_profiles(&bot).await?;
     Ok(Json(
         json!({"profiles": profiles.iter().map(|p| view(&state, p)).collect::<Vec<_>>()}),

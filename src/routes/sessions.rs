@@ -44,7 +44,8 @@ pub struct CreateBody {
     #[serde(default)]
     #[schema(value_type = Option<super::contract::Text>, min_length = 1, max_length = 256)]
     conversation_id: Option<String>,
-    /// Any JSON, at most 8 KiB as sent.
+    /// A JSON object (any content), at most 8 KiB as sent, nested at most 32 deep; echoed in the
+    /// session and its events.
     #[serde(default)]
     #[schema(value_type = Option<Object>)]
     context: Option<Box<RawValue>>,
@@ -312,6 +313,15 @@ pub(crate) async fn new_session(
     check_text("conversation_id", &req.conversation_id, 256)?;
     check_text("login_hint", &req.login_hint, 256)?;
     check_text("locale", &req.locale, 35)?;
+    // Echoed as the `context` field of the session and of every event: an object, so that
+    // receivers can add to it and read it by name (`null` is no context).
+    if req
+        .context
+        .as_ref()
+        .is_some_and(|c| !c.get().trim_start().starts_with('{'))
+    {
+        return Err(ApiError::Invalid("context must be a JSON object".into()));
+    }
     if req
         .context
         .as_ref()
@@ -496,33 +506,67 @@ pub fn fmt_time(t: OffsetDateTime) -> String {
 
 /// The API view of a session (no secrets, no attempt data). A borrowed, typed struct: the
 /// response is serialized straight from the session, without an intermediate JSON tree.
-#[derive(serde::Serialize)]
+/// The `Session` of the OpenAPI document is derived from it ([`session_schema`]).
+#[derive(serde::Serialize, utoipa::ToSchema)]
 struct SessionView<'a> {
+    #[schema(value_type = String, pattern = "^0[0-9a-f]{33}$")]
     id: SessionId,
     status: Status,
+    #[schema(value_type = String, pattern = "^[a-z0-9][a-z0-9_-]{0,63}$")]
     integration: &'a IntegrationName,
+    /// The user id, or `_bot` for a pre-authorization (the bot-wide grant).
+    #[schema(value_type = String, pattern = "^[^\\u0000-\\u001f\\u007f-\\u009f]+$")]
     user_id: &'a Subject,
+    #[schema(value_type = Option<String>, required)]
     conversation_id: &'a Option<String>,
+    /// As given on creation: any JSON, or null.
+    #[schema(value_type = Option<Object>, required)]
     context: &'a Option<Box<RawValue>>,
     #[serde(with = "crate::clock::rfc3339")]
+    #[schema(value_type = String, format = DateTime)]
     created_at: OffsetDateTime,
     #[serde(with = "crate::clock::rfc3339")]
+    #[schema(value_type = String, format = DateTime)]
     updated_at: OffsetDateTime,
     #[serde(with = "crate::clock::rfc3339")]
+    #[schema(value_type = String, format = DateTime)]
     expires_at: OffsetDateTime,
+    /// Why a failed (or cancelled) session ended: `{code, description}`.
     #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<Object>)]
     error: Option<&'a crate::domain::session::SessionError>,
     /// `binding: oidc` sessions: the issuer subject the person at the link must be and, once
     /// the binding step has run, its `result` (`matched` / `mismatch`) and the `sub` it found.
     #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<Object>)]
     binding: Option<serde_json::Value>,
+    /// The link to give the person (on creation, while the session is not settled).
     #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(format = Uri)]
     link: Option<String>,
+    /// How far the delivery of the link to a chat channel got.
     #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<Object>)]
     delivery: Option<&'a ChannelDelivery>,
     /// On creation with `channel: {"name": "webchat"}`: the message to render.
     #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<Object>)]
     webchat: Option<&'a serde_json::Value>,
+}
+
+/// The session view's schema for the OpenAPI document, as JSON: `context` is what the creator
+/// gave (an object since creation refuses anything else; sessions stored before that may hold
+/// any JSON, so the view does not promise a type), and no other field may appear.
+pub(crate) fn session_schema() -> serde_json::Value {
+    let mut schema = serde_json::to_value(<SessionView<'_> as utoipa::PartialSchema>::schema())
+        .unwrap_or_default();
+    // Every field is listed: nothing else (no attempt data, no secret) is in the view.
+    schema["additionalProperties"] = false.into();
+    if let Some(context) = schema.pointer_mut("/properties/context") {
+        *context =
+            serde_json::json!({"description": "as given on creation: a JSON object, or null"});
+    }
+    schema
 }
 
 fn view_of<'a>(

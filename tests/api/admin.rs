@@ -568,6 +568,33 @@ async fn openapi_describes_every_route() {
         .map(|op| op["operationId"].as_str().unwrap())
         .collect();
     assert_eq!(ids.len(), expected.len(), "operation ids are unique");
+    // Every link leads to an operation of the document; reading a bot (all an admin key may do
+    // with it) leads on as creating it does.
+    let ops = || paths.values().flat_map(|p| p.as_object().unwrap().values());
+    for op in ops() {
+        for response in op["responses"].as_object().unwrap().values() {
+            for (name, link) in response["links"].as_object().into_iter().flatten() {
+                let to = link["operationId"].as_str().unwrap();
+                assert!(
+                    ids.contains(to),
+                    "{}: link {name} to {to}",
+                    op["operationId"]
+                );
+            }
+        }
+    }
+    let links_of = |id: &str, status: &str| -> Vec<String> {
+        let op = ops().find(|op| op["operationId"] == id).unwrap();
+        let links = op["responses"][status]["links"].as_object().unwrap();
+        links.keys().cloned().collect()
+    };
+    let from_get = links_of("admin_get_bot", "200");
+    for name in links_of("admin_put_bot", "201") {
+        assert!(
+            from_get.contains(&name) || name == "GetBot" || name == "DeleteBot",
+            "admin_get_bot has no link {name}"
+        );
+    }
     let create = &spec["paths"]["/v1/bots/{bot}/auth-sessions"]["post"]["requestBody"]["content"]["application/json"]
         ["schema"]["$ref"];
     assert_eq!(create, "#/components/schemas/CreateBody");
