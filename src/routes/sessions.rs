@@ -44,10 +44,10 @@ pub struct CreateBody {
     #[serde(default)]
     #[schema(value_type = Option<super::contract::Text>, min_length = 1, max_length = 256)]
     conversation_id: Option<String>,
-    /// A JSON object (any content), at most 8 KiB as sent, nested at most 32 deep; echoed in the
-    /// session and its events.
+    /// Any JSON (opaque to authlink), at most 8 KiB as sent, nested at most 32 deep; echoed in
+    /// the session and its events.
     #[serde(default)]
-    #[schema(value_type = Option<Object>)]
+    #[schema(value_type = Option<Value>)]
     context: Option<Box<RawValue>>,
     #[serde(default)]
     #[schema(value_type = Option<super::contract::HttpUrl>)]
@@ -313,15 +313,6 @@ pub(crate) async fn new_session(
     check_text("conversation_id", &req.conversation_id, 256)?;
     check_text("login_hint", &req.login_hint, 256)?;
     check_text("locale", &req.locale, 35)?;
-    // Echoed as the `context` field of the session and of every event: an object, so that
-    // receivers can add to it and read it by name (`null` is no context).
-    if req
-        .context
-        .as_ref()
-        .is_some_and(|c| !c.get().trim_start().starts_with('{'))
-    {
-        return Err(ApiError::Invalid("context must be a JSON object".into()));
-    }
     if req
         .context
         .as_ref()
@@ -555,8 +546,7 @@ struct SessionView<'a> {
 }
 
 /// The session view's schema for the OpenAPI document, as JSON: `context` is what the creator
-/// gave (an object since creation refuses anything else; sessions stored before that may hold
-/// any JSON, so the view does not promise a type), and no other field may appear.
+/// gave (any JSON: it is opaque), and no other field may appear.
 pub(crate) fn session_schema() -> serde_json::Value {
     let mut schema = serde_json::to_value(<SessionView<'_> as utoipa::PartialSchema>::schema())
         .unwrap_or_default();
@@ -564,7 +554,7 @@ pub(crate) fn session_schema() -> serde_json::Value {
     schema["additionalProperties"] = false.into();
     if let Some(context) = schema.pointer_mut("/properties/context") {
         *context =
-            serde_json::json!({"description": "as given on creation: a JSON object, or null"});
+            serde_json::json!({"description": "as given on creation: any JSON, or null"});
     }
     schema
 }
