@@ -224,7 +224,9 @@ pub struct IdPath {
 /// valid key, 503 while the store is unavailable or the request outlives its deadline), the
 /// links, and what the deployment decides (`max_wait_seconds`: the longest `?wait=` of a status
 /// long-poll).
-pub fn document(mut openapi: OpenApi, max_wait_seconds: u64) -> String {
+/// `session` is the session view's schema (`sessions::session_schema`, passed in by the router:
+/// this module describes the handlers, it does not call them).
+pub fn document(mut openapi: OpenApi, max_wait_seconds: u64, session: serde_json::Value) -> String {
     let components = openapi.components.get_or_insert_with(Default::default);
     for (name, schema) in [
         ("Problem", <Problem as utoipa::PartialSchema>::schema()),
@@ -282,7 +284,7 @@ pub fn document(mut openapi: OpenApi, max_wait_seconds: u64) -> String {
         .pointer_mut("/components/schemas")
         .and_then(serde_json::Value::as_object_mut)
     {
-        schemas.extend(views().into_iter().map(|(k, v)| (k.to_owned(), v)));
+        schemas.extend(views(session).into_iter().map(|(k, v)| (k.to_owned(), v)));
     }
     for (id, status, view) in SUCCESS {
         if let Some(response) =
@@ -760,7 +762,7 @@ const LINKS: &[Link] = &[
 /// `profiles::view`, `tokens::connection_view`, …); `Session` is derived from the typed
 /// `sessions::SessionView`. Where a view shows every field of a record, `additionalProperties:
 /// false` holds it to exactly these: a secret added to a record cannot slip into its view.
-fn views() -> Vec<(&'static str, serde_json::Value)> {
+fn views(session: serde_json::Value) -> Vec<(&'static str, serde_json::Value)> {
     use crate::domain::ids::{SESSION_ID_PATTERN, SLUG_PATTERN, USER_ID_PATTERN};
     use serde_json::json;
     let time = json!({"type": "string", "format": "date-time"});
@@ -784,7 +786,6 @@ fn views() -> Vec<(&'static str, serde_json::Value)> {
         }
         v
     };
-    let session = super::sessions::session_schema();
     vec![
         (
             "Bot",

@@ -207,7 +207,12 @@ pub fn router(state: AppState, pages: Router<AppState>) -> Router {
         .routes(routes!(binding::callback))
         .split_for_parts();
     // The spec is built from the same annotated handlers the router serves: it cannot drift.
-    let spec: Arc<str> = contract::document(openapi, config.max_wait.as_secs()).into();
+    let spec: Arc<str> = contract::document(
+        openapi,
+        config.max_wait.as_secs(),
+        sessions::session_schema(),
+    )
+    .into();
     api_router
         .route(
             "/openapi.json",

@@ -553,8 +553,7 @@ pub(crate) fn session_schema() -> serde_json::Value {
     // Every field is listed: nothing else (no attempt data, no secret) is in the view.
     schema["additionalProperties"] = false.into();
     if let Some(context) = schema.pointer_mut("/properties/context") {
-        *context =
-            serde_json::json!({"description": "as given on creation: any JSON, or null"});
+        *context = serde_json::json!({"description": "as given on creation: any JSON, or null"});
     }
     schema
 }
