@@ -119,6 +119,7 @@ fn start_redis(dir: &Path) -> (Proc, String) {
         .stdout(Stdio::null())
         .spawn()
         .expect("redis-server runs (benches/run installs it)");
+    let child = Proc(child);
     let url = format!("redis://127.0.0.1:{port}");
     let client = redis::Client::open(url.as_str()).unwrap();
     for _ in 0..200 {
@@ -127,7 +128,7 @@ fn start_redis(dir: &Path) -> (Proc, String) {
             .and_then(|mut c| redis::cmd("PING").query::<String>(&mut c))
             .is_ok()
         {
-            return (Proc(child), url);
+            return (child, url);
         }
         std::thread::sleep(Duration::from_millis(25));
     }
