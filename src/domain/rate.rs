@@ -87,6 +87,9 @@ pub struct Lease {
     remaining: u32,
     reset_at: Instant,
     want: u32,
+    /// A step asking for more than one is on its way: others ask for one meanwhile, so that
+    /// requests missing a permit at the same moment do not each take a batch.
+    batch_in_flight: bool,
 }
 
 const LEASE: Duration = Duration::from_millis(20);
@@ -123,16 +126,28 @@ impl Permits {
         let Some(lease) = map.get_mut(key) else {
             return 1;
         };
+        if lease.batch_in_flight {
+            return 1;
+        }
         lease.want = match (lease.left, now < lease.until) {
             (0, true) => lease.want.saturating_mul(2).min(MAX_WANT),
             (0, false) => lease.want,
             (_, _) => (lease.want / 2).max(1),
         };
-        lease.want.min(cap)
+        let want = lease.want.min(cap);
+        lease.batch_in_flight = want > 1;
+        want
     }
 
-    /// The store's answer to a step for `key`: the permits this request does not use are kept
-    /// for the next ones.
+    /// A step for `key` failed (the store did not answer): the next one may take a batch.
+    pub fn abandon(&self, key: &str) {
+        if let Some(lease) = self.lock().get_mut(key) {
+            lease.batch_in_flight = false;
+        }
+    }
+
+    /// The store's answer to a step for `key` (refusals included): the permits this request does
+    /// not use are kept for the next ones.
     pub fn granted(&self, key: &str, v: &Verdict, now: Instant) {
         let mut map = self.lock();
         if map.len() >= MAX_KEYS && !map.contains_key(key) {
@@ -147,7 +162,9 @@ impl Permits {
             remaining: 0,
             reset_at: now,
             want: 1,
+            batch_in_flight: false,
         });
+        lease.batch_in_flight = false;
         let live = now < lease.until;
         if !live {
             // A new lease window: requests within it that find no permit left make the
@@ -246,6 +263,14 @@ mod tests {
             }
         }
         assert_eq!(want, 64, "at most 64 a step");
+        // Requests missing a permit while a batch is on its way ask for one each.
+        let busy = t0 + Duration::from_millis(9);
+        while p.take("k", busy).is_some() {}
+        assert_eq!(p.want("k", q, busy), 64);
+        assert_eq!(p.want("k", q, busy), 1, "one batch at a time");
+        p.abandon("k");
+        assert_eq!(p.want("k", q, busy), 64, "a failed step frees the batch");
+        p.granted("k", &step_at(64), busy);
         // Left over when the lease ran out: half as many next time, and the old ones are gone.
         let later = t0 + Duration::from_secs(1);
         p.granted("k", &step_at(64), later);

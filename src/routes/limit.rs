@@ -180,13 +180,18 @@ async fn verdict(
         return Ok(v);
     }
     let want = state.permits.want(key, quota, now);
-    let v = state
+    let v = match state
         .store
         .rate_limit(key, quota, state.clock.now(), want)
-        .await?;
-    if v.allowed {
-        state.permits.granted(key, &v, std::time::Instant::now());
-    }
+        .await
+    {
+        Ok(v) => v,
+        Err(e) => {
+            state.permits.abandon(key);
+            return Err(e);
+        }
+    };
+    state.permits.granted(key, &v, std::time::Instant::now());
     Ok(v)
 }
 
