@@ -279,3 +279,43 @@ async fn measure_rate_limit() {
         );
     }
 }
+
+/// A busy key takes its permits in batches (`domain::rate::Permits`), and the budget still holds
+/// across replicas: with the clock standing still, never more calls pass than the quota.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn batched_permits_never_let_more_through_than_the_quota_across_replicas() {
+    let quota = 2_000; // 1% of it: batches of up to 20
+    let app = app_with(limits(quota, 100, 100, 0), Backend::Redis).await;
+    let other = app.replica().await;
+    let key = app.setup_bot("acme").await;
+    let replicas = [&app, &other];
+    let statuses: Vec<StatusCode> = futures_util::stream::StreamExt::collect(
+        futures_util::stream::StreamExt::buffer_unordered(
+            futures_util::stream::iter((0..3_000).map(|i| {
+                let on = replicas[i % 2];
+                let key = key.clone();
+                async move { connection(on, &key).await.status() }
+            })),
+            64,
+        ),
+    )
+    .await;
+    let passed = statuses
+        .iter()
+        .filter(|s| **s == StatusCode::NOT_FOUND)
+        .count();
+    let limited = statuses
+        .iter()
+        .filter(|s| **s == StatusCode::TOO_MANY_REQUESTS)
+        .count();
+    assert_eq!(passed + limited, 3_000, "only 404 or 429: {statuses:?}");
+    assert!(
+        passed <= quota as usize,
+        "{passed} passed a quota of {quota}"
+    );
+    // Permits a replica took and did not use in time are lost, never reused: most still serve.
+    assert!(
+        passed >= quota as usize / 2,
+        "only {passed} of {quota} passed"
+    );
+}
