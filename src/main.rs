@@ -10,7 +10,7 @@ use authlink::config::{GeneratedKeys, Settings};
 
 /// See Cargo.toml: the allocator is a measured choice for the request path.
 #[global_allocator]
-static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+static GLOBAL: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 use authlink::startup::Application;
 use authlink::telemetry;
 
