@@ -264,7 +264,9 @@ mod tests {
         assert!(!written.contains("hidden-span"), "{written}");
     }
 
-    struct Sink(Arc<Mutex<Vec<u8>>>);
+    /// A writer into memory; the JSON layer's tests write through it too.
+    #[derive(Clone, Default)]
+    pub(super) struct Sink(pub(super) Arc<Mutex<Vec<u8>>>);
 
     impl std::io::Write for Sink {
         fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
