@@ -77,6 +77,8 @@ pub fn step(quota: Quota, tat_us: Option<u64>, now_us: u64, want: u32) -> (Verdi
 /// note). A key starts at one permit per store step; while its lease keeps running out before
 /// its 20 ms are up, each step asks for twice as many (at most 64, and at most 1% of the quota,
 /// so small quotas are always counted one by one); permits left when a lease runs out halve it.
+/// While a step for a batch is on its way, requests that find no permit wait for it instead of
+/// each going to the store (at a high rate, that would be most of them).
 #[derive(Default)]
 pub struct Permits(std::sync::Mutex<std::collections::HashMap<String, Lease>>);
 
@@ -87,9 +89,33 @@ pub struct Lease {
     remaining: u32,
     reset_at: Instant,
     want: u32,
-    /// A step asking for more than one is on its way: others ask for one meanwhile, so that
-    /// requests missing a permit at the same moment do not each take a batch.
-    batch_in_flight: bool,
+    /// The step asking for more than one that is on its way, if any: a receiver of its
+    /// `Batch`, whose drop (answered, failed or cancelled) wakes whoever waits for it.
+    batch: Option<tokio::sync::watch::Receiver<()>>,
+}
+
+/// What a request that found no permit does next.
+pub enum Next {
+    /// Ask the store for `want` permits, holding `batch` (when asking for more than one) until
+    /// the answer is recorded with `granted`: dropping it wakes the requests waiting for it.
+    Ask { want: u32, batch: Option<Batch> },
+    /// A batch is on its way: wait for it, then `take` again.
+    Wait(Waiter),
+}
+
+/// Held by the request whose store step takes a batch.
+pub struct Batch {
+    _wakes: tokio::sync::watch::Sender<()>,
+}
+
+/// Waits for a batch: returns once its request has recorded the answer, failed, or was dropped.
+pub struct Waiter(tokio::sync::watch::Receiver<()>);
+
+impl Waiter {
+    pub async fn done(mut self) {
+        // Nothing is ever sent: the sender's drop is the signal.
+        let _ = self.0.changed().await;
+    }
 }
 
 const LEASE: Duration = Duration::from_millis(20);
@@ -117,17 +143,24 @@ impl Permits {
         })
     }
 
-    /// How many permits the next store step for `key` asks for (called when `take` found none):
-    /// twice as many as before if its lease ran out before its time, half if permits were left
-    /// when it did.
-    pub fn want(&self, key: &str, quota: Quota, now: Instant) -> u32 {
+    /// What to do when `take` found no permit for `key`: wait for the batch on its way, or ask
+    /// the store — for twice as many permits as before if the last lease ran out before its
+    /// time, half if permits were left when it did.
+    pub fn next(&self, key: &str, quota: Quota, now: Instant) -> Next {
         let cap = (quota.limit / 100).clamp(1, MAX_WANT);
         let mut map = self.lock();
         let Some(lease) = map.get_mut(key) else {
-            return 1;
+            return Next::Ask {
+                want: 1,
+                batch: None,
+            };
         };
-        if lease.batch_in_flight {
-            return 1;
+        if let Some(batch) = &lease.batch {
+            // A batch whose request was dropped before its answer is gone: ask afresh.
+            if batch.has_changed().is_ok() {
+                return Next::Wait(Waiter(batch.clone()));
+            }
+            lease.batch = None;
         }
         lease.want = match (lease.left, now < lease.until) {
             (0, true) => lease.want.saturating_mul(2).min(MAX_WANT),
@@ -135,14 +168,18 @@ impl Permits {
             (_, _) => (lease.want / 2).max(1),
         };
         let want = lease.want.min(cap);
-        lease.batch_in_flight = want > 1;
-        want
+        let batch = (want > 1).then(|| {
+            let (tx, rx) = tokio::sync::watch::channel(());
+            lease.batch = Some(rx);
+            Batch { _wakes: tx }
+        });
+        Next::Ask { want, batch }
     }
 
     /// A step for `key` failed (the store did not answer): the next one may take a batch.
     pub fn abandon(&self, key: &str) {
         if let Some(lease) = self.lock().get_mut(key) {
-            lease.batch_in_flight = false;
+            lease.batch = None;
         }
     }
 
@@ -162,9 +199,9 @@ impl Permits {
             remaining: 0,
             reset_at: now,
             want: 1,
-            batch_in_flight: false,
+            batch: None,
         });
-        lease.batch_in_flight = false;
+        lease.batch = None;
         let live = now < lease.until;
         if !live {
             // A new lease window: requests within it that find no permit left make the
@@ -237,6 +274,11 @@ mod tests {
             window: Duration::from_secs(60),
         };
         let p = Permits::default();
+        // The batch (if any) is dropped at once: these steps are answered before the next.
+        let want = |key: &str, q: Quota, now: Instant| match p.next(key, q, now) {
+            Next::Ask { want, .. } => want,
+            Next::Wait(_) => panic!("no batch is on its way"),
+        };
         let t0 = Instant::now();
         let step_at = |want: u32| Verdict {
             allowed: true,
@@ -244,32 +286,48 @@ mod tests {
             remaining: 500,
             reset: Duration::from_secs(1),
         };
-        assert_eq!(p.want("k", q, t0), 1, "a new key: one by one");
+        assert_eq!(want("k", q, t0), 1, "a new key: one by one");
         assert!(p.take("k", t0).is_none());
         p.granted("k", &step_at(1), t0);
         // Busy: each lease runs out within its time, so the next step asks for twice as many.
-        let mut want = 1;
+        let mut asked = 1;
         for i in 0..8 {
             let now = t0 + Duration::from_millis(i);
             assert!(p.take("k", now).is_none(), "the lease is used up");
-            let next = p.want("k", q, now);
-            assert_eq!(next, (want * 2).min(64));
-            want = next;
-            p.granted("k", &step_at(want), now);
-            for _ in 1..want {
+            let next = want("k", q, now);
+            assert_eq!(next, (asked * 2).min(64));
+            asked = next;
+            p.granted("k", &step_at(asked), now);
+            for _ in 1..asked {
                 let v = p.take("k", now).expect("a permit taken ahead");
                 assert!(v.allowed);
                 assert!(v.remaining >= 500);
             }
         }
-        assert_eq!(want, 64, "at most 64 a step");
-        // Requests missing a permit while a batch is on its way ask for one each.
+        assert_eq!(asked, 64, "at most 64 a step");
+        // Requests missing a permit while a batch is on its way wait for it.
         let busy = t0 + Duration::from_millis(9);
         while p.take("k", busy).is_some() {}
-        assert_eq!(p.want("k", q, busy), 64);
-        assert_eq!(p.want("k", q, busy), 1, "one batch at a time");
+        let Next::Ask {
+            want: 64,
+            batch: Some(batch),
+        } = p.next("k", q, busy)
+        else {
+            panic!("a batch of 64");
+        };
+        let Next::Wait(waiter) = p.next("k", q, busy) else {
+            panic!("one batch at a time: the others wait");
+        };
         p.abandon("k");
-        assert_eq!(p.want("k", q, busy), 64, "a failed step frees the batch");
+        drop(batch);
+        // The waiter is woken (the batch's drop is its signal), and a failed step frees the batch.
+        futures_util::FutureExt::now_or_never(waiter.done()).expect("woken");
+        let Next::Ask { want: 64, batch } = p.next("k", q, busy) else {
+            panic!("a failed step frees the batch");
+        };
+        // A batch whose request was dropped unanswered does not keep others waiting.
+        drop(batch);
+        assert_eq!(want("k", q, busy), 64, "a dropped batch is forgotten");
         p.granted("k", &step_at(64), busy);
         // Left over when the lease ran out: half as many next time, and the old ones are gone.
         let later = t0 + Duration::from_secs(1);
@@ -280,13 +338,13 @@ mod tests {
             p.take("k", expired).is_none(),
             "expired permits are never used"
         );
-        assert_eq!(p.want("k", q, expired), 32);
+        assert_eq!(want("k", q, expired), 32);
         // A small quota is counted one by one.
         let small = Quota {
             limit: 5,
             window: Duration::from_secs(60),
         };
-        assert_eq!(p.want("k", small, expired), 1);
+        assert_eq!(want("k", small, expired), 1);
     }
 
     #[test]

@@ -169,17 +169,30 @@ pub async fn layer(State(state): State<AppState>, req: Request, next: Next) -> R
 }
 
 /// A permit this replica already holds for `key`, or one store step (taking a few more when the
-/// key is busy).
+/// key is busy, while the requests that find none meanwhile wait for them).
 async fn verdict(
     state: &AppState,
     key: &str,
     quota: Quota,
 ) -> Result<Verdict, crate::store::StoreError> {
-    let now = std::time::Instant::now();
-    if let Some(v) = state.permits.take(key, now) {
-        return Ok(v);
-    }
-    let want = state.permits.want(key, quota, now);
+    use crate::domain::rate::Next;
+    // Waiting is bounded: after this many batches went by without a permit left over (a
+    // crowd larger than a batch), a request asks the store itself.
+    let mut waits = 2;
+    let (want, batch) = loop {
+        let now = std::time::Instant::now();
+        if let Some(v) = state.permits.take(key, now) {
+            return Ok(v);
+        }
+        match state.permits.next(key, quota, now) {
+            Next::Wait(batch) if waits > 0 => {
+                waits -= 1;
+                batch.done().await;
+            }
+            Next::Wait(_) => break (1, None),
+            Next::Ask { want, batch } => break (want, batch),
+        }
+    };
     let v = match state
         .store
         .rate_limit(key, quota, state.clock.now(), want)
@@ -192,6 +205,7 @@ async fn verdict(
         }
     };
     state.permits.granted(key, &v, std::time::Instant::now());
+    drop(batch);
     Ok(v)
 }
 
