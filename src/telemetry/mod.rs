@@ -7,6 +7,7 @@
 //! `Authorization` and `Cookie` as sensitive.
 
 mod json;
+mod writer;
 
 use tracing_subscriber::EnvFilter;
 use tracing_subscriber::fmt::MakeWriter;
@@ -18,7 +19,7 @@ use crate::config::LogFormat;
 /// Flushes log lines and exported spans when dropped (at the end of `main`).
 #[must_use]
 pub struct Guard {
-    log: Option<tracing_appender::non_blocking::WorkerGuard>,
+    log: Option<writer::Flush>,
     #[cfg(feature = "otlp")]
     otlp: Option<otlp::Provider>,
 }
@@ -35,19 +36,12 @@ impl Drop for Guard {
 /// Install the process-wide subscriber writing to stdout. Call from inside the tokio runtime
 /// (the OTLP exporter sends from it).
 ///
-/// Lines go through a channel to a writer thread, which writes whatever has queued up with one
-/// `write(2)` and flushes whenever the queue runs empty: a busy daemon makes a few large writes
-/// instead of one per line, an idle one shows each line at once. Nothing is dropped: when the
-/// queue is full, loggers wait (as they would for stdout itself).
+/// Lines gather in a buffer that a writer thread hands to stdout about every millisecond, in one
+/// `write(2)` (`writer`): a busy daemon makes a few large writes instead of one per line, an idle
+/// one shows each line at once. Nothing is dropped: when stdout does not keep up, loggers wait.
 pub fn init(format: LogFormat) -> Guard {
-    let (writer, flush) = tracing_appender::non_blocking::NonBlockingBuilder::default()
-        .lossy(false)
-        .thread_name("authlink-log")
-        .finish(std::io::BufWriter::with_capacity(
-            64 * 1024,
-            std::io::stdout(),
-        ));
-    let mut guard = init_with(format, "info,tower_http=info", writer);
+    let (lines, flush) = writer::spawn(std::io::stdout());
+    let mut guard = init_with(format, "info,tower_http=info", lines);
     guard.log = Some(flush);
     guard
 }
