@@ -12,10 +12,12 @@
 //! | `P:{pNN}:ev:<event>` | hash `e` event JSON, `b` bot, `n` failures, `err`, `c` claim, `st` | a delivery (webhook event or channel item) |
 //! | `P:{pNN}:due` | zset event → next attempt ms (a claim pushes it to the lease's end) | delivery queue |
 //! | `P:{pNN}:dead` | zset event → dead since ms | dead letters |
-//! | `P:{pNN}:deadlines` | zset session → expiry ms (a claim pushes it to the lease's end) | expiry index |
+//! | `P:{pNN}:deadlines` | zset session → expiry ms (a claim pushes it to the lease's end) | expiry index: what the sweeper holds or will hold next |
+//! | `P:{pNN}:dl:<second>` | list of sessions expiring within that second (unix time) | expiry index: where a new session goes (`RPUSH`, O(1)); claiming moves a due second into `deadlines` |
+//! | `P:{pNN}:dls` | zset second → its end ms | the seconds that have a `dl:` list |
 //! | `P:{pNN}:refresh` | zset `bot:integration:subject` → refresh-at ms (leased likewise) | proactive refresh index |
 //! | `P:{pNN}:gx:<bot>:<integration>` | zset subject → 0 (read by lex range) | the (bot, integration)'s grants in this partition |
-//! | `P:{pNN}:rn:<bot>` | list of sessions, newest first, the newest `RECENT_SESSIONS_PER_PARTITION` | the bot's recent sessions in this partition (`LPUSH` + `LTRIM`: the ids are UUIDv7s, ordered by creation) |
+//! | `P:{pNN}:rn:<bot>` | list of sessions, newest first; the newest `RECENT_SESSIONS_PER_PARTITION` are read | the bot's recent sessions in this partition (`LPUSH`, and `LTRIM` on one create in 16: the ids are UUIDv7s, ordered by creation) |
 //! | `P:i:<bot>:<sha256(key)>` | string, PX | idempotency key → `<session or "-"> <fingerprint>` |
 //! | `P:{b:<bot>}:bot`, `:ints`, `:profiles`, `:channels`, `:whsec` (hashes), `:keys` (hash id → key hash) | | tenancy |
 //! | `P:k:<sha256(key)>` | string | API key lookup |
@@ -200,6 +202,27 @@ for _, id in ipairs(ids) do redis.call('ZADD', KEYS[1], ARGV[2], id) end
 return ids
 "#;
 
+/// Lease sessions past their deadline, after moving the due seconds' lists into the lease index
+/// (scored by the second's end). KEYS: deadlines, seconds. ARGV: now ms, lease end ms, max,
+/// second list key prefix.
+const CLAIM_EXPIRIES: &str = r#"
+local room = tonumber(ARGV[3])
+local due = redis.call('ZRANGEBYSCORE', KEYS[2], '-inf', ARGV[1], 'WITHSCORES', 'LIMIT', 0, 16)
+for i = 1, #due, 2 do
+  if room <= 0 then break end
+  local list = ARGV[4] .. due[i]
+  local ids = redis.call('LPOP', list, room)
+  if ids then
+    for _, id in ipairs(ids) do redis.call('ZADD', KEYS[1], 'NX', due[i + 1], id) end
+    room = room - #ids
+  end
+  if redis.call('EXISTS', list) == 0 then redis.call('ZREM', KEYS[2], due[i]) end
+end
+local ids = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[1], 'LIMIT', 0, tonumber(ARGV[3]))
+for _, id in ipairs(ids) do redis.call('ZADD', KEYS[1], ARGV[2], id) end
+return ids
+"#;
+
 /// A channel item is done. KEYS: delivery record, due, item, event. ARGV: delivery JSON, item
 /// id, event JSON or "", event id, bot, now ms.
 const RECORD_DELIVERY: &str = r#"
@@ -251,6 +274,7 @@ pub struct RedisStore {
     finish: Arc<Script>,
     replay: Arc<Script>,
     claim_deadlines: Arc<Script>,
+    claim_expiries: Arc<Script>,
     update_grant: Arc<Script>,
     delete_grant: Arc<Script>,
     lock_owner: Arc<Script>,
@@ -259,6 +283,12 @@ pub struct RedisStore {
     rate: Arc<Script>,
     /// Whether this replica knows the bots and grants indexes to be complete (`backfilled`).
     indexed: Arc<[std::sync::atomic::AtomicBool; 2]>,
+    /// Per partition, the deadline second this replica last added to `dls:` (a new session whose
+    /// deadline falls in the same second does not add it again).
+    deadline_seconds: Arc<[std::sync::atomic::AtomicI64; Partition::COUNT as usize]>,
+    /// Creates since the recent-session lists were last trimmed (they are trimmed every
+    /// `RECENT_TRIM_EVERY` creates, so each holds at most that many more than its limit).
+    untrimmed: Arc<std::sync::atomic::AtomicU32>,
 }
 
 impl RedisStore {
@@ -290,11 +320,14 @@ impl RedisStore {
             prefix: prefix.into(),
             hub: Arc::default(),
             cache: Arc::default(),
+            deadline_seconds: Arc::default(),
+            untrimmed: Arc::default(),
             transition: Arc::new(Script::new(TRANSITION)),
             claim: Arc::new(Script::new(CLAIM)),
             finish: Arc::new(Script::new(FINISH)),
             replay: Arc::new(Script::new(REPLAY)),
             claim_deadlines: Arc::new(Script::new(CLAIM_DEADLINES)),
+            claim_expiries: Arc::new(Script::new(CLAIM_EXPIRIES)),
             update_grant: Arc::new(Script::new(UPDATE_GRANT)),
             delete_grant: Arc::new(Script::new(DELETE_GRANT)),
             lock_owner: Arc::new(Script::new(LOCK_OWNER)),
@@ -412,6 +445,14 @@ impl RedisStore {
     }
     fn deadlines_key(&self, p: Partition) -> String {
         self.key_in(p, &[":deadlines"])
+    }
+    /// The list of the sessions of partition `p` that expire within the unix second `second`.
+    fn deadline_second_key(&self, p: Partition, second: &str) -> String {
+        self.key_in(p, &[":dl:", second])
+    }
+    /// The seconds of partition `p` that have a deadline list, scored by their end.
+    fn deadline_seconds_key(&self, p: Partition) -> String {
+        self.key_in(p, &[":dls"])
     }
     /// The part of (bot, integration)'s grant index in partition `p`.
     fn grant_index_key(&self, p: Partition, bot: &BotId, integration: &IntegrationName) -> String {
@@ -648,22 +689,35 @@ impl RedisStore {
             hget.arg("HGET").arg(grant_key).arg("st");
             pipe.add_command(hget);
         }
-        let mut zadd = redis::Cmd::with_capacity(4, deadlines.len() + 60);
-        zadd.arg("ZADD")
-            .arg(&deadlines)
-            .arg(unix_ms(spec.expires_at))
-            .arg(id.as_str());
-        let [index, trim] = recent_index_commands(&recent, id.as_str());
+        // The deadline goes to its second's list (O(1)); a sorted set of every live session
+        // was the costliest command of a create (`ZADD` at 4.3 µs with a million members).
+        let second = spec.expires_at.unix_timestamp();
+        let second_text = second.to_string();
+        let deadline_list = self.deadline_second_key(p, &second_text);
+        let mut push = redis::Cmd::with_capacity(3, deadline_list.len() + 40);
+        push.arg("RPUSH").arg(&deadline_list).arg(id.as_str());
         let mut set = redis::Cmd::with_capacity(5, key.len() + record.len() + 32);
         set.arg("SET")
             .arg(&key)
             .arg(&record)
             .arg("PX")
             .arg(ms(record_ttl(session, session.updated_at, new.retention)));
-        pipe.add_command(zadd)
-            .add_command(index)
-            .add_command(trim)
-            .add_command(set);
+        pipe.add_command(push);
+        let slot = &self.deadline_seconds[usize::from(p.index())];
+        let new_second = slot.swap(second, std::sync::atomic::Ordering::Relaxed) != second;
+        if new_second {
+            let mut index = redis::Cmd::with_capacity(4, deadlines.len() + 32);
+            index
+                .arg("ZADD")
+                .arg(self.deadline_seconds_key(p))
+                .arg((second + 1) * 1000)
+                .arg(&second_text);
+            pipe.add_command(index);
+        }
+        for cmd in self.recent_index_commands(&recent, id.as_str()) {
+            pipe.add_command(cmd);
+        }
+        pipe.add_command(set);
         let mut conn = self.conn();
         // The replies as they come (no conversion of the two we do not read); a server error in
         // any of them fails the create.
@@ -676,7 +730,13 @@ impl RedisStore {
                     .map(redis::Value::extract_error)
                     .collect::<redis::RedisResult<Vec<_>>>()
             })
-            .map_err(unavailable)?;
+            .map_err(|e| {
+                if new_second {
+                    // Not known to be indexed: the next create in that second adds it.
+                    slot.store(0, std::sync::atomic::Ordering::Relaxed);
+                }
+                unavailable(e)
+            })?;
         let (Some(grant_key), Some(cfg), Some(redis::Value::BulkString(st))) =
             (grant_key, new.unless_authorized_by, replies.first())
         else {
@@ -697,7 +757,7 @@ impl RedisStore {
         redis::pipe()
             .del(&key)
             .ignore()
-            .zrem(&deadlines, id.as_str())
+            .lrem(&deadline_list, 1, id.as_str())
             .ignore()
             .lrem(&recent, 1, id.as_str())
             .ignore()
@@ -710,7 +770,31 @@ impl RedisStore {
     }
 }
 
+/// Trim a recent-session list on one create in this many (readers read only the newest
+/// `RECENT_SESSIONS_PER_PARTITION`, so a list a little longer shows the same).
+const RECENT_TRIM_EVERY: u32 = 16;
+
 impl RedisStore {
+    /// The session's entry in its bot's recent-session index (`key`, its partition's part), and
+    /// on one create in `RECENT_TRIM_EVERY` the trim that keeps the list near
+    /// `RECENT_SESSIONS_PER_PARTITION`. Both O(1).
+    fn recent_index_commands(&self, key: &str, id: &str) -> Vec<redis::Cmd> {
+        let mut add = redis::Cmd::with_capacity(3, key.len() + 40);
+        add.arg("LPUSH").arg(key).arg(id);
+        let n = self
+            .untrimmed
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        if n % RECENT_TRIM_EVERY != 0 {
+            return vec![add];
+        }
+        let mut trim = redis::Cmd::with_capacity(4, key.len() + 16);
+        trim.arg("LTRIM")
+            .arg(key)
+            .arg(0)
+            .arg(RECENT_SESSIONS_PER_PARTITION as i64 - 1);
+        vec![add, trim]
+    }
+
     /// A session whose link goes to a chat channel: the grant is checked first (a link must not
     /// be posted for a session taken back a moment later), then the session, its deadline, its
     /// delivery record and the outbox item that posts the link are written in one MULTI/EXEC.
@@ -744,14 +828,12 @@ impl RedisStore {
         let ttl = ms(record_ttl(session, session.updated_at, new.retention));
         let now = unix_ms(session.updated_at);
         let recent = self.recent_key(p, &spec.bot);
-        let [index, trim] = recent_index_commands(&recent, &spec.id.to_string());
-        redis::pipe()
-            .atomic()
-            .add_command(index)
-            .ignore()
-            .add_command(trim)
-            .ignore()
-            .cmd("SET")
+        let mut pipe = redis::pipe();
+        pipe.atomic();
+        for cmd in self.recent_index_commands(&recent, &spec.id.to_string()) {
+            pipe.add_command(cmd).ignore();
+        }
+        pipe.cmd("SET")
             .arg(self.delivery_key(spec.id))
             .arg(to_json(state))
             .arg("PX")
@@ -784,19 +866,6 @@ impl RedisStore {
         self.hub.outbox.notify_one();
         Ok(CreateOutcome::Created)
     }
-}
-
-/// The session's entry in its bot's recent-session index (`key`, its partition's part), and the
-/// trim that keeps only the newest `RECENT_SESSIONS_PER_PARTITION` there. Both O(1).
-fn recent_index_commands(key: &str, id: &str) -> [redis::Cmd; 2] {
-    let mut add = redis::Cmd::with_capacity(3, key.len() + 40);
-    add.arg("LPUSH").arg(key).arg(id);
-    let mut trim = redis::Cmd::with_capacity(4, key.len() + 16);
-    trim.arg("LTRIM")
-        .arg(key)
-        .arg(0)
-        .arg(RECENT_SESSIONS_PER_PARTITION as i64 - 1);
-    [add, trim]
 }
 
 /// Keeps one pub/sub subscription alive and forwards change notices to the hub. After a lost
@@ -1277,7 +1346,8 @@ impl Store for RedisStore {
             let mut conn = self.conn();
             let key = self.recent_key(p, bot);
             async move {
-                let ids: Vec<String> = conn.lrange(&key, 0, -1).await?;
+                let newest = RECENT_SESSIONS_PER_PARTITION as isize - 1;
+                let ids: Vec<String> = conn.lrange(&key, 0, newest).await?;
                 Ok::<_, redis::RedisError>((key, ids))
             }
         }))
@@ -1839,11 +1909,13 @@ impl Store for RedisStore {
         max: usize,
     ) -> Result<Vec<SessionId>, StoreError> {
         let ids: Vec<String> = self
-            .claim_deadlines
+            .claim_expiries
             .key(self.deadlines_key(partition))
+            .key(self.deadline_seconds_key(partition))
             .arg(unix_ms(now))
             .arg(unix_ms(now) + ms(lease) as i64)
             .arg(max)
+            .arg(self.deadline_second_key(partition, ""))
             .invoke_async(&mut self.conn())
             .await
             .map_err(unavailable)?;
