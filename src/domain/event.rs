@@ -5,7 +5,6 @@ use serde::{Deserialize, Serialize};
 use serde_json::json;
 use time::OffsetDateTime;
 use url::Url;
-use uuid::Uuid;
 
 use super::grant::Identity;
 use super::session::{Session, Status};
@@ -156,7 +155,7 @@ impl Event {
     }
 
     fn new_id(p: crate::domain::Partition) -> String {
-        format!("evt_{:02x}{}", p.index(), Uuid::now_v7().simple())
+        format!("evt_{:02x}{}", p.index(), super::ids::uuid_v7().simple())
     }
 
     /// A `connection.*` event about a grant (reauth required, revoked). Goes to the bot's webhook.

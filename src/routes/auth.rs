@@ -35,29 +35,42 @@ impl FromRequestParts<AppState> for Caller {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
-        let key = bearer(&parts.headers).ok_or(ApiError::Unauthorized)?;
-        let hash = sha256_hex(key.as_bytes());
-        if ct_eq(&hash, &state.config.operator_key_sha256) {
-            return Ok(Caller::Operator);
-        }
-        let key = state
-            .store
-            .find_api_key(&hash)
-            .await?
-            .ok_or(ApiError::Unauthorized)?;
+        let caller = match parts.extensions.remove::<Proven>() {
+            Some(Proven(caller)) => caller,
+            None => {
+                let key = bearer(&parts.headers).ok_or(ApiError::Unauthorized)?;
+                let hash = sha256_hex(key.as_bytes());
+                if ct_eq(&hash, &state.config.operator_key_sha256) {
+                    return Ok(Caller::Operator);
+                }
+                let key = state
+                    .store
+                    .find_api_key(&hash)
+                    .await?
+                    .ok_or(ApiError::Unauthorized)?;
+                Caller::Bot(key)
+            }
+        };
         // Another bot's path: answered before anything else (body validation included) looks
         // at the request, exactly as if that bot did not exist.
-        let path_bot = parts
-            .uri
-            .path()
-            .strip_prefix("/v1/bots/")
-            .map(|rest| rest.split('/').next().unwrap_or(""));
-        if path_bot.is_some_and(|b| b != key.bot.as_str()) {
-            return Err(ApiError::NotFound("bot"));
+        if let Caller::Bot(key) = &caller {
+            let path_bot = parts
+                .uri
+                .path()
+                .strip_prefix("/v1/bots/")
+                .map(|rest| rest.split('/').next().unwrap_or(""));
+            if path_bot.is_some_and(|b| b != key.bot.as_str()) {
+                return Err(ApiError::NotFound("bot"));
+            }
         }
-        Ok(Caller::Bot(key))
+        Ok(caller)
     }
 }
+
+/// The caller the rate limiter already identified from this request's key (a request
+/// extension: only the server sets those), so that the key is hashed and looked up once.
+#[derive(Clone)]
+pub struct Proven(pub Caller);
 
 impl Caller {
     /// Runtime access to `bot`: the operator, or any key of that bot.

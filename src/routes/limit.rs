@@ -11,10 +11,11 @@
 use std::net::IpAddr;
 
 use axum::extract::{ConnectInfo, Request, State};
-use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
+use axum::http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 
+use super::auth::Caller;
 use super::pages::{Lang, Msg, Page};
 use crate::config::RateLimits;
 use crate::crypto::{ct_eq, sha256_hex};
@@ -47,7 +48,7 @@ fn per_minute(limit: u32) -> Quota {
 /// The client's address: the connection's, or behind `trusted_proxy_hops` proxies the
 /// `X-Forwarded-For` entry that many places from its end (the address the nearest trusted proxy
 /// saw). A header it cannot use falls back to the connection's address.
-fn client_address(limits: &RateLimits, req: &Request) -> String {
+fn client_address(limits: &RateLimits, req: &Request) -> Option<IpAddr> {
     let peer = req
         .extensions()
         .get::<ConnectInfo<Peer>>()
@@ -55,9 +56,7 @@ fn client_address(limits: &RateLimits, req: &Request) -> String {
     let forwarded = (limits.trusted_proxy_hops > 0)
         .then(|| forwarded_for(req.headers(), limits.trusted_proxy_hops))
         .flatten();
-    forwarded
-        .or(peer)
-        .map_or_else(|| "unknown".to_owned(), |ip| ip.to_string())
+    forwarded.or(peer)
 }
 
 fn forwarded_for(headers: &HeaderMap, hops: usize) -> Option<IpAddr> {
@@ -77,7 +76,8 @@ struct Seen {
     path: String,
     post: bool,
     bearer: Option<String>,
-    client: String,
+    /// Made text only for the limits that count by address.
+    client: Option<IpAddr>,
 }
 
 fn seen(limits: &RateLimits, req: &Request) -> Seen {
@@ -90,54 +90,65 @@ fn seen(limits: &RateLimits, req: &Request) -> Seen {
     }
 }
 
-async fn bucket(state: &AppState, r: Seen) -> Option<Bucket> {
+/// The bucket a request counts against, and the caller its key proved (handed to the `Caller`
+/// extractor, so that the key is hashed and looked up once per request).
+async fn bucket(state: &AppState, r: Seen) -> (Option<Bucket>, Option<Caller>) {
     let limits = &state.config.rate_limits;
     let path = r.path.as_str();
     let by_address = |class, limit, browser| Bucket {
         class,
-        id: r.client.clone(),
+        id: r
+            .client
+            .map_or_else(|| "unknown".to_owned(), |ip| ip.to_string()),
         quota: per_minute(limit),
         browser,
     };
     if path.starts_with("/l/") || path.starts_with("/oauth/") {
-        return Some(by_address("browser", limits.browser_per_minute, true));
+        return (
+            Some(by_address("browser", limits.browser_per_minute, true)),
+            None,
+        );
     }
     if path == "/console/sign-in" && r.post {
-        return Some(by_address("sign_in", limits.sign_in_per_minute, true));
+        return (
+            Some(by_address("sign_in", limits.sign_in_per_minute, true)),
+            None,
+        );
     }
     if !path.starts_with("/v1/") {
-        return None;
+        return (None, None);
     }
     let unauthenticated =
         || by_address("unauthenticated", limits.unauthenticated_per_minute, false);
     let Some(key) = &r.bearer else {
-        return Some(unauthenticated());
+        return (Some(unauthenticated()), None);
     };
     let hash = sha256_hex(key.as_bytes());
     if ct_eq(&hash, &state.config.operator_key_sha256) {
-        return Some(Bucket {
+        let bucket = Bucket {
             class: "operator",
             id: "operator".into(),
             quota: per_minute(limits.operator_per_minute),
             browser: false,
-        });
+        };
+        return (Some(bucket), Some(Caller::Operator));
     }
-    // The same (cached) lookup the caller's extractor then makes.
     match state.store.find_api_key(&hash).await {
         Ok(Some(k)) => {
             let (class, limit) = match k.role {
                 KeyRole::Admin => ("admin", limits.admin_per_minute),
                 KeyRole::Runtime => ("runtime", limits.runtime_per_minute),
             };
-            Some(Bucket {
+            let bucket = Bucket {
                 class,
                 id: k.id.clone(),
                 quota: per_minute(limit),
                 browser: false,
-            })
+            };
+            (Some(bucket), Some(Caller::Bot(k)))
         }
-        Ok(None) => Some(unauthenticated()),
-        Err(_) => None,
+        Ok(None) => (Some(unauthenticated()), None),
+        Err(_) => (None, None),
     }
 }
 
@@ -145,7 +156,12 @@ pub async fn layer(State(state): State<AppState>, req: Request, next: Next) -> R
     if !state.config.rate_limits.enabled {
         return next.run(req).await;
     }
-    let Some(b) = bucket(&state, seen(&state.config.rate_limits, &req)).await else {
+    let (b, caller) = bucket(&state, seen(&state.config.rate_limits, &req)).await;
+    let mut req = req;
+    if let Some(caller) = caller {
+        req.extensions_mut().insert(super::auth::Proven(caller));
+    }
+    let Some(b) = b else {
         return next.run(req).await;
     };
     let key = format!("{}:{}", b.class, b.id);
@@ -234,20 +250,37 @@ fn refused(b: &Bucket, v: &Verdict, lang: Lang) -> Response {
     resp
 }
 
+const RATELIMIT_POLICY: HeaderName = HeaderName::from_static("ratelimit-policy");
+const RATELIMIT: HeaderName = HeaderName::from_static("ratelimit");
+
 /// `RateLimit-Policy` and `RateLimit` (draft-ietf-httpapi-ratelimit-headers): the quota, and
 /// what is left of it with the seconds until it is whole (or, refused, until the next request).
+/// Put together by hand: on every API response, `format!` and a header name parsed from text
+/// each time were a visible cost.
 fn set_headers(h: &mut HeaderMap, b: &Bucket, v: &Verdict) {
-    let policy = format!(
-        "\"{}\";q={};w={}",
-        b.class,
-        b.quota.limit,
-        b.quota.window.as_secs()
-    );
-    let now = format!("\"{}\";r={};t={}", b.class, v.remaining, seconds(v.reset));
-    for (name, value) in [("ratelimit-policy", policy), ("ratelimit", now)] {
-        if let Ok(value) = HeaderValue::from_str(&value) {
-            h.insert(name, value);
+    let mut n = itoa::Buffer::new();
+    let mut value = String::with_capacity(48);
+    let mut quoted = |value: &mut String, parts: [(&str, u64); 2]| {
+        value.clear();
+        value.push('"');
+        value.push_str(b.class);
+        value.push('"');
+        for (key, number) in parts {
+            value.push_str(key);
+            value.push_str(n.format(number));
         }
+        HeaderValue::from_str(value)
+    };
+    let policy = [
+        (";q=", u64::from(b.quota.limit)),
+        (";w=", b.quota.window.as_secs()),
+    ];
+    if let Ok(policy) = quoted(&mut value, policy) {
+        h.insert(RATELIMIT_POLICY, policy);
+    }
+    let now = [(";r=", u64::from(v.remaining)), (";t=", seconds(v.reset))];
+    if let Ok(now) = quoted(&mut value, now) {
+        h.insert(RATELIMIT, now);
     }
 }
 

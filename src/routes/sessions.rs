@@ -441,8 +441,11 @@ pub(crate) async fn store_session(
         .await?;
     if let CreateOutcome::Created = outcome {
         tracing::info!(session_id = %spec.id, bot = %spec.bot, integration = %spec.integration, "auth session created");
-        metrics::counter!("authlink_session_transitions_total", "status" => "pending", "code" => "")
-            .increment(1);
+        // The series' handle, looked up once (a lookup builds and hashes its labels).
+        static CREATED: std::sync::LazyLock<metrics::Counter> = std::sync::LazyLock::new(
+            || metrics::counter!("authlink_session_transitions_total", "status" => "pending", "code" => ""),
+        );
+        CREATED.increment(1);
     }
     Ok((outcome, queued))
 }

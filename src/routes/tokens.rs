@@ -432,16 +432,27 @@ fn ended(
     crate::error::problem(StatusCode::GONE, code, &text, ext)
 }
 
+/// The token answer, serialized straight from the grant (no intermediate `Value`: this is the
+/// most frequent response of all).
+#[derive(serde::Serialize)]
+struct TokenView<'a> {
+    access_token: &'a str,
+    expires_at: Option<String>,
+    identity: &'a crate::domain::grant::Identity,
+    instance_url: Option<&'a str>,
+    scopes: &'a [String],
+    token_type: &'a str,
+}
+
 fn token_response(grant: &Grant, tokens: &Tokens) -> Response {
-    let mut resp = Json(json!({
-        "access_token": refresh::expose(tokens),
-        "token_type": tokens.token_type,
-        "expires_at": grant.access_expires_at.map(crate::clock::rfc3339::format),
-        "instance_url": grant.instance_url,
-        "scopes": grant.scopes,
-        "identity": grant.identity,
-    }))
-    .into_response();
+    let mut resp = super::json_response(&TokenView {
+        access_token: refresh::expose(tokens),
+        expires_at: grant.access_expires_at.map(crate::clock::rfc3339::format),
+        identity: &grant.identity,
+        instance_url: grant.instance_url.as_deref(),
+        scopes: &grant.scopes,
+        token_type: &tokens.token_type,
+    });
     resp.headers_mut()
         .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
     resp

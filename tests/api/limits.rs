@@ -288,6 +288,9 @@ async fn batched_permits_never_let_more_through_than_the_quota_across_replicas()
     let app = app_with(limits(quota, 100, 100, 0), Backend::Redis).await;
     let other = app.replica().await;
     let key = app.setup_bot("acme").await;
+    // Frozen (for both: they share the clock), so that no permit is earned back while the calls
+    // run: the quota is then an exact ceiling.
+    app.state.clock.freeze();
     let replicas = [&app, &other];
     let statuses: Vec<StatusCode> = futures_util::stream::StreamExt::collect(
         futures_util::stream::StreamExt::buffer_unordered(
