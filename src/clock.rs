@@ -116,7 +116,48 @@ pub mod rfc3339 {
 
     pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<OffsetDateTime, D::Error> {
         let s = <&str>::deserialize(d)?;
-        OffsetDateTime::parse(s, &Rfc3339).map_err(serde::de::Error::custom)
+        parse(s).map_err(serde::de::Error::custom)
+    }
+
+    /// RFC 3339. The form `format` writes (`YYYY-MM-DDTHH:MM:SS.mmmZ`, every timestamp in a
+    /// record) is read digit by digit; anything else goes to the general parser. Grants carry
+    /// several, and they are read on every token request.
+    pub fn parse(s: &str) -> Result<OffsetDateTime, time::error::Parse> {
+        own(s.as_bytes()).map_or_else(|| OffsetDateTime::parse(s, &Rfc3339), Ok)
+    }
+
+    fn own(b: &[u8]) -> Option<OffsetDateTime> {
+        let shape = b.len() == 24
+            && b[4] == b'-'
+            && b[7] == b'-'
+            && b[10] == b'T'
+            && b[13] == b':'
+            && b[16] == b':'
+            && b[19] == b'.'
+            && b[23] == b'Z';
+        if !shape {
+            return None;
+        }
+        let num = |from: usize, to: usize| -> Option<u32> {
+            b[from..to].iter().try_fold(0u32, |n, &c| {
+                c.is_ascii_digit().then(|| n * 10 + u32::from(c - b'0'))
+            })
+        };
+        let month = time::Month::try_from(u8::try_from(num(5, 7)?).ok()?).ok()?;
+        let date = time::Date::from_calendar_date(
+            i32::try_from(num(0, 4)?).ok()?,
+            month,
+            u8::try_from(num(8, 10)?).ok()?,
+        )
+        .ok()?;
+        let t = time::Time::from_hms_milli(
+            u8::try_from(num(11, 13)?).ok()?,
+            u8::try_from(num(14, 16)?).ok()?,
+            u8::try_from(num(17, 19)?).ok()?,
+            u16::try_from(num(20, 23)?).ok()?,
+        )
+        .ok()?;
+        Some(time::PrimitiveDateTime::new(date, t).assume_utc())
     }
 
     pub mod option {
@@ -136,7 +177,7 @@ pub mod rfc3339 {
             d: D,
         ) -> Result<Option<OffsetDateTime>, D::Error> {
             let s = Option::<&str>::deserialize(d)?;
-            s.map(|s| OffsetDateTime::parse(s, &Rfc3339).map_err(serde::de::Error::custom))
+            s.map(|s| super::parse(s).map_err(serde::de::Error::custom))
                 .transpose()
         }
     }
@@ -154,6 +195,35 @@ pub mod rfc3339 {
             assert_eq!(back, now);
             let offset = time::macros::datetime!(2026-01-05 03:04:05 +02:00);
             assert_eq!(format(offset), "2026-01-05T01:04:05.000Z");
+        }
+
+        #[test]
+        fn parses_its_own_form_and_any_other_rfc3339_alike() {
+            for text in [
+                "2026-01-05T03:04:05.067Z",
+                "1999-12-31T23:59:59.999Z",
+                "2024-02-29T00:00:00.000Z",
+                "2026-01-05T03:04:05Z",
+                "2026-01-05T05:04:05.067+02:00",
+                "2026-01-05T03:04:05.067891Z",
+            ] {
+                assert_eq!(
+                    parse(text).unwrap(),
+                    OffsetDateTime::parse(text, &Rfc3339).unwrap(),
+                    "{text}"
+                );
+            }
+            for bad in [
+                "2026-13-05T03:04:05.067Z",
+                "2025-02-29T03:04:05.067Z",
+                "2026-01-05T24:04:05.067Z",
+                "2026-01-05T03:04:05.06xZ",
+                "",
+            ] {
+                assert!(parse(bad).is_err(), "{bad}");
+            }
+            let now = crate::clock::now();
+            assert_eq!(parse(&format(now)).unwrap(), now);
         }
     }
 }

@@ -982,20 +982,18 @@ fn outcome_json(error: Option<&SessionError>, binding: Option<&BindingResult>) -
 /// ms, the outcome JSON (or nothing) and the spec JSON, one per line. JSON never holds a raw
 /// newline, and the Lua transition reads the first two fields and rewrites the first four.
 fn session_record(s: &Session) -> Vec<u8> {
-    use std::io::Write as _;
     // Written straight into one buffer (the spec is most of it): no intermediate strings.
     let mut out = Vec::with_capacity(512);
-    let header = write!(
-        out,
-        "{}\n{}\n{}\n",
-        s.status.as_str(),
-        unix_ms(s.spec.expires_at),
-        unix_ms(s.updated_at)
-    );
+    let mut n = itoa::Buffer::new();
+    out.extend_from_slice(s.status.as_str().as_bytes());
+    out.push(b'\n');
+    out.extend_from_slice(n.format(unix_ms(s.spec.expires_at)).as_bytes());
+    out.push(b'\n');
+    out.extend_from_slice(n.format(unix_ms(s.updated_at)).as_bytes());
+    out.push(b'\n');
     let error = write_outcome(&mut out, s.error.as_ref(), s.binding.as_ref());
     out.push(b'\n');
     let spec = serde_json::to_writer(&mut out, &s.spec);
-    header.expect("writing to a Vec");
     error.and(spec).expect("store records serialize");
     out
 }
