@@ -885,7 +885,7 @@ async fn main() {
     if a.serve {
         let scripts = write_scripts(dir.path(), &key);
         println!(
-            "authlink pid {} at {}; baseline at {baseline}\n  wrk -t2 -c64 -d10s --latency -s {} {}/v1/bots/{BOT}/auth-sessions\n  wrk -t2 -c64 -d10s --latency -s {} {}/v1/bots/{BOT}/integrations/crm/access-token\nCtrl-C to stop.",
+            "authlink pid {} at {}; baseline at {baseline}\n  wrk -t2 -c64 -d10s --latency -s {} {}/v1/bots/{BOT}/auth-sessions\n  wrk -t2 -c64 -d10s --latency -s {} {}/v1/bots/{BOT}/integrations/crm/access-token\nCtrl-C (or kill) to stop.",
             daemon.proc.0.id(),
             daemon.base,
             scripts.create.display(),
@@ -893,7 +893,14 @@ async fn main() {
             scripts.token.display(),
             daemon.base,
         );
-        tokio::signal::ctrl_c().await.unwrap();
+        // Ctrl-C or a plain `kill`: either way the Redis, provider and daemons started here stop
+        // with it (their handles stop them when dropped).
+        let mut term =
+            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).unwrap();
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {}
+            _ = term.recv() => {}
+        }
         return;
     }
     if a.wrk {
