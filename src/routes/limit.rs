@@ -152,36 +152,43 @@ async fn bucket(state: &AppState, r: Seen) -> (Option<Bucket>, Option<Caller>) {
     }
 }
 
-pub async fn layer(State(state): State<AppState>, req: Request, next: Next) -> Response {
-    if !state.config.rate_limits.enabled {
-        return next.run(req).await;
-    }
-    let (b, caller) = bucket(&state, seen(&state.config.rate_limits, &req)).await;
-    let mut req = req;
-    if let Some(caller) = caller {
-        req.extensions_mut().insert(super::auth::Proven(caller));
-    }
-    let Some(b) = b else {
-        return next.run(req).await;
-    };
-    let key = format!("{}:{}", b.class, b.id);
-    let verdict = match verdict(&state, &key, b.quota).await {
-        Ok(v) => v,
-        Err(e) => {
-            metrics::counter!("authlink_rate_limit_errors_total").increment(1);
-            tracing::warn!(error = %e, "rate limit unavailable; request let through");
+/// The middleware. Not an `async fn`: that would keep a second copy of the request in its
+/// future, and this future lives as long as the request (a long-poll's, minutes).
+#[allow(clippy::manual_async_fn)]
+pub fn layer(
+    State(state): State<AppState>,
+    mut req: Request,
+    next: Next,
+) -> impl Future<Output = Response> + Send {
+    async move {
+        if !state.config.rate_limits.enabled {
             return next.run(req).await;
         }
-    };
-    let mut resp = if verdict.allowed {
-        next.run(req).await
-    } else {
-        metrics::counter!("authlink_rate_limited_total", "class" => b.class).increment(1);
-        tracing::info!(class = b.class, "rate limited");
-        refused(&b, &verdict, Lang::pick(None, req.headers()))
-    };
-    set_headers(resp.headers_mut(), &b, &verdict);
-    resp
+        let (b, caller) = bucket(&state, seen(&state.config.rate_limits, &req)).await;
+        if let Some(caller) = caller {
+            req.extensions_mut().insert(super::auth::Proven(caller));
+        }
+        let Some(b) = b else {
+            return next.run(req).await;
+        };
+        let verdict = match verdict(&state, &format!("{}:{}", b.class, b.id), b.quota).await {
+            Ok(v) => v,
+            Err(e) => {
+                metrics::counter!("authlink_rate_limit_errors_total").increment(1);
+                tracing::warn!(error = %e, "rate limit unavailable; request let through");
+                return next.run(req).await;
+            }
+        };
+        let mut resp = if verdict.allowed {
+            next.run(req).await
+        } else {
+            metrics::counter!("authlink_rate_limited_total", "class" => b.class).increment(1);
+            tracing::info!(class = b.class, "rate limited");
+            refused(&b, &verdict, Lang::pick(None, req.headers()))
+        };
+        set_headers(resp.headers_mut(), &b, &verdict);
+        resp
+    }
 }
 
 /// A permit this replica already holds for `key`, or one store step (taking a few more when the

@@ -770,26 +770,83 @@ pub async fn status(
             state.config.max_wait.as_secs()
         )));
     }
-    let session = load(&state, &caller, &bot, &id).await?;
-    let session = wait_until_settled(&state, session, wait).await?;
-    respond(&state, &session, state.clock.now(), false).await
+    // The steps around the wait are boxed, and sessions are passed boxed: a parked long-poll's
+    // future holds the session id, not the 768-byte session (with thousands parked at once).
+    let id = match Box::pin(open(&state, &caller, &bot, &id, wait)).await? {
+        Opened::Answered(response) => return Ok(response),
+        Opened::Open(id) => id,
+    };
+    let session = wait_until_settled(&state, id, wait).await?;
+    Box::pin(async move { respond(&state, &session, state.clock.now(), false).await }).await
 }
 
-/// Hold until `session` leaves `pending`/`in_progress` (woken by a change on any replica, or by
-/// its expiry), `wait` passes, or the daemon stops; the session as it then stands.
+/// A status request's first step: answered at once, or a session to wait for.
+enum Opened {
+    Answered(Response),
+    Open(SessionId),
+}
+
+/// Load the session; answer with it unless it is still open and the caller asked to `wait`.
+async fn open(
+    state: &AppState,
+    caller: &Caller,
+    bot: &str,
+    id: &str,
+    wait: Duration,
+) -> Result<Opened, ApiError> {
+    let session = load(state, caller, bot, id).await?;
+    let now = state.clock.now();
+    let session = settle_expiry(state, session, now).await?;
+    if !wait.is_zero() && still_open(&session, now) && !state.shutdown.is_cancelled() {
+        return Ok(Opened::Open(session.spec.id));
+    }
+    Ok(Opened::Answered(
+        respond(state, &session, now, false).await?,
+    ))
+}
+
+/// Pending or in progress: a waiting caller waits on.
+pub(crate) fn still_open(session: &Session, now: OffsetDateTime) -> bool {
+    matches!(session.status_at(now), Status::Pending | Status::InProgress)
+}
+
+/// Session `id` as it stands (its expiry recorded when due), or 404; boxed, so that a waiting
+/// caller's future has no room for a session.
+pub(crate) async fn current(
+    state: &AppState,
+    id: SessionId,
+    now: OffsetDateTime,
+) -> Result<Box<Session>, ApiError> {
+    let session = state
+        .store
+        .get_session(id)
+        .await?
+        .ok_or(ApiError::NotFound("auth session"))?;
+    Ok(Box::new(settle_expiry(state, session, now).await?))
+}
+
+/// Hold until session `id` leaves `pending`/`in_progress` (woken by a change on any replica, or
+/// by its expiry), `wait` passes, or the daemon stops; the session as it then stands. While
+/// parked this holds only the id, the deadline and the wake-up registration, and it reads the
+/// session again after every wake-up.
 pub(crate) async fn wait_until_settled(
     state: &AppState,
-    mut session: Session,
+    id: SessionId,
     wait: Duration,
-) -> Result<Session, ApiError> {
+) -> Result<Box<Session>, ApiError> {
     let deadline = tokio::time::Instant::now() + wait;
-    let listener = state.store.listen(session.spec.id);
+    let listener = state.store.listen(id);
     loop {
+        // Registered before the read: a change made after the read wakes the nap below.
         let changed = listener.next_change();
         let now = state.clock.now();
-        session = settle_expiry(state, session, now).await?;
-        let settled = !matches!(session.status_at(now), Status::Pending | Status::InProgress);
-        if settled || tokio::time::Instant::now() >= deadline || state.shutdown.is_cancelled() {
+        // Boxed: reading and settling the session is most of this future's size, and none of
+        // it is needed while parked.
+        let session = Box::pin(current(state, id, now)).await?;
+        if !still_open(&session, now)
+            || tokio::time::Instant::now() >= deadline
+            || state.shutdown.is_cancelled()
+        {
             return Ok(session);
         }
         // Wake on a change (any replica; after a lost subscription everybody is woken to
@@ -797,6 +854,7 @@ pub(crate) async fn wait_until_settled(
         let until_expiry = (session.spec.expires_at - now)
             .try_into()
             .unwrap_or(Duration::ZERO);
+        drop(session);
         let nap =
             (deadline - tokio::time::Instant::now()).min(until_expiry + Duration::from_millis(5));
         tokio::select! {
@@ -804,11 +862,6 @@ pub(crate) async fn wait_until_settled(
             // Stopping: answer now with the current status (the caller polls again elsewhere).
             _ = state.shutdown.cancelled() => {}
         }
-        session = state
-            .store
-            .get_session(session.spec.id)
-            .await?
-            .ok_or(ApiError::NotFound("auth session"))?;
     }
 }
 
@@ -869,7 +922,7 @@ pub async fn events(
     caller: Caller,
     Path((bot, id)): Path<(String, String)>,
 ) -> Result<Response, ApiError> {
-    use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
+    use axum::response::sse::{KeepAlive, Sse};
     let session = load(&state, &caller, &bot, &id).await?;
     let listener = state.store.listen(session.spec.id);
     struct Cursor {
@@ -893,34 +946,17 @@ pub async fn events(
         loop {
             let changed = c.listener.next_change();
             let now = c.state.clock.now();
-            let session = match c.state.store.get_session(c.id).await {
-                Ok(Some(s)) => crate::expiry::settle(&*c.state.store, s, now).await.ok(),
-                _ => None,
+            // Boxed: reading the session and rendering its event is most of this future's
+            // size, and a parked stream needs none of it.
+            let next = Box::pin(next_event(&c.state, c.id, &mut c.last, now)).await;
+            let until_expiry = match next {
+                Next::Event(event, done) => {
+                    drop(changed);
+                    c.done = done;
+                    return Some((Ok::<_, std::convert::Infallible>(event), c));
+                }
+                Next::Unchanged { until_expiry } => until_expiry,
             };
-            let Some(session) = session else {
-                drop(changed);
-                c.done = true;
-                let gone = SseEvent::default()
-                    .event("error")
-                    .data("{\"code\":\"not_found\"}");
-                return Some((Ok::<_, std::convert::Infallible>(gone), c));
-            };
-            let status = session.status_at(now);
-            if c.last != Some(status) {
-                drop(changed);
-                c.last = Some(status);
-                c.done = status.is_final();
-                let delivery = delivery_of(&c.state, &session).await.ok().flatten();
-                let data = serde_json::to_string(&SessionView {
-                    delivery: delivery.as_ref(),
-                    ..view_of(&c.state, &session, now, false)
-                })
-                .unwrap_or_default();
-                return Some((Ok(SseEvent::default().event("status").data(data)), c));
-            }
-            let until_expiry: Duration = (session.spec.expires_at - now)
-                .try_into()
-                .unwrap_or(Duration::ZERO);
             let shutdown = c.state.shutdown.clone();
             tokio::select! {
                 _ = tokio::time::timeout(until_expiry + Duration::from_millis(5), changed) => {}
@@ -932,6 +968,52 @@ pub async fn events(
     Ok(Sse::new(stream)
         .keep_alive(KeepAlive::default())
         .into_response())
+}
+
+/// What an event stream does after reading its session: send an event (and end the stream when
+/// it is the last), or nap until the next change or the session's expiry.
+enum Next {
+    Event(axum::response::sse::Event, bool),
+    Unchanged { until_expiry: Duration },
+}
+
+/// The event for session `id` if its status differs from `last` (then noted there); a session
+/// that is gone gets an error event, the last.
+async fn next_event(
+    state: &AppState,
+    id: SessionId,
+    last: &mut Option<Status>,
+    now: OffsetDateTime,
+) -> Next {
+    use axum::response::sse::Event as SseEvent;
+    let session = match state.store.get_session(id).await {
+        Ok(Some(s)) => crate::expiry::settle(&*state.store, s, now).await.ok(),
+        _ => None,
+    };
+    let Some(session) = session else {
+        let gone = SseEvent::default()
+            .event("error")
+            .data("{\"code\":\"not_found\"}");
+        return Next::Event(gone, true);
+    };
+    let status = session.status_at(now);
+    if *last == Some(status) {
+        let until_expiry = (session.spec.expires_at - now)
+            .try_into()
+            .unwrap_or(Duration::ZERO);
+        return Next::Unchanged { until_expiry };
+    }
+    *last = Some(status);
+    let delivery = delivery_of(state, &session).await.ok().flatten();
+    let data = serde_json::to_string(&SessionView {
+        delivery: delivery.as_ref(),
+        ..view_of(state, &session, now, false)
+    })
+    .unwrap_or_default();
+    Next::Event(
+        SseEvent::default().event("status").data(data),
+        status.is_final(),
+    )
 }
 
 #[derive(Deserialize, Default, utoipa::ToSchema)]

@@ -150,10 +150,51 @@ pub async fn access_token(
     Path((bot, integration)): Path<(String, String)>,
     body: super::JsonBody,
 ) -> Result<Response, ApiError> {
+    // The steps around an agent's wait are boxed: while a retry waits (up to 50 s, thousands
+    // at once) this future holds the checked request and a session id, not the token path's
+    // state.
+    let (request, retry) = Box::pin(checked(&state, &caller, &bot, &integration, body)).await?;
+    let retried = match retry {
+        Retry::None => None,
+        Retry::Settled(session) => Some(session),
+        Retry::Wait(id, wait) => Some(super::sessions::wait_until_settled(&state, id, wait).await?),
+    };
+    Box::pin(answer(&state, &caller, request, retried)).await
+}
+
+/// A token request, parsed and checked: what its answer needs.
+struct TokenRequest {
+    bot: std::sync::Arc<Bot>,
+    integration: std::sync::Arc<Integration>,
+    body: TokenBody,
+    tool_call: String,
+    subject: Subject,
+}
+
+/// An agent's retry: none, its session as it stands, or a wait for it to settle. (The session
+/// is boxed: this value is held beside a parked wait.)
+enum Retry {
+    None,
+    Settled(Box<Session>),
+    Wait(SessionId, std::time::Duration),
+}
+
+/// Check the caller, the integration and the body; for an agent's retry, the session it is
+/// about (cancelled first when the person declined).
+async fn checked(
+    state: &AppState,
+    caller: &Caller,
+    bot: &str,
+    integration: &str,
+    body: super::JsonBody,
+) -> Result<(TokenRequest, Retry), ApiError> {
     let (bot_record, integration) =
-        bot_and_integration(&state, &caller, &bot, &integration_name(&integration)?).await?;
+        bot_and_integration(state, caller, bot, &integration_name(integration)?).await?;
     super::sessions::in_service(&integration)?;
-    let body: TokenBody = body.parse()?;
+    let parsed: TokenBody = body.parse()?;
+    // The raw bytes share the connection's read buffer: not kept while the request waits.
+    drop(body);
+    let body = parsed;
     if body.wait.is_some_and(|w| w > MAX_AGENT_WAIT) {
         return Err(ApiError::BadRequest(format!(
             "wait must be at most {MAX_AGENT_WAIT} seconds (below MCP clients' 60 s timeout)"
@@ -165,49 +206,83 @@ pub async fn access_token(
             "tool_call must be at most 256 characters".into(),
         ));
     }
-    let user_id = body.user_id.clone();
     let subject = subject(&integration, body.user_id.clone())?;
     // An agent's retry: the session it is about, once the person finished (or `wait` passed).
-    let retried = match retried_session(&state, &integration, &subject, &body, &tool_call).await? {
+    let retry = match retried_session(state, &integration, &subject, &body, &tool_call).await? {
+        None => Retry::None,
         Some(session) => {
             let now = state.clock.now();
-            let session = match body.input_response.as_ref().map(|r| r.action) {
-                // The agent branches are boxed (here and `offer` below): the plain token
-                // request, by far the most common, then carries none of their state.
+            match body.input_response.as_ref().map(|r| r.action) {
                 Some(ElicitAction::Decline | ElicitAction::Cancel)
                     if !session.status_at(now).is_final() =>
                 {
-                    Box::pin(super::sessions::cancel_session(&state, session, now)).await?
+                    let cancelled =
+                        Box::pin(super::sessions::cancel_session(state, session, now)).await?;
+                    Retry::Settled(Box::new(cancelled))
                 }
+                // Held no longer than the deployment's long-poll limit, which the request
+                // deadline is sized for (a longer hold would be cut off as a 503).
                 _ => {
-                    // Held no longer than the deployment's long-poll limit, which the request
-                    // deadline is sized for (a longer hold would be cut off as a 503).
                     let wait = std::time::Duration::from_secs(body.wait.unwrap_or(0).into())
                         .min(state.config.max_wait);
-                    Box::pin(super::sessions::wait_until_settled(&state, session, wait)).await?
+                    let session = super::sessions::settle_expiry(state, session, now).await?;
+                    let open = super::sessions::still_open(&session, now);
+                    if open && !wait.is_zero() && !state.shutdown.is_cancelled() {
+                        Retry::Wait(session.spec.id, wait)
+                    } else {
+                        Retry::Settled(Box::new(session))
+                    }
                 }
-            };
-            let status = session.status_at(state.clock.now());
-            if let Some(end) = crate::flow::agent::terminal(&session, status) {
-                return Ok(ended(&session, status, end));
             }
-            Some(session)
         }
-        None => None,
     };
+    let request = TokenRequest {
+        bot: bot_record,
+        integration,
+        body,
+        tool_call,
+        subject,
+    };
+    Ok((request, retry))
+}
+
+/// The answer: a retried session that ended, a working token, or (for agents) the offer of a
+/// session to sign in with.
+async fn answer(
+    state: &AppState,
+    caller: &Caller,
+    request: TokenRequest,
+    retried: Option<Box<Session>>,
+) -> Result<Response, ApiError> {
+    let TokenRequest {
+        bot: bot_record,
+        integration,
+        body,
+        tool_call,
+        subject,
+    } = request;
+    if let Some(session) = &retried {
+        let status = session.status_at(state.clock.now());
+        if let Some(end) = crate::flow::agent::terminal(session, status) {
+            return Ok(ended(session, status, end));
+        }
+    }
     let agent = body.authorize.is_some() || retried.is_some();
-    let working = match working_grant(&state, &integration, &subject).await {
+    let working = match working_grant(state, &integration, &subject).await {
         Err(ApiError::AuthorizationRequired) if agent => {
-            let user = user_id.ok_or_else(|| ApiError::Invalid("user_id is required".into()))?;
+            let user = body
+                .user_id
+                .ok_or_else(|| ApiError::Invalid("user_id is required".into()))?;
             let fields = body.authorize.unwrap_or_default();
+            // Boxed: the plain token request, by far the most common, carries none of its state.
             return Box::pin(offer(
-                &state,
-                &caller,
+                state,
+                caller,
                 &bot_record,
                 &integration,
                 (&subject, user),
                 fields,
-                retried,
+                retried.map(|s| *s),
                 &tool_call,
             ))
             .await;
@@ -215,7 +290,7 @@ pub async fn access_token(
         other => other?,
     };
     let (provider, grant) = working;
-    match refresh::access_token(&state, &provider, grant, body.force_refresh).await {
+    match refresh::access_token(state, &provider, grant, body.force_refresh).await {
         Ok((grant, tokens)) => Ok(token_response(&grant, &tokens)),
         Err(TokenError::AuthorizationRequired) => Err(ApiError::AuthorizationRequired),
         Err(TokenError::Store(e)) => Err(e.into()),
