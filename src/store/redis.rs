@@ -286,6 +286,8 @@ pub struct RedisStore {
     /// Per partition, the deadline second this replica last added to `dls:` (a new session whose
     /// deadline falls in the same second does not add it again).
     deadline_seconds: Arc<[std::sync::atomic::AtomicI64; Partition::COUNT as usize]>,
+    /// The grants this replica read last, parsed (`ParsedGrants`).
+    parsed_grants: Arc<ParsedGrants>,
     /// Creates since the recent-session lists were last trimmed (they are trimmed every
     /// `RECENT_TRIM_EVERY` creates, so each holds at most that many more than its limit).
     untrimmed: Arc<std::sync::atomic::AtomicU32>,
@@ -321,6 +323,7 @@ impl RedisStore {
             hub: Arc::default(),
             cache: Arc::default(),
             deadline_seconds: Arc::default(),
+            parsed_grants: Arc::default(),
             untrimmed: Arc::default(),
             transition: Arc::new(Script::new(TRANSITION)),
             claim: Arc::new(Script::new(CLAIM)),
@@ -492,14 +495,15 @@ impl RedisStore {
         integration: &IntegrationName,
         subject: &Subject,
     ) -> Result<Option<Grant>, StoreError> {
+        let key = self.grant_key_in(p, bot, integration, subject);
         let (raw, generation): (Option<String>, Option<u64>) = redis::cmd("HMGET")
-            .arg(self.grant_key_in(p, bot, integration, subject))
+            .arg(&key)
             .arg(&["j", "gen"])
             .query_async(&mut self.conn())
             .await
             .map_err(unavailable)?;
         let Some(raw) = raw else { return Ok(None) };
-        let mut grant: Grant = from_json("grant", &raw)?;
+        let mut grant = self.parsed_grants.parse(key, raw)?;
         grant.generation = generation.unwrap_or(0);
         Ok(Some(grant))
     }
@@ -767,6 +771,34 @@ impl RedisStore {
         Ok(CreateOutcome::AlreadyAuthorized(Box::new(from_json(
             "grant", &grant,
         )?)))
+    }
+}
+
+/// The last record read of each grant this replica serves, with its parse: a token request reads
+/// its grant every time (that is how a refresh on another replica is seen at once), and the same
+/// bytes come back until the grant changes. Reading the JSON was the largest part of a token
+/// request (callgrind). Only text identical to the stored one is answered from here, so nothing
+/// can be stale; what is kept is what Redis holds (tokens sealed). Bounded: emptied when full.
+#[derive(Default)]
+struct ParsedGrants(std::sync::Mutex<std::collections::HashMap<String, (String, Grant)>>);
+
+impl ParsedGrants {
+    const MAX: usize = 1_000;
+
+    fn parse(&self, key: String, raw: String) -> Result<Grant, StoreError> {
+        let lock = || self.0.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some((seen, grant)) = lock().get(&key)
+            && *seen == raw
+        {
+            return Ok(grant.clone());
+        }
+        let grant: Grant = from_json("grant", &raw)?;
+        let mut map = lock();
+        if map.len() >= Self::MAX {
+            map.clear();
+        }
+        map.insert(key, (raw, grant.clone()));
+        Ok(grant)
     }
 }
 
