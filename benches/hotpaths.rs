@@ -18,6 +18,15 @@
 //! Options (after `--`): `--rounds N` (3), `--seconds S` per wrk run (10), `--parked N` (10000),
 //! `--herd N` (1000), `--skip-wrk`, `--skip-parked`; `--serve` sets everything up, prints the
 //! wrk commands and waits (for `perf record -p` by hand).
+//!
+//! Profiling: `AUTHLINK_BENCH_WRAP` runs the daemon under another program. For a breakdown by
+//! function build the `profiling` profile (the release build in codegen units, with line
+//! tables), e.g. `RUSTFLAGS="-C force-frame-pointers=yes" cargo bench --profile profiling
+//! --bench hotpaths -- --serve` for `perf record -g`, or with
+//! `AUTHLINK_BENCH_WRAP="valgrind --tool=callgrind --compress-strings=no
+//! --callgrind-out-file=/tmp/cg.%p"` for instruction counts (`callgrind_control -z` / `-d` around
+//! a `wrk -t1 -c4` run; this machine's perf has no hardware counters). Under valgrind SHA-256
+//! runs without the CPU's SHA extensions, so it weighs several times what it does natively.
 
 #[path = "../tests/api/provider.rs"]
 mod provider;
