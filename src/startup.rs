@@ -196,12 +196,14 @@ async fn serve(
             TokioIo::new(io),
             hyper_util::service::TowerToHyperService::new(svc),
         );
-        let conn = graceful.watch(conn);
-        tokio::spawn(async move {
-            if let Err(e) = conn.await {
+        // A map, not an `async move` block awaiting `conn`: the block would hold the
+        // connection twice (captured, and moved into the await), for the connection's life.
+        let conn = futures_util::FutureExt::map(graceful.watch(conn), |ended| {
+            if let Err(e) = ended {
                 tracing::debug!(error = %e, "connection ended with an error");
             }
         });
+        tokio::spawn(conn);
     }
     drop(listener);
     graceful.shutdown().await;

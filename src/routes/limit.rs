@@ -8,11 +8,13 @@
 //! and `RateLimit-Policy` headers. The webhook and channel workers send, they are never limited.
 //! A store that cannot answer does not stop traffic (fail open, counted).
 
+use std::future::Future;
 use std::net::IpAddr;
+use std::pin::Pin;
+use std::task::{Context, Poll, ready};
 
-use axum::extract::{ConnectInfo, Request, State};
+use axum::extract::{ConnectInfo, Request};
 use axum::http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode, header};
-use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 
 use super::auth::Caller;
@@ -152,42 +154,153 @@ async fn bucket(state: &AppState, r: Seen) -> (Option<Bucket>, Option<Caller>) {
     }
 }
 
-/// The middleware. Not an `async fn`: that would keep a second copy of the request in its
-/// future, and this future lives as long as the request (a long-poll's, minutes).
-#[allow(clippy::manual_async_fn)]
-pub fn layer(
-    State(state): State<AppState>,
-    mut req: Request,
-    next: Next,
-) -> impl Future<Output = Response> + Send {
-    async move {
-        if !state.config.rate_limits.enabled {
-            return next.run(req).await;
+/// The middleware, as a tower layer: its future is small and unboxed (a from_fn middleware's
+/// future holds the whole request twice for as long as the request runs, a long-poll's for
+/// minutes). Rate limits off: the request goes straight through.
+#[derive(Clone)]
+pub struct RateLimitLayer {
+    state: AppState,
+}
+
+impl RateLimitLayer {
+    pub fn new(state: AppState) -> Self {
+        Self { state }
+    }
+}
+
+impl<S> tower::Layer<S> for RateLimitLayer {
+    type Service = RateLimit<S>;
+    fn layer(&self, inner: S) -> RateLimit<S> {
+        RateLimit {
+            inner,
+            state: self.state.clone(),
         }
-        let (b, caller) = bucket(&state, seen(&state.config.rate_limits, &req)).await;
-        if let Some(caller) = caller {
-            req.extensions_mut().insert(super::auth::Proven(caller));
+    }
+}
+
+#[derive(Clone)]
+pub struct RateLimit<S> {
+    inner: S,
+    state: AppState,
+}
+
+impl<S> tower::Service<Request> for RateLimit<S>
+where
+    S: tower::Service<Request, Response = Response> + Clone,
+{
+    type Response = Response;
+    type Error = S::Error;
+    type Future = Limited<S, S::Future>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), S::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, req: Request) -> Self::Future {
+        if !self.state.config.rate_limits.enabled {
+            return Limited::Running {
+                inner: self.inner.call(req),
+                headers: None,
+            };
         }
-        let Some(b) = b else {
-            return next.run(req).await;
-        };
-        let verdict = match verdict(&state, &format!("{}:{}", b.class, b.id), b.quota).await {
-            Ok(v) => v,
-            Err(e) => {
-                metrics::counter!("authlink_rate_limit_errors_total").increment(1);
-                tracing::warn!(error = %e, "rate limit unavailable; request let through");
-                return next.run(req).await;
+        // The service that was made ready goes with the request; a clone stays for the next.
+        let ready = self.inner.clone();
+        let inner = std::mem::replace(&mut self.inner, ready);
+        let seen = seen(&self.state.config.rate_limits, &req);
+        Limited::Deciding {
+            decision: Box::pin(decide(self.state.clone(), seen)),
+            req: Some(req),
+            inner,
+        }
+    }
+}
+
+/// The limiter's answer for a request: its bucket and verdict, or `None` (not limited, or the
+/// store could not say: let through); and the caller its key proved, if any.
+type Decision = (Option<(Bucket, Verdict)>, Option<Caller>);
+
+pin_project_lite::pin_project! {
+    /// Deciding (boxed, and gone once decided), then the request running with the headers to
+    /// add to its response.
+    #[project = LimitedProj]
+    pub enum Limited<S, F> {
+        Deciding {
+            decision: std::pin::Pin<Box<dyn Future<Output = Decision> + Send>>,
+            req: Option<Request>,
+            inner: S,
+        },
+        Running {
+            #[pin]
+            inner: F,
+            headers: Option<(Bucket, Verdict)>,
+        },
+    }
+}
+
+impl<S> Future for Limited<S, S::Future>
+where
+    S: tower::Service<Request, Response = Response>,
+{
+    type Output = Result<Response, S::Error>;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        loop {
+            match self.as_mut().project() {
+                LimitedProj::Deciding {
+                    decision,
+                    req,
+                    inner,
+                } => {
+                    let (decided, caller) = ready!(decision.as_mut().poll(cx));
+                    let mut req = req
+                        .take()
+                        .expect("a deciding request is there until decided");
+                    if let Some(caller) = caller {
+                        req.extensions_mut().insert(super::auth::Proven(caller));
+                    }
+                    let running = match decided {
+                        None => Limited::Running {
+                            inner: inner.call(req),
+                            headers: None,
+                        },
+                        Some((b, verdict)) if verdict.allowed => Limited::Running {
+                            inner: inner.call(req),
+                            headers: Some((b, verdict)),
+                        },
+                        Some((b, verdict)) => {
+                            metrics::counter!("authlink_rate_limited_total", "class" => b.class)
+                                .increment(1);
+                            tracing::info!(class = b.class, "rate limited");
+                            let mut resp = refused(&b, &verdict, Lang::pick(None, req.headers()));
+                            set_headers(resp.headers_mut(), &b, &verdict);
+                            return Poll::Ready(Ok(resp));
+                        }
+                    };
+                    self.set(running);
+                }
+                LimitedProj::Running { inner, headers } => {
+                    let mut resp = ready!(inner.poll(cx))?;
+                    if let Some(h) = headers.take() {
+                        set_headers(resp.headers_mut(), &h.0, &h.1);
+                    }
+                    return Poll::Ready(Ok(resp));
+                }
             }
-        };
-        let mut resp = if verdict.allowed {
-            next.run(req).await
-        } else {
-            metrics::counter!("authlink_rate_limited_total", "class" => b.class).increment(1);
-            tracing::info!(class = b.class, "rate limited");
-            refused(&b, &verdict, Lang::pick(None, req.headers()))
-        };
-        set_headers(resp.headers_mut(), &b, &verdict);
-        resp
+        }
+    }
+}
+
+/// The bucket a request counts against and one step of its limit.
+async fn decide(state: AppState, r: Seen) -> Decision {
+    let (b, caller) = bucket(&state, r).await;
+    let Some(b) = b else { return (None, caller) };
+    match verdict(&state, &format!("{}:{}", b.class, b.id), b.quota).await {
+        Ok(v) => (Some((b, v)), caller),
+        Err(e) => {
+            metrics::counter!("authlink_rate_limit_errors_total").increment(1);
+            tracing::warn!(error = %e, "rate limit unavailable; request let through");
+            (None, caller)
+        }
     }
 }
 

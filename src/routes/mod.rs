@@ -249,6 +249,6 @@ pub fn router(state: AppState, pages: Router<AppState>) -> Router {
                 // The limit is enforced where the body is read, so that 413 is our problem+json too.
                 .layer(DefaultBodyLimit::max(config.body_limit))
                 // Innermost: limited requests are still traced, counted and time-bounded.
-                .layer(axum::middleware::from_fn_with_state(limited, limit::layer)),
+                .layer(limit::RateLimitLayer::new(limited)),
         )
 }
