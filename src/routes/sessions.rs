@@ -797,7 +797,7 @@ async fn open(
     let session = load(state, caller, bot, id).await?;
     let now = state.clock.now();
     let session = settle_expiry(state, session, now).await?;
-    if !wait.is_zero() && still_open(&session, now) && !state.shutdown.is_cancelled() {
+    if worth_waiting(state, &session, now, wait) {
         return Ok(Opened::Open(session.spec.id));
     }
     Ok(Opened::Answered(
@@ -808,6 +808,17 @@ async fn open(
 /// Pending or in progress: a waiting caller waits on.
 pub(crate) fn still_open(session: &Session, now: OffsetDateTime) -> bool {
     matches!(session.status_at(now), Status::Pending | Status::InProgress)
+}
+
+/// A caller that asked to `wait` on `session` (its expiry settled) parks: the session is still
+/// open and the daemon is not stopping.
+pub(crate) fn worth_waiting(
+    state: &AppState,
+    session: &Session,
+    now: OffsetDateTime,
+    wait: Duration,
+) -> bool {
+    !wait.is_zero() && still_open(session, now) && !state.shutdown.is_cancelled()
 }
 
 /// Session `id` as it stands (its expiry recorded when due), or 404; boxed, so that a waiting

@@ -226,8 +226,7 @@ async fn checked(
                     let wait = std::time::Duration::from_secs(body.wait.unwrap_or(0).into())
                         .min(state.config.max_wait);
                     let session = super::sessions::settle_expiry(state, session, now).await?;
-                    let open = super::sessions::still_open(&session, now);
-                    if open && !wait.is_zero() && !state.shutdown.is_cancelled() {
+                    if super::sessions::worth_waiting(state, &session, now, wait) {
                         Retry::Wait(session.spec.id, wait)
                     } else {
                         Retry::Settled(Box::new(session))

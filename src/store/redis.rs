@@ -677,7 +677,6 @@ impl RedisStore {
         let spec = &session.spec;
         let p = spec.id.partition();
         let key = self.session_key(spec.id);
-        let deadlines = self.deadlines_key(p);
         let recent = self.recent_key(p, &spec.bot);
         let id = spec.id.encode();
         let grant_key = new
@@ -710,10 +709,11 @@ impl RedisStore {
         let slot = &self.deadline_seconds[usize::from(p.index())];
         let new_second = slot.swap(second, std::sync::atomic::Ordering::Relaxed) != second;
         if new_second {
-            let mut index = redis::Cmd::with_capacity(4, deadlines.len() + 32);
+            let seconds = self.deadline_seconds_key(p);
+            let mut index = redis::Cmd::with_capacity(4, seconds.len() + 32);
             index
                 .arg("ZADD")
-                .arg(self.deadline_seconds_key(p))
+                .arg(&seconds)
                 .arg((second + 1) * 1000)
                 .arg(&second_text);
             pipe.add_command(index);
