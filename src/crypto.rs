@@ -203,15 +203,9 @@ impl EncryptionKeys {
         }
         let (nonce, ct) = blob.split_at(12);
         let cipher = &key.aead;
-        let aad = format!("{kid}|{aad}");
+        let aad = [kid.as_bytes(), b"|", aad.as_bytes()].concat();
         cipher
-            .decrypt(
-                Nonce::from_slice(nonce),
-                Payload {
-                    msg: ct,
-                    aad: aad.as_bytes(),
-                },
-            )
+            .decrypt(Nonce::from_slice(nonce), Payload { msg: ct, aad: &aad })
             .map_err(|_| OpenError)
     }
 }
@@ -237,12 +231,11 @@ pub fn sha256_hex(data: &[u8]) -> String {
 
 pub fn hex(bytes: &[u8]) -> String {
     const DIGITS: &[u8; 16] = b"0123456789abcdef";
-    let mut out = String::with_capacity(bytes.len() * 2);
+    let mut out = Vec::with_capacity(bytes.len() * 2);
     for b in bytes {
-        out.push(DIGITS[usize::from(b >> 4)] as char);
-        out.push(DIGITS[usize::from(b & 0xf)] as char);
+        out.extend_from_slice(&[DIGITS[usize::from(b >> 4)], DIGITS[usize::from(b & 0xf)]]);
     }
-    out
+    String::from_utf8(out).expect("hex digits are ASCII")
 }
 
 pub fn b64url(bytes: &[u8]) -> String {

@@ -33,6 +33,7 @@ pub mod flow;
 /// Entry points for the fuzz targets (`fuzz/`); not an API.
 #[doc(hidden)]
 pub mod fuzzing;
+pub mod json;
 pub mod oauth;
 pub mod outbox;
 pub mod refresh;

@@ -17,9 +17,11 @@ use std::time::Duration;
 use secrecy::ExposeSecret;
 use time::OffsetDateTime;
 
+use crate::domain::bot::Integration;
 use crate::domain::event::Event;
 use crate::domain::grant::{Grant, GrantStatus, Tokens};
 use crate::flow::AppState;
+use crate::flow::provider::ProviderError;
 use crate::oauth::{ExchangeError, Provider};
 use crate::store::{Held, Lease, StoreError};
 
@@ -37,8 +39,21 @@ pub enum TokenError {
         cause: String,
         retry_after: Duration,
     },
+    /// The integration's app cannot be resolved (a configuration problem, see
+    /// `flow::provider::ProviderError`).
+    #[error("{0}")]
+    Misconfigured(String),
     #[error(transparent)]
     Store(#[from] StoreError),
+}
+
+impl From<ProviderError> for TokenError {
+    fn from(e: ProviderError) -> Self {
+        match e {
+            ProviderError::Misconfigured(why) => TokenError::Misconfigured(why),
+            ProviderError::Store(e) => TokenError::Store(e),
+        }
+    }
 }
 
 /// What a grant needs before its token can be handed out.
@@ -78,7 +93,9 @@ fn backing_off(grant: &Grant, retry_at: OffsetDateTime, now: OffsetDateTime) -> 
 
 fn open(state: &AppState, grant: &Grant) -> Result<Tokens, TokenError> {
     let aad = Grant::aad(&grant.bot, &grant.integration, &grant.subject);
-    Tokens::open(&state.config.encryption, &aad, &grant.sealed_tokens)
+    state
+        .opened
+        .open(&state.config.encryption, &aad, &grant.sealed_tokens)
         .map_err(|_| TokenError::AuthorizationRequired)
 }
 
@@ -103,10 +120,11 @@ fn settled(
     }
 }
 
-/// A working access token for `grant` (refreshed if needed, or if `force`).
+/// A working access token for `grant`, a grant of `integration` (refreshed if needed, or if
+/// `force`). The integration's app is resolved only for a refresh.
 pub async fn access_token(
     state: &AppState,
-    provider: &Provider,
+    integration: &Integration,
     grant: Grant,
     force: bool,
 ) -> Result<(Grant, Tokens), TokenError> {
@@ -117,17 +135,22 @@ pub async fn access_token(
         // Boxed: the refresh (locks, the provider call) is most of this future's size, and
         // the common answer needs none of it — every request would otherwise carry (and copy)
         // those kilobytes.
-        Need::Refresh => Box::pin(refresh(state, provider, grant, force)).await,
+        Need::Refresh => Box::pin(refresh(state, integration, grant, force)).await,
     }
 }
 
 /// The stale token's path: one refresh across replicas, everyone else waits for its result.
 async fn refresh(
     state: &AppState,
-    provider: &Provider,
+    integration: &Integration,
     grant: Grant,
     force: bool,
 ) -> Result<(Grant, Tokens), TokenError> {
+    let provider = &crate::flow::provider::provider_for(state, integration).await?;
+    if !grant.is_working(&provider.config_id) {
+        // The integration moved to another app since the grant was read.
+        return Err(TokenError::AuthorizationRequired);
+    }
     let seen = grant.generation;
     let owner = crate::crypto::random_token::<12>();
     let deadline = tokio::time::Instant::now() + WAIT;
@@ -388,10 +411,10 @@ async fn refresh_in_background(
         let _ = state.store.forget_refresh(bot, name, subject).await;
         return;
     };
-    let Ok(provider) = crate::flow::provider::provider_for(state, &integration).await else {
+    let Ok(app) = crate::flow::provider::app_id(state, &integration).await else {
         return;
     };
-    if !grant.is_working(&provider.config_id) {
+    if !grant.is_working(&app) {
         // Issued by an app the integration no longer uses (or not active): never refreshed.
         let _ = state.store.forget_refresh(bot, name, subject).await;
         return;
@@ -402,7 +425,7 @@ async fn refresh_in_background(
     if grant.refresh_at.is_none_or(|t| t > state.clock.now()) {
         return;
     }
-    match access_token(state, &provider, grant, true).await {
+    match access_token(state, &integration, grant, true).await {
         Ok(_) => {
             metrics::counter!("authlink_proactive_refreshes_total", "outcome" => "ok").increment(1)
         }

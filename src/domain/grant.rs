@@ -77,6 +77,40 @@ impl Tokens {
     }
 }
 
+/// The tokens of the grants this replica served last, opened: a token request for an unchanged
+/// grant gets them without AES-GCM, base64 and JSON again. An entry is found only by the
+/// identical sealed text under the identical associated data, so it is exactly what opening
+/// would give; a grant that is refreshed, re-bound or tampered with is opened (and checked)
+/// anew. The plaintext is held in this process's memory, which holds the keys that open every
+/// grant anyway, for at most `MAX` grants; it is zeroized when dropped (`SecretString`).
+#[derive(Default)]
+pub struct OpenedTokens(std::sync::Mutex<std::collections::HashMap<String, (String, Tokens)>>);
+
+impl OpenedTokens {
+    const MAX: usize = 1_000;
+
+    pub fn open(
+        &self,
+        keys: &EncryptionKeys,
+        aad: &str,
+        sealed: &str,
+    ) -> Result<Tokens, OpenError> {
+        let lock = || self.0.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some((bound, tokens)) = lock().get(sealed)
+            && bound == aad
+        {
+            return Ok(tokens.clone());
+        }
+        let tokens = Tokens::open(keys, aad, sealed)?;
+        let mut map = lock();
+        if map.len() >= Self::MAX {
+            map.clear();
+        }
+        map.insert(sealed.to_owned(), (aad.to_owned(), tokens.clone()));
+        Ok(tokens)
+    }
+}
+
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum GrantStatus {
@@ -181,7 +215,14 @@ impl RefreshPolicy {
 impl Grant {
     /// Associated data for the seal: the record the tokens belong to.
     pub fn aad(bot: &BotId, integration: &IntegrationName, subject: &Subject) -> String {
-        format!("grant|{bot}|{integration}|{}", subject.as_str())
+        let parts = [bot.as_str(), integration.as_str(), subject.as_str()];
+        let mut aad = String::with_capacity(8 + parts.iter().map(|p| p.len()).sum::<usize>());
+        aad.push_str("grant");
+        for part in parts {
+            aad.push('|');
+            aad.push_str(part);
+        }
+        aad
     }
 
     /// When the current access token was obtained.
@@ -289,6 +330,36 @@ mod tests {
             generation: 1,
             sealed_tokens: String::new(),
         }
+    }
+
+    #[test]
+    fn opened_tokens_are_reused_only_for_the_identical_seal_and_binding() {
+        let keys = EncryptionKeys::new(crate::crypto::tests::keys(&["k1"])).unwrap();
+        let tokens = Tokens {
+            access_token: "at-1".to_owned().into(),
+            refresh_token: Some("rt-1".to_owned().into()),
+            token_type: "Bearer".into(),
+        };
+        let (aad, other) = ("grant|acme|crm|u1", "grant|acme|crm|u2");
+        let sealed = tokens.seal(&keys, aad);
+        let memo = OpenedTokens::default();
+        for _ in 0..2 {
+            let opened = memo.open(&keys, aad, &sealed).unwrap();
+            assert_eq!(opened.access_token.expose_secret(), "at-1");
+            assert_eq!(opened.refresh_token.unwrap().expose_secret(), "rt-1");
+            // Remembered for `aad`, still refused under another binding.
+            assert!(memo.open(&keys, other, &sealed).is_err());
+        }
+        let mut tampered = sealed.clone();
+        let last = tampered.pop().unwrap();
+        tampered.push(if last == 'A' { 'B' } else { 'A' });
+        assert!(memo.open(&keys, aad, &tampered).is_err());
+        let other_keys = EncryptionKeys::new(crate::crypto::tests::keys(&["k1"])).unwrap();
+        let resealed = tokens.seal(&other_keys, aad);
+        assert!(
+            memo.open(&keys, aad, &resealed).is_err(),
+            "a key we do not hold"
+        );
     }
 
     #[test]

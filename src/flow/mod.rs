@@ -29,6 +29,8 @@ pub struct Shared {
     pub issuers: crate::oauth::issuer::IssuerCache,
     /// Rate-limit permits this replica took ahead of need (`domain::rate::Permits`).
     pub permits: crate::domain::rate::Permits,
+    /// The tokens of the grants served last, opened (`domain::grant::OpenedTokens`).
+    pub opened: crate::domain::grant::OpenedTokens,
 }
 
 impl AppState {
@@ -46,6 +48,7 @@ impl AppState {
             clock,
             issuers: Default::default(),
             permits: Default::default(),
+            opened: Default::default(),
         }))
     }
 }

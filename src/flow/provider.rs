@@ -41,6 +41,18 @@ pub async fn provider_for(
     }
 }
 
+/// The name of the app an integration uses, checked as [`provider_for`] checks it (a missing app
+/// is `Misconfigured`) but, for a system app, without building it: a token request only needs
+/// the app's endpoints and secret when it refreshes.
+pub async fn app_id(state: &AppState, integration: &Integration) -> Result<String, ProviderError> {
+    match &integration.profile {
+        ProfileRef::System => Provider::config_id(&state.config, integration)
+            .map_err(|e| ProviderError::Misconfigured(e.to_string())),
+        // A custom profile is only known to exist (and its secret to open) by reading it.
+        ProfileRef::Custom(_) => Ok(provider_for(state, integration).await?.config_id),
+    }
+}
+
 /// The app a session's attempts go to: its integration's, if that still uses the app the session
 /// was created for (`None`: the integration is gone or now uses another app).
 pub async fn session_provider(

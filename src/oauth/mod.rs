@@ -142,6 +142,7 @@ pub struct Provider {
 impl Provider {
     /// The app an integration uses, without building its client (the session-create hot path
     /// only needs the name, and that the app exists).
+    /// The checks are `resolve`'s, so an app this names also resolves.
     pub fn config_id(config: &Config, integration: &Integration) -> Result<String, ResolveError> {
         let kind = integration.provider;
         match &integration.profile {
@@ -152,6 +153,9 @@ impl Provider {
                 };
                 app.as_ref()
                     .ok_or(ResolveError::NoSystemApp(kind.as_str()))?;
+                if lacks_host(integration) {
+                    return Err(host_required());
+                }
                 Ok(kind.as_str().to_owned())
             }
             // Profile ids are their own callback path segment.
@@ -212,15 +216,7 @@ impl Provider {
             .ok_or(ResolveError::NoSystemApp(kind.as_str()))?,
             ProfileRef::Custom(_) => return Err(ResolveError::CustomProfile),
         };
-        if kind == ProviderKind::Salesforce
-            && let Some(sf) = &integration.salesforce
-        {
-            let host = match sf.environment {
-                SalesforceEnvironment::Production => salesforce::PRODUCTION.parse().ok(),
-                SalesforceEnvironment::Sandbox => salesforce::SANDBOX.parse().ok(),
-                SalesforceEnvironment::MyDomain => sf.host.clone(),
-            }
-            .ok_or_else(|| ResolveError::Invalid("salesforce.host is required".into()))?;
+        if let Some(host) = salesforce_host(integration)? {
             salesforce::with_host(&mut app, &host);
         }
         if let Some(scopes) = &integration.scopes {
@@ -388,6 +384,38 @@ impl Provider {
 }
 
 /// The redirect URI registered at the provider for an app.
+/// The login host a Salesforce integration's settings choose (`None`: not Salesforce, or no
+/// settings: the app's own endpoints).
+fn salesforce_host(integration: &Integration) -> Result<Option<Url>, ResolveError> {
+    if lacks_host(integration) {
+        return Err(host_required());
+    }
+    let Some(sf) = integration
+        .salesforce
+        .as_ref()
+        .filter(|_| integration.provider == ProviderKind::Salesforce)
+    else {
+        return Ok(None);
+    };
+    Ok(match sf.environment {
+        SalesforceEnvironment::Production => salesforce::PRODUCTION.parse().ok(),
+        SalesforceEnvironment::Sandbox => salesforce::SANDBOX.parse().ok(),
+        SalesforceEnvironment::MyDomain => sf.host.clone(),
+    })
+}
+
+/// A Salesforce integration on My Domain without its host: it cannot be resolved.
+fn lacks_host(integration: &Integration) -> bool {
+    integration.provider == ProviderKind::Salesforce
+        && integration.salesforce.as_ref().is_some_and(|sf| {
+            sf.environment == SalesforceEnvironment::MyDomain && sf.host.is_none()
+        })
+}
+
+fn host_required() -> ResolveError {
+    ResolveError::Invalid("salesforce.host is required".into())
+}
+
 pub fn callback_url(public_url: &Url, config_id: &str) -> Url {
     let mut url = public_url.clone();
     let base = url.path().trim_end_matches('/').to_owned();

@@ -294,7 +294,8 @@ where
 async fn decide(state: AppState, r: Seen) -> Decision {
     let (b, caller) = bucket(&state, r).await;
     let Some(b) = b else { return (None, caller) };
-    match verdict(&state, &format!("{}:{}", b.class, b.id), b.quota).await {
+    let key = [b.class, ":", &b.id].concat();
+    match verdict(&state, &key, b.quota).await {
         Ok(v) => (Some((b, v)), caller),
         Err(e) => {
             metrics::counter!("authlink_rate_limit_errors_total").increment(1);

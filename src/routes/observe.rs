@@ -17,12 +17,13 @@ use tower_http::request_id::{MakeRequestId, RequestId};
 /// The request span: method, route template and request id — never the raw path or query (the
 /// link carries its token, the callback the authorization code and state) and never headers.
 pub fn request_span<B>(req: &Request<B>) -> tracing::Span {
-    // The fields are evaluated only when the span is enabled.
+    // The fields are evaluated only when the span is enabled; as `&str` they are recorded as
+    // strings, without the formatting machinery.
     tracing::info_span!(
         "request",
-        method = %req.method(),
-        route = %route_of(req),
-        request_id = %req
+        method = req.method().as_str(),
+        route = route_of(req),
+        request_id = req
             .headers()
             .get(REQUEST_ID)
             .and_then(|v| v.to_str().ok())

@@ -220,7 +220,7 @@ pub(crate) async fn bot_and_integration(
 }
 
 #[utoipa::path(operation_id = "sessions_create", post, path = "/v1/bots/{bot}/auth-sessions", tag = "sessions", summary = "Create an auth session and its link", params(super::contract::BotPath), request_body = CreateBody, responses((status = 201, description = "the session with its link"), (status = 200, description = "already_authorized: the user has a working connection"), (status = 404, description = "no such bot (or another bot's), or no such resource"), (status = 409, description = "disabled or pre-authorized integration, its app is missing, or an Idempotency-Key in flight"), (status = 400, description = "malformed request (unreadable body, bad JSON or query)"), (status = 413, description = "body over the limit"), (status = 415, description = "not application/json"), (status = 422, description = "validation failed (the detail names the field)")), security(("bearer" = [])))]
-#[tracing::instrument(name = "create_session", skip_all, fields(bot = %bot, integration = tracing::field::Empty, session_id = tracing::field::Empty))]
+#[tracing::instrument(name = "create_session", skip_all, fields(bot = bot.as_str(), integration = tracing::field::Empty, session_id = tracing::field::Empty))]
 pub async fn create(
     State(state): State<AppState>,
     caller: Caller,
@@ -381,7 +381,7 @@ pub(crate) async fn new_session(
     let subject = Subject::User(req.user_id);
     let id = SessionId::new(Partition::of(&bot.id, &integration.name, &subject));
     tracing::Span::current()
-        .record("integration", tracing::field::display(&integration.name))
+        .record("integration", integration.name.as_str())
         .record("session_id", tracing::field::display(id));
     let session = Session {
         spec: SessionSpec {

@@ -21,7 +21,6 @@ use crate::domain::{IntegrationName, SessionId, Subject, UserId};
 use crate::error::ApiError;
 use crate::flow::AppState;
 use crate::flow::agent::McpClient;
-use crate::oauth::Provider;
 use crate::refresh::{self, TokenError};
 use crate::store::CreateOutcome;
 
@@ -127,23 +126,34 @@ async fn stored_grant(
         .ok_or(ApiError::NotFound("connection"))
 }
 
+/// The grant of `subject` that the integration's app issued, if it is active; a missing app is
+/// a 409 (checked before the grant, which a misconfigured integration could never use).
 async fn working_grant(
     state: &AppState,
     integration: &Integration,
     subject: &Subject,
-) -> Result<(Provider, Grant), ApiError> {
-    let provider = crate::flow::provider::provider_for(state, integration).await?;
-    let grant = state
+) -> Result<Grant, ApiError> {
+    let app = crate::flow::provider::app_id(state, integration).await?;
+    state
         .store
         .get_grant(&integration.bot, &integration.name, subject)
         .await?
-        .filter(|g| g.is_working(&provider.config_id))
-        .ok_or(ApiError::AuthorizationRequired)?;
-    Ok((provider, grant))
+        .filter(|g| g.is_working(&app))
+        .ok_or(ApiError::AuthorizationRequired)
+}
+
+/// A token error as the API answers it (the 503 carries the `Retry-After` of the backoff).
+fn token_error(e: TokenError) -> ApiError {
+    match e {
+        TokenError::AuthorizationRequired => ApiError::AuthorizationRequired,
+        TokenError::Misconfigured(why) => ApiError::Conflict(why),
+        TokenError::Store(e) => e.into(),
+        TokenError::Unavailable { cause, .. } => ApiError::ProviderUnavailable(cause),
+    }
 }
 
 #[utoipa::path(operation_id = "tokens_access_token", post, path = "/v1/bots/{bot}/integrations/{integration}/access-token", tag = "tokens", summary = "A working access token (refreshed exactly once when needed)", params(super::contract::IntegrationPath), request_body = TokenBody, responses((status = 200, description = "the token"), (status = 404, description = "no such bot or integration; or authorization_required (with session and mcp members for agents)"), (status = 409, description = "disabled integration, its app is missing, or the user has just connected"), (status = 410, description = "the retried session ended (with session and mcp members)"), (status = 400, description = "malformed JSON, or wait over 50"), (status = 413, description = "body over the limit"), (status = 415, description = "not application/json"), (status = 422, description = "validation failed (the detail names the field)")), security(("bearer" = [])))]
-#[tracing::instrument(name = "access_token", skip_all, fields(bot = %bot, integration = %integration))]
+#[tracing::instrument(name = "access_token", skip_all, fields(bot = bot.as_str(), integration = integration.as_str()))]
 pub async fn access_token(
     State(state): State<AppState>,
     caller: Caller,
@@ -288,11 +298,8 @@ async fn answer(
         }
         other => other?,
     };
-    let (provider, grant) = working;
-    match refresh::access_token(state, &provider, grant, body.force_refresh).await {
+    match refresh::access_token(state, &integration, working, body.force_refresh).await {
         Ok((grant, tokens)) => Ok(token_response(&grant, &tokens)),
-        Err(TokenError::AuthorizationRequired) => Err(ApiError::AuthorizationRequired),
-        Err(TokenError::Store(e)) => Err(e.into()),
         Err(TokenError::Unavailable { cause, retry_after }) => {
             let mut resp = ApiError::ProviderUnavailable(cause).into_response();
             // Whole seconds, rounded up: asking again earlier would only be refused again.
@@ -301,6 +308,7 @@ async fn answer(
                 .insert(header::RETRY_AFTER, HeaderValue::from(seconds.max(1)));
             Ok(resp)
         }
+        Err(e) => Err(token_error(e)),
     }
 }
 
@@ -506,9 +514,10 @@ fn ended(
     crate::error::problem(StatusCode::GONE, code, &text, ext)
 }
 
-/// The token answer, serialized straight from the grant (no intermediate `Value`: this is the
-/// most frequent response of all).
-#[derive(serde::Serialize)]
+/// The token answer. The most frequent response of all, so its JSON is written by hand (serde_json
+/// escapes byte by byte; `crate::json` copies clean runs whole); a test holds it to what serde
+/// writes for the same fields.
+#[cfg_attr(test, derive(serde::Serialize))]
 struct TokenView<'a> {
     access_token: &'a str,
     expires_at: Option<String>,
@@ -518,18 +527,73 @@ struct TokenView<'a> {
     token_type: &'a str,
 }
 
+impl TokenView<'_> {
+    fn json(&self) -> Vec<u8> {
+        use crate::json::string;
+        let nullable = |buf: &mut String, v: Option<&str>| match v {
+            Some(v) => string(buf, v),
+            None => buf.push_str("null"),
+        };
+        let mut buf = String::with_capacity(256 + self.access_token.len());
+        buf.push_str("{\"access_token\":");
+        string(&mut buf, self.access_token);
+        buf.push_str(",\"expires_at\":");
+        nullable(&mut buf, self.expires_at.as_deref());
+        buf.push_str(",\"identity\":{");
+        let id = self.identity;
+        let mut first = true;
+        for (name, value) in [
+            ("user_id", &id.user_id),
+            ("org_id", &id.org_id),
+            ("username", &id.username),
+            ("email", &id.email),
+            ("display_name", &id.display_name),
+        ] {
+            // As serde skips them: absent, not null.
+            let Some(value) = value else { continue };
+            if !std::mem::take(&mut first) {
+                buf.push(',');
+            }
+            string(&mut buf, name);
+            buf.push(':');
+            string(&mut buf, value);
+        }
+        buf.push_str("},\"instance_url\":");
+        nullable(&mut buf, self.instance_url);
+        buf.push_str(",\"scopes\":[");
+        for (i, scope) in self.scopes.iter().enumerate() {
+            if i > 0 {
+                buf.push(',');
+            }
+            string(&mut buf, scope);
+        }
+        buf.push_str("],\"token_type\":");
+        string(&mut buf, self.token_type);
+        buf.push('}');
+        buf.into_bytes()
+    }
+}
+
 fn token_response(grant: &Grant, tokens: &Tokens) -> Response {
-    let mut resp = super::json_response(&TokenView {
+    let view = TokenView {
         access_token: refresh::expose(tokens),
         expires_at: grant.access_expires_at.map(crate::clock::rfc3339::format),
         identity: &grant.identity,
         instance_url: grant.instance_url.as_deref(),
         scopes: &grant.scopes,
         token_type: &tokens.token_type,
-    });
-    resp.headers_mut()
-        .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
-    resp
+    };
+    (
+        [
+            (
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("application/json"),
+            ),
+            (header::CACHE_CONTROL, HeaderValue::from_static("no-store")),
+        ],
+        view.json(),
+    )
+        .into_response()
 }
 
 #[utoipa::path(operation_id = "tokens_connection", get, path = "/v1/bots/{bot}/integrations/{integration}/connections/{user}", tag = "tokens", summary = "Connection metadata, never tokens", params(super::contract::ConnectionPath), responses((status = 200, description = "the connection, never tokens"), (status = 404, description = "no such bot (or another bot's), or no such resource")), security(("bearer" = [])))]
@@ -641,15 +705,11 @@ pub async fn check(
     Path(path): Path<(String, String, String)>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
     let (_, integration, subject) = connection_path(&state, &caller, &path).await?;
-    let (provider, grant) = working_grant(&state, &integration, &subject).await?;
-    let (_, tokens) = match refresh::access_token(&state, &provider, grant, false).await {
-        Ok(t) => t,
-        Err(TokenError::AuthorizationRequired) => return Err(ApiError::AuthorizationRequired),
-        Err(TokenError::Store(e)) => return Err(e.into()),
-        Err(TokenError::Unavailable { cause, .. }) => {
-            return Err(ApiError::ProviderUnavailable(cause));
-        }
-    };
+    let grant = working_grant(&state, &integration, &subject).await?;
+    let (_, tokens) = refresh::access_token(&state, &integration, grant, false)
+        .await
+        .map_err(token_error)?;
+    let provider = crate::flow::provider::provider_for(&state, &integration).await?;
     let checked_at = crate::clock::rfc3339::format(state.clock.now());
     match provider.check(&state.http, &tokens.access_token).await {
         None => Err(ApiError::Conflict(
@@ -661,5 +721,55 @@ pub async fn check(
         Some(Err(e)) => Ok(Json(
             json!({"ok": false, "error": e.to_string(), "checked_at": checked_at}),
         )),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::grant::Identity;
+
+    #[test]
+    fn the_token_answer_is_what_serde_writes() {
+        let full = Identity {
+            user_id: Some("005\u{1}x".into()),
+            org_id: Some("00D".into()),
+            username: Some("ada@example.com".into()),
+            email: Some("a\"da\\@example.com".into()),
+            display_name: Some("Ada Lövelace\n".into()),
+        };
+        let partial = Identity {
+            email: Some("ada@example.com".into()),
+            ..Identity::default()
+        };
+        let scopes = ["api".to_owned(), "refresh_token".to_owned()];
+        for (identity, scopes, expires_at, instance_url) in [
+            (
+                &full,
+                &scopes[..],
+                Some("2026-12-01T08:00:00Z".to_owned()),
+                Some("https://x.my.salesforce.com"),
+            ),
+            (&partial, &scopes[..1], None, None),
+            (
+                &Identity::default(),
+                &[][..],
+                None,
+                Some("https://ü.example"),
+            ),
+        ] {
+            let view = TokenView {
+                access_token: "00D!AQ\u{7f}\t.tok",
+                expires_at,
+                identity,
+                instance_url,
+                scopes,
+                token_type: "Bearer",
+            };
+            assert_eq!(
+                String::from_utf8(view.json()).unwrap(),
+                serde_json::to_string(&view).unwrap()
+            );
+        }
     }
 }

@@ -16,6 +16,8 @@ use tracing_subscriber::fmt::MakeWriter;
 use tracing_subscriber::layer::{Context, Layer};
 use tracing_subscriber::registry::LookupSpan;
 
+use crate::json::{escape, string};
+
 /// The layer; `W` makes the writer each line goes to (whole, in one `write_all`).
 pub struct JsonLines<W> {
     make_writer: W,
@@ -222,47 +224,6 @@ impl Visit for Fields<'_> {
             self.buf.push_str("null");
         }
     }
-}
-
-fn string(buf: &mut String, s: &str) {
-    buf.push('"');
-    escape(buf, s);
-    buf.push('"');
-}
-
-/// JSON string escaping (RFC 8259 §7): quote, backslash and control characters. By bytes: those
-/// are all ASCII, and no byte of a multi-byte UTF-8 character is ASCII, so runs without them are
-/// copied whole (char by char, this was most of a log line's cost under callgrind).
-fn escape(buf: &mut String, s: &str) {
-    let bytes = s.as_bytes();
-    // Nearly every string needs nothing: one pass without branches (the compiler vectorizes
-    // it), then a single copy.
-    let special = |b: u8| b < 0x20 || b == b'"' || b == b'\\';
-    if !bytes.iter().fold(false, |seen, &b| seen | special(b)) {
-        buf.push_str(s);
-        return;
-    }
-    let mut plain = 0;
-    for (i, &b) in bytes.iter().enumerate() {
-        let escaped = match b {
-            b'"' => "\\\"",
-            b'\\' => "\\\\",
-            b'\n' => "\\n",
-            b'\r' => "\\r",
-            b'\t' => "\\t",
-            0..=0x1f => "",
-            _ => continue,
-        };
-        // `plain..i` ends before an ASCII byte: a character boundary.
-        buf.push_str(&s[plain..i]);
-        if escaped.is_empty() {
-            let _ = write!(buf, "\\u{:04x}", b);
-        } else {
-            buf.push_str(escaped);
-        }
-        plain = i + 1;
-    }
-    buf.push_str(&s[plain..]);
 }
 
 /// `fmt::Write` that escapes what it is given, for `Debug` and `Display` values.
