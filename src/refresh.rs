@@ -12,6 +12,7 @@
 //! background refresher, before an exponentially growing delay; meanwhile a token that has not
 //! expired yet is still served, and an expired one is answered with 503 and `Retry-After`.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use secrecy::ExposeSecret;
@@ -125,17 +126,24 @@ fn settled(
 pub async fn access_token(
     state: &AppState,
     integration: &Integration,
-    grant: Grant,
+    grant: Arc<Grant>,
     force: bool,
-) -> Result<(Grant, Tokens), TokenError> {
+) -> Result<(Arc<Grant>, Tokens), TokenError> {
     let now = state.clock.now();
     match need(state, &grant, now, force) {
-        Need::Nothing => serve(state, grant),
+        Need::Nothing => {
+            let tokens = open(state, &grant)?;
+            Ok((grant, tokens))
+        }
         Need::Backoff(retry_at) => Err(backing_off(&grant, retry_at, now)),
         // Boxed: the refresh (locks, the provider call) is most of this future's size, and
         // the common answer needs none of it — every request would otherwise carry (and copy)
         // those kilobytes.
-        Need::Refresh => Box::pin(refresh(state, integration, grant, force)).await,
+        Need::Refresh => {
+            let grant = Arc::unwrap_or_clone(grant);
+            let (grant, tokens) = Box::pin(refresh(state, integration, grant, force)).await?;
+            Ok((Arc::new(grant), tokens))
+        }
     }
 }
 
@@ -402,7 +410,7 @@ async fn refresh_in_background(
 ) {
     let (Ok(integration), Ok(grant)) = (
         state.store.get_integration(bot, name).await,
-        state.store.get_grant(bot, name, subject).await,
+        state.store.get_grant_shared(bot, name, subject).await,
     ) else {
         return; // The store is unreachable: the lease runs out and the grant is claimed again.
     };

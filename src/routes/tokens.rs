@@ -132,11 +132,11 @@ async fn working_grant(
     state: &AppState,
     integration: &Integration,
     subject: &Subject,
-) -> Result<Grant, ApiError> {
+) -> Result<std::sync::Arc<Grant>, ApiError> {
     let app = crate::flow::provider::app_id(state, integration).await?;
     state
         .store
-        .get_grant(&integration.bot, &integration.name, subject)
+        .get_grant_shared(&integration.bot, &integration.name, subject)
         .await?
         .filter(|g| g.is_working(&app))
         .ok_or(ApiError::AuthorizationRequired)

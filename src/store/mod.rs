@@ -228,6 +228,20 @@ pub trait Store: Send + Sync + 'static {
         subject: &Subject,
     ) -> Result<Option<Grant>, StoreError>;
 
+    /// `get_grant`, shared: the token path reads its grant on every call, and a store that keeps
+    /// the records it read last hands out the same one while it is unchanged.
+    async fn get_grant_shared(
+        &self,
+        bot: &BotId,
+        integration: &IntegrationName,
+        subject: &Subject,
+    ) -> Result<Option<std::sync::Arc<Grant>>, StoreError> {
+        Ok(self
+            .get_grant(bot, integration, subject)
+            .await?
+            .map(std::sync::Arc::new))
+    }
+
     /// The grants of (bot, integration) sorted by subject (`Subject::as_str`, bytewise), those
     /// after `after` (exclusive), at most `limit`. Deleted grants are never listed.
     async fn list_grants(

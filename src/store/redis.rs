@@ -494,7 +494,7 @@ impl RedisStore {
         bot: &BotId,
         integration: &IntegrationName,
         subject: &Subject,
-    ) -> Result<Option<Grant>, StoreError> {
+    ) -> Result<Option<Arc<Grant>>, StoreError> {
         let key = self.grant_key_in(p, bot, integration, subject);
         let (raw, generation): (Option<String>, Option<u64>) = redis::cmd("HMGET")
             .arg(&key)
@@ -503,9 +503,9 @@ impl RedisStore {
             .await
             .map_err(unavailable)?;
         let Some(raw) = raw else { return Ok(None) };
-        let mut grant = self.parsed_grants.parse(key, raw)?;
-        grant.generation = generation.unwrap_or(0);
-        Ok(Some(grant))
+        self.parsed_grants
+            .parse(key, raw, generation.unwrap_or(0))
+            .map(Some)
     }
 
     /// Make sure records written before `what`'s index existed are in it: once per deployment,
@@ -780,19 +780,23 @@ impl RedisStore {
 /// request (callgrind). Only text identical to the stored one is answered from here, so nothing
 /// can be stale; what is kept is what Redis holds (tokens sealed). Bounded: emptied when full.
 #[derive(Default)]
-struct ParsedGrants(std::sync::Mutex<std::collections::HashMap<String, (String, Grant)>>);
+struct ParsedGrants(std::sync::Mutex<std::collections::HashMap<String, (String, Arc<Grant>)>>);
 
 impl ParsedGrants {
     const MAX: usize = 1_000;
 
-    fn parse(&self, key: String, raw: String) -> Result<Grant, StoreError> {
+    fn parse(&self, key: String, raw: String, generation: u64) -> Result<Arc<Grant>, StoreError> {
         let lock = || self.0.lock().unwrap_or_else(|e| e.into_inner());
         if let Some((seen, grant)) = lock().get(&key)
             && *seen == raw
+            && grant.generation == generation
         {
             return Ok(grant.clone());
         }
-        let grant: Grant = from_json("grant", &raw)?;
+        let grant = Arc::new(Grant {
+            generation,
+            ..from_json("grant", &raw)?
+        });
         let mut map = lock();
         if map.len() >= Self::MAX {
             map.clear();
@@ -1558,6 +1562,18 @@ impl Store for RedisStore {
         integration: &IntegrationName,
         subject: &Subject,
     ) -> Result<Option<Grant>, StoreError> {
+        Ok(self
+            .get_grant_shared(bot, integration, subject)
+            .await?
+            .map(Arc::unwrap_or_clone))
+    }
+
+    async fn get_grant_shared(
+        &self,
+        bot: &BotId,
+        integration: &IntegrationName,
+        subject: &Subject,
+    ) -> Result<Option<Arc<Grant>>, StoreError> {
         self.get_grant_in(
             Partition::of(bot, integration, subject),
             bot,
@@ -1606,7 +1622,10 @@ impl Store for RedisStore {
             let grants = futures_util::future::try_join_all(candidates.iter().map(
                 |(p, _, subject)| async move {
                     match Subject::parse(subject) {
-                        Ok(s) => self.get_grant_in(*p, bot, integration, &s).await,
+                        Ok(s) => Ok(self
+                            .get_grant_in(*p, bot, integration, &s)
+                            .await?
+                            .map(Arc::unwrap_or_clone)),
                         Err(_) => Ok(None),
                     }
                 },

@@ -381,7 +381,7 @@ async fn a_stale_view_after_another_replicas_rotation_does_not_kill_the_grant() 
         .await
         .unwrap()
         .unwrap();
-    let (grant, _) = authlink::refresh::access_token(&state, &integration, stale, true)
+    let (grant, _) = authlink::refresh::access_token(&state, &integration, stale.into(), true)
         .await
         .unwrap();
     assert_eq!(grant.status, authlink::domain::grant::GrantStatus::Active);
