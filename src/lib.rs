@@ -36,6 +36,7 @@ pub mod fuzzing;
 pub mod json;
 pub mod oauth;
 pub mod outbox;
+pub mod parked;
 pub mod refresh;
 pub mod routes;
 pub mod startup;

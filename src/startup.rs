@@ -173,40 +173,62 @@ async fn serve(
     shutdown: impl Future<Output = ()>,
     header_timeout: Duration,
 ) {
-    use hyper_util::rt::{TokioIo, TokioTimer};
+    use hyper_util::rt::TokioTimer;
     let graceful = hyper_util::server::graceful::GracefulShutdown::new();
     let mut http = hyper::server::conn::http1::Builder::new();
     http.timer(TokioTimer::new())
         .header_read_timeout(header_timeout);
+    // Connections whose first request waits are served by `parked` until it is answered.
+    let first_requests = TaskTracker::new();
     tokio::pin!(shutdown);
     loop {
         let (io, addr) = tokio::select! {
             accepted = axum::serve::Listener::accept(&mut listener) => accepted,
             () = &mut shutdown => break,
         };
-        let peer = axum::extract::ConnectInfo(Peer(addr));
-        let svc = tower::ServiceExt::map_request(
-            app.clone(),
-            move |mut req: axum::http::Request<hyper::body::Incoming>| {
-                req.extensions_mut().insert(peer);
-                req
-            },
-        );
-        let conn = http.serve_connection(
-            TokioIo::new(io),
-            hyper_util::service::TowerToHyperService::new(svc),
-        );
-        // A map, not an `async move` block awaiting `conn`: the block would hold the
-        // connection twice (captured, and moved into the await), for the connection's life.
-        let conn = futures_util::FutureExt::map(graceful.watch(conn), |ended| {
-            if let Err(e) = ended {
-                tracing::debug!(error = %e, "connection ended with an error");
+        let (app, http, watcher) = (app.clone(), http.clone(), graceful.watcher());
+        first_requests.spawn(async move {
+            if let crate::parked::First::Hyper(io) =
+                crate::parked::first_request(io, addr, app.clone(), header_timeout).await
+            {
+                // A task of its own: this one would hold the connection's state twice.
+                tokio::spawn(serve_with_hyper(&http, watcher, io, addr, app));
             }
         });
-        tokio::spawn(conn);
     }
     drop(listener);
+    first_requests.close();
+    first_requests.wait().await;
     graceful.shutdown().await;
+}
+
+/// One connection served by hyper until it closes (or, on shutdown, finishes its request).
+fn serve_with_hyper(
+    http: &hyper::server::conn::http1::Builder,
+    watcher: hyper_util::server::graceful::Watcher,
+    io: tokio::net::TcpStream,
+    addr: SocketAddr,
+    app: axum::Router,
+) -> impl Future<Output = ()> + Send + 'static {
+    let peer = axum::extract::ConnectInfo(Peer(addr));
+    let svc = tower::ServiceExt::map_request(
+        app,
+        move |mut req: axum::http::Request<hyper::body::Incoming>| {
+            req.extensions_mut().insert(peer);
+            req
+        },
+    );
+    let conn = http.serve_connection(
+        hyper_util::rt::TokioIo::new(io),
+        hyper_util::service::TowerToHyperService::new(svc),
+    );
+    // A map, not an `async move` block awaiting `conn`: the block would hold the connection
+    // twice (captured, and moved into the await), for the connection's life.
+    futures_util::FutureExt::map(watcher.watch(conn), |ended| {
+        if let Err(e) = ended {
+            tracing::debug!(error = %e, "connection ended with an error");
+        }
+    })
 }
 
 /// Housekeeping: histogram upkeep for the Prometheus recorder, and the queue-depth gauge.

@@ -25,6 +25,7 @@ mod lists;
 mod modes;
 mod oidc;
 mod operations;
+mod parked;
 mod profiles;
 mod provider;
 mod provider_fixture;
