@@ -38,19 +38,25 @@ pub enum First {
     Closed,
 }
 
-/// Wait (at most `header_timeout`) for the connection's first bytes; serve its first request
-/// here if it is one that waits.
+/// Wait (at most `header_timeout`, and not past `closing`) for the connection's first bytes;
+/// serve its first request here if it is one that waits.
 pub async fn first_request(
     io: TcpStream,
     peer: SocketAddr,
     app: axum::Router,
     header_timeout: Duration,
+    closing: tokio_util::sync::CancellationToken,
 ) -> First {
-    let taken = match tokio::time::timeout(header_timeout, waiting_request(&io)).await {
-        // Nothing within the header timeout: hyper would drop it too.
-        Err(_) => return First::Closed,
-        Ok(None) => return First::Hyper(io),
-        Ok(Some(taken)) => taken,
+    let first = tokio::time::timeout(header_timeout, waiting_request(&io));
+    let taken = tokio::select! {
+        first = first => match first {
+            // Nothing within the header timeout: hyper would drop it too.
+            Err(_) => return First::Closed,
+            Ok(None) => return First::Hyper(io),
+            Ok(Some(taken)) => taken,
+        },
+        // Shutting down: a connection that has sent nothing is closed, as hyper closes idle ones.
+        () = closing.cancelled() => return First::Closed,
     };
     serve(io, peer, app, taken).await
 }
@@ -92,6 +98,10 @@ fn parse(buf: &[u8]) -> Option<Taken> {
             return None;
         }
         if name.eq_ignore_ascii_case("content-length") {
+            // Digits only, as hyper reads it (`usize::from_str` would also take a sign).
+            if h.value.is_empty() || !h.value.iter().all(u8::is_ascii_digit) {
+                return None;
+            }
             let n: usize = std::str::from_utf8(h.value).ok()?.parse().ok()?;
             if length.replace(n).is_some() {
                 return None;
@@ -228,7 +238,12 @@ async fn write_response(
         head.extend_from_slice(httpdate::fmt_http_date(std::time::SystemTime::now()).as_bytes());
         head.extend_from_slice(b"\r\n");
     }
+    // No framing for the statuses that never have a body (RFC 9110 §8.6).
+    let bodiless = parts.status.is_informational()
+        || parts.status == http::StatusCode::NO_CONTENT
+        || parts.status == http::StatusCode::NOT_MODIFIED;
     match length {
+        _ if bodiless => {}
         Some(n) => {
             head.extend_from_slice(b"content-length: ");
             head.extend_from_slice(itoa::Buffer::new().format(n).as_bytes());
@@ -251,7 +266,9 @@ async fn write_response(
         if data.is_empty() {
             continue;
         }
-        if length.is_some() {
+        if bodiless {
+            continue;
+        } else if length.is_some() {
             out.write_all(&data).await?;
         } else {
             let size = format!("{:x}\r\n", data.len());
@@ -261,7 +278,7 @@ async fn write_response(
         }
         out.flush().await?;
     }
-    if length.is_none() {
+    if length.is_none() && !bodiless {
         out.write_all(b"0\r\n\r\n").await?;
     }
     out.flush().await
@@ -296,6 +313,7 @@ mod tests {
             get(events, "expect: 100-continue\r\n"),
             get(events, "upgrade: websocket\r\n"),
             get(events, "content-length: 0\r\ncontent-length: 0\r\n"),
+            get(events, "content-length: +0\r\n"),
             get(events, "").replace("HTTP/1.1", "HTTP/1.0"),
             get(events, "")[..40].to_owned(),
             get(events, &"x-a: b\r\n".repeat(MAX_HEADERS)),

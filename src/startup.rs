@@ -180,6 +180,7 @@ async fn serve(
         .header_read_timeout(header_timeout);
     // Connections whose first request waits are served by `parked` until it is answered.
     let first_requests = TaskTracker::new();
+    let closing = CancellationToken::new();
     tokio::pin!(shutdown);
     loop {
         let (io, addr) = tokio::select! {
@@ -187,16 +188,18 @@ async fn serve(
             () = &mut shutdown => break,
         };
         let (app, http, watcher) = (app.clone(), http.clone(), graceful.watcher());
+        let closing = closing.clone();
         first_requests.spawn(async move {
-            if let crate::parked::First::Hyper(io) =
-                crate::parked::first_request(io, addr, app.clone(), header_timeout).await
-            {
+            let first =
+                crate::parked::first_request(io, addr, app.clone(), header_timeout, closing);
+            if let crate::parked::First::Hyper(io) = first.await {
                 // A task of its own: this one would hold the connection's state twice.
                 tokio::spawn(serve_with_hyper(&http, watcher, io, addr, app));
             }
         });
     }
     drop(listener);
+    closing.cancel();
     first_requests.close();
     first_requests.wait().await;
     graceful.shutdown().await;

@@ -498,6 +498,11 @@ async fn sigterm_ends_long_polls_and_event_streams_and_exits_cleanly() {
     })
     .await;
 
+    // A connection that has sent nothing yet (shutdown must not wait out its header timeout,
+    // 15 s, beyond the 10 s the exit is given below).
+    let mut idle = tokio::net::TcpStream::connect(base.trim_start_matches("http://"))
+        .await
+        .unwrap();
     solo.terminate();
     // The stream ends… (bounded, so a regression fails instead of hanging)
     tokio::time::timeout(Duration::from_secs(20), async {
@@ -523,4 +528,12 @@ async fn sigterm_ends_long_polls_and_event_streams_and_exits_cleanly() {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     assert!(exited.expect("exited within 10 s").success());
+    let mut rest = Vec::new();
+    tokio::io::AsyncReadExt::read_to_end(&mut idle, &mut rest)
+        .await
+        .unwrap();
+    assert!(
+        rest.is_empty(),
+        "the idle connection was closed without an answer"
+    );
 }
