@@ -84,3 +84,9 @@ pub fn teams_token_answer(status: StatusCode, body: &[u8]) -> Result<Duration, C
     crate::channel::teams::TokenCache::default().put(("u".into(), "a".into()), token, lifetime);
     Ok(lifetime)
 }
+
+/// A connection's first bytes as `parked` reads them: `Some((length, method, target))` when it
+/// would take the request (its head and body, `length` bytes of `bytes`), `None` for hyper.
+pub fn parked_request(bytes: &[u8]) -> Option<(usize, String, String)> {
+    crate::parked::take(bytes)
+}

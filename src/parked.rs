@@ -77,6 +77,17 @@ async fn waiting_request(io: &TcpStream) -> Option<Taken> {
     parse(&buf[..n])
 }
 
+/// For the fuzz target: what `parse` takes of `buf`.
+pub(crate) fn take(buf: &[u8]) -> Option<(usize, String, String)> {
+    parse(buf).map(|t| {
+        (
+            t.len,
+            t.request.method().to_string(),
+            t.request.uri().to_string(),
+        )
+    })
+}
+
 fn parse(buf: &[u8]) -> Option<Taken> {
     let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
     let mut head = httparse::Request::new(&mut headers);
