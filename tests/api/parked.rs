@@ -1,14 +1,15 @@
 //! Requests that wait, sent first on a connection of their own (`src/parked.rs` serves those
 //! without hyper's buffers), over a raw socket: what they answer, how the response is framed,
 //! and that the connection goes on with hyper afterwards. Requests that are not plain are left
-//! to hyper and answered as before.
+//! to hyper and answered as before. Each test has a daemon process of its own (`Solo`), so that
+//! the count of requests served by `parked` in its metrics is the test's alone.
 
-use reqwest::{Method, StatusCode};
+use reqwest::StatusCode;
 use serde_json::{Value, json};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
-use crate::helpers::{TestApp, spawn_app};
+use crate::servers::Solo;
 
 /// One HTTP/1.1 connection, read by hand.
 struct Raw {
@@ -31,8 +32,8 @@ impl Head {
 }
 
 impl Raw {
-    async fn open(app: &TestApp) -> Self {
-        let addr = app.base.trim_start_matches("http://");
+    async fn open(app: &Solo) -> Self {
+        let addr = app.daemon.base.trim_start_matches("http://");
         Self {
             stream: TcpStream::connect(addr).await.unwrap(),
             buf: Vec::new(),
@@ -116,38 +117,49 @@ fn get(path: &str, key: &str, extra: &str) -> String {
 }
 
 /// How many first requests `parked` served (the metric it counts them in).
-async fn served_here(app: &TestApp) -> u64 {
-    app.metrics()
+async fn served_here(app: &Solo) -> u64 {
+    app.api
+        .get(app.url("/metrics"))
+        .send()
         .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap()
         .lines()
         .find_map(|l| l.strip_prefix("authlink_http_parked_first_requests_total "))
         .map_or(0, |n| n.trim().parse().unwrap())
 }
 
-async fn cancel(app: &TestApp, key: &str, id: &str) {
+async fn cancel(app: &Solo, id: &str) {
     let r = app
-        .call(
-            Method::DELETE,
-            &format!("/v1/bots/acme/auth-sessions/{id}"),
-            key,
-            None,
-        )
-        .await;
+        .api
+        .delete(app.url(&format!("/v1/bots/acme/auth-sessions/{id}")))
+        .bearer_auth(&app.operator)
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), StatusCode::OK);
+}
+
+/// A daemon of the test's own, its operator key, and a pending session of `acme`/`crm`.
+async fn started() -> (Solo, String, String) {
+    let app = Solo::start("", &[]).await;
+    let key = app.operator.clone();
+    let id = app.new_session("u1").await["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    (app, key, id)
 }
 
 #[tokio::test]
 async fn a_long_poll_first_on_its_connection_is_answered_and_the_connection_goes_on() {
-    let app = spawn_app().await;
-    let key = app.setup_bot("acme").await;
-    let id = app.new_session(&key, "acme", "u1").await["id"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    let (app, key, id) = started().await;
     let mut raw = Raw::open(&app).await;
     let path = format!("/v1/bots/acme/auth-sessions/{id}");
     raw.send(&get(&format!("{path}?wait=30"), &key, "")).await;
-    cancel(&app, &key, &id).await;
+    cancel(&app, &id).await;
     let (head, body) = raw.response().await;
     assert_eq!(head.status, 200);
     assert_eq!(body["status"], "cancelled");
@@ -165,24 +177,19 @@ async fn a_long_poll_first_on_its_connection_is_answered_and_the_connection_goes
     assert_eq!(head.status, 200);
     assert_eq!(again, body);
     assert_eq!(served_here(&app).await, 1);
-    // What the API answers another bot's key, here too.
-    let other = app.setup_bot("other").await;
+    // What the API answers a wrong key, here too.
     let mut raw = Raw::open(&app).await;
-    raw.send(&get(&format!("{path}?wait=30"), &other, "")).await;
+    raw.send(&get(&format!("{path}?wait=30"), "alk_wrong", ""))
+        .await;
     let (head, problem) = raw.response().await;
-    assert_eq!(head.status, 404, "{problem}");
+    assert_eq!(head.status, 401, "{problem}");
     assert_eq!(head.get("content-type"), Some("application/problem+json"));
     assert_eq!(served_here(&app).await, 2);
 }
 
 #[tokio::test]
 async fn an_event_stream_first_on_its_connection_is_chunked_to_its_end() {
-    let app = spawn_app().await;
-    let key = app.setup_bot("acme").await;
-    let id = app.new_session(&key, "acme", "u1").await["id"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    let (app, key, id) = started().await;
     let mut raw = Raw::open(&app).await;
     raw.send(&get(
         &format!("/v1/bots/acme/auth-sessions/{id}/events"),
@@ -199,7 +206,7 @@ async fn an_event_stream_first_on_its_connection_is_chunked_to_its_end() {
     while !text.contains("pending") {
         text.push_str(&String::from_utf8(raw.chunk().await.unwrap()).unwrap());
     }
-    cancel(&app, &key, &id).await;
+    cancel(&app, &id).await;
     while let Some(chunk) = raw.chunk().await {
         text.push_str(&String::from_utf8(chunk).unwrap());
     }
@@ -218,18 +225,16 @@ async fn an_event_stream_first_on_its_connection_is_chunked_to_its_end() {
 
 #[tokio::test]
 async fn an_agent_retry_first_on_its_connection_gets_its_body_and_honours_connection_close() {
-    let app = spawn_app().await;
-    let key = app.setup_bot("acme").await;
+    let app = Solo::start("", &[]).await;
+    let key = app.operator.clone();
     let offer = app
-        .call(
-            Method::POST,
-            "/v1/bots/acme/integrations/crm/access-token",
-            &key,
-            Some(
-                json!({"user_id": "u9", "authorize": {"mcp": {"protocol_version": "2025-11-25"}}}),
-            ),
-        )
-        .await;
+        .api
+        .post(app.url("/v1/bots/acme/integrations/crm/access-token"))
+        .bearer_auth(&key)
+        .json(&json!({"user_id": "u9", "authorize": {"mcp": {"protocol_version": "2025-11-25"}}}))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(offer.status(), StatusCode::NOT_FOUND);
     let offer: Value = offer.json().await.unwrap();
     let id = offer["session"]["id"].as_str().unwrap().to_owned();
@@ -242,7 +247,7 @@ async fn an_agent_retry_first_on_its_connection_gets_its_body_and_honours_connec
         body.len()
     ))
     .await;
-    cancel(&app, &key, &id).await;
+    cancel(&app, &id).await;
     let (head, answer) = raw.response().await;
     assert_eq!(head.status, 410, "{answer}");
     assert_eq!(answer["session"]["id"], id.as_str());
@@ -255,12 +260,7 @@ async fn an_agent_retry_first_on_its_connection_gets_its_body_and_honours_connec
 
 #[tokio::test]
 async fn a_first_request_that_is_not_plain_is_left_to_hyper() {
-    let app = spawn_app().await;
-    let key = app.setup_bot("acme").await;
-    let id = app.new_session(&key, "acme", "u1").await["id"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    let (app, key, id) = started().await;
     let path = format!("/v1/bots/acme/auth-sessions/{id}?wait=30");
     // Two lengths (a smuggling attempt): hyper refuses the request.
     let mut raw = Raw::open(&app).await;
