@@ -141,8 +141,8 @@ pub struct Provider {
 
 impl Provider {
     /// The app an integration uses, without building its client (the session-create hot path
-    /// only needs the name, and that the app exists).
-    /// The checks are `resolve`'s, so an app this names also resolves.
+    /// only needs the name, and that the app exists). Its checks are `resolve`'s: an app it
+    /// names also resolves.
     pub fn config_id(config: &Config, integration: &Integration) -> Result<String, ResolveError> {
         let kind = integration.provider;
         match &integration.profile {
@@ -383,13 +383,9 @@ impl Provider {
     }
 }
 
-/// The redirect URI registered at the provider for an app.
 /// The login host a Salesforce integration's settings choose (`None`: not Salesforce, or no
 /// settings: the app's own endpoints).
 fn salesforce_host(integration: &Integration) -> Result<Option<Url>, ResolveError> {
-    if lacks_host(integration) {
-        return Err(host_required());
-    }
     let Some(sf) = integration
         .salesforce
         .as_ref()
@@ -400,7 +396,7 @@ fn salesforce_host(integration: &Integration) -> Result<Option<Url>, ResolveErro
     Ok(match sf.environment {
         SalesforceEnvironment::Production => salesforce::PRODUCTION.parse().ok(),
         SalesforceEnvironment::Sandbox => salesforce::SANDBOX.parse().ok(),
-        SalesforceEnvironment::MyDomain => sf.host.clone(),
+        SalesforceEnvironment::MyDomain => Some(sf.host.clone().ok_or_else(host_required)?),
     })
 }
 
@@ -416,6 +412,7 @@ fn host_required() -> ResolveError {
     ResolveError::Invalid("salesforce.host is required".into())
 }
 
+/// The redirect URI registered at the provider for an app.
 pub fn callback_url(public_url: &Url, config_id: &str) -> Url {
     let mut url = public_url.clone();
     let base = url.path().trim_end_matches('/').to_owned();
