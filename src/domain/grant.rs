@@ -84,7 +84,7 @@ impl Tokens {
 /// anew. The plaintext is held in this process's memory, which holds the keys that open every
 /// grant anyway, for at most `MAX` grants; it is zeroized when dropped (`SecretString`).
 #[derive(Default)]
-pub struct OpenedTokens(std::sync::Mutex<std::collections::HashMap<String, (String, Tokens)>>);
+pub struct OpenedTokens(std::sync::Mutex<foldhash::HashMap<String, (String, Tokens)>>);
 
 impl OpenedTokens {
     const MAX: usize = 1_000;

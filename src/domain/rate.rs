@@ -80,7 +80,7 @@ pub fn step(quota: Quota, tat_us: Option<u64>, now_us: u64, want: u32) -> (Verdi
 /// While a step for a batch is on its way, requests that find no permit wait for it instead of
 /// each going to the store (at a high rate, that would be most of them).
 #[derive(Default)]
-pub struct Permits(std::sync::Mutex<std::collections::HashMap<String, Lease>>);
+pub struct Permits(std::sync::Mutex<foldhash::HashMap<String, Lease>>);
 
 pub struct Lease {
     left: u32,
@@ -123,7 +123,7 @@ const MAX_WANT: u32 = 64;
 const MAX_KEYS: usize = 10_000;
 
 impl Permits {
-    fn lock(&self) -> std::sync::MutexGuard<'_, std::collections::HashMap<String, Lease>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, foldhash::HashMap<String, Lease>> {
         self.0.lock().unwrap_or_else(|e| e.into_inner())
     }
 

@@ -26,10 +26,8 @@ use axum::Router;
 use axum::extract::DefaultBodyLimit;
 use axum::http::{StatusCode, header};
 use axum::routing::get;
-use tower_http::request_id::{PropagateRequestIdLayer, SetRequestIdLayer};
 use tower_http::sensitive_headers::SetSensitiveRequestHeadersLayer;
 use tower_http::timeout::TimeoutLayer;
-use tower_http::trace::TraceLayer;
 use utoipa::OpenApi as _;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
@@ -233,15 +231,13 @@ pub fn router(state: AppState, pages: Router<AppState>) -> Router {
         // again: a service clone and a boxed future per layer per request). Outermost first.
         .layer(
             tower::ServiceBuilder::new()
-                .layer(SetRequestIdLayer::x_request_id(observe::RequestUuid))
-                .layer(PropagateRequestIdLayer::x_request_id())
+                // Request id, span, HTTP metrics and the request's log lines.
+                .layer(observe::EdgeLayer::default())
                 .layer(SetSensitiveRequestHeadersLayer::new([
                     header::AUTHORIZATION,
                     header::COOKIE,
                     header::SET_COOKIE,
                 ]))
-                .layer(TraceLayer::new_for_http().make_span_with(observe::request_span))
-                .layer(observe::HttpMetricsLayer::default())
                 .layer(TimeoutLayer::with_status_code(
                     StatusCode::SERVICE_UNAVAILABLE,
                     deadline + Duration::from_secs(1),

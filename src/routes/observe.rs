@@ -1,18 +1,24 @@
-//! What every request leaves behind: its span (method, route template, request id) and the
-//! `authlink_http_*` series. Both name the route template (`/l/{link}`), never the path, so link
-//! tokens, codes and states stay out of logs and out of metric labels.
+//! What every request leaves behind: its `x-request-id`, its span (method, route template, request
+//! id) and the `authlink_http_*` series. Both name the route template (`/l/{link}`), never the
+//! path, so link tokens, codes and states stay out of logs and out of metric labels.
+//!
+//! One layer (`EdgeLayer`) does what tower-http's `SetRequestId`, `PropagateRequestId` and
+//! `Trace` layers and a metrics layer did one after another: under callgrind each of them was a
+//! future wrapped around the next, and `Trace` boxed every response body again to wrap it.
+//! What they logged is logged the same way: the request's lines at debug, a 5xx answer or a
+//! failing body at error.
 
-use std::collections::HashMap;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::{Arc, RwLock};
 use std::task::{Context, Poll, ready};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
+use axum::body::{Body, Bytes};
 use axum::extract::MatchedPath;
 use axum::http::{HeaderName, HeaderValue, Method, Request, Response, StatusCode};
+use http_body::{Frame, SizeHint};
 use metrics::{Counter, Histogram};
-use tower_http::request_id::{MakeRequestId, RequestId};
 
 /// The request span: method, route template and request id — never the raw path or query (the
 /// link carries its token, the callback the authorization code and state) and never headers.
@@ -33,19 +39,14 @@ pub fn request_span<B>(req: &Request<B>) -> tracing::Span {
 
 const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 
-/// `x-request-id` for requests that come without one: a UUIDv4, formatted on the stack
-/// (tower-http's `MakeRequestUuid` goes through `to_string` and a parse), its random bits from
-/// the thread's ChaCha generator (`Uuid::new_v4` asks the kernel, a system call per request).
-#[derive(Clone, Copy, Default)]
-pub struct RequestUuid;
-
-impl MakeRequestId for RequestUuid {
-    fn make_request_id<B>(&mut self, _: &Request<B>) -> Option<RequestId> {
-        let mut buf = [0u8; uuid::fmt::Hyphenated::LENGTH];
-        let uuid = uuid::Builder::from_random_bytes(rand::random()).into_uuid();
-        let id = uuid.hyphenated().encode_lower(&mut buf);
-        HeaderValue::from_str(id).ok().map(RequestId::new)
-    }
+/// `x-request-id` for a request that came without one: a UUIDv4, formatted on the stack, its
+/// random bits from the thread's ChaCha generator (`Uuid::new_v4` asks the kernel, a system
+/// call per request).
+fn new_request_id() -> HeaderValue {
+    let mut buf = [0u8; uuid::fmt::Hyphenated::LENGTH];
+    let uuid = uuid::Builder::from_random_bytes(rand::random()).into_uuid();
+    HeaderValue::from_str(uuid.hyphenated().encode_lower(&mut buf))
+        .expect("a hyphenated UUID is a header value")
 }
 
 fn route_of<B>(req: &Request<B>) -> &str {
@@ -54,15 +55,24 @@ fn route_of<B>(req: &Request<B>) -> &str {
         .map_or("unmatched", MatchedPath::as_str)
 }
 
+/// As tower-http's `Trace` shows a latency: whole milliseconds.
+struct Millis(Duration);
+
+impl std::fmt::Display for Millis {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} ms", self.0.as_millis())
+    }
+}
+
 /// `authlink_http_requests_total` (route, method, status) and `authlink_http_request_seconds`
 /// (route, method). The series' handles are made on first use and kept, so a request costs a
 /// map lookup instead of building label strings and hashing them into the registry.
 #[derive(Clone, Default)]
-pub struct HttpMetricsLayer {
-    routes: Arc<RwLock<HashMap<Box<str>, Arc<RouteSeries>>>>,
+pub struct EdgeLayer {
+    routes: Arc<RwLock<foldhash::HashMap<Box<str>, Arc<RouteSeries>>>>,
 }
 
-impl HttpMetricsLayer {
+impl EdgeLayer {
     fn series(&self, route: &str) -> Arc<RouteSeries> {
         let known = self
             .routes
@@ -83,16 +93,6 @@ impl HttpMetricsLayer {
                 })
                 .clone()
         })
-    }
-}
-
-impl<S> tower::Layer<S> for HttpMetricsLayer {
-    type Service = HttpMetrics<S>;
-    fn layer(&self, inner: S) -> HttpMetrics<S> {
-        HttpMetrics {
-            inner,
-            layer: self.clone(),
-        }
     }
 }
 
@@ -149,60 +149,159 @@ impl RouteSeries {
     }
 }
 
-#[derive(Clone)]
-pub struct HttpMetrics<S> {
-    inner: S,
-    layer: HttpMetricsLayer,
+impl<S> tower::Layer<S> for EdgeLayer {
+    type Service = Edge<S>;
+    fn layer(&self, inner: S) -> Edge<S> {
+        Edge {
+            inner,
+            layer: self.clone(),
+        }
+    }
 }
 
-impl<S, B, R> tower::Service<Request<B>> for HttpMetrics<S>
+#[derive(Clone)]
+pub struct Edge<S> {
+    inner: S,
+    layer: EdgeLayer,
+}
+
+impl<S, B> tower::Service<Request<B>> for Edge<S>
 where
-    S: tower::Service<Request<B>, Response = Response<R>>,
+    S: tower::Service<Request<B>, Response = Response<Body>>,
 {
-    type Response = Response<R>;
+    type Response = Response<Body>;
     type Error = S::Error;
-    type Future = Recorded<S::Future>;
+    type Future = Answered<S::Future>;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), S::Error>> {
         self.inner.poll_ready(cx)
     }
 
-    fn call(&mut self, req: Request<B>) -> Self::Future {
+    fn call(&mut self, mut req: Request<B>) -> Self::Future {
+        // The caller's id is kept (it correlates their logs with ours); else a fresh one, on
+        // the request too, for whatever reads it there.
+        let id = match req.headers().get(REQUEST_ID) {
+            Some(id) => id.clone(),
+            None => {
+                let id = new_request_id();
+                req.headers_mut().insert(REQUEST_ID, id.clone());
+                id
+            }
+        };
+        let span = request_span(&req);
         let series = self.layer.series(route_of(&req));
         let method = method_label(req.method());
-        Recorded {
-            inner: self.inner.call(req),
+        let started = Instant::now();
+        let inner = {
+            let _entered = span.enter();
+            tracing::debug!("started processing request");
+            self.inner.call(req)
+        };
+        Answered {
+            inner,
+            span,
+            id,
             series,
             method,
-            started: Instant::now(),
+            started,
         }
     }
 }
 
 pin_project_lite::pin_project! {
-    /// The response future, recording the series when the response is ready.
-    pub struct Recorded<F> {
+    /// The response future, in the request's span; when the response is ready it records the
+    /// series, echoes the request id and logs as `Trace` did.
+    pub struct Answered<F> {
         #[pin]
         inner: F,
+        span: tracing::Span,
+        id: HeaderValue,
         series: Arc<RouteSeries>,
         method: &'static str,
         started: Instant,
     }
 }
 
-impl<F, R, E> Future for Recorded<F>
+impl<F, E> Future for Answered<F>
 where
-    F: Future<Output = Result<Response<R>, E>>,
+    F: Future<Output = Result<Response<Body>, E>>,
 {
     type Output = F::Output;
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let this = self.project();
-        let result = ready!(this.inner.poll(cx));
-        if let Ok(response) = &result {
-            this.series
-                .record(this.method, response.status(), *this.started);
+        let _entered = this.span.enter();
+        let mut response = match ready!(this.inner.poll(cx)) {
+            Ok(response) => response,
+            Err(e) => return Poll::Ready(Err(e)),
+        };
+        let status = response.status();
+        this.series.record(this.method, status, *this.started);
+        response
+            .headers_mut()
+            .entry(REQUEST_ID)
+            .or_insert_with(|| this.id.clone());
+        let latency = Millis(this.started.elapsed());
+        if status.is_server_error() {
+            tracing::error!(classification = %format_args!("Status code: {status}"), latency = %latency, "response failed");
         }
-        Poll::Ready(result)
+        tracing::debug!(latency = %latency, status = status.as_u16(), "finished processing request");
+        // A body of known length is written at once, outside any handler code; one that streams
+        // (events) runs in the request's span as it is written.
+        if http_body::Body::size_hint(response.body())
+            .exact()
+            .is_none()
+        {
+            let span = this.span.clone();
+            response = response.map(|body| {
+                Body::new(Streamed {
+                    inner: body,
+                    span,
+                    started: Instant::now(),
+                })
+            });
+        }
+        Poll::Ready(Ok(response))
+    }
+}
+
+pin_project_lite::pin_project! {
+    /// A streaming response body, polled in its request's span.
+    struct Streamed {
+        #[pin]
+        inner: Body,
+        span: tracing::Span,
+        started: Instant,
+    }
+}
+
+impl http_body::Body for Streamed {
+    type Data = Bytes;
+    type Error = axum::Error;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, axum::Error>>> {
+        let this = self.project();
+        let _entered = this.span.enter();
+        let frame = ready!(this.inner.poll_frame(cx));
+        let duration = Millis(this.started.elapsed());
+        match &frame {
+            None => tracing::debug!(stream_duration = %duration, "end of stream"),
+            Some(Err(e)) => {
+                tracing::error!(error = %e, latency = %duration, "response failed");
+            }
+            Some(Ok(_)) => {}
+        }
+        Poll::Ready(frame)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
     }
 }

@@ -534,7 +534,8 @@ impl TokenView<'_> {
             Some(v) => string(buf, v),
             None => buf.push_str("null"),
         };
-        let mut buf = String::with_capacity(256 + self.access_token.len());
+        // Room for the identity, URL and scopes as Salesforce sends them: one allocation.
+        let mut buf = String::with_capacity(512 + self.access_token.len());
         buf.push_str("{\"access_token\":");
         string(&mut buf, self.access_token);
         buf.push_str(",\"expires_at\":");
@@ -543,19 +544,18 @@ impl TokenView<'_> {
         let id = self.identity;
         let mut first = true;
         for (name, value) in [
-            ("user_id", &id.user_id),
-            ("org_id", &id.org_id),
-            ("username", &id.username),
-            ("email", &id.email),
-            ("display_name", &id.display_name),
+            ("\"user_id\":", &id.user_id),
+            ("\"org_id\":", &id.org_id),
+            ("\"username\":", &id.username),
+            ("\"email\":", &id.email),
+            ("\"display_name\":", &id.display_name),
         ] {
             // As serde skips them: absent, not null.
             let Some(value) = value else { continue };
             if !std::mem::take(&mut first) {
                 buf.push(',');
             }
-            string(&mut buf, name);
-            buf.push(':');
+            buf.push_str(name);
             string(&mut buf, value);
         }
         buf.push_str("},\"instance_url\":");

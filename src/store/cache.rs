@@ -4,7 +4,7 @@
 //! replica whose change subscription dropped clears everything when it resubscribes. The TTL only
 //! bounds the damage of a bug.
 
-use std::collections::HashMap;
+use foldhash::HashMap;
 use std::hash::Hash;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -20,7 +20,7 @@ struct Map<K, V>(Mutex<HashMap<K, (V, Instant)>>);
 
 impl<K: Eq + Hash, V: Clone> Map<K, V> {
     fn new() -> Self {
-        Self(Mutex::new(HashMap::new()))
+        Self(Mutex::new(HashMap::default()))
     }
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<K, (V, Instant)>> {
         self.0.lock().unwrap_or_else(|e| e.into_inner())

@@ -780,7 +780,7 @@ impl RedisStore {
 /// request (callgrind). Only text identical to the stored one is answered from here, so nothing
 /// can be stale; what is kept is what Redis holds (tokens sealed). Bounded: emptied when full.
 #[derive(Default)]
-struct ParsedGrants(std::sync::Mutex<std::collections::HashMap<String, (String, Arc<Grant>)>>);
+struct ParsedGrants(std::sync::Mutex<foldhash::HashMap<String, (String, Arc<Grant>)>>);
 
 impl ParsedGrants {
     const MAX: usize = 1_000;
