@@ -305,3 +305,139 @@ impl http_body::Body for Streamed {
         self.inner.size_hint()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::convert::Infallible;
+    use std::sync::Mutex;
+
+    use http_body_util::BodyExt as _;
+    use tower::{Layer as _, Service as _};
+    use tracing_subscriber::layer::SubscriberExt as _;
+    use tracing_subscriber::registry::LookupSpan;
+
+    use super::*;
+
+    /// An event: its level, message and the names of the spans it is in.
+    type Line = (tracing::Level, String, Vec<String>);
+
+    /// Every event.
+    #[derive(Clone, Default)]
+    struct Seen(Arc<Mutex<Vec<Line>>>);
+
+    impl<S> tracing_subscriber::Layer<S> for Seen
+    where
+        S: tracing::Subscriber + for<'a> LookupSpan<'a>,
+    {
+        fn on_event(
+            &self,
+            event: &tracing::Event<'_>,
+            ctx: tracing_subscriber::layer::Context<'_, S>,
+        ) {
+            struct Message(String);
+            impl tracing::field::Visit for Message {
+                fn record_debug(&mut self, f: &tracing::field::Field, v: &dyn std::fmt::Debug) {
+                    if f.name() == "message" {
+                        self.0 = format!("{v:?}");
+                    }
+                }
+            }
+            let mut message = Message(String::new());
+            event.record(&mut message);
+            let spans = ctx
+                .event_scope(event)
+                .map(|s| s.from_root().map(|s| s.name().to_owned()).collect())
+                .unwrap_or_default();
+            self.0
+                .lock()
+                .unwrap()
+                .push((*event.metadata().level(), message.0, spans));
+        }
+    }
+
+    impl Seen {
+        fn find(&self, level: tracing::Level, message: &str) -> Option<Vec<String>> {
+            self.0
+                .lock()
+                .unwrap()
+                .iter()
+                .find(|(l, m, _)| *l == level && m == message)
+                .map(|(.., spans)| spans.clone())
+        }
+    }
+
+    fn request(id: Option<&str>) -> Request<Body> {
+        let mut req = Request::builder().uri("/x");
+        if let Some(id) = id {
+            req = req.header(REQUEST_ID, id);
+        }
+        req.body(Body::empty()).unwrap()
+    }
+
+    async fn answer(status: StatusCode, body: fn() -> Body, req: Request<Body>) -> Response<Body> {
+        let inner = tower::service_fn(move |_req: Request<Body>| async move {
+            tracing::info!("handled");
+            Ok::<_, Infallible>(Response::builder().status(status).body(body()).unwrap())
+        });
+        EdgeLayer::default().layer(inner).call(req).await.unwrap()
+    }
+
+    #[tokio::test(flavor = "current_thread")]
+    async fn requests_get_an_id_a_span_and_a_5xx_is_logged_as_an_error() {
+        let seen = Seen::default();
+        let _guard =
+            tracing::subscriber::set_default(tracing_subscriber::registry().with(seen.clone()));
+
+        let generated = answer(StatusCode::OK, Body::empty, request(None)).await;
+        let id = generated.headers()[REQUEST_ID].to_str().unwrap();
+        assert!(uuid::Uuid::parse_str(id).is_ok(), "{id}");
+        let kept = answer(StatusCode::OK, Body::empty, request(Some("req-7"))).await;
+        assert_eq!(kept.headers()[REQUEST_ID], "req-7");
+        assert_eq!(
+            seen.find(tracing::Level::INFO, "handled").unwrap(),
+            ["request"]
+        );
+        assert!(
+            seen.find(tracing::Level::ERROR, "response failed")
+                .is_none()
+        );
+
+        let failed = answer(StatusCode::BAD_GATEWAY, Body::empty, request(None)).await;
+        assert_eq!(failed.status(), StatusCode::BAD_GATEWAY);
+        assert_eq!(
+            seen.find(tracing::Level::ERROR, "response failed").unwrap(),
+            ["request"]
+        );
+    }
+
+    #[tokio::test(flavor = "current_thread")]
+    async fn a_streaming_body_runs_in_its_requests_span_and_a_sized_one_is_left_as_it_is() {
+        let seen = Seen::default();
+        let _guard =
+            tracing::subscriber::set_default(tracing_subscriber::registry().with(seen.clone()));
+        let streaming = || {
+            Body::from_stream(futures_util::stream::once(async {
+                tracing::info!("streamed");
+                Ok::<_, Infallible>(Bytes::from_static(b"event"))
+            }))
+        };
+        let response = answer(StatusCode::OK, streaming, request(None)).await;
+        assert!(
+            seen.find(tracing::Level::INFO, "streamed").is_none(),
+            "not polled yet"
+        );
+        let bytes = response.into_body().collect().await.unwrap().to_bytes();
+        assert_eq!(&bytes[..], b"event");
+        assert_eq!(
+            seen.find(tracing::Level::INFO, "streamed").unwrap(),
+            ["request"]
+        );
+        assert_eq!(
+            seen.find(tracing::Level::DEBUG, "end of stream").unwrap(),
+            ["request"]
+        );
+
+        let sized = answer(StatusCode::OK, || Body::from("{}"), request(None)).await;
+        assert_eq!(http_body::Body::size_hint(sized.body()).exact(), Some(2));
+    }
+}
