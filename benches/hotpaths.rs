@@ -364,7 +364,46 @@ struct Wrk {
     p50_ms: f64,
     p99_ms: f64,
     errors: u64,
+    /// CPU time per request, in µs: the server's (user, system), its Redis's, wrk's. The three
+    /// share the machine's cores, so this is where a ratio comes from.
+    cpu: Cpu,
 }
+
+#[derive(Clone, Copy, Default)]
+struct Cpu {
+    user: f64,
+    sys: f64,
+    redis: f64,
+    wrk: f64,
+}
+
+impl Cpu {
+    fn total(&self) -> f64 {
+        self.user + self.sys + self.redis + self.wrk
+    }
+}
+
+/// Clock ticks a process has run, (user, system), from `/proc/<pid>/stat`; for this process,
+/// `children` gives those of its children that ended and were waited for (wrk, here).
+fn ticks(pid: u32, children: bool) -> (u64, u64) {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+    // Fields after the command name, which is in parentheses and may hold spaces.
+    let rest = &stat[stat.rfind(')').unwrap() + 2..];
+    let f: Vec<u64> = rest
+        .split_whitespace()
+        .map(|v| v.parse().unwrap_or(0))
+        .collect();
+    // utime and stime are fields 14 and 15 of stat(5), cutime and cstime 16 and 17; `rest`
+    // starts at field 3.
+    if children {
+        (f[13], f[14])
+    } else {
+        (f[11], f[12])
+    }
+}
+
+/// Linux reports `/proc` times in USER_HZ ticks, 100 a second on every architecture it runs on.
+const TICKS_PER_SECOND: f64 = 100.0;
 
 fn wrk_ms(v: &str) -> f64 {
     let v = v.trim();
@@ -380,7 +419,20 @@ fn wrk_ms(v: &str) -> f64 {
     n.parse::<f64>().unwrap_or(f64::NAN) * scale
 }
 
-fn run_wrk(url: &str, script: &Path, seconds: u32) -> Wrk {
+/// The processes a wrk run is measured on: the server it loads and the Redis behind it.
+#[derive(Clone, Copy)]
+struct Measured {
+    server: u32,
+    redis: u32,
+}
+
+fn run_wrk(url: &str, script: &Path, seconds: u32, on: Measured) -> Wrk {
+    let me = std::process::id();
+    let before = [
+        ticks(on.server, false),
+        ticks(on.redis, false),
+        ticks(me, true),
+    ];
     let out = Command::new("wrk")
         .args(["-t2", "-c64", &format!("-d{seconds}s"), "--latency", "-s"])
         .arg(script)
@@ -394,6 +446,27 @@ fn run_wrk(url: &str, script: &Path, seconds: u32) -> Wrk {
             .find_map(|l| l.strip_prefix(prefix))
             .map(str::to_owned)
     };
+    let after = [
+        ticks(on.server, false),
+        ticks(on.redis, false),
+        ticks(me, true),
+    ];
+    let requests: f64 = text
+        .lines()
+        .find_map(|l| l.trim().split_once(" requests in "))
+        .and_then(|(n, _)| n.parse().ok())
+        .unwrap_or(f64::NAN);
+    let per_request = |i: usize, user: bool| {
+        let (b, a) = (before[i], after[i]);
+        let t = if user { a.0 - b.0 } else { a.1 - b.1 };
+        t as f64 / TICKS_PER_SECOND * 1e6 / requests
+    };
+    let cpu = Cpu {
+        user: per_request(0, true),
+        sys: per_request(0, false),
+        redis: per_request(1, true) + per_request(1, false),
+        wrk: per_request(2, true) + per_request(2, false),
+    };
     let errors = field("Non-2xx or 3xx responses:")
         .and_then(|v| v.trim().parse().ok())
         .unwrap_or(0)
@@ -405,6 +478,7 @@ fn run_wrk(url: &str, script: &Path, seconds: u32) -> Wrk {
         p50_ms: field("50%").map_or(f64::NAN, |v| wrk_ms(&v)),
         p99_ms: field("99%").map_or(f64::NAN, |v| wrk_ms(&v)),
         errors,
+        cpu,
     }
 }
 
@@ -479,6 +553,28 @@ impl Pair {
             a / b,
             a99 / b99
         );
+        // Where the cores went, per request (medians of the rounds): the ratio follows the
+        // totals, since the server, its Redis and wrk share the machine.
+        let cpu = |v: &[Wrk]| Cpu {
+            user: med(v, |w| w.cpu.user),
+            sys: med(v, |w| w.cpu.sys),
+            redis: med(v, |w| w.cpu.redis),
+            wrk: med(v, |w| w.cpu.wrk),
+        };
+        for (who, c) in [
+            ("baseline", cpu(&self.baseline)),
+            ("authlink", cpu(&self.authlink)),
+        ] {
+            println!(
+                "  CPU per request, {who}: server {:.1} µs (user {:.1}, system {:.1}), its Redis {:.1}, wrk {:.1}: {:.1} µs",
+                c.user + c.sys,
+                c.user,
+                c.sys,
+                c.redis,
+                c.wrk,
+                c.total()
+            );
+        }
     }
 }
 
@@ -520,7 +616,14 @@ fn write_scripts(dir: &Path, key: &str) -> Scripts {
     }
 }
 
-async fn hot_paths(a: &Args, dir: &Path, daemon: &Daemon, key: &str, baseline: &str) {
+async fn hot_paths(
+    a: &Args,
+    dir: &Path,
+    daemon: &Daemon,
+    key: &str,
+    (baseline, baseline_pid): (&str, u32),
+    redis_pid: u32,
+) {
     let Scripts {
         create,
         base_create,
@@ -568,15 +671,27 @@ async fn hot_paths(a: &Args, dir: &Path, daemon: &Daemon, key: &str, baseline: &
             token,
         ),
     ];
+    let on_baseline = Measured {
+        server: baseline_pid,
+        redis: redis_pid,
+    };
+    let on_authlink = Measured {
+        server: daemon.proc.0.id(),
+        redis: redis_pid,
+    };
     for round in 0..a.rounds {
         for (pair, (b_url, b_script, a_url, a_script)) in pairs.iter_mut().zip(&targets) {
             // Alternating: the baseline first in odd rounds, authlink first in even ones.
             if round % 2 == 0 {
-                pair.baseline.push(run_wrk(b_url, b_script, a.seconds));
-                pair.authlink.push(run_wrk(a_url, a_script, a.seconds));
+                pair.baseline
+                    .push(run_wrk(b_url, b_script, a.seconds, on_baseline));
+                pair.authlink
+                    .push(run_wrk(a_url, a_script, a.seconds, on_authlink));
             } else {
-                pair.authlink.push(run_wrk(a_url, a_script, a.seconds));
-                pair.baseline.push(run_wrk(b_url, b_script, a.seconds));
+                pair.authlink
+                    .push(run_wrk(a_url, a_script, a.seconds, on_authlink));
+                pair.baseline
+                    .push(run_wrk(b_url, b_script, a.seconds, on_baseline));
             }
             eprintln!(
                 "round {} of {}: {} done",
@@ -866,7 +981,7 @@ async fn setup(daemon: &Daemon) -> (Arc<Api>, String) {
 async fn main() {
     let a = args();
     let dir = tempfile::tempdir().unwrap();
-    let (_redis, redis) = start_redis(dir.path());
+    let (redis_proc, redis) = start_redis(dir.path());
     let options = |shape| ProviderOptions {
         client_id: "bench-client".into(),
         client_secret: "bench-secret".into(),
@@ -876,7 +991,7 @@ async fn main() {
     let generic = FakeProvider::spawn(options(Shape::Generic)).await;
     generic.set_token_lifetime(HERD_TOKEN_SECS);
     let mut daemon = start_authlink(dir.path(), &redis, &sf, &generic).await;
-    let (_baseline, baseline) = start_baseline(&redis);
+    let (baseline_proc, baseline) = start_baseline(&redis);
     until_up("the baseline", &format!("{baseline}/get/x")).await;
     let (api, key) = setup(&daemon).await;
     println!(
@@ -913,7 +1028,15 @@ async fn main() {
         return;
     }
     if a.wrk {
-        hot_paths(&a, dir.path(), &daemon, &key, &baseline).await;
+        hot_paths(
+            &a,
+            dir.path(),
+            &daemon,
+            &key,
+            (&baseline, baseline_proc.0.id()),
+            redis_proc.0.id(),
+        )
+        .await;
     }
     herd(&a, &api, &generic).await;
     if a.park && a.parked > 0 {
