@@ -8,7 +8,9 @@
 //!
 //! 1. **Hot paths**, side by side in alternating rounds (`wrk -t2 -c64`): creating a session
 //!    against the baseline's `POST /create`, an access token (no refresh needed) against its
-//!    `GET /get/{id}`. Medians of the rounds, their ratios, and p99s.
+//!    `GET /get/{id}`. Medians of the rounds, their ratios, and p99s; and the CPU time per
+//!    request of the server (user, system), its Redis and wrk (`/proc`), which share the cores:
+//!    the ratio follows their totals.
 //! 2. **Parked requests**: N concurrent long-polls (`?wait=`), then N open event streams, then N
 //!    agent retries waiting with `wait`, each on its own session: the daemon's RSS while they are
 //!    parked, and how long after its session changes each one answers (from sending the cancel).
