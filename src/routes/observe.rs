@@ -118,8 +118,8 @@ fn method_label(method: &Method) -> &'static str {
 }
 
 impl RouteSeries {
-    fn record(&self, method: &'static str, status: StatusCode, started: Instant) {
-        let seconds = started.elapsed().as_secs_f64();
+    fn record(&self, method: &'static str, status: StatusCode, latency: Duration) {
+        let seconds = latency.as_secs_f64();
         let found = self
             .series
             .read()
@@ -236,12 +236,13 @@ where
             Err(e) => return Poll::Ready(Err(e)),
         };
         let status = response.status();
-        this.series.record(this.method, status, *this.started);
+        let elapsed = this.started.elapsed();
+        this.series.record(this.method, status, elapsed);
         response
             .headers_mut()
             .entry(REQUEST_ID)
             .or_insert_with(|| this.id.clone());
-        let latency = Millis(this.started.elapsed());
+        let latency = Millis(elapsed);
         if status.is_server_error() {
             tracing::error!(classification = %format_args!("Status code: {status}"), latency = %latency, "response failed");
         }
@@ -286,11 +287,12 @@ impl http_body::Body for Streamed {
         let this = self.project();
         let _entered = this.span.enter();
         let frame = ready!(this.inner.poll_frame(cx));
-        let duration = Millis(this.started.elapsed());
+        // The clock is read only when there is something to log, not for every event sent.
+        let duration = || Millis(this.started.elapsed());
         match &frame {
-            None => tracing::debug!(stream_duration = %duration, "end of stream"),
+            None => tracing::debug!(stream_duration = %duration(), "end of stream"),
             Some(Err(e)) => {
-                tracing::error!(error = %e, latency = %duration, "response failed");
+                tracing::error!(error = %e, latency = %duration(), "response failed");
             }
             Some(Ok(_)) => {}
         }
