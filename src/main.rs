@@ -125,6 +125,19 @@ fn serve(file: Option<PathBuf>) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    // A zero-configuration run prints its operator key, serves the demo provider (anyone may
+    // sign in) and keeps nothing: fine on this machine, never on an interface others reach.
+    if ephemeral.is_some() && !config.listen.ip().is_loopback() {
+        eprintln!(
+            "authlink: refusing to start without configuration on {}: a run with no keys and no \
+             store is for this machine only (throw-away keys, the demo provider, the operator key \
+             printed).\n  Either listen on a loopback address (AUTHLINK__LISTEN=127.0.0.1:8080), \
+             or configure keys and a store: `authlink keygen > authlink.toml`, set \
+             [store] redis_url, and run `authlink serve --config authlink.toml`.",
+            config.listen
+        );
+        return ExitCode::FAILURE;
+    }
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(r) => r,
         Err(e) => {

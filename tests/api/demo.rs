@@ -188,3 +188,49 @@ async fn a_daemon_with_a_redis_store_or_configured_keys_serves_no_demo() {
     let configured = Solo::start("", &[]).await;
     no_demo(&configured.daemon.base, &configured.operator).await;
 }
+
+#[tokio::test]
+async fn a_zero_config_start_on_a_non_loopback_address_is_refused() {
+    // Throw-away keys and the demo provider on every interface would hand anyone who reaches the
+    // port a signed-in operator (the key is printed) and a provider anyone can sign in at.
+    for listen in ["0.0.0.0", "[::]"] {
+        let port = free_port();
+        let stderr_file = tempfile::NamedTempFile::new().unwrap();
+        let mut child = Command::new(env!("CARGO_BIN_EXE_authlink"))
+            .arg("serve")
+            .env_remove("AUTHLINK_CONFIG")
+            .env("AUTHLINK__LISTEN", format!("{listen}:{port}"))
+            .env("RUST_LOG", "warn")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(stderr_file.reopen().unwrap())
+            .spawn()
+            .expect("the authlink binary runs");
+        // It exits by itself; a daemon that started instead is killed when the poll gives up.
+        let mut exit = None;
+        for _ in 0..1000 {
+            exit = child.try_wait().unwrap();
+            if exit.is_some() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        if exit.is_none() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        let stderr = std::fs::read_to_string(stderr_file.path()).unwrap();
+        let status = exit.unwrap_or_else(|| panic!("{listen}: it started: {stderr}"));
+        assert!(!status.success(), "{listen}: {stderr}");
+        assert!(
+            stderr.contains("refusing to start without configuration")
+                && stderr.contains("127.0.0.1"),
+            "{stderr}"
+        );
+        assert!(!stderr.contains("Operator key"), "no key printed: {stderr}");
+        assert!(
+            std::net::TcpStream::connect(("127.0.0.1", port)).is_err(),
+            "nothing listens on {port}"
+        );
+    }
+}
