@@ -323,7 +323,13 @@ async fn sign_in(link: &str) {
         .redirect(reqwest::redirect::Policy::none())
         .build()
         .unwrap();
-    let start = http.post(link).send().await.unwrap();
+    // Pressed on the interstitial: a browser says the POST comes from the same origin.
+    let start = http
+        .post(link)
+        .header("sec-fetch-site", "same-origin")
+        .send()
+        .await
+        .unwrap();
     assert_eq!(start.status().as_u16(), 303, "Continue");
     let cookies: Vec<String> = start
         .headers()

@@ -39,9 +39,10 @@ pub fn check_url(https: bool, url: &Url) -> bool {
     crate::routes::admin::check_url_for(https, "url", url).is_ok()
 }
 
-/// `routes::admin::check_webhook_url`.
+/// `routes::admin::check_webhook_url`'s shape rules (the private-address rule is
+/// `webhook::names_private_host`, fuzzed on its own).
 pub fn check_webhook_url(url: &Url) -> bool {
-    crate::routes::admin::check_webhook_url(url).is_ok()
+    crate::routes::admin::check_webhook_url(url, false).is_ok()
 }
 
 /// A token endpoint's JSON answer, read as `oauth::Provider::exchange` reads it.

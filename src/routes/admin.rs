@@ -183,7 +183,11 @@ pub(crate) fn check_url_for(https: bool, field: &str, url: &Url) -> Result<(), A
     Ok(())
 }
 
-pub fn check_webhook_url(url: &Url) -> Result<(), ApiError> {
+/// Where webhooks may go, the one rule for a bot's and a session's `webhook_url`: http(s), no
+/// credentials, and with `deny_private` (`webhooks.deny_private_networks`, on by default over
+/// https) no private or loopback host as written. A name that resolves to such an address is
+/// refused at delivery time, by the resolver (`webhook::PublicOnlyResolver`).
+pub fn check_webhook_url(url: &Url, deny_private: bool) -> Result<(), ApiError> {
     if !matches!(url.scheme(), "http" | "https") || url.host().is_none() {
         return Err(ApiError::Invalid(
             "webhook_url must be an http(s) URL".into(),
@@ -192,6 +196,11 @@ pub fn check_webhook_url(url: &Url) -> Result<(), ApiError> {
     if !url.username().is_empty() || url.password().is_some() {
         return Err(ApiError::Invalid(
             "webhook_url must not contain credentials".into(),
+        ));
+    }
+    if deny_private && crate::webhook::names_private_host(url) {
+        return Err(ApiError::Invalid(
+            "webhook_url must not point to a private or loopback address".into(),
         ));
     }
     Ok(())
@@ -210,7 +219,7 @@ pub async fn put_bot(
     let body: BotBody = body.parse()?;
     check_name(&body.name)?;
     if let Some(url) = &body.webhook_url {
-        check_webhook_url(url)?;
+        check_webhook_url(url, state.config.webhooks.deny_private_networks)?;
     }
     check_hosts("allowed_return_hosts", &body.allowed_return_hosts)?;
     check_hosts("allowed_webhook_hosts", &body.allowed_webhook_hosts)?;

@@ -51,6 +51,8 @@ pub enum Msg {
     CodeBody,
     TooManyTitle,
     TooManyBody,
+    ForeignTitle,
+    ForeignBody,
 }
 
 fn text(lang: Lang, msg: Msg) -> &'static str {
@@ -199,6 +201,22 @@ fn text(lang: Lang, msg: Msg) -> &'static str {
         }
         (TooManyBody, Fr) => "Veuillez patienter {seconds} secondes, puis réessayez.",
         (TooManyBody, Es) => "Espere {seconds} segundos y vuelva a intentarlo.",
+        (ForeignTitle, En) => "This came from another website",
+        (ForeignTitle, De) => "Das kam von einer anderen Website",
+        (ForeignTitle, Fr) => "Cela venait d'un autre site web",
+        (ForeignTitle, Es) => "Esto vino de otro sitio web",
+        (ForeignBody, En) => {
+            "Nothing was started. To connect your account, open the link from your conversation again and continue on its page."
+        }
+        (ForeignBody, De) => {
+            "Es wurde nichts gestartet. Um Ihr Konto zu verbinden, öffnen Sie den Link aus Ihrer Unterhaltung erneut und fahren Sie auf dessen Seite fort."
+        }
+        (ForeignBody, Fr) => {
+            "Rien n'a été lancé. Pour connecter votre compte, rouvrez le lien depuis votre conversation et continuez sur sa page."
+        }
+        (ForeignBody, Es) => {
+            "No se inició nada. Para conectar su cuenta, vuelva a abrir el enlace desde su conversación y continúe en su página."
+        }
     }
 }
 
@@ -244,12 +262,34 @@ impl Page {
         }
     }
 
+    /// `msg` with its placeholders filled, in one pass over the template: a value is never
+    /// read again, so a display name containing `{host}` stays as written.
     pub fn t(&self, msg: Msg) -> String {
-        let mut s = text(self.lang, msg).to_owned();
-        for (k, v) in &self.vars {
-            s = s.replace(&format!("{{{k}}}"), v);
+        let mut rest = text(self.lang, msg);
+        let mut out = String::with_capacity(rest.len() + 64);
+        while let Some(open) = rest.find('{') {
+            out.push_str(&rest[..open]);
+            let after = &rest[open + 1..];
+            let filled = after.split_once('}').and_then(|(name, tail)| {
+                self.vars
+                    .iter()
+                    .find(|(k, _)| *k == name)
+                    .map(|(_, v)| (v, tail))
+            });
+            match filled {
+                Some((value, tail)) => {
+                    out.push_str(value);
+                    rest = tail;
+                }
+                // Not a placeholder of this page: the brace stays as text.
+                None => {
+                    out.push('{');
+                    rest = after;
+                }
+            }
         }
-        s
+        out.push_str(rest);
+        out
     }
 
     pub fn render(&self) -> String {
@@ -333,6 +373,67 @@ mod tests {
         assert_eq!(Lang::pick(None, &h), Lang::De);
         assert_eq!(Lang::pick(Some("fr-CA"), &h), Lang::Fr);
         assert_eq!(Lang::pick(None, &HeaderMap::new()), Lang::En);
+    }
+
+    #[test]
+    fn placeholders_inside_values_are_not_filled() {
+        let names = ["bot", "provider", "host", "issuer", "who", "seconds"];
+        let all: String = names.iter().map(|n| format!("{{{n}}}")).collect();
+        let messages = [
+            Msg::ConnectTitle,
+            Msg::ConnectBody,
+            Msg::Continue,
+            Msg::BindingFirst,
+            Msg::SuccessTitle,
+            Msg::SuccessAs,
+            Msg::TooManyBody,
+        ];
+        for lang in [Lang::En, Lang::De, Lang::Fr, Lang::Es] {
+            for name in names {
+                // The value under test comes first: filled first, it would be read again.
+                let mut p = Page::new(StatusCode::OK, lang, Msg::ConnectTitle, Msg::ConnectBody);
+                p.vars = std::iter::once((name, all.clone()))
+                    .chain(
+                        names
+                            .iter()
+                            .filter(|k| **k != name)
+                            .map(|k| (*k, "v".into())),
+                    )
+                    .collect();
+                for msg in messages {
+                    if !text(lang, msg).contains(&format!("{{{name}}}")) {
+                        continue;
+                    }
+                    let out = p.t(msg);
+                    assert!(out.contains(&all), "{lang:?} {msg:?} {name}: {out}");
+                    assert!(
+                        !out.replace(&all, "").contains('{'),
+                        "{lang:?} {msg:?} {name}: {out}"
+                    );
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn a_value_containing_a_placeholder_is_shown_as_written() {
+        let mut p = Page::new(
+            StatusCode::OK,
+            Lang::En,
+            Msg::ConnectTitle,
+            Msg::ConnectBody,
+        );
+        p.vars = vec![
+            ("bot", "Bot {provider}".into()),
+            ("provider", "Acme {host} {bot} {".into()),
+            ("host", "login.example.com".into()),
+        ];
+        assert_eq!(
+            p.t(Msg::ConnectBody),
+            "Bot {provider} asks for access to your Acme {host} {bot} { account. \
+You will sign in at login.example.com; Bot {provider} never sees your password."
+        );
+        assert_eq!(p.t(Msg::ConnectTitle), "Connect Acme {host} {bot} {");
     }
 
     #[test]

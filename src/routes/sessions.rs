@@ -126,10 +126,17 @@ fn json_depth(json: &str) -> usize {
 /// Where the success page sends the person back: http(s), no user info (a URL such as
 /// `https://evil.com@chat.example.com` reads as another host to a person), on one of the bot's
 /// allowed hosts — or, for the console's own pre-authorize (`console`), a console page here.
+/// A daemon served over https sends people only to https pages (a plain-http page could be
+/// rewritten on the way, loopback included: that is a local trial, served over http).
 fn check_return_url(state: &AppState, bot: &Bot, url: &Url, console: bool) -> Result<(), ApiError> {
     if !matches!(url.scheme(), "https" | "http") || url.host().is_none() {
         return Err(ApiError::Invalid(
             "return_url must be an http(s) URL".into(),
+        ));
+    }
+    if state.config.is_https() && url.scheme() != "https" {
+        return Err(ApiError::Invalid(
+            "return_url must be an https URL (authlink is served over https)".into(),
         ));
     }
     if !url.username().is_empty() || url.password().is_some() {
@@ -336,12 +343,7 @@ pub(crate) async fn new_session(
     }
     let webhook_url = req.webhook_url.or_else(|| bot.webhook_url.clone());
     if let Some(url) = &webhook_url {
-        check_webhook_url(url)?;
-        if state.config.webhooks.deny_private_networks && crate::webhook::names_private_host(url) {
-            return Err(ApiError::Invalid(
-                "webhook_url must not point to a private or loopback address".into(),
-            ));
-        }
+        check_webhook_url(url, state.config.webhooks.deny_private_networks)?;
         let host = url.host_str().unwrap_or_default();
         if !bot.allowed_webhook_hosts.is_empty() && !host_allowed(&bot.allowed_webhook_hosts, host)
         {

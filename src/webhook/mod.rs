@@ -37,10 +37,12 @@ pub fn sign(secret: &str, id: &str, timestamp: i64, body: &str) -> Option<String
 }
 
 /// Addresses a webhook may reach when private networks are denied: globally routable only.
+/// Checked against IANA's IPv4 and IPv6 Special-Purpose Address Registries; a block marked
+/// globally reachable there but never a webhook endpoint (AMT, AS112, ORCHIDv2) is refused too.
 pub fn is_public(ip: IpAddr) -> bool {
     match ip {
         IpAddr::V4(v4) => {
-            let [a, b, ..] = v4.octets();
+            let [a, b, c, _] = v4.octets();
             !(v4.is_loopback()
                 || v4.is_private()
                 || v4.is_link_local()
@@ -50,7 +52,8 @@ pub fn is_public(ip: IpAddr) -> bool {
                 || v4.is_documentation()
                 || a == 0
                 || a >= 240 // reserved (240.0.0.0/4)
-                || (a == 192 && b == 0 && v4.octets()[2] == 0) // IETF protocol assignments
+                || (a == 192 && b == 0 && c == 0) // IETF protocol assignments
+                || (a == 192 && b == 88 && c == 99) // 6to4 relay anycast (deprecated)
                 || (a == 100 && (64..128).contains(&b)) // carrier-grade NAT
                 || (a == 198 && (b == 18 || b == 19))) // benchmarking
         }
@@ -73,11 +76,22 @@ pub fn is_public(ip: IpAddr) -> bool {
                 return is_public(IpAddr::V4(embedded(s[1], s[2])));
             }
             let first = s[0];
-            !(v6.is_loopback()
-                || v6.is_unspecified()
-                || v6.is_multicast()
-                || (first & 0xfe00) == 0xfc00 // unique local
-                || (first & 0xffc0) == 0xfe80) // link local
+            // Only 2000::/3 is global unicast (IANA's IPv6 Address Space registry): this alone
+            // refuses ::/8 (loopback, unspecified, IPv4-translated ::ffff:0:a.b.c.d, local-use
+            // NAT64 64:ff9b:1::/48), 100::/64 (discard), 100:0:0:1::/64 (dummy), 5f00::/16
+            // (segment routing), fc00::/7 (unique local), fe80::/10 (link local), fec0::/10
+            // (site local, deprecated), ff00::/8 (multicast) and the unassigned rest.
+            let special = match first {
+                // IETF protocol assignments (2001::/23): Teredo (2001::/32, which embeds the
+                // server's and the client's IPv4 address), benchmarking (2001:2::/48), ORCHID
+                // (2001:10::/28, 2001:20::/28), AMT, AS112 and what comes next; and
+                // documentation (2001:db8::/32)
+                0x2001 => s[1] < 0x200 || s[1] == 0xdb8,
+                // documentation (3fff::/20)
+                0x3fff => s[1] < 0x1000,
+                _ => false,
+            };
+            (first & 0xe000) == 0x2000 && !special
         }
     }
 }
@@ -136,34 +150,85 @@ mod tests {
 
     #[test]
     fn private_and_special_addresses_are_not_public() {
+        // One or more addresses per IANA special-purpose block (IPv4, then IPv6), and the
+        // IPv6 forms that carry an IPv4 address.
         for ip in [
-            "127.0.0.1",
-            "10.1.2.3",
-            "172.16.0.1",
-            "192.168.1.1",
-            "169.254.169.254",
-            "100.64.0.1",
-            "0.0.0.0",
-            "::1",
-            "fd00::1",
-            "fe80::1",
-            "::ffff:10.0.0.1",
-            "::127.0.0.1",
-            "64:ff9b::a9fe:a9fe",
-            "64:ff9b::10.0.0.1",
-            "2002:7f00:1::",
-            "2002:a9fe:a9fe::1",
-            "192.0.0.8",
-            "240.0.0.1",
-            "255.255.255.254",
+            "0.1.2.3",                              // this network (0.0.0.0/8)
+            "0.0.0.0",                              // unspecified
+            "10.1.2.3",                             // private (10.0.0.0/8)
+            "100.64.0.1",                           // shared address space (100.64.0.0/10)
+            "100.127.255.254",                      // … its last address
+            "127.0.0.1",                            // loopback
+            "169.254.169.254",                      // link local (cloud metadata)
+            "172.16.0.1",                           // private (172.16.0.0/12)
+            "172.31.255.254",                       // … its last address
+            "192.0.0.8",                            // IETF protocol assignments (192.0.0.0/24)
+            "192.0.2.1",                            // documentation (TEST-NET-1)
+            "192.88.99.1",                          // 6to4 relay anycast (deprecated)
+            "192.168.1.1",                          // private (192.168.0.0/16)
+            "198.18.0.1",                           // benchmarking (198.18.0.0/15)
+            "198.19.255.254",                       // … its last address
+            "198.51.100.1",                         // documentation (TEST-NET-2)
+            "203.0.113.1",                          // documentation (TEST-NET-3)
+            "224.0.0.1",                            // multicast
+            "240.0.0.1",                            // reserved (240.0.0.0/4)
+            "255.255.255.255",                      // limited broadcast
+            "::",                                   // unspecified
+            "::1",                                  // loopback
+            "::ffff:10.0.0.1",                      // IPv4-mapped, private
+            "::ffff:127.0.0.1",                     // IPv4-mapped, loopback
+            "::127.0.0.1",                          // IPv4-compatible, loopback
+            "::10.0.0.1",                           // IPv4-compatible, private
+            "::ffff:0:10.0.0.1",                    // IPv4-translated, private
+            "::ffff:0:93.184.216.34",               // IPv4-translated, even public: refused
+            "64:ff9b::a9fe:a9fe",                   // NAT64, link local
+            "64:ff9b::10.0.0.1",                    // NAT64, private
+            "64:ff9b::127.0.0.1",                   // NAT64, loopback
+            "64:ff9b:1::5db8:d822",                 // local-use NAT64 (64:ff9b:1::/48)
+            "100::1",                               // discard-only (100::/64)
+            "100:0:0:1::1",                         // dummy prefix (100:0:0:1::/64)
+            "2001::1",                              // Teredo (2001::/32)
+            "2001:0:4136:e378:8000:63bf:3fff:fdd2", // Teredo, RFC 4380's example
+            "2001:1::1",                            // IETF protocol assignments (2001::/23)
+            "2001:2::1",                            // benchmarking (2001:2::/48)
+            "2001:10::1",                           // ORCHID (deprecated)
+            "2001:20::1",                           // ORCHIDv2
+            "2001:1ff::1",                          // … the end of 2001::/23
+            "2001:db8::1",                          // documentation (2001:db8::/32)
+            "3fff::1",                              // documentation (3fff::/20)
+            "3fff:fff::1",                          // … its end
+            "5f00::1",                              // segment routing (5f00::/16)
+            "2002:7f00:1::",                        // 6to4, loopback
+            "2002:a9fe:a9fe::1",                    // 6to4, link local
+            "2002:0a00:0001::1",                    // 6to4, private
+            "fc00::1",                              // unique local (fc00::/7)
+            "fd00::1",                              // … its other half
+            "fe80::1",                              // link local (fe80::/10)
+            "febf::1",                              // … its end
+            "fec0::1",                              // site local (fec0::/10, deprecated)
+            "feff::1",                              // … its end
+            "ff02::1",                              // multicast
+            "4000::1",                              // unassigned (outside 2000::/3)
+            "fbff::1",                              // unassigned, just below unique local
         ] {
             assert!(!is_public(ip.parse().unwrap()), "{ip}");
         }
         for ip in [
             "93.184.216.34",
+            "1.1.1.1",
+            "100.63.255.255", // just below shared address space
+            "100.128.0.1",    // just above it
+            "172.32.0.1",     // just above 172.16.0.0/12
+            "198.20.0.1",     // just above benchmarking
             "2606:4700::1111",
-            "64:ff9b::5db8:d822",
-            "2002:5db8:d822::1",
+            "2001:200::1", // just above 2001::/23 (WIDE)
+            "2001:db9::1", // just above documentation
+            "2a00:1450:4001::200e",
+            "64:ff9b::5db8:d822",   // NAT64 of a public address
+            "2002:5db8:d822::1",    // 6to4 of a public address
+            "::ffff:93.184.216.34", // IPv4-mapped public address
+            "3ffe:ffff::1",         // just below 3fff::/20
+            "3fff:1000::1",         // just above it
         ] {
             assert!(is_public(ip.parse().unwrap()), "{ip}");
         }
@@ -171,6 +236,12 @@ mod tests {
             &Url::parse("http://localhost:9/x").unwrap()
         ));
         assert!(names_private_host(&Url::parse("http://[::1]/x").unwrap()));
+        assert!(names_private_host(
+            &Url::parse("http://[fec0::1]/x").unwrap()
+        ));
+        assert!(names_private_host(
+            &Url::parse("http://[2001::1]/x").unwrap()
+        ));
         assert!(!names_private_host(
             &Url::parse("https://hooks.example.com/x").unwrap()
         ));

@@ -4,8 +4,10 @@
 //! sign-in at the real OpenID provider (tests/oidc), Test, replay the dead letter the completion
 //! left, refuse a cross-site form, sign out; another bot's admin key sees nothing of the bot.
 //! Every page is screenshotted at desktop and phone widths (`target/screenshots/`) and checked
-//! with axe-core: no violation of serious or critical impact. Needs `npm ci` in tests/browser
-//! and tests/oidc and Debian's `chromium` (all done by `.ci/test`).
+//! with axe-core: no violation of serious or critical impact. And the link's Continue
+//! (`tests/browser/link.mjs`): the person's click reaches the provider, another site's form does
+//! not. Needs `npm ci` in tests/browser and tests/oidc and Debian's `chromium` (all done by
+//! `.ci/test`).
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -203,4 +205,95 @@ async fn the_console_and_the_end_user_pages_work_in_chromium_with_and_without_ja
         "axe found serious or critical violations:\n{}",
         serious.join("\n")
     );
+}
+
+/// The link's Continue in Chromium (`tests/browser/link.mjs`), which sets `Sec-Fetch-Site` and
+/// `Origin` itself: the person's own click reaches the provider's authorize URL and completes;
+/// another site's auto-submitted form is refused with authlink's page, leaves no cookie, and the
+/// session stays pending.
+#[tokio::test]
+async fn continue_in_chromium_is_same_origin_only() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    assert!(
+        root.join("tests/browser/node_modules/playwright-core")
+            .is_dir(),
+        "tests/browser/node_modules/playwright-core is missing: run `npm ci --prefix tests/browser` (.ci/test does)"
+    );
+    assert!(
+        Path::new(CHROMIUM).exists(),
+        "{CHROMIUM} is missing: install Debian's chromium package (.ci/test does)"
+    );
+    let app = crate::helpers::spawn_app().await;
+    let key = app.setup_bot("acme").await;
+    let mine = app.new_session(&key, "acme", "u-mine").await;
+    let foreign = app.new_session(&key, "acme", "u-foreign").await;
+    let authorize = format!("{}/services/oauth2/authorize?", app.provider.base_url);
+
+    let mut command = Command::new("node");
+    command
+        .arg("link.mjs")
+        .current_dir(root.join("tests/browser"))
+        .env("LINK", mine["link"].as_str().unwrap())
+        .env("FOREIGN_LINK", foreign["link"].as_str().unwrap())
+        .env("PROVIDER_AUTHORIZE_URL", &authorize)
+        .env("CHROMIUM", CHROMIUM);
+    let mut browser = LineChild::spawn(command);
+    let mut continued = None;
+    let mut refused = None;
+    loop {
+        let event = browser.next_json().await;
+        match event["event"].as_str().unwrap_or("") {
+            "ready" => {}
+            "continued" => continued = Some(event),
+            "refused" => refused = Some(event),
+            "done" => break,
+            other => panic!("unexpected event {other:?}: {event}"),
+        }
+    }
+    let stderr = browser.stderr();
+    browser.finish().await;
+
+    // The person's click: Chromium says same-origin, and the sign-in completes.
+    let continued = continued.unwrap_or_else(|| panic!("no Continue: {stderr}"));
+    assert_eq!(continued["post"]["status"], 303, "{continued}");
+    assert_eq!(
+        continued["post"]["sec_fetch_site"], "same-origin",
+        "{continued}"
+    );
+    assert!(
+        continued["authorize_url"]
+            .as_str()
+            .unwrap()
+            .starts_with(&authorize),
+        "{continued}"
+    );
+    assert_eq!(
+        continued["heading"], "Salesforce is connected",
+        "{continued}"
+    );
+    let (_, s) = app
+        .session(&key, "acme", mine["id"].as_str().unwrap(), None)
+        .await;
+    assert_eq!(s["status"], "completed");
+
+    // Another site's form: Chromium says cross-site; nothing started, no cookie.
+    let refused = refused.unwrap_or_else(|| panic!("no refusal: {stderr}"));
+    assert_eq!(refused["post"]["status"], 403, "{refused}");
+    assert_eq!(refused["landed"], foreign["link"], "{refused}");
+    // Chromium says so by `Origin` (it sends no `Sec-Fetch-Site` from a plain-http site) or by
+    // `Sec-Fetch-Site: cross-site`.
+    assert!(
+        refused["post"]["origin"] == "http://evil.example"
+            || refused["post"]["sec_fetch_site"] == "cross-site",
+        "{refused}"
+    );
+    assert_eq!(
+        refused["heading"], "This came from another website",
+        "{refused}"
+    );
+    assert_eq!(refused["cookies"], json!([]), "{refused}");
+    let (_, s) = app
+        .session(&key, "acme", foreign["id"].as_str().unwrap(), None)
+        .await;
+    assert_eq!(s["status"], "pending");
 }

@@ -328,7 +328,11 @@ impl TestApp {
         req.send().await.unwrap()
     }
 
+    /// A bot whose webhooks go to the receiver — unless the daemon denies private networks:
+    /// the receiver is on loopback, which such a daemon refuses as a bot's webhook URL.
     pub async fn put_bot(&self, bot: &str) -> Response {
+        let webhook_url =
+            (!self.config.webhooks.deny_private_networks).then(|| self.receiver.url.clone());
         self.call(
             reqwest::Method::PUT,
             &format!("/v1/bots/{bot}"),
@@ -336,7 +340,7 @@ impl TestApp {
             Some(json!({
                 "name": format!("{bot} assistant"),
                 "allowed_return_hosts": ["chat.example.com"],
-                "webhook_url": self.receiver.url,
+                "webhook_url": webhook_url,
             })),
         )
         .await
@@ -575,8 +579,16 @@ impl Browser {
         r
     }
 
+    /// POST `url` as a button on the page this browser shows: a modern browser says so with
+    /// `Sec-Fetch-Site: same-origin` (Continue refuses a POST from another site).
     pub async fn post(&mut self, url: &str) -> Response {
-        let r = self.client.post(url).send().await.unwrap();
+        let r = self
+            .client
+            .post(url)
+            .header("sec-fetch-site", "same-origin")
+            .send()
+            .await
+            .unwrap();
         self.keep_cookies(&r);
         r
     }

@@ -70,6 +70,66 @@ async fn a_returned_url_in_the_allowed_hosts_is_accepted() {
     assert_eq!(r.status(), StatusCode::CREATED);
 }
 
+/// Served over https, authlink sends people back only to https pages: an http `return_url` is a
+/// 422 naming the field, even on an allowed host or loopback (a local trial runs over http, where
+/// http stays accepted).
+#[tokio::test]
+async fn an_http_return_url_is_refused_when_authlink_is_served_over_https() {
+    let app = spawn_app().await;
+    let key = app.setup_bot("acme").await;
+    let https = app
+        .replica_with(|c| c.public_url = url::Url::parse("https://authlink.example.com").unwrap())
+        .await;
+    let r = https
+        .call(
+            reqwest::Method::PUT,
+            "/v1/bots/acme",
+            &app.operator_key,
+            Some(
+                json!({"name": "acme assistant", "webhook_url": app.receiver.url,
+                "allowed_return_hosts": ["chat.example.com", "localhost", "127.0.0.1"]}),
+            ),
+        )
+        .await;
+    assert_eq!(r.status(), StatusCode::OK);
+    for (i, url) in [
+        "http://chat.example.com/c/1",
+        "http://localhost:3000/c/1",
+        "http://127.0.0.1/c/1",
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let user = format!("u{i}");
+        let r = https
+            .create_session(
+                &key,
+                "acme",
+                json!({"integration": "crm", "user_id": user, "return_url": url}),
+            )
+            .await;
+        let (status, body) = problem(r).await;
+        assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{url}");
+        assert!(
+            body["detail"].as_str().unwrap().contains("return_url"),
+            "{body}"
+        );
+        // A local trial (served over http) accepts it.
+        let r = app
+            .create_session(
+                &key,
+                "acme",
+                json!({"integration": "crm", "user_id": user, "return_url": url}),
+            )
+            .await;
+        assert_eq!(r.status(), StatusCode::CREATED, "{url}");
+    }
+    let r = https
+        .create_session(&key, "acme", json!({"integration": "crm", "user_id": "u", "return_url": "https://chat.example.com/c/1"}))
+        .await;
+    assert_eq!(r.status(), StatusCode::CREATED);
+}
+
 #[tokio::test]
 async fn idempotency_key_returns_the_same_session_and_refuses_another_body() {
     let app = spawn_app().await;

@@ -351,6 +351,63 @@ async fn webhook_urls_are_checked_when_the_session_is_created() {
     assert_eq!(r.status(), StatusCode::CREATED);
 }
 
+/// A bot's `webhook_url` follows the same rule as a session's, when the bot is saved: a daemon
+/// that denies private networks refuses a private or loopback one with a 422 naming the field,
+/// and keeps the bot as it was (before, every later session create failed instead).
+#[tokio::test]
+async fn a_bots_webhook_url_is_checked_when_the_bot_is_saved() {
+    let app = spawn_with(Options {
+        deny_private_networks: true,
+        ..Options::default()
+    })
+    .await;
+    let key = app.setup_bot("acme").await;
+    let saved = json!({"name": "acme assistant", "webhook_url": "https://hooks.example.com/x"});
+    let r = app
+        .call(Method::PUT, "/v1/bots/acme", &app.operator_key, Some(saved))
+        .await;
+    assert_eq!(r.status(), StatusCode::OK);
+    let before = app.redis_dump();
+    for url in [
+        "http://127.0.0.1:9/hook",
+        "https://10.0.0.1/hook",
+        "https://169.254.169.254/latest/meta-data/",
+        "https://localhost/x",
+        "https://[::1]/x",
+        "https://[fec0::1]/x",
+        "https://[2001::a9fe:a9fe]/x",
+        "https://[::ffff:192.168.0.1]/x",
+    ] {
+        for bot in ["acme", "newbot"] {
+            let r = app
+                .call(
+                    Method::PUT,
+                    &format!("/v1/bots/{bot}"),
+                    &app.operator_key,
+                    Some(json!({"name": "acme assistant", "webhook_url": url})),
+                )
+                .await;
+            assert_eq!(r.status(), StatusCode::UNPROCESSABLE_ENTITY, "{bot} {url}");
+            assert_eq!(r.headers()["content-type"], "application/problem+json");
+            let problem: Value = r.json().await.unwrap();
+            assert!(
+                problem["detail"].as_str().unwrap().contains("webhook_url"),
+                "{problem}"
+            );
+        }
+    }
+    assert_eq!(app.redis_dump(), before, "nothing changed");
+    // Sessions of the bot are still made.
+    let r = app
+        .create_session(&key, "acme", json!({"integration": "crm", "user_id": "u"}))
+        .await;
+    assert_eq!(r.status(), StatusCode::CREATED);
+
+    // A daemon that allows private networks (a local trial) keeps accepting loopback.
+    let local = spawn_app().await;
+    assert_eq!(local.put_bot("acme").await.status(), StatusCode::CREATED);
+}
+
 #[tokio::test]
 async fn webhook_secrets_are_shown_once_and_managed_by_admins_only() {
     let app = spawn_app().await;
