@@ -25,6 +25,7 @@ mod lists;
 mod modes;
 mod oidc;
 mod operations;
+mod outbound;
 mod parked;
 mod profiles;
 mod provider;
