@@ -1079,6 +1079,18 @@ mod tests {
         let c = s.validate().unwrap();
         assert!(matches!(c.store, StoreConfig::Memory));
         assert!(!c.is_https());
+        assert_eq!(c.max_response_body, 1 << 20);
+    }
+
+    #[test]
+    fn the_response_body_cap_has_a_floor() {
+        let mut s = Settings::default();
+        GeneratedKeys::new().apply(&mut s);
+        s.http.max_response_body_bytes = 4096;
+        let problems = s.validate().unwrap_err();
+        assert_eq!(problems[0].setting, "http.max_response_body_bytes");
+        s.http.max_response_body_bytes = 16 * 1024;
+        assert_eq!(s.validate().unwrap().max_response_body, 16 * 1024);
     }
 
     #[test]
