@@ -247,6 +247,10 @@ pub struct HttpSettings {
     /// this long before idle ones are closed (in-flight requests always finish). A request that
     /// reached a just-accepted connection is answered instead of cut off.
     pub shutdown_drain_ms: u64,
+    /// The most read of any answer from another server (providers, identity issuers, chat
+    /// APIs): their URLs are tenants', and a longer answer fails the call instead of filling
+    /// memory (`outbound`).
+    pub max_response_body_bytes: usize,
 }
 
 impl Default for HttpSettings {
@@ -257,6 +261,7 @@ impl Default for HttpSettings {
             provider_timeout_seconds: 15,
             header_read_timeout_ms: 15_000,
             shutdown_drain_ms: 500,
+            max_response_body_bytes: crate::outbound::DEFAULT_MAX_RESPONSE_BODY,
         }
     }
 }
@@ -446,6 +451,10 @@ impl Settings {
         if self.http.body_limit_bytes < 1024 {
             p.add("http.body_limit_bytes", "must be at least 1024");
         }
+        if self.http.max_response_body_bytes < 16 * 1024 {
+            // Below this, ordinary answers (a JWKS with a few RSA keys) would be refused.
+            p.add("http.max_response_body_bytes", "must be at least 16384");
+        }
         let salesforce = self.system_apps.salesforce.as_ref().and_then(|a| {
             p.check(
                 "system_apps.salesforce",
@@ -519,6 +528,7 @@ impl Settings {
             salesforce,
             oauth2,
             rate_limits: self.rate_limits,
+            max_response_body: self.http.max_response_body_bytes,
         })
     }
 }
@@ -563,6 +573,8 @@ pub struct Config {
     pub salesforce: Option<AppConfig>,
     pub oauth2: Option<AppConfig>,
     pub rate_limits: RateLimits,
+    /// What is read of an answer from another server at most (`outbound`).
+    pub max_response_body: usize,
 }
 
 impl Config {
@@ -1067,6 +1079,18 @@ mod tests {
         let c = s.validate().unwrap();
         assert!(matches!(c.store, StoreConfig::Memory));
         assert!(!c.is_https());
+        assert_eq!(c.max_response_body, 1 << 20);
+    }
+
+    #[test]
+    fn the_response_body_cap_has_a_floor() {
+        let mut s = Settings::default();
+        GeneratedKeys::new().apply(&mut s);
+        s.http.max_response_body_bytes = 4096;
+        let problems = s.validate().unwrap_err();
+        assert_eq!(problems[0].setting, "http.max_response_body_bytes");
+        s.http.max_response_body_bytes = 16 * 1024;
+        assert_eq!(s.validate().unwrap().max_response_body, 16 * 1024);
     }
 
     #[test]

@@ -18,7 +18,8 @@
 //! Around the flow: `flow` (the state every edge works with), `config` (settings), `crypto`
 //! (signing and encryption keys), `domain` (pure types), `store` (the only code that knows
 //! Redis), `startup` (the `Application`), `error` (the one HTTP error mapping), `demo` (the
-//! built-in demo provider of zero-configuration runs, set up through the API like any other).
+//! built-in demo provider of zero-configuration runs, set up through the API like any other),
+//! `outbound` (the HTTP client of every call to another server, and its capped body reader).
 
 pub mod channel;
 pub mod clock;
@@ -35,6 +36,7 @@ pub mod flow;
 pub mod fuzzing;
 pub mod json;
 pub mod oauth;
+pub mod outbound;
 pub mod outbox;
 pub mod parked;
 pub mod refresh;

@@ -75,7 +75,7 @@ impl Application {
             .webhooks
             .deny_private_networks
             .then(|| Arc::new(crate::webhook::PublicOnlyResolver));
-        let http = http_client(config.provider_timeout, resolver);
+        let http = http_client(config.provider_timeout, resolver, config.max_response_body);
         let state = AppState::new(Arc::new(config), store, http, clock);
         Self {
             listener,

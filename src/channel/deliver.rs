@@ -45,7 +45,7 @@ pub struct ChannelSender {
     store: Arc<dyn Store>,
     config: Arc<Config>,
     clock: Clock,
-    http: reqwest::Client,
+    http: crate::outbound::HttpClient,
     /// Bot Framework tokens, per app, cached until shortly before they expire.
     teams_tokens: super::teams::TokenCache,
 }
@@ -53,7 +53,7 @@ pub struct ChannelSender {
 impl ChannelSender {
     pub fn new(store: Arc<dyn Store>, config: Arc<Config>, clock: Clock) -> Self {
         Self {
-            http: crate::webhook::send::http_client(&config.webhooks),
+            http: crate::webhook::send::http_client(&config),
             teams_tokens: super::teams::TokenCache::default(),
             store,
             config,

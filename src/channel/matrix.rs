@@ -11,11 +11,13 @@ use secrecy::{ExposeSecret, SecretString};
 use serde_json::{Value, json};
 use url::Url;
 
-use super::{Channel, ChannelError, LinkMessage, MessageRef, Posted, retry_after_header};
+use super::{
+    Channel, ChannelError, LinkMessage, MessageRef, Posted, read_answer, retry_after_header,
+};
 use crate::domain::channel::ChannelTarget;
 
 pub struct Matrix {
-    pub http: reqwest::Client,
+    pub http: crate::outbound::HttpClient,
     pub homeserver_url: Url,
     pub token: SecretString,
 }
@@ -78,7 +80,7 @@ impl Matrix {
             .map_err(|e| ChannelError::transport(&e))?;
         let status = response.status();
         let header_wait = retry_after_header(response.headers());
-        let body = response.bytes().await.unwrap_or_default();
+        let body = read_answer(&self.http, response).await?;
         answer(status, header_wait, &body)
     }
 }

@@ -22,6 +22,7 @@ use async_trait::async_trait;
 use url::Url;
 
 use crate::domain::channel::{ChannelConfig, ChannelKind, ChannelSettings, ChannelTarget};
+use crate::outbound::{BodyError, HttpClient, Size};
 pub use message::LinkMessage;
 
 /// The longest wait a channel can ask for; longer signals are cut to it.
@@ -60,6 +61,24 @@ impl ChannelError {
     /// Matrix can tell a retry from a new message).
     pub fn transport(e: &reqwest::Error) -> Self {
         Self::retry(if e.is_timeout() { "timeout" } else { "network" }, None)
+    }
+}
+
+/// The body of a channel API's answer, read up to the cap. An unreadable body is empty, as if
+/// the API had sent none (the status decides then). One past the cap fails the call for good:
+/// the same request would get the same answer, and the message may already be posted, so a retry
+/// could post it twice.
+pub(crate) async fn read_answer(
+    http: &HttpClient,
+    response: reqwest::Response,
+) -> Result<Vec<u8>, ChannelError> {
+    match http.body(response).await {
+        Ok(body) => Ok(body),
+        Err(BodyError::TooLarge { limit }) => Err(ChannelError::permanent(
+            "response_too_large",
+            format!("the channel API's answer exceeded {}", Size(limit)),
+        )),
+        Err(_) => Ok(Vec::new()),
     }
 }
 

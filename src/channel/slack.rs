@@ -9,11 +9,13 @@ use secrecy::{ExposeSecret, SecretString};
 use serde_json::{Value, json};
 use url::Url;
 
-use super::{Channel, ChannelError, LinkMessage, MessageRef, Posted, retry_after_header};
+use super::{
+    Channel, ChannelError, LinkMessage, MessageRef, Posted, read_answer, retry_after_header,
+};
 use crate::domain::channel::ChannelTarget;
 
 pub struct Slack {
-    pub http: reqwest::Client,
+    pub http: crate::outbound::HttpClient,
     /// `https://slack.com/api`.
     pub api_base_url: Url,
     pub token: SecretString,
@@ -93,10 +95,8 @@ impl Slack {
         if status.is_server_error() {
             return Err(ChannelError::retry(status.as_str(), retry_after));
         }
-        let body = response
-            .bytes()
-            .await
-            .map_err(|_| ChannelError::retry("unreadable_response", None))?;
+        // Unreadable (empty) → `unreadable_response`, retried.
+        let body = read_answer(&self.http, response).await?;
         answer(method, retry_after, &body)
     }
 }

@@ -13,7 +13,9 @@ use secrecy::{ExposeSecret, SecretString};
 use serde_json::{Value, json};
 use url::Url;
 
-use super::{Channel, ChannelError, LinkMessage, MessageRef, Posted, retry_after_header};
+use super::{
+    Channel, ChannelError, LinkMessage, MessageRef, Posted, read_answer, retry_after_header,
+};
 use crate::domain::channel::ChannelTarget;
 
 const SCOPE: &str = "https://api.botframework.com/.default";
@@ -42,7 +44,7 @@ impl TokenCache {
 }
 
 pub struct Teams<'a> {
-    pub http: reqwest::Client,
+    pub http: crate::outbound::HttpClient,
     pub app_id: String,
     pub tenant_id: Option<String>,
     /// The Connector's base (`https://smba.trafficmanager.net/teams/`).
@@ -80,7 +82,7 @@ impl Teams<'_> {
             .await
             .map_err(|e| ChannelError::transport(&e))?;
         let status = response.status();
-        let body = response.bytes().await.unwrap_or_default();
+        let body = read_answer(&self.http, response).await?;
         let (token, lifetime) = token_answer(status, &body)?;
         self.tokens.put(key, token.clone(), lifetime);
         Ok(token)
@@ -114,7 +116,7 @@ impl Teams<'_> {
                 self.tokens.forget(&(self.token_url(), self.app_id.clone()));
                 continue;
             }
-            let body = response.bytes().await.unwrap_or_default();
+            let body = read_answer(&self.http, response).await?;
             return connector_answer(status, wait, &body);
         }
         Err(ChannelError::permanent(

@@ -10,11 +10,13 @@ use secrecy::{ExposeSecret, SecretString};
 use serde_json::{Value, json};
 use url::Url;
 
-use super::{Channel, ChannelError, LinkMessage, MessageRef, Posted, retry_after_header};
+use super::{
+    Channel, ChannelError, LinkMessage, MessageRef, Posted, read_answer, retry_after_header,
+};
 use crate::domain::channel::ChannelTarget;
 
 pub struct Telegram {
-    pub http: reqwest::Client,
+    pub http: crate::outbound::HttpClient,
     /// `https://api.telegram.org`.
     pub api_base_url: Url,
     pub token: SecretString,
@@ -95,7 +97,7 @@ impl Telegram {
             .map_err(|e| ChannelError::transport(&e.without_url()))?;
         let status = response.status();
         let header_wait = retry_after_header(response.headers());
-        let body = response.bytes().await.unwrap_or_default();
+        let body = read_answer(&self.http, response).await?;
         answer(status, header_wait, &body)
     }
 }

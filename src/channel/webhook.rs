@@ -15,7 +15,7 @@ use crate::domain::session::Session;
 use crate::store::Store;
 
 pub struct Gateway<'a> {
-    pub http: reqwest::Client,
+    pub http: crate::outbound::HttpClient,
     pub url: Url,
     pub bot: BotId,
     pub session: Session,

@@ -11,11 +11,11 @@ use secrecy::{ExposeSecret, SecretString};
 use serde_json::{Value, json};
 use url::Url;
 
-use super::{Channel, ChannelError, LinkMessage, MessageRef, Posted};
+use super::{Channel, ChannelError, LinkMessage, MessageRef, Posted, read_answer};
 use crate::domain::channel::{ChannelTarget, WhatsappTemplate};
 
 pub struct Whatsapp {
-    pub http: reqwest::Client,
+    pub http: crate::outbound::HttpClient,
     /// `https://graph.facebook.com/v23.0`.
     pub api_base_url: Url,
     pub phone_number_id: String,
@@ -72,7 +72,7 @@ impl Whatsapp {
             .await
             .map_err(|e| ChannelError::transport(&e))?;
         let status = response.status();
-        let body = response.bytes().await.unwrap_or_default();
+        let body = read_answer(&self.http, response).await?;
         answer(status, &body)
     }
 }

@@ -18,8 +18,8 @@ pub struct AppState(Arc<Shared>);
 pub struct Shared {
     pub config: Arc<Config>,
     pub store: Arc<dyn Store>,
-    /// Provider calls: no redirects, bounded time.
-    pub http: reqwest::Client,
+    /// Provider and issuer calls: no redirects, bounded time, answers read up to a cap.
+    pub http: crate::outbound::HttpClient,
     /// Cancelled when the daemon is asked to stop: long-polls answer at once and event streams
     /// end, so that graceful shutdown is not held up by requests that would wait for minutes.
     pub shutdown: tokio_util::sync::CancellationToken,
@@ -37,7 +37,7 @@ impl AppState {
     pub fn new(
         config: Arc<Config>,
         store: Arc<dyn Store>,
-        http: reqwest::Client,
+        http: crate::outbound::HttpClient,
         clock: crate::clock::Clock,
     ) -> Self {
         Self(Arc::new(Shared {

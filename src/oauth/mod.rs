@@ -27,6 +27,7 @@ use crate::domain::bot::{
     AuthProfile, ClientAuth, Integration, ProfileRef, ProviderKind, SalesforceEnvironment,
 };
 use crate::domain::grant::{Identity, Tokens};
+use crate::outbound::{BodyError, HttpClient, Size};
 
 /// Fields some providers add to the token response; all optional so one type serves every
 /// provider. Salesforce sends `instance_url`, `id`, `issued_at`, `signature` and no `expires_in`.
@@ -66,11 +67,14 @@ pub enum ProviderHttpError {
     Transport(String),
     #[error("provider answered HTTP {0}")]
     Status(u16),
+    #[error("the provider's answer exceeded {}", Size(*.0))]
+    TooLarge(usize),
 }
 
-/// One HTTP exchange for the oauth2 crate, through our no-redirect client.
+/// One HTTP exchange for the oauth2 crate, through our no-redirect client and its capped reader
+/// (the oauth2 crate's own reqwest adapter, which reads answers whole, is not built: Cargo.toml).
 async fn send(
-    http: reqwest::Client,
+    http: HttpClient,
     request: oauth2::HttpRequest,
 ) -> Result<oauth2::HttpResponse, ProviderHttpError> {
     let (parts, body) = request.into_parts();
@@ -89,22 +93,23 @@ async fn send(
     for (k, v) in response.headers() {
         builder = builder.header(k, v);
     }
-    let bytes = response
-        .bytes()
-        .await
-        .map_err(|e| ProviderHttpError::Transport(e.without_url().to_string()))?;
+    let body = http.body(response).await.map_err(|e| match e {
+        BodyError::TooLarge { limit } => ProviderHttpError::TooLarge(limit),
+        e => ProviderHttpError::Transport(e.to_string()),
+    })?;
     builder
-        .body(bytes.to_vec())
+        .body(body)
         .map_err(|e| ProviderHttpError::Transport(e.to_string()))
 }
 
-/// The HTTP client for provider calls: no redirects, bounded time.
-/// `resolver`: names resolved only through it (e.g. to public addresses only, against SSRF
-/// through tenant-configured URLs — custom profiles, identity issuers).
+/// The HTTP client for provider calls: no redirects, bounded time, answers read up to
+/// `max_body`. `resolver`: names resolved only through it (e.g. to public addresses only, against
+/// SSRF through tenant-configured URLs — custom profiles, identity issuers).
 pub fn http_client<R: reqwest::dns::Resolve + 'static>(
     timeout: Duration,
     resolver: Option<std::sync::Arc<R>>,
-) -> reqwest::Client {
+    max_body: usize,
+) -> HttpClient {
     let mut builder = reqwest::Client::builder()
         .redirect(reqwest::redirect::Policy::none())
         .timeout(timeout)
@@ -113,9 +118,10 @@ pub fn http_client<R: reqwest::dns::Resolve + 'static>(
     if let Some(r) = resolver {
         builder = builder.dns_resolver(r);
     }
-    builder
+    let client = builder
         .build()
-        .expect("static reqwest configuration is valid")
+        .expect("static reqwest configuration is valid");
+    HttpClient::new(client, max_body)
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -286,7 +292,7 @@ impl Provider {
     /// signature and hosts; identity from the provider).
     pub async fn exchange(
         &self,
-        http: &reqwest::Client,
+        http: &HttpClient,
         code: String,
         verifier: SecretString,
         now: OffsetDateTime,
@@ -305,7 +311,7 @@ impl Provider {
     /// The code exchange with the identity checks that belong to it.
     async fn exchange_inner(
         &self,
-        http: &reqwest::Client,
+        http: &HttpClient,
         code: String,
         verifier: SecretString,
         now: OffsetDateTime,
@@ -346,7 +352,7 @@ impl Provider {
     /// checked like an exchange (signature, hosts).
     pub async fn refresh(
         &self,
-        http: &reqwest::Client,
+        http: &HttpClient,
         refresh_token: &SecretString,
         now: OffsetDateTime,
     ) -> Result<TokenSet, ExchangeError> {
@@ -375,7 +381,7 @@ impl Provider {
     /// identity endpoint.
     pub async fn check(
         &self,
-        http: &reqwest::Client,
+        http: &HttpClient,
         access_token: &SecretString,
     ) -> Option<Result<Identity, ExchangeError>> {
         let url = self.app.userinfo_url.as_ref()?;
@@ -469,9 +475,9 @@ pub enum ExchangeError {
     Untrusted(String),
 }
 
-fn classify<RE: std::error::Error + 'static>(
+fn classify(
     e: RequestTokenError<
-        RE,
+        ProviderHttpError,
         oauth2::StandardErrorResponse<impl oauth2::ErrorResponseType + std::fmt::Display>,
     >,
 ) -> ExchangeError {
@@ -480,6 +486,10 @@ fn classify<RE: std::error::Error + 'static>(
             error: r.error().to_string(),
             description: r.error_description().cloned(),
         },
+        // Not "unavailable": the provider answered, with something no provider sends.
+        RequestTokenError::Request(e @ ProviderHttpError::TooLarge(_)) => {
+            ExchangeError::Untrusted(e.to_string())
+        }
         RequestTokenError::Request(e) => ExchangeError::Unavailable(e.to_string()),
         RequestTokenError::Parse(e, _) => {
             ExchangeError::Unavailable(format!("unparseable token response: {e}"))
@@ -490,7 +500,7 @@ fn classify<RE: std::error::Error + 'static>(
 
 /// OIDC-style userinfo: `sub`, `email`, `preferred_username`, `name`.
 async fn fetch_userinfo(
-    http: &reqwest::Client,
+    http: &HttpClient,
     url: &Url,
     access_token: &SecretString,
 ) -> Result<Identity, ExchangeError> {
@@ -516,7 +526,7 @@ async fn fetch_userinfo(
 
 /// GET a JSON document with the access token.
 pub(crate) async fn get_json<T: serde::de::DeserializeOwned>(
-    http: &reqwest::Client,
+    http: &HttpClient,
     url: Url,
     access_token: &SecretString,
 ) -> Result<T, ExchangeError> {
@@ -538,9 +548,9 @@ pub(crate) async fn get_json<T: serde::de::DeserializeOwned>(
             "identity call answered {status}"
         )));
     }
-    resp.json()
+    http.json(resp)
         .await
-        .map_err(|e| ExchangeError::Untrusted(format!("identity response: {}", e.without_url())))
+        .map_err(|e| ExchangeError::Untrusted(format!("identity response: {e}")))
 }
 
 impl Provider {
@@ -552,7 +562,7 @@ impl Provider {
     /// would make revocation silently impossible against a provider on loopback.
     pub async fn revoke(
         &self,
-        http: &reqwest::Client,
+        http: &HttpClient,
         token: &SecretString,
         is_refresh: bool,
     ) -> Result<bool, ExchangeError> {
@@ -592,12 +602,15 @@ impl Provider {
             error: String,
             error_description: Option<String>,
         }
-        match response.json::<OAuthError>().await {
+        match http.json::<OAuthError>(response).await {
             Ok(e) if e.error == "invalid_token" => Ok(true),
             Ok(e) => Err(ExchangeError::Rejected {
                 error: e.error,
                 description: e.error_description,
             }),
+            Err(e @ BodyError::TooLarge { .. }) => {
+                Err(ExchangeError::Untrusted(format!("revocation: {e}")))
+            }
             Err(_) => Err(ExchangeError::Rejected {
                 error: format!("http_{}", status.as_u16()),
                 description: None,
@@ -610,7 +623,7 @@ impl Provider {
     /// A form POST to one of the provider's endpoints, authenticated as the client.
     fn authed_post(
         &self,
-        http: &reqwest::Client,
+        http: &HttpClient,
         url: &Url,
         form: &[(&str, &str)],
     ) -> reqwest::RequestBuilder {
@@ -629,7 +642,7 @@ impl Provider {
     /// When the response did not say how long the access token lives: ask the introspection
     /// endpoint (RFC 7662; Salesforce `/services/oauth2/introspect`) if configured, else assume
     /// the configured session lifetime.
-    async fn learn_expiry(&self, http: &reqwest::Client, set: &mut TokenSet, now: OffsetDateTime) {
+    async fn learn_expiry(&self, http: &HttpClient, set: &mut TokenSet, now: OffsetDateTime) {
         if set.access_expires_at.is_some() {
             return;
         }
@@ -651,7 +664,7 @@ impl Provider {
                 .send()
                 .await;
             match answer {
-                Ok(r) if r.status().is_success() => match r.json::<Introspection>().await {
+                Ok(r) if r.status().is_success() => match http.json::<Introspection>(r).await {
                     Ok(Introspection {
                         active: true,
                         exp: Some(exp),
@@ -659,9 +672,7 @@ impl Provider {
                         set.access_expires_at = OffsetDateTime::from_unix_timestamp(exp).ok();
                     }
                     Ok(_) => tracing::warn!("introspection gave no expiry for a fresh token"),
-                    Err(e) => {
-                        tracing::warn!(error = %e.without_url(), "unreadable introspection answer")
-                    }
+                    Err(e) => tracing::warn!(error = %e, "unreadable introspection answer"),
                 },
                 Ok(r) => tracing::warn!(status = %r.status(), "introspection refused"),
                 Err(e) => tracing::warn!(error = %e.without_url(), "introspection failed"),

@@ -102,7 +102,7 @@ pub fn verify_signature(secret: &SecretString, id: &str, issued_at: &str, signat
 
 /// Call the identity URL (the `id` of the token response).
 pub async fn fetch_identity(
-    http: &reqwest::Client,
+    http: &crate::outbound::HttpClient,
     app: &AppConfig,
     extra: &ExtraFields,
     access_token: &SecretString,

@@ -45,18 +45,24 @@ fn verifier_aad(attempt: &Attempt) -> String {
     format!("binding|{}|{}", attempt.session, attempt.id)
 }
 
-/// Send `req` and read a JSON answer; `what` names the step for the operator.
+/// Send `req` and read a JSON answer (up to the cap); `what` names the step for the operator.
 async fn fetch_json<T: serde::de::DeserializeOwned>(
+    state: &AppState,
     req: reqwest::RequestBuilder,
     what: &str,
 ) -> anyhow::Result<T> {
-    req.send()
+    let response = req
+        .send()
         .await
         .and_then(|r| r.error_for_status())
-        .with_context(|| format!("{what}: request"))?
-        .json()
+        .with_context(|| format!("{what}: request"))?;
+    // The cause in the message itself: the callers log this error with `%`, which shows only
+    // the outermost context.
+    state
+        .http
+        .json(response)
         .await
-        .with_context(|| format!("{what}: answer"))
+        .map_err(|e| anyhow!("{what}: {e}"))
 }
 
 /// The issuer's discovery document: cached, else fetched and checked.
@@ -69,7 +75,8 @@ async fn discover(state: &AppState, issuer: &str) -> anyhow::Result<Arc<Discover
         "{}/.well-known/openid-configuration",
         issuer.trim_end_matches('/')
     );
-    let d: Discovery = fetch_json(state.http.get(&url), &format!("discovery at {url}")).await?;
+    let d: Discovery =
+        fetch_json(state, state.http.get(&url), &format!("discovery at {url}")).await?;
     // OpenID Connect Discovery §4.3: the document must name the issuer it was fetched for.
     if d.issuer != issuer {
         bail!("discovery names issuer {:?}, not {issuer:?}", d.issuer);
@@ -87,7 +94,7 @@ async fn jwks(state: &AppState, url: &Url, kid: Option<&str>) -> anyhow::Result<
     if let Some(set) = state.issuers.jwks(url, kid, now) {
         return Ok(set);
     }
-    let set: JwkSet = fetch_json(state.http.get(url.clone()), "the issuer's JWKS").await?;
+    let set: JwkSet = fetch_json(state, state.http.get(url.clone()), "the issuer's JWKS").await?;
     Ok(state.issuers.keep_jwks(url, set, now))
 }
 
@@ -285,7 +292,8 @@ async fn signed_in_subject(
             ),
             ("code_verifier", &String::from_utf8_lossy(&verifier)),
         ]);
-    let token: TokenResponse = fetch_json(exchange, "code exchange at the identity issuer").await?;
+    let token: TokenResponse =
+        fetch_json(state, exchange, "code exchange at the identity issuer").await?;
 
     let header = jsonwebtoken::decode_header(&token.id_token).context("ID token header")?;
     if header.alg != Algorithm::RS256 {

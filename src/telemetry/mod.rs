@@ -162,7 +162,14 @@ mod otlp {
                 .spawn(async move {
                     let response = client.execute(request).await?;
                     let (status, headers) = (response.status(), response.headers().clone());
-                    Ok::<_, reqwest::Error>((status, headers, response.bytes().await?))
+                    // The collector is the operator's, but its answer is read with the same
+                    // cap as every other (the exporter only looks at the status).
+                    let body = crate::outbound::read_body(
+                        response,
+                        crate::outbound::DEFAULT_MAX_RESPONSE_BODY,
+                    )
+                    .await?;
+                    Ok::<_, opentelemetry_http::HttpError>((status, headers, body.into()))
                 })
                 .await??;
             let mut response = axum::http::Response::new(body);

@@ -9,15 +9,17 @@ use time::OffsetDateTime;
 
 use super::{PublicOnlyResolver, names_private_host, sign};
 use crate::clock::Clock;
-use crate::config::{Config, WebhookConfig};
+use crate::config::Config;
 use crate::domain::BotId;
 use crate::domain::attempt::Attempt;
 use crate::domain::bot::DisabledEndpoint;
+use crate::outbound::HttpClient;
 use crate::store::{Delivery, Store, StoreError};
 
-/// The HTTP client for webhooks: no redirects, bounded time, and (in production) a resolver that
-/// refuses private addresses.
-pub fn http_client(w: &WebhookConfig) -> reqwest::Client {
+/// The HTTP client for webhooks and chat channels: no redirects, bounded time, answers read up
+/// to the cap, and (in production) a resolver that refuses private addresses.
+pub fn http_client(config: &Config) -> HttpClient {
+    let w = &config.webhooks;
     let mut builder = reqwest::Client::builder()
         .redirect(reqwest::redirect::Policy::none())
         .timeout(w.request_timeout)
@@ -26,9 +28,10 @@ pub fn http_client(w: &WebhookConfig) -> reqwest::Client {
     if w.deny_private_networks {
         builder = builder.dns_resolver(Arc::new(PublicOnlyResolver));
     }
-    builder
+    let client = builder
         .build()
-        .expect("static reqwest configuration is valid")
+        .expect("static reqwest configuration is valid");
+    HttpClient::new(client, config.max_response_body)
 }
 
 /// `webhook-signature`'s entries for `body`: one per active secret of `bot`.
@@ -56,13 +59,13 @@ pub struct WebhookSender {
     store: Arc<dyn Store>,
     config: Arc<Config>,
     clock: Clock,
-    http: reqwest::Client,
+    http: HttpClient,
 }
 
 impl WebhookSender {
     pub fn new(store: Arc<dyn Store>, config: Arc<Config>, clock: Clock) -> Self {
         Self {
-            http: http_client(&config.webhooks),
+            http: http_client(&config),
             store,
             config,
             clock,
