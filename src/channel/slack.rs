@@ -404,7 +404,10 @@ mod tests {
             "https://hooks.slack.com/actions/T1/397700885554/96rGlfmibIGlgcZRskXaIFfN",
             &slack
         ));
-        assert!(allowed("https://HOOKS.slack.com:443/actions/T1/1/x", &slack));
+        assert!(allowed(
+            "https://HOOKS.slack.com:443/actions/T1/1/x",
+            &slack
+        ));
         assert!(allowed("http://127.0.0.1:4000/actions/x", &fake));
         for refused in [
             "https://evil.example/actions/x",

@@ -368,7 +368,11 @@ mod tests {
             SecretString::from("token-a"),
             Duration::from_secs(3600),
         );
-        assert!(cache.get(&cache.key(&acme, &teams, url, "app", &right)).is_some());
+        assert!(
+            cache
+                .get(&cache.key(&acme, &teams, url, "app", &right))
+                .is_some()
+        );
         for key in [
             cache.key(&evil, &teams, url, "app", &wrong),
             cache.key(&evil, &teams, url, "app", &right),

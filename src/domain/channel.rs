@@ -128,12 +128,17 @@ impl ChannelSettings {
         match self {
             ChannelSettings::Slack { api_base_url }
             | ChannelSettings::Telegram { api_base_url }
-            | ChannelSettings::Whatsapp { api_base_url, .. } => vec![("api_base_url", api_base_url)],
+            | ChannelSettings::Whatsapp { api_base_url, .. } => {
+                vec![("api_base_url", api_base_url)]
+            }
             ChannelSettings::Teams {
                 service_url,
                 login_base_url,
                 ..
-            } => vec![("service_url", service_url), ("login_base_url", login_base_url)],
+            } => vec![
+                ("service_url", service_url),
+                ("login_base_url", login_base_url),
+            ],
             ChannelSettings::Matrix { homeserver_url } => vec![("homeserver_url", homeserver_url)],
             ChannelSettings::Webhook { .. } => Vec::new(),
         }

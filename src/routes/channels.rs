@@ -336,7 +336,10 @@ pub async fn put(
         super::admin::check_destinations(
             settings.secret_field(),
             secret.is_some(),
-            old.settings.secret_destinations().into_iter().map(|(_, u)| u),
+            old.settings
+                .secret_destinations()
+                .into_iter()
+                .map(|(_, u)| u),
             settings.secret_destinations(),
         )?;
     }

@@ -247,7 +247,11 @@ pub async fn update(
         ("token_url", &body.token_url),
     ]
     .into_iter()
-    .chain(body.refresh_token_url.as_ref().map(|u| ("refresh_token_url", u)))
+    .chain(
+        body.refresh_token_url
+            .as_ref()
+            .map(|u| ("refresh_token_url", u)),
+    )
     .chain(body.revoke_url.as_ref().map(|u| ("revoke_url", u)))
     .chain(body.userinfo_url.as_ref().map(|u| ("userinfo_url", u)));
     super::admin::check_destinations(

@@ -657,12 +657,22 @@ async fn a_channels_urls_move_to_another_host_only_with_its_secret() {
         }
         body
     };
-    created(&app, "teams", teams_body(&teams, &teams, Some(TEAMS_SECRET))).await;
+    created(
+        &app,
+        "teams",
+        teams_body(&teams, &teams, Some(TEAMS_SECRET)),
+    )
+    .await;
     let r = put_channel(&app, "teams", teams_body(&other, &teams, None)).await;
     refused(r, "service_url", "app_secret").await;
     let r = put_channel(&app, "teams", teams_body(&teams, &other, None)).await;
     refused(r, "login_base_url", "app_secret").await;
-    let r = put_channel(&app, "teams", teams_body(&other, &other, Some(TEAMS_SECRET))).await;
+    let r = put_channel(
+        &app,
+        "teams",
+        teams_body(&other, &other, Some(TEAMS_SECRET)),
+    )
+    .await;
     assert_eq!(r.status(), StatusCode::OK);
 
     // With the token, the Slack channel moves, and its deliveries go to the new host.

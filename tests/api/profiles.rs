@@ -489,10 +489,7 @@ async fn a_profiles_urls_move_to_another_host_only_with_its_secret() {
     let mut port = profile_body(&custom, None);
     port["token_url"] = json!(format!("{}/services/oauth2/token", elsewhere.base_url));
     assert!(elsewhere.base_url.starts_with("http://127.0.0.1:"));
-    assert_eq!(
-        put(port).await.status(),
-        StatusCode::UNPROCESSABLE_ENTITY
-    );
+    assert_eq!(put(port).await.status(), StatusCode::UNPROCESSABLE_ENTITY);
     // Nothing changed: the record is as it was, and the refresh still goes to the old host.
     let stored: Value = app
         .call(Method::GET, &path, &app.operator_key, None)

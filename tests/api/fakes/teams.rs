@@ -1093,7 +1093,11 @@ mod tests {
         // The single-tenant app gets tokens from its own tenant.
         get_token(&single, TENANT).await;
         assert_eq!(fake.token_requests().len(), 8);
-        assert!(fake.token_requests().iter().all(|r| r.status != 200));
+        assert!(
+            fake.token_requests()
+                .iter()
+                .all(|r| r.status != 200 && r.access_token.is_none())
+        );
     }
 
     #[tokio::test]
@@ -1147,6 +1151,25 @@ mod tests {
             .await
             .status,
             201
+        );
+        // Every token is a new one, recorded with its request; every call with the bearer it
+        // carried, issued here or not.
+        let issued: Vec<_> = fake
+            .token_requests()
+            .into_iter()
+            .map(|r| r.access_token.unwrap())
+            .collect();
+        assert_eq!(issued, [token.clone(), fresh.clone()]);
+        let bearers: Vec<_> = fake.requests().into_iter().map(|r| r.bearer).collect();
+        assert_eq!(
+            bearers,
+            [
+                None,
+                Some("not-a-token-we-issued".to_owned()),
+                Some(token.clone()),
+                Some(token.clone()),
+                Some(fresh.clone())
+            ]
         );
 
         // A zero lifetime: the token is dead on arrival.
