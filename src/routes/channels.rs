@@ -19,7 +19,8 @@ use crate::error::ApiError;
 use crate::flow::AppState;
 
 /// `PUT /v1/bots/{bot}/channels/{name}`: the type and its settings; the secret field is
-/// required on creation and when the type changes, and kept when omitted otherwise.
+/// required on creation, when the type changes, and when a URL it is sent to moves to another
+/// host (scheme, host, port); it is kept when omitted otherwise.
 #[derive(Deserialize, utoipa::ToSchema)]
 #[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
 pub enum ChannelBody {
