@@ -82,7 +82,15 @@ pub fn teams_connector_answer(
 /// The Bot Framework token endpoint's answer, put into a token cache as the adapter does.
 pub fn teams_token_answer(status: StatusCode, body: &[u8]) -> Result<Duration, ChannelError> {
     let (token, lifetime) = crate::channel::teams::token_answer(status, body)?;
-    crate::channel::teams::TokenCache::default().put(("u".into(), "a".into()), token, lifetime);
+    let cache = crate::channel::teams::TokenCache::default();
+    let (Ok(bot), Ok(channel)) = (
+        crate::domain::BotId::parse("fuzz"),
+        crate::domain::channel::ChannelName::parse("teams"),
+    ) else {
+        return Ok(lifetime);
+    };
+    let key = cache.key(&bot, &channel, "u", "a", &token);
+    cache.put(key, token, lifetime);
     Ok(lifetime)
 }
 

@@ -46,7 +46,8 @@ pub struct ChannelSender {
     config: Arc<Config>,
     clock: Clock,
     http: crate::outbound::HttpClient,
-    /// Bot Framework tokens, per app, cached until shortly before they expire.
+    /// Bot Framework tokens, per channel and credential, cached until shortly before they
+    /// expire.
     teams_tokens: super::teams::TokenCache,
 }
 
@@ -372,6 +373,8 @@ impl ChannelSender {
                 login_base_url,
             } => Box::new(super::teams::Teams {
                 http,
+                bot: config.bot,
+                channel: config.name,
                 app_id,
                 tenant_id,
                 service_url,

@@ -52,6 +52,24 @@ pub fn check_target(to: &str, target: &ChannelTarget) -> Result<(), String> {
     Ok(())
 }
 
+/// Where Slack's `response_url`s live (`https://hooks.slack.com/actions/…`, CHANNELS.md §1.3).
+pub const RESPONSE_URL_ORIGIN: &str = "https://hooks.slack.com";
+
+/// Whether a click's `response_url` may be kept and later POSTed to: on Slack's own
+/// `hooks.slack.com`, or on the host (scheme, host, port) of the channel's own API base URL —
+/// which already gets the bot token, and is how a test or a private deployment points Slack at
+/// another server — without credentials in it. The click is signed with the app's signing
+/// secret, which the bot's admin holds, so its `response_url` is not trusted as Slack's word.
+/// Private addresses are refused by the caller's rules (`webhooks.deny_private_networks` when
+/// the URL is recorded, and the outbound client's resolver when it is called).
+pub fn response_url_allowed(url: &Url, api_base_url: &Url) -> bool {
+    let slack = Url::parse(RESPONSE_URL_ORIGIN).map(|u| u.origin()).ok();
+    let origin = url.origin();
+    url.username().is_empty()
+        && url.password().is_none()
+        && (slack.as_ref() == Some(&origin) || origin == api_base_url.origin())
+}
+
 /// mrkdwn control characters.
 fn escape(s: &str) -> String {
     s.replace('&', "&amp;")
@@ -129,6 +147,16 @@ impl Slack {
     /// Replace an ephemeral message through its `response_url` (no token: the URL is the
     /// capability; it lives 30 minutes).
     async fn reply(&self, url: &SecretString, text: &str) -> Result<bool, ChannelError> {
+        // Checked again here: a URL recorded before the check existed, or before the channel's
+        // API base URL moved, is not called.
+        let allowed = Url::parse(url.expose_secret())
+            .is_ok_and(|u| response_url_allowed(&u, &self.api_base_url));
+        if !allowed {
+            return Err(ChannelError::permanent(
+                "response_url_refused",
+                "the click's response_url is not on Slack's hooks host",
+            ));
+        }
         let response = self
             .http
             .post(url.expose_secret())
@@ -363,5 +391,36 @@ mod tests {
         let odd = format!("v0=a\u{e9}{}", "0".repeat(61));
         assert_eq!(odd.len(), 67);
         assert!(!verify_request("s", "1800000000", &odd, b"b", now));
+    }
+
+    /// Issue 24, finding 10: a click's `response_url` is kept (and later POSTed to) only on
+    /// Slack's hooks host or the channel's own API host.
+    #[test]
+    fn response_urls_are_only_slacks() {
+        let slack = Url::parse("https://slack.com/api").unwrap();
+        let fake = Url::parse("http://127.0.0.1:4000/api").unwrap();
+        let allowed = |u: &str, base: &Url| response_url_allowed(&Url::parse(u).unwrap(), base);
+        assert!(allowed(
+            "https://hooks.slack.com/actions/T1/397700885554/96rGlfmibIGlgcZRskXaIFfN",
+            &slack
+        ));
+        assert!(allowed(
+            "https://HOOKS.slack.com:443/actions/T1/1/x",
+            &slack
+        ));
+        assert!(allowed("http://127.0.0.1:4000/actions/x", &fake));
+        for refused in [
+            "https://evil.example/actions/x",
+            "https://hooks.slack.com.evil.example/actions/x",
+            "https://evilhooks.slack.com/actions/x",
+            "http://hooks.slack.com/actions/x",
+            "https://hooks.slack.com:8443/actions/x",
+            "https://u:p@hooks.slack.com/actions/x",
+            "http://127.0.0.1:4001/actions/x",
+            "http://169.254.169.254/latest/meta-data",
+        ] {
+            assert!(!allowed(refused, &slack), "{refused}");
+            assert!(!allowed(refused, &fake), "{refused}");
+        }
     }
 }

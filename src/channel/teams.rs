@@ -16,35 +16,102 @@ use url::Url;
 use super::{
     Channel, ChannelError, LinkMessage, MessageRef, Posted, read_answer, retry_after_header,
 };
-use crate::domain::channel::ChannelTarget;
+use crate::domain::BotId;
+use crate::domain::channel::{ChannelName, ChannelTarget};
 
 const SCOPE: &str = "https://api.botframework.com/.default";
 
-/// Tokens per (token endpoint, app): one replica fetches one token per app and hour.
-#[derive(Default)]
-pub struct TokenCache(Mutex<HashMap<(String, String), (SecretString, Instant)>>);
+/// Whose token a cache entry is: the channel that asked for it (bot and channel name), the
+/// token endpoint, and a digest of the credential (app id and secret) that obtained it. The app
+/// id alone is public — another bot can configure it with any secret and its own service URL —
+/// so a token is only ever reused by the same channel presenting the same secret again; a
+/// changed secret misses the cache and goes to the login endpoint.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub(crate) struct TokenKey {
+    bot: BotId,
+    channel: ChannelName,
+    token_url: String,
+    /// Salted SHA-256 of the app id and secret ([`TokenCache::credential`]); never the secret.
+    credential: [u8; 32],
+}
+
+/// Bot Framework tokens per owner and credential ([`TokenKey`]): one replica fetches one token
+/// per channel and hour.
+pub struct TokenCache {
+    /// A random salt for this process, so the digests in the map say nothing about the secrets
+    /// outside it.
+    salt: [u8; 32],
+    tokens: Mutex<HashMap<TokenKey, (SecretString, Instant)>>,
+}
+
+impl Default for TokenCache {
+    fn default() -> Self {
+        Self {
+            salt: crate::crypto::random_bytes(),
+            tokens: Mutex::default(),
+        }
+    }
+}
 
 impl TokenCache {
-    fn get(&self, key: &(String, String)) -> Option<SecretString> {
-        let map = self.0.lock().unwrap_or_else(|e| e.into_inner());
+    /// The cache key of a channel's credential at a token endpoint.
+    pub(crate) fn key(
+        &self,
+        bot: &BotId,
+        channel: &ChannelName,
+        token_url: &str,
+        app_id: &str,
+        secret: &SecretString,
+    ) -> TokenKey {
+        TokenKey {
+            bot: bot.clone(),
+            channel: channel.clone(),
+            token_url: token_url.to_owned(),
+            credential: self.credential(app_id, secret),
+        }
+    }
+
+    /// Length-prefixed, so no (app id, secret) pair can be shifted into another.
+    fn credential(&self, app_id: &str, secret: &SecretString) -> [u8; 32] {
+        let secret = secret.expose_secret().as_bytes();
+        let mut data = Vec::with_capacity(48 + app_id.len() + secret.len());
+        data.extend_from_slice(&self.salt);
+        data.extend_from_slice(&(app_id.len() as u64).to_be_bytes());
+        data.extend_from_slice(app_id.as_bytes());
+        data.extend_from_slice(secret);
+        crate::crypto::sha256(&data)
+    }
+
+    fn get(&self, key: &TokenKey) -> Option<SecretString> {
+        let map = self.tokens.lock().unwrap_or_else(|e| e.into_inner());
         map.get(key)
             .filter(|(_, until)| Instant::now() < *until)
             .map(|(t, _)| t.clone())
     }
-    pub(crate) fn put(&self, key: (String, String), token: SecretString, lifetime: Duration) {
+    pub(crate) fn put(&self, key: TokenKey, token: SecretString, lifetime: Duration) {
         // Renewed ahead of expiry: 5 minutes, or a tenth of a short lifetime.
         let early = Duration::from_secs(300).min(lifetime / 10);
-        let until = Instant::now() + lifetime.saturating_sub(early);
-        let mut map = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        let now = Instant::now();
+        let until = now + lifetime.saturating_sub(early);
+        let mut map = self.tokens.lock().unwrap_or_else(|e| e.into_inner());
+        // Expired entries go when another is written, so channels that were deleted or got a
+        // new secret do not stay in memory for the life of the process.
+        map.retain(|_, (_, until)| now < *until);
         map.insert(key, (token, until));
     }
-    fn forget(&self, key: &(String, String)) {
-        self.0.lock().unwrap_or_else(|e| e.into_inner()).remove(key);
+    fn forget(&self, key: &TokenKey) {
+        self.tokens
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(key);
     }
 }
 
 pub struct Teams<'a> {
     pub http: crate::outbound::HttpClient,
+    /// The channel this is: its tokens are cached for it alone.
+    pub bot: BotId,
+    pub channel: ChannelName,
     pub app_id: String,
     pub tenant_id: Option<String>,
     /// The Connector's base (`https://smba.trafficmanager.net/teams/`).
@@ -64,14 +131,24 @@ impl Teams<'_> {
         )
     }
 
+    fn cache_key(&self) -> TokenKey {
+        self.tokens.key(
+            &self.bot,
+            &self.channel,
+            &self.token_url(),
+            &self.app_id,
+            &self.secret,
+        )
+    }
+
     async fn token(&self) -> Result<SecretString, ChannelError> {
-        let key = (self.token_url(), self.app_id.clone());
+        let key = self.cache_key();
         if let Some(token) = self.tokens.get(&key) {
             return Ok(token);
         }
         let response = self
             .http
-            .post(&key.0)
+            .post(&key.token_url)
             .form(&[
                 ("grant_type", "client_credentials"),
                 ("client_id", self.app_id.as_str()),
@@ -113,7 +190,7 @@ impl Teams<'_> {
             let status = response.status();
             let wait = retry_after_header(response.headers());
             if status == reqwest::StatusCode::UNAUTHORIZED && first {
-                self.tokens.forget(&(self.token_url(), self.app_id.clone()));
+                self.tokens.forget(&self.cache_key());
                 continue;
             }
             let body = read_answer(&self.http, response).await?;
@@ -259,7 +336,13 @@ mod tests {
         let (token, lifetime) = token_answer(reqwest::StatusCode::OK, body.as_bytes()).unwrap();
         assert_eq!(lifetime, Duration::from_secs(86_400));
         let cache = TokenCache::default();
-        let key = ("url".to_owned(), "app".to_owned());
+        let key = cache.key(
+            &BotId::parse("acme").unwrap(),
+            &ChannelName::parse("teams").unwrap(),
+            "url",
+            "app",
+            &SecretString::from("secret"),
+        );
         cache.put(key.clone(), token, lifetime);
         assert!(cache.get(&key).is_some());
         let (_, lifetime) = token_answer(
@@ -268,5 +351,47 @@ mod tests {
         )
         .unwrap();
         assert_eq!(lifetime, Duration::from_secs(3599));
+    }
+
+    /// Issue 24: the app id is public, so a token is cached for the channel and the credential
+    /// that obtained it, never for the app id alone.
+    #[test]
+    fn tokens_are_cached_per_channel_and_credential() {
+        let cache = TokenCache::default();
+        let (acme, evil) = (BotId::parse("acme").unwrap(), BotId::parse("evil").unwrap());
+        let teams = ChannelName::parse("teams").unwrap();
+        let other = ChannelName::parse("other").unwrap();
+        let right = SecretString::from("right");
+        let wrong = SecretString::from("wrong");
+        let url = "https://login.example/botframework.com/oauth2/v2.0/token";
+        let owner = cache.key(&acme, &teams, url, "app", &right);
+        cache.put(
+            owner.clone(),
+            SecretString::from("token-a"),
+            Duration::from_secs(3600),
+        );
+        assert!(
+            cache
+                .get(&cache.key(&acme, &teams, url, "app", &right))
+                .is_some()
+        );
+        for key in [
+            cache.key(&evil, &teams, url, "app", &wrong),
+            cache.key(&evil, &teams, url, "app", &right),
+            cache.key(&acme, &teams, url, "app", &wrong),
+            cache.key(&acme, &other, url, "app", &right),
+            cache.key(&acme, &teams, "https://elsewhere/t", "app", &right),
+            // Length-prefixed: "ap" + "pright" is not "app" + "right".
+            cache.key(&acme, &teams, url, "ap", &SecretString::from("pright")),
+        ] {
+            assert_ne!(key, owner);
+            assert!(cache.get(&key).is_none());
+        }
+        // Another process's salt: the digest is not a stable function of the secret alone.
+        let elsewhere = TokenCache::default();
+        assert_ne!(
+            elsewhere.key(&acme, &teams, url, "app", &right).credential,
+            owner.credential
+        );
     }
 }

@@ -122,6 +122,38 @@ pub enum ChannelSettings {
 }
 
 impl ChannelSettings {
+    /// The URLs the channel's secret is sent to (the webhook gateway gets signed events, not a
+    /// secret), with their field names.
+    pub fn secret_destinations(&self) -> Vec<(&'static str, &Url)> {
+        match self {
+            ChannelSettings::Slack { api_base_url }
+            | ChannelSettings::Telegram { api_base_url }
+            | ChannelSettings::Whatsapp { api_base_url, .. } => {
+                vec![("api_base_url", api_base_url)]
+            }
+            ChannelSettings::Teams {
+                service_url,
+                login_base_url,
+                ..
+            } => vec![
+                ("service_url", service_url),
+                ("login_base_url", login_base_url),
+            ],
+            ChannelSettings::Matrix { homeserver_url } => vec![("homeserver_url", homeserver_url)],
+            ChannelSettings::Webhook { .. } => Vec::new(),
+        }
+    }
+
+    /// The write-only field that carries the channel's secret in the API.
+    pub fn secret_field(&self) -> &'static str {
+        match self {
+            ChannelSettings::Slack { .. } | ChannelSettings::Telegram { .. } => "bot_token",
+            ChannelSettings::Teams { .. } => "app_secret",
+            ChannelSettings::Whatsapp { .. } | ChannelSettings::Matrix { .. } => "access_token",
+            ChannelSettings::Webhook { .. } => "",
+        }
+    }
+
     pub fn kind(&self) -> ChannelKind {
         match self {
             ChannelSettings::Slack { .. } => ChannelKind::Slack,

@@ -53,7 +53,8 @@ pub struct IssuerBody {
     issuer: String,
     #[schema(min_length = 1, max_length = 512)]
     client_id: String,
-    /// Required the first time; absent on update keeps the stored one.
+    /// Required the first time; absent on update keeps the stored one, unless the issuer moves
+    /// to another host (scheme, host, port): then it is required again.
     #[serde(default)]
     #[schema(min_length = 1, max_length = 1024)]
     client_secret: Option<String>,
@@ -93,6 +94,18 @@ fn identity_issuer(
         return Err(ApiError::Invalid(
             "identity_issuer.client_id must be 1-512 characters".into(),
         ));
+    }
+    // The issuer's discovery names the token endpoint the client secret goes to.
+    let stored = existing
+        .and_then(|e| e.identity_issuer.as_ref())
+        .and_then(|i| Url::parse(&i.issuer).ok());
+    if stored.is_some() {
+        check_destinations(
+            "identity_issuer.client_secret",
+            b.client_secret.is_some(),
+            stored.as_ref(),
+            [("identity_issuer.issuer", &url)],
+        )?;
     }
     let client_secret_sealed = match (
         b.client_secret,
@@ -179,6 +192,34 @@ pub(crate) fn check_url_for(https: bool, field: &str, url: &Url) -> Result<(), A
         return Err(ApiError::Invalid(format!(
             "{field} must not contain credentials"
         )));
+    }
+    Ok(())
+}
+
+/// Secrets follow their destination: a stored secret (client secret, channel token) — and, for a
+/// profile, its users' refresh tokens — goes only to hosts (scheme, host and port) that were set
+/// by someone who sent that secret. An update without the secret may move a URL's path on a host
+/// the record already uses, but not to another host: that needs `secret_field` again, in the same
+/// update. Inductively, every host in a record was approved together with its secret, so an
+/// admin who only holds a key cannot repoint a secret they never saw at a server of their own.
+pub(crate) fn check_destinations<'a>(
+    secret_field: &str,
+    secret_sent: bool,
+    stored: impl IntoIterator<Item = &'a Url>,
+    updated: impl IntoIterator<Item = (&'a str, &'a Url)>,
+) -> Result<(), ApiError> {
+    if secret_sent {
+        return Ok(());
+    }
+    let known: Vec<url::Origin> = stored.into_iter().map(Url::origin).collect();
+    for (field, url) in updated {
+        let origin = url.origin();
+        if !known.contains(&origin) {
+            return Err(ApiError::Invalid(format!(
+                "{field} points to another host ({}) than the stored settings: send {secret_field} again in the same update",
+                origin.ascii_serialization()
+            )));
+        }
     }
     Ok(())
 }

@@ -1,7 +1,9 @@
 //! A bot's chat channels (admin): where authlink may post the bot's links. Settings are checked
 //! per type when they are written, so a delivery does not fail later for a reason known now;
 //! the secret (bot token, app secret, access token) is write-only — sealed at rest with the
-//! channel's name as associated data, never returned, replaced only when sent again.
+//! channel's name as associated data, never returned, replaced only when sent again. It follows
+//! its destination: an update that moves one of the URLs it is sent to onto another host must
+//! send it again (`admin::check_destinations`).
 
 use axum::Json;
 use axum::extract::{Path, State};
@@ -17,7 +19,8 @@ use crate::error::ApiError;
 use crate::flow::AppState;
 
 /// `PUT /v1/bots/{bot}/channels/{name}`: the type and its settings; the secret field is
-/// required on creation and when the type changes, and kept when omitted otherwise.
+/// required on creation, when the type changes, and when a URL it is sent to moves to another
+/// host (scheme, host, port); it is kept when omitted otherwise.
 #[derive(Deserialize, utoipa::ToSchema)]
 #[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
 pub enum ChannelBody {
@@ -330,18 +333,25 @@ pub async fn put(
     let same_type = existing
         .as_ref()
         .is_some_and(|e| e.settings.kind() == settings.kind());
+    if let Some(old) = existing.as_ref().filter(|_| same_type) {
+        super::admin::check_destinations(
+            settings.secret_field(),
+            secret.is_some(),
+            old.settings
+                .secret_destinations()
+                .into_iter()
+                .map(|(_, u)| u),
+            settings.secret_destinations(),
+        )?;
+    }
     let secret_sealed = match (secret, &existing) {
         (Some(s), _) => Some(state.config.encryption.seal(&aad, s.as_bytes())),
         (None, _) if matches!(settings, ChannelSettings::Webhook { .. }) => None,
         (None, Some(old)) if same_type => old.secret_sealed.clone(),
         (None, _) => {
-            let field = match settings {
-                ChannelSettings::Slack { .. } | ChannelSettings::Telegram { .. } => "bot_token",
-                ChannelSettings::Teams { .. } => "app_secret",
-                _ => "access_token",
-            };
             return Err(ApiError::Invalid(format!(
-                "{field} is required for a new {} channel",
+                "{} is required for a new {} channel",
+                settings.secret_field(),
                 settings.kind().as_str()
             )));
         }

@@ -1,13 +1,14 @@
 //! A person clicked a link button in Slack: the Slack app's Interactivity Request URL points
 //! here, and the click's `response_url` is the only way to change an ephemeral message later.
 //! Signed by Slack with the app's signing secret (checked before anything else); everything
-//! that is not a click on one of this channel's own sessions is acknowledged and ignored.
+//! that is not a click on one of this channel's own sessions, or whose `response_url` is not
+//! Slack's, is acknowledged and ignored.
 
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode};
 
 use super::RawBody;
-use crate::channel::slack::{parse_click, verify_request};
+use crate::channel::slack::{parse_click, response_url_allowed, verify_request};
 use crate::domain::channel::{ChannelConfig, ChannelDelivery, ChannelName, ChannelSettings};
 use crate::domain::{BotId, SessionId};
 use crate::error::ApiError;
@@ -52,10 +53,18 @@ pub async fn slack(
     let Some(click) = parse_click(&body) else {
         return Ok(StatusCode::OK);
     };
-    // A reply URL is a capability to post into the conversation: only Slack's own, over https
-    // (or loopback, for a local trial served over http).
-    let url_ok = click.response_url.scheme() == "https"
-        || (!state.config.is_https() && crate::config::secure_or_loopback(&click.response_url));
+    // A reply URL is a capability to post into the conversation, and authlink POSTs to it
+    // later: only Slack's own hooks host (or the channel's own API host), over https (or
+    // loopback, for a local trial served over http), and not a private address.
+    let ChannelSettings::Slack { api_base_url } = &config.settings else {
+        return Err(ApiError::NotFound("channel"));
+    };
+    let url = &click.response_url;
+    let url_ok = (url.scheme() == "https"
+        || (!state.config.is_https() && crate::config::secure_or_loopback(url)))
+        && response_url_allowed(url, api_base_url)
+        && !(state.config.webhooks.deny_private_networks
+            && crate::webhook::names_private_host(url));
     let Ok(id) = SessionId::parse(&click.session) else {
         return Ok(StatusCode::OK);
     };

@@ -1,6 +1,8 @@
 //! Custom authorization profiles ("OAuth – Custom"): a bot's own OAuth app. The client secret is
-//! write-only — sealed at rest, never returned, replaced only by an explicit update. Each profile
-//! has its own callback URL (mix-up defence), shown so it can be registered at the provider.
+//! write-only — sealed at rest, never returned, replaced only by an explicit update, and needed
+//! again when an update moves a URL to another host (the secret, and users' refresh tokens, would
+//! follow it there: `admin::check_destinations`). Each profile has its own callback URL (mix-up
+//! defence), shown so it can be registered at the provider.
 
 use std::collections::BTreeMap;
 
@@ -34,7 +36,8 @@ pub struct ProfileBody {
     kind: Option<String>,
     #[schema(min_length = 1, max_length = 512)]
     client_id: String,
-    /// Required on create; on update, absent keeps the stored secret.
+    /// Required on create; on update, absent keeps the stored secret — unless a URL moves to a
+    /// host (scheme, host, port) the profile does not use yet: then it is required again.
     #[serde(default)]
     #[schema(min_length = 1, max_length = 1024)]
     client_secret: Option<String>,
@@ -232,6 +235,31 @@ pub async fn update(
         .ok_or(ApiError::NotFound("authorization profile"))?;
     let body: ProfileBody = body.parse()?;
     validate(&state, &body)?;
+    // The client secret goes to the token, refresh and revoke URLs, users' refresh tokens to the
+    // refresh and revoke URLs, their access tokens to the userinfo URL.
+    let stored = [&old.authorization_url, &old.token_url]
+        .into_iter()
+        .chain(old.refresh_token_url.as_ref())
+        .chain(old.revoke_url.as_ref())
+        .chain(old.userinfo_url.as_ref());
+    let updated = [
+        ("authorization_url", &body.authorization_url),
+        ("token_url", &body.token_url),
+    ]
+    .into_iter()
+    .chain(
+        body.refresh_token_url
+            .as_ref()
+            .map(|u| ("refresh_token_url", u)),
+    )
+    .chain(body.revoke_url.as_ref().map(|u| ("revoke_url", u)))
+    .chain(body.userinfo_url.as_ref().map(|u| ("userinfo_url", u)));
+    super::admin::check_destinations(
+        "client_secret",
+        body.client_secret.is_some(),
+        stored,
+        updated,
+    )?;
     let profile = build(
         &state,
         &bot,

@@ -385,3 +385,49 @@ async fn the_issuer_documents_are_fetched_once_and_again_after_they_age() {
     sign_in("u4", "dave").await;
     assert_eq!(fetched().await, (2, 3));
 }
+
+/// Issue 24, item 7: the issuer's client secret goes to the token endpoint its discovery names.
+/// Moving the issuer to another host (scheme, host, port) without the secret in the same update
+/// is a 422 naming the field, and changes nothing; a path on the same host keeps the secret.
+#[tokio::test]
+async fn the_issuer_moves_to_another_host_only_with_its_secret() {
+    let app = spawn_app().await;
+    app.setup_bot("acme").await;
+    let issuer = |url: &str, secret: Option<&str>| {
+        let mut body = json!({"issuer": url, "client_id": "c"});
+        if let Some(s) = secret {
+            body["client_secret"] = json!(s);
+        }
+        body
+    };
+    let r = put_issuer(&app, issuer("https://issuer.example.com/a", Some("s3cret"))).await;
+    assert_eq!(r.status(), StatusCode::OK);
+    let before: Value = r.json().await.unwrap();
+    for elsewhere in [
+        "https://evil.example.com/a",
+        "https://issuer.example.com:8443/a",
+    ] {
+        let r = put_issuer(&app, issuer(elsewhere, None)).await;
+        assert_eq!(r.status(), StatusCode::UNPROCESSABLE_ENTITY, "{elsewhere}");
+        assert_eq!(r.headers()["content-type"], "application/problem+json");
+        let detail = r.json::<Value>().await.unwrap()["detail"]
+            .as_str()
+            .unwrap()
+            .to_owned();
+        assert!(
+            detail.contains("identity_issuer.issuer")
+                && detail.contains("identity_issuer.client_secret"),
+            "{detail}"
+        );
+    }
+    let r = app
+        .call(Method::GET, "/v1/bots/acme", &app.operator_key, None)
+        .await;
+    let now: Value = r.json().await.unwrap();
+    assert_eq!(now["identity_issuer"], before["identity_issuer"]);
+    assert_eq!(now["updated_at"], before["updated_at"]);
+    let r = put_issuer(&app, issuer("https://issuer.example.com/b", None)).await;
+    assert_eq!(r.status(), StatusCode::OK);
+    let r = put_issuer(&app, issuer("https://evil.example.com/a", Some("other"))).await;
+    assert_eq!(r.status(), StatusCode::OK);
+}

@@ -513,6 +513,182 @@ async fn slack_ephemerals_are_updated_through_the_clicks_response_url() {
     }
 }
 
+/// Issue 24, finding 10: whoever holds the app's signing secret (the bot's admin) can sign a
+/// click whose `response_url` points anywhere, and authlink POSTs to it when the session
+/// settles. Only Slack's hooks host (here: the fake's own host, the channel's API host) is kept;
+/// a forged one is acknowledged, ignored, and never called.
+#[tokio::test]
+async fn a_forged_slack_response_url_is_refused_and_never_called() {
+    const SIGNING: &str = "8f742231b10e8888abcd99yyyzzz85a5";
+    let app = spawn_app().await;
+    let key = app.setup_bot("acme").await;
+    let slack = SlackFake::spawn(SLACK_TOKEN).await;
+    // Another server on loopback, standing for anywhere that is not Slack.
+    let elsewhere = SlackFake::spawn("xoxb-someone-else").await;
+    slack.add_channel("C0SHARED", &["U0BOB"]);
+    let r = put_channel(&app, "slack", json!({"type": "slack", "bot_token": SLACK_TOKEN, "signing_secret": SIGNING, "api_base_url": slack.api_base_url})).await;
+    assert_eq!(r.status(), StatusCode::CREATED);
+    let interactions = r.json::<Value>().await.unwrap()["interactions_url"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let s = session_to(
+        &app,
+        &key,
+        "bob",
+        json!({"name": "slack", "to": "C0SHARED", "user": "U0BOB"}),
+    )
+    .await;
+    let id = s["id"].as_str().unwrap();
+    assert_eq!(delivery(&app, &key, id, false).await["status"], "sent");
+    let m = slack.messages("C0SHARED")[0].clone();
+    let forged = format!("{}/actions/forged", elsewhere.base_url);
+    assert_eq!(
+        slack
+            .click_with_response_url(
+                "C0SHARED",
+                &m.ts,
+                "U0BOB",
+                &interactions,
+                SIGNING,
+                Some(&forged)
+            )
+            .await,
+        StatusCode::OK
+    );
+    cancel(&app, &key, id).await;
+    until_async_within(Duration::from_secs(10), || async {
+        app.store.backlog().await.unwrap() == 0
+    })
+    .await;
+    assert_eq!(elsewhere.replies(), Vec::new(), "the forged URL was called");
+    assert!(slack.replies().is_empty());
+    let (_, view) = app.session(&key, "acme", id, None).await;
+    assert_eq!(view["delivery"]["updated"], Value::Null);
+}
+
+/// Issue 24, item 7: a channel's secret goes to its API URLs. Moving one to another host (scheme,
+/// host, port) without the secret in the same update is a 422 naming the field, and changes
+/// nothing: the next delivery still goes to the old host with the old token. A new path on the
+/// same host keeps the secret; with the secret, the channel moves.
+#[tokio::test]
+async fn a_channels_urls_move_to_another_host_only_with_its_secret() {
+    let app = spawn_app().await;
+    let key = app.setup_bot("acme").await;
+    let slack = SlackFake::spawn(SLACK_TOKEN).await;
+    slack.add_channel("C0OK", &[]);
+    let elsewhere = SlackFake::spawn("xoxb-someone-else").await;
+    elsewhere.add_channel("C0OK", &[]);
+    created(
+        &app,
+        "slack",
+        json!({"type": "slack", "bot_token": SLACK_TOKEN, "api_base_url": slack.api_base_url}),
+    )
+    .await;
+    let before: Value = app
+        .call(
+            Method::GET,
+            "/v1/bots/acme/channels/slack",
+            &app.operator_key,
+            None,
+        )
+        .await
+        .json()
+        .await
+        .unwrap();
+    let refused = |r: reqwest::Response, field: &'static str, secret: &'static str| async move {
+        assert_eq!(r.status(), StatusCode::UNPROCESSABLE_ENTITY);
+        assert_eq!(r.headers()["content-type"], "application/problem+json");
+        let detail = r.json::<Value>().await.unwrap()["detail"]
+            .as_str()
+            .unwrap()
+            .to_owned();
+        assert!(
+            detail.contains(field) && detail.contains(secret),
+            "{detail}"
+        );
+    };
+    let r = put_channel(
+        &app,
+        "slack",
+        json!({"type": "slack", "api_base_url": elsewhere.api_base_url}),
+    )
+    .await;
+    refused(r, "api_base_url", "bot_token").await;
+    // Omitting the URL moves it too (to Slack's default host).
+    let r = put_channel(&app, "slack", json!({"type": "slack"})).await;
+    refused(r, "api_base_url", "bot_token").await;
+    let after: Value = app
+        .call(
+            Method::GET,
+            "/v1/bots/acme/channels/slack",
+            &app.operator_key,
+            None,
+        )
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(after, before, "nothing changed");
+    let s = session_to(&app, &key, "u1", json!({"name": "slack", "to": "C0OK"})).await;
+    let d = delivery(&app, &key, s["id"].as_str().unwrap(), false).await;
+    assert_eq!(d["status"], "sent");
+    assert!(elsewhere.requests().is_empty(), "the token went elsewhere");
+
+    // A path change on the same host keeps the token.
+    let r = put_channel(
+        &app,
+        "slack",
+        json!({"type": "slack", "api_base_url": format!("{}/", slack.api_base_url)}),
+    )
+    .await;
+    assert_eq!(r.status(), StatusCode::OK);
+
+    // Teams: both the Connector and the login endpoint get the app's credentials.
+    let teams = TeamsFake::spawn(TEAMS_APP, TEAMS_SECRET).await;
+    let other = TeamsFake::spawn(TEAMS_APP, TEAMS_SECRET).await;
+    let teams_body = |service: &TeamsFake, login: &TeamsFake, secret: Option<&str>| {
+        let mut body = json!({
+            "type": "teams", "app_id": TEAMS_APP,
+            "service_url": service.service_url, "login_base_url": login.login_base_url,
+        });
+        if let Some(s) = secret {
+            body["app_secret"] = json!(s);
+        }
+        body
+    };
+    created(
+        &app,
+        "teams",
+        teams_body(&teams, &teams, Some(TEAMS_SECRET)),
+    )
+    .await;
+    let r = put_channel(&app, "teams", teams_body(&other, &teams, None)).await;
+    refused(r, "service_url", "app_secret").await;
+    let r = put_channel(&app, "teams", teams_body(&teams, &other, None)).await;
+    refused(r, "login_base_url", "app_secret").await;
+    let r = put_channel(
+        &app,
+        "teams",
+        teams_body(&other, &other, Some(TEAMS_SECRET)),
+    )
+    .await;
+    assert_eq!(r.status(), StatusCode::OK);
+
+    // With the token, the Slack channel moves, and its deliveries go to the new host.
+    let r = put_channel(
+        &app,
+        "slack",
+        json!({"type": "slack", "bot_token": "xoxb-someone-else", "api_base_url": elsewhere.api_base_url}),
+    )
+    .await;
+    assert_eq!(r.status(), StatusCode::OK);
+    let s = session_to(&app, &key, "u2", json!({"name": "slack", "to": "C0OK"})).await;
+    let d = delivery(&app, &key, s["id"].as_str().unwrap(), false).await;
+    assert_eq!(d["status"], "sent");
+    assert_eq!(elsewhere.requests().len(), 1);
+}
+
 #[tokio::test]
 async fn telegram_gets_an_inline_url_button_with_previews_off_and_an_edit_when_the_link_expires() {
     let app = spawn_app().await;
@@ -644,6 +820,95 @@ async fn teams_posts_an_adaptive_card_with_a_cached_token_refreshes_it_on_401_an
     .await;
     let d = delivery(&app, &key, gone["id"].as_str().unwrap(), false).await;
     assert_eq!(d["error"]["code"], "ConversationNotFound");
+}
+
+/// Issue 24, finding 1: a Teams app id is public. Another bot configuring the victim's app id
+/// with any secret and a Connector of its own must not be handed the victim's cached Bot
+/// Framework token: tokens are cached per channel and per credential, so the wrong secret goes
+/// to the login endpoint, is refused, and the delivery fails without any call to the
+/// attacker's Connector. A third bot that really holds the app's secret gets a token of its own.
+#[tokio::test]
+async fn two_bots_sharing_a_teams_app_id_never_share_a_token() {
+    let app = spawn_app().await;
+    let victim_key = app.setup_bot("acme").await;
+    let evil_key = app.setup_bot("evil").await;
+    let twin_key = app.setup_bot("twin").await;
+    let victim = TeamsFake::spawn(TEAMS_APP, TEAMS_SECRET).await;
+    victim.add_conversation("a:1conv");
+    // The attacker's own server, posing as a Connector: it records every bearer it is sent.
+    let attacker = TeamsFake::spawn("attacker-app", "attacker-secret").await;
+    attacker.add_conversation("a:1conv");
+    let teams = |bot: &str, secret: &str, service_url: &str| {
+        let body = json!({
+            "type": "teams", "app_id": TEAMS_APP, "app_secret": secret,
+            "service_url": service_url, "login_base_url": victim.login_base_url,
+        });
+        let path = format!("/v1/bots/{bot}/channels/teams");
+        let app = &app;
+        async move {
+            let r = app
+                .call(Method::PUT, &path, &app.operator_key, Some(body))
+                .await;
+            assert_eq!(r.status(), StatusCode::CREATED);
+        }
+    };
+    teams("acme", TEAMS_SECRET, &victim.service_url).await;
+    teams("evil", "any-secret-at-all", &attacker.service_url).await;
+    teams("twin", TEAMS_SECRET, &victim.service_url).await;
+    let deliver = |bot: &'static str, key: String| {
+        let app = &app;
+        async move {
+            let r = app
+                .create_session(
+                    &key,
+                    bot,
+                    json!({"integration": "crm", "user_id": "u1", "channel": {"name": "teams", "to": "a:1conv"}}),
+                )
+                .await;
+            assert_eq!(r.status(), StatusCode::CREATED);
+            let id = r.json::<Value>().await.unwrap()["id"]
+                .as_str()
+                .unwrap()
+                .to_owned();
+            until_async_within(Duration::from_secs(20), || async {
+                app.session(&key, bot, &id, None).await.1["delivery"]["status"] != "queued"
+            })
+            .await;
+            app.session(&key, bot, &id, None).await.1["delivery"].clone()
+        }
+    };
+
+    // The victim's delivery caches its token.
+    assert_eq!(deliver("acme", victim_key).await["status"], "sent");
+    let victim_token = victim.requests()[0].bearer.clone().unwrap();
+    assert_eq!(
+        victim.token_requests()[0].access_token.as_deref(),
+        Some(victim_token.as_str())
+    );
+
+    // The attacker's delivery: its own (wrong) secret is tried at the login endpoint and refused.
+    let d = deliver("evil", evil_key).await;
+    assert_eq!(d["status"], "failed");
+    assert_eq!(d["error"]["code"], "invalid_client");
+    assert!(
+        attacker.requests().is_empty(),
+        "the attacker's Connector was called: {:?}",
+        attacker
+            .requests()
+            .iter()
+            .map(|r| r.bearer.as_deref() == Some(victim_token.as_str()))
+            .collect::<Vec<_>>()
+    );
+    let refused = victim.token_requests();
+    assert_eq!(refused.len(), 2);
+    assert_eq!(refused[1].form["client_secret"], "any-secret-at-all");
+    assert_eq!(refused[1].error.as_deref(), Some("invalid_client"));
+
+    // A bot with the app's real secret is another owner: it fetches a token of its own.
+    assert_eq!(deliver("twin", twin_key).await["status"], "sent");
+    let twin_token = victim.requests().last().unwrap().bearer.clone().unwrap();
+    assert_ne!(twin_token, victim_token);
+    assert_eq!(victim.token_requests().len(), 3);
 }
 
 #[tokio::test]

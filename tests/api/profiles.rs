@@ -402,3 +402,125 @@ async fn profiles_are_validated_and_only_the_bots_admins_manage_them() {
         .await;
     assert_eq!(r.status(), StatusCode::UNPROCESSABLE_ENTITY);
 }
+
+/// Issue 24, item 7: the client secret goes to the token, refresh and revoke URLs, and users'
+/// refresh tokens with it. An update that moves any of the profile's URLs to another host
+/// (scheme, host, port) without sending `client_secret` again is refused with a 422 naming the
+/// field, and changes nothing: the next refresh still goes to the old host. A path change on the
+/// same host keeps the secret; with the secret, the move is made.
+#[tokio::test]
+async fn a_profiles_urls_move_to_another_host_only_with_its_secret() {
+    let app = spawn_app().await;
+    let key = app.setup_bot("acme").await;
+    let custom = custom_provider().await;
+    // Someone else's server: it must see neither the client secret nor a refresh token.
+    let elsewhere = custom_provider().await;
+    let profile = create_profile(&app, &custom).await;
+    let id = profile["id"].as_str().unwrap();
+    let path = format!("/v1/bots/acme/auth-profiles/{id}");
+    let r = app
+        .put_integration(
+            "acme",
+            "own",
+            json!({"provider": "oauth2", "mode": "user", "profile": id}),
+        )
+        .await;
+    assert_eq!(r.status(), StatusCode::CREATED);
+    let s = app
+        .create_session(&key, "acme", json!({"integration": "own", "user_id": "u1"}))
+        .await
+        .json::<Value>()
+        .await
+        .unwrap();
+    assert_eq!(
+        Browser::new()
+            .authorize(s["link"].as_str().unwrap())
+            .await
+            .status,
+        StatusCode::OK
+    );
+    let refresh = || async {
+        app.call(
+            Method::POST,
+            "/v1/bots/acme/integrations/own/access-token",
+            &key,
+            Some(json!({"user_id": "u1", "force_refresh": true})),
+        )
+        .await
+        .status()
+    };
+    let put = |body: Value| {
+        let (app, path) = (&app, &path);
+        async move {
+            app.call(Method::PUT, path, &app.operator_key, Some(body))
+                .await
+        }
+    };
+
+    let moved = |field: &str, secret: Option<&str>| {
+        let mut body = profile_body(&custom, secret);
+        body[field] = json!(format!("{}/services/oauth2/{field}", elsewhere.base_url));
+        body
+    };
+    for field in [
+        "authorization_url",
+        "token_url",
+        "refresh_token_url",
+        "revoke_url",
+        "userinfo_url",
+    ] {
+        let r = put(moved(field, None)).await;
+        assert_eq!(r.status(), StatusCode::UNPROCESSABLE_ENTITY, "{field}");
+        assert_eq!(
+            r.headers()["content-type"],
+            "application/problem+json",
+            "{field}"
+        );
+        let detail = r.json::<Value>().await.unwrap()["detail"]
+            .as_str()
+            .unwrap()
+            .to_owned();
+        assert!(
+            detail.contains(field) && detail.contains("client_secret"),
+            "{detail}"
+        );
+    }
+    // Another port on the same host is another host too.
+    let mut port = profile_body(&custom, None);
+    port["token_url"] = json!(format!("{}/services/oauth2/token", elsewhere.base_url));
+    assert!(elsewhere.base_url.starts_with("http://127.0.0.1:"));
+    assert_eq!(put(port).await.status(), StatusCode::UNPROCESSABLE_ENTITY);
+    // Nothing changed: the record is as it was, and the refresh still goes to the old host.
+    let stored: Value = app
+        .call(Method::GET, &path, &app.operator_key, None)
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(stored, profile);
+    assert_eq!(refresh().await, StatusCode::OK);
+    assert_eq!(custom.refresh_requests(), 1);
+    assert_eq!(
+        (elsewhere.token_requests(), elsewhere.refresh_requests()),
+        (0, 0)
+    );
+
+    // A new path on a host the profile already uses keeps the secret.
+    let mut same_host = profile_body(&custom, None);
+    same_host["revoke_url"] = json!(format!("{}/services/oauth2/revoke-v2", custom.base_url));
+    same_host["refresh_token_url"] = json!(format!("{}/services/oauth2/token", custom.base_url));
+    let r = put(same_host).await;
+    assert_eq!(r.status(), StatusCode::OK);
+    assert!(
+        r.json::<Value>().await.unwrap()["revoke_url"]
+            .as_str()
+            .unwrap()
+            .ends_with("/revoke-v2")
+    );
+
+    // With the secret, the profile moves, and the next refresh goes to the new host.
+    let r = put(profile_body(&elsewhere, Some(CUSTOM_SECRET))).await;
+    assert_eq!(r.status(), StatusCode::OK);
+    refresh().await;
+    assert_eq!(elsewhere.refresh_requests(), 1);
+}

@@ -120,6 +120,8 @@ struct Channel {
 struct SlackState {
     /// `response_url` tokens handed out with clicks → (channel, ts) of their message.
     response_urls: HashMap<String, (String, String)>,
+    /// Every POST to a `response_url` path, known or not: (token, body).
+    replies: Vec<(String, Value)>,
     channels: HashMap<String, Channel>,
     /// Every live message, in posting order.
     messages: Vec<SlackMessage>,
@@ -168,6 +170,7 @@ impl SlackFake {
             bot_token: bot_token.to_owned(),
             state: Mutex::new(SlackState {
                 response_urls: HashMap::new(),
+                replies: Vec::new(),
                 channels: HashMap::new(),
                 messages: Vec::new(),
                 ts_base: unix_now(),
@@ -200,6 +203,21 @@ impl SlackFake {
         user: &str,
         request_url: &str,
         signing_secret: &str,
+    ) -> reqwest::StatusCode {
+        self.click_with_response_url(channel, ts, user, request_url, signing_secret, None)
+            .await
+    }
+
+    /// [`SlackFake::click`], with the payload's `response_url` replaced by `response_url` when
+    /// given: what someone holding the signing secret could forge.
+    pub async fn click_with_response_url(
+        &self,
+        channel: &str,
+        ts: &str,
+        user: &str,
+        request_url: &str,
+        signing_secret: &str,
+        response_url: Option<&str>,
     ) -> reqwest::StatusCode {
         let (message, token) = {
             let mut st = lock(&self.inner.state);
@@ -234,7 +252,10 @@ impl SlackFake {
                 "value": button["value"],
                 "action_ts": "1700000000.000001",
             }],
-            "response_url": format!("{}/actions/{token}", self.base_url),
+            "response_url": response_url.map_or_else(
+                || format!("{}/actions/{token}", self.base_url),
+                str::to_owned,
+            ),
         });
         let body: String = url::form_urlencoded::Serializer::new(String::new())
             .append_pair("payload", &payload.to_string())
@@ -300,6 +321,12 @@ impl SlackFake {
     /// Every call received, in order.
     pub fn requests(&self) -> Vec<SlackRequest> {
         lock(&self.inner.state).requests.clone()
+    }
+
+    /// Every POST to a `response_url` path (`/actions/{token}`), in order, known or not: the
+    /// token and the JSON body (`Null` when not JSON).
+    pub fn replies(&self) -> Vec<(String, Value)> {
+        lock(&self.inner.state).replies.clone()
     }
 }
 
@@ -1172,6 +1199,10 @@ async fn response_url(
     body: Bytes,
 ) -> Response {
     let mut st = lock(&inner.state);
+    st.replies.push((
+        token.clone(),
+        serde_json::from_slice(&body).unwrap_or(Value::Null),
+    ));
     let Some((channel, ts)) = st.response_urls.get(&token).cloned() else {
         return (StatusCode::NOT_FOUND, "no such response_url").into_response();
     };

@@ -19,10 +19,14 @@
 //!   another scope → 400 `invalid_scope` AADSTS70011; another grant → 400
 //!   `unsupported_grant_type` AADSTS70003; a missing `grant_type`/`client_id`/`scope` (or a body
 //!   that is not a form) → 400 `invalid_request` AADSTS900144, a missing secret → 401
-//!   `invalid_client` AADSTS7000218. Every request is counted ([`TeamsFake::token_requests`]).
+//!   `invalid_client` AADSTS7000218. Every request is recorded with the token it was issued, if
+//!   any ([`TeamsFake::token_requests`]); only the registered app id with its own secret gets
+//!   one, and every token issued is a fresh random string.
 //! - Connector calls need `Authorization: Bearer <token this fake issued, not expired>`, else
 //!   401 with exactly `{"message":"Authorization has been denied for this request."}` (not the
-//!   ErrorResponse shape).
+//!   ErrorResponse shape). Every call is recorded with the bearer token it carried
+//!   ([`TeamsFake::requests`]), so a test can see a token that reached a Connector it was not
+//!   issued for.
 //! - Errors are `ErrorResponse {"error":{"code","message"}}`: unknown conversation → 404
 //!   `ConversationNotFound`; bot removed → 403 `BotNotInConversationRoster`; bad activity → 400
 //!   `BadArgument`; body over 28 KiB → 413 `MessageSizeTooBig`; unknown activity id on
@@ -100,6 +104,8 @@ pub struct TokenRequest {
     pub status: u16,
     /// AAD's `error`, if refused.
     pub error: Option<String>,
+    /// The token issued, if one was: each successful request gets a token of its own.
+    pub access_token: Option<String>,
 }
 
 /// One request to the Connector.
@@ -113,6 +119,8 @@ pub struct ConnectorRequest {
     pub body: Value,
     /// The `Authorization` header verbatim.
     pub authorization: Option<String>,
+    /// The token of a `Bearer` authorization, whether or not this fake issued it.
+    pub bearer: Option<String>,
     pub status: u16,
     /// `error.code` of an ErrorResponse, or `"Unauthorized"` for the 401.
     pub error_code: Option<String>,
@@ -353,6 +361,7 @@ async fn token(
         form,
         status,
         error: reply["error"].as_str().map(str::to_owned),
+        access_token: reply["access_token"].as_str().map(str::to_owned),
     });
     drop(st);
     let status = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
@@ -554,6 +563,7 @@ fn connector(
         activity_id,
         body: parsed.unwrap_or_else(|| Value::String(String::from_utf8_lossy(body).into_owned())),
         authorization: header_value(headers, header::AUTHORIZATION),
+        bearer: bearer(headers),
         status: reply.status,
         error_code,
     });
@@ -1083,7 +1093,11 @@ mod tests {
         // The single-tenant app gets tokens from its own tenant.
         get_token(&single, TENANT).await;
         assert_eq!(fake.token_requests().len(), 8);
-        assert!(fake.token_requests().iter().all(|r| r.status != 200));
+        assert!(
+            fake.token_requests()
+                .iter()
+                .all(|r| r.status != 200 && r.access_token.is_none())
+        );
     }
 
     #[tokio::test]
@@ -1137,6 +1151,25 @@ mod tests {
             .await
             .status,
             201
+        );
+        // Every token is a new one, recorded with its request; every call with the bearer it
+        // carried, issued here or not.
+        let issued: Vec<_> = fake
+            .token_requests()
+            .into_iter()
+            .map(|r| r.access_token.unwrap())
+            .collect();
+        assert_eq!(issued, [token.clone(), fresh.clone()]);
+        let bearers: Vec<_> = fake.requests().into_iter().map(|r| r.bearer).collect();
+        assert_eq!(
+            bearers,
+            [
+                None,
+                Some("not-a-token-we-issued".to_owned()),
+                Some(token.clone()),
+                Some(token.clone()),
+                Some(fresh.clone())
+            ]
         );
 
         // A zero lifetime: the token is dead on arrival.
