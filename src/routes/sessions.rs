@@ -481,7 +481,13 @@ fn over_quota(
         QuotaScope::User => ("this user", l.pending_sessions_per_user, "per_user"),
     };
     let wait = (until - now).whole_seconds().clamp(1, 60) as u64;
-    tracing::warn!(
+    // Counted, and logged only at debug: a flood would otherwise write a line per refusal.
+    metrics::counter!("authlink_session_quota_refusals_total", "scope" => match scope {
+        QuotaScope::Bot => "bot",
+        QuotaScope::User => "user",
+    })
+    .increment(1);
+    tracing::debug!(
         ?scope,
         quota,
         "auth session refused: open-session quota reached"
