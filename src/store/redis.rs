@@ -40,11 +40,12 @@
 //! The open-session sets are the one thing a create writes outside its session's partition: a
 //! bot's sessions are spread over all partitions, and a quota must see them all. They share the
 //! bot's tag, so checking both quotas and taking a place in both is one script in one slot, and
-//! two creates can never both take the last place. The session itself is written after that, in
-//! its own slot, and a settled session gives its places back after its transition: neither is
-//! atomic with the session, but every gap errs on the side of counting a session that is gone
-//! (a crash in between), never of missing one that is open, and each place is dropped by
-//! score when its session would have expired anyway, so nothing leaks for longer than that.
+//! two creates can never both take the last place. The session itself is written in its own
+//! slot, just before (taken back if refused) or, when its link goes to a chat channel, just
+//! after; a settled session gives its places back after its transition. None of this is
+//! atomic with the session: a crash in a gap can leave a place counted for a session that is
+//! gone (or, between a write and its place, one session uncounted), never many; and each place
+//! is dropped by score when its session would have expired anyway, so nothing leaks for longer.
 //!
 //! Why sorted sets and not a stream with a consumer group for deliveries: every delivery needs
 //! its own next-attempt time (backoff, `Retry-After`), which a stream cannot express; a due-time
@@ -826,16 +827,7 @@ impl RedisStore {
         let (Some(grant), true) = (grant, issued_by.as_deref() == Some(cfg)) else {
             return Ok(CreateOutcome::Created);
         };
-        redis::pipe()
-            .del(&key)
-            .ignore()
-            .lrem(&deadline_list, 1, id.as_str())
-            .ignore()
-            .lrem(&recent, 1, id.as_str())
-            .ignore()
-            .query_async::<()>(&mut conn)
-            .await
-            .map_err(unavailable)?;
+        self.take_back(session).await?;
         Ok(CreateOutcome::AlreadyAuthorized(Box::new(from_json(
             "grant", &grant,
         )?)))
@@ -879,19 +871,58 @@ impl ParsedGrants {
 const RECENT_TRIM_EVERY: u32 = 16;
 
 impl RedisStore {
-    /// A create within the quotas of open sessions (if it has any): a place is taken first,
-    /// and given back if the session turned out not to be needed (`already_authorized`). A
-    /// failed create keeps it (the session may have been written): it runs out with the session.
+    /// A create within the quotas of open sessions (if it has any). A session whose link is
+    /// posted to a chat channel takes its place first (the post cannot be taken back). Any
+    /// other is written first and takes its place right after, so that the write comes as soon
+    /// as without a quota (an agent's concurrent retries wait for exactly that write:
+    /// `claim_pending`); over a quota it is taken back at once, like an `already_authorized`
+    /// one. A place is given back if the session turned out not to be needed; a create that
+    /// failed keeps its place (the session may have been written): it runs out with the session.
     async fn create_counted(&self, new: &NewSession<'_>) -> Result<CreateOutcome, StoreError> {
         let Some(quota) = new.quota else {
             return self.create_unless_authorized(new).await;
         };
-        let spec = &new.session.spec;
+        let session = new.session;
+        if new.delivery.is_some() {
+            if let Some(refused) = self.reserve_open(session, quota).await? {
+                return Ok(refused);
+            }
+            let outcome = self.create_unless_authorized(new).await;
+            if let Ok(CreateOutcome::AlreadyAuthorized(_)) = outcome {
+                self.release_open(&session.spec).await;
+            }
+            return outcome;
+        }
+        let outcome = self.create_unless_authorized(new).await?;
+        if !matches!(outcome, CreateOutcome::Created) {
+            return Ok(outcome);
+        }
+        match self.reserve_open(session, quota).await {
+            Ok(None) => Ok(outcome),
+            Ok(Some(refused)) => {
+                self.take_back(session).await?;
+                Ok(refused)
+            }
+            Err(e) => {
+                // Not counted, so not kept either (a retry creates it afresh).
+                let _ = self.take_back(session).await;
+                Err(e)
+            }
+        }
+    }
+
+    /// Check the quotas of open sessions and take a place for `session`; `Some`: refused.
+    async fn reserve_open(
+        &self,
+        session: &Session,
+        quota: super::OpenQuota,
+    ) -> Result<Option<CreateOutcome>, StoreError> {
+        let spec = &session.spec;
         let reply: Vec<String> = self
             .reserve_open
             .key(self.open_key(&spec.bot, None))
             .key(self.open_key(&spec.bot, Some(&spec.subject)))
-            .arg(unix_ms(new.session.updated_at))
+            .arg(unix_ms(session.updated_at))
             .arg(unix_ms(spec.expires_at))
             .arg(spec.id.to_string())
             .arg(quota.per_bot)
@@ -900,23 +931,35 @@ impl RedisStore {
             .await
             .map_err(unavailable)?;
         let scope = match reply.first().map(String::as_str) {
-            Some("ok") => None,
-            Some("bot") => Some(QuotaScope::Bot),
-            Some("user") => Some(QuotaScope::User),
+            Some("ok") => return Ok(None),
+            Some("bot") => QuotaScope::Bot,
+            Some("user") => QuotaScope::User,
             _ => return Err(corrupt("quota reply", format!("{reply:?}"))),
         };
-        if let Some(scope) = scope {
-            let until = reply
-                .get(1)
-                .and_then(|ms| ms.parse::<f64>().ok())
-                .map_or(new.session.updated_at, |ms| from_unix_ms(ms as i64));
-            return Ok(CreateOutcome::OverQuota { scope, until });
-        }
-        let outcome = self.create_unless_authorized(new).await;
-        if let Ok(CreateOutcome::AlreadyAuthorized(_)) = outcome {
-            self.release_open(spec).await;
-        }
-        outcome
+        let until = reply
+            .get(1)
+            .and_then(|ms| ms.parse::<f64>().ok())
+            .map_or(session.updated_at, |ms| from_unix_ms(ms as i64));
+        Ok(Some(CreateOutcome::OverQuota { scope, until }))
+    }
+
+    /// Remove a session written a moment ago by `create_unless_authorized` (no event was sent
+    /// for it), with its deadline and its entry in the recent-session index.
+    async fn take_back(&self, session: &Session) -> Result<(), StoreError> {
+        let spec = &session.spec;
+        let p = spec.id.partition();
+        let id = spec.id.encode();
+        let second = spec.expires_at.unix_timestamp().to_string();
+        redis::pipe()
+            .del(self.session_key(spec.id))
+            .ignore()
+            .lrem(self.deadline_second_key(p, &second), 1, id.as_str())
+            .ignore()
+            .lrem(self.recent_key(p, &spec.bot), 1, id.as_str())
+            .ignore()
+            .query_async::<()>(&mut self.conn())
+            .await
+            .map_err(unavailable)
     }
 
     /// A session that settled (or was never needed) gives its places in the quotas back. Best
