@@ -34,6 +34,32 @@ pub struct Settings {
     pub tokens: TokenSettings,
     pub system_apps: SystemApps,
     pub rate_limits: RateLimits,
+    pub limits: LimitSettings,
+}
+
+/// Bounds on what one caller can make the daemon hold.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LimitSettings {
+    /// Open sessions (pending, in progress or awaiting a code, not expired) per bot: past it a
+    /// create is refused with 429 until one settles or expires. Shared by every replica.
+    pub pending_sessions_per_bot: u32,
+    /// Open sessions per (bot, user) likewise.
+    pub pending_sessions_per_user: u32,
+}
+
+impl Default for LimitSettings {
+    /// A person has one or a few sign-ins open at a time (agents reuse theirs), so 20 is far
+    /// above any real use and still stops a loop creating sessions for one user. 100,000 per bot
+    /// is over 100 new sign-ins a second held for the default 15-minute lifetime, far beyond any
+    /// one bot's real traffic, and bounds what one leaked key can park in the store (with 8 KiB
+    /// contexts, under 1 GiB), where the daemon had no bound at all.
+    fn default() -> Self {
+        Self {
+            pending_sessions_per_bot: 100_000,
+            pending_sessions_per_user: 20,
+        }
+    }
 }
 
 /// Requests per minute (smooth: GCRA, bursts up to the limit), shared by every replica through
@@ -312,6 +338,7 @@ impl Default for Settings {
             tokens: TokenSettings::default(),
             system_apps: SystemApps::default(),
             rate_limits: RateLimits::default(),
+            limits: LimitSettings::default(),
         }
     }
 }
@@ -483,6 +510,20 @@ impl Settings {
                 );
             }
         }
+        for (name, quota) in [
+            (
+                "pending_sessions_per_bot",
+                self.limits.pending_sessions_per_bot,
+            ),
+            (
+                "pending_sessions_per_user",
+                self.limits.pending_sessions_per_user,
+            ),
+        ] {
+            if quota == 0 {
+                p.add(&format!("limits.{name}"), "must be at least 1");
+            }
+        }
 
         if !p.0.is_empty() {
             return Err(p.0);
@@ -529,6 +570,7 @@ impl Settings {
             oauth2,
             rate_limits: self.rate_limits,
             max_response_body: self.http.max_response_body_bytes,
+            limits: self.limits,
         })
     }
 }
@@ -575,6 +617,7 @@ pub struct Config {
     pub rate_limits: RateLimits,
     /// What is read of an answer from another server at most (`outbound`).
     pub max_response_body: usize,
+    pub limits: LimitSettings,
 }
 
 impl Config {

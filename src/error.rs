@@ -39,6 +39,9 @@ pub enum ApiError {
     /// Over a rate limit; retry after this many seconds.
     #[error("too many requests; retry in {0} s")]
     TooManyRequests(u64),
+    /// At a quota of things held open (e.g. open sessions); retry after `retry_after` seconds.
+    #[error("{detail}")]
+    OverQuota { detail: String, retry_after: u64 },
     #[error("internal error")]
     Internal(#[source] anyhow::Error),
 }
@@ -62,6 +65,7 @@ impl ApiError {
                 (StatusCode::SERVICE_UNAVAILABLE, "provider_unavailable")
             }
             ApiError::TooManyRequests(_) => (StatusCode::TOO_MANY_REQUESTS, "rate_limited"),
+            ApiError::OverQuota { .. } => (StatusCode::TOO_MANY_REQUESTS, "quota_exceeded"),
             ApiError::Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, "internal"),
         }
     }
@@ -133,7 +137,12 @@ impl IntoResponse for ApiError {
         if let ApiError::Internal(cause) = &self {
             tracing::error!(error = ?cause, "internal error");
         }
-        problem_response(status, problem_body(status, code, &self.to_string()))
+        let mut resp = problem_response(status, problem_body(status, code, &self.to_string()));
+        if let ApiError::OverQuota { retry_after, .. } = &self {
+            resp.headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from(*retry_after));
+        }
+        resp
     }
 }
 

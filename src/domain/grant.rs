@@ -121,14 +121,18 @@ pub enum GrantStatus {
 }
 
 /// The code a person must type into the conversation before the grant is usable: its hash
-/// (bound to the session) and the wrong tries so far.
+/// (bound to the session). Tries are counted by the store (`Store::check_code`), next to the
+/// grant and in the same step that compares them.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PendingCode {
     pub hash: String,
+    /// Always 0: kept so that replicas from before `check_code` can read the record during a
+    /// rolling upgrade (they counted here).
     pub failures: u32,
 }
 
 impl PendingCode {
+    /// Tries allowed at one code: the fifth wrong one fails the session.
     pub const MAX_FAILURES: u32 = 5;
 
     pub fn hash(session: &str, code: &str) -> String {

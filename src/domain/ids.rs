@@ -204,7 +204,8 @@ pub(crate) fn uuid_v7() -> Uuid {
 }
 
 /// An auth session id: the partition (2 hex digits) followed by a UUIDv7 (32 hex digits).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+/// Ordered only so that sets of sessions can be kept sorted (e.g. by expiry, then id).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct SessionId {
     partition: Partition,
     uuid: Uuid,

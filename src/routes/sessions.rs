@@ -29,7 +29,9 @@ use crate::domain::{IntegrationName, Partition, SessionId, Subject, UserId};
 use crate::error::ApiError;
 use crate::flow::AppState;
 use crate::oauth::Provider;
-use crate::store::{CreateOutcome, Idempotency, NewSession, SideWrite, Transition};
+use crate::store::{
+    CodeCheck, CreateOutcome, Idempotency, NewSession, OpenQuota, QuotaScope, SideWrite, Transition,
+};
 
 const MAX_CONTEXT: usize = 8 * 1024;
 
@@ -226,7 +228,7 @@ pub(crate) async fn bot_and_integration(
     Ok((b, i))
 }
 
-#[utoipa::path(operation_id = "sessions_create", post, path = "/v1/bots/{bot}/auth-sessions", tag = "sessions", summary = "Create an auth session and its link", params(super::contract::BotPath), request_body = CreateBody, responses((status = 201, description = "the session with its link"), (status = 200, description = "already_authorized: the user has a working connection"), (status = 404, description = "no such bot (or another bot's), or no such resource"), (status = 409, description = "disabled or pre-authorized integration, its app is missing, or an Idempotency-Key in flight"), (status = 400, description = "malformed request (unreadable body, bad JSON or query)"), (status = 413, description = "body over the limit"), (status = 415, description = "not application/json"), (status = 422, description = "validation failed (the detail names the field)")), security(("bearer" = [])))]
+#[utoipa::path(operation_id = "sessions_create", post, path = "/v1/bots/{bot}/auth-sessions", tag = "sessions", summary = "Create an auth session and its link", params(super::contract::BotPath), request_body = CreateBody, responses((status = 201, description = "the session with its link"), (status = 200, description = "already_authorized: the user has a working connection"), (status = 404, description = "no such bot (or another bot's), or no such resource"), (status = 409, description = "disabled or pre-authorized integration, its app is missing, or an Idempotency-Key in flight"), (status = 429, description = "the bot or the user has as many open sessions as its quota allows (limits.pending_sessions_per_bot / _per_user); Retry-After"), (status = 400, description = "malformed request (unreadable body, bad JSON or query)"), (status = 413, description = "body over the limit"), (status = 415, description = "not application/json"), (status = 422, description = "validation failed (the detail names the field)")), security(("bearer" = [])))]
 #[tracing::instrument(name = "create_session", skip_all, fields(bot = bot.as_str(), integration = tracing::field::Empty, session_id = tracing::field::Empty))]
 pub async fn create(
     State(state): State<AppState>,
@@ -285,6 +287,8 @@ pub async fn create(
             };
             Ok((StatusCode::CREATED, super::json_response(&view)).into_response())
         }
+        // `store_session` answers it as an error.
+        CreateOutcome::OverQuota { scope, until } => Err(over_quota(&state, scope, until, now)),
         CreateOutcome::AlreadyAuthorized(grant) => Ok((
             StatusCode::OK,
             Json(json!({
@@ -439,8 +443,12 @@ pub(crate) async fn store_session(
             retention: state.config.retention,
             unless_authorized_by: (!force).then_some(spec.provider_config.as_str()),
             delivery: queued.as_ref().zip(send.as_ref()),
+            quota: Some(open_quota(state)),
         })
         .await?;
+    if let CreateOutcome::OverQuota { scope, until } = outcome {
+        return Err(over_quota(state, scope, until, now));
+    }
     if let CreateOutcome::Created = outcome {
         tracing::info!(session_id = %spec.id, bot = %spec.bot, integration = %spec.integration, "auth session created");
         // The series' handle, looked up once (a lookup builds and hashes its labels).
@@ -450,6 +458,49 @@ pub(crate) async fn store_session(
         CREATED.increment(1);
     }
     Ok((outcome, queued))
+}
+
+/// The quotas of open sessions a create is held to.
+fn open_quota(state: &AppState) -> OpenQuota {
+    let l = &state.config.limits;
+    OpenQuota {
+        per_bot: l.pending_sessions_per_bot,
+        per_user: l.pending_sessions_per_user,
+    }
+}
+
+/// The answer to a create over a quota of open sessions. `Retry-After` is when the first open
+/// session expires, but at most a minute: any of them may complete or be cancelled sooner.
+fn over_quota(
+    state: &AppState,
+    scope: QuotaScope,
+    until: OffsetDateTime,
+    now: OffsetDateTime,
+) -> ApiError {
+    let l = &state.config.limits;
+    let (whose, quota, setting) = match scope {
+        QuotaScope::Bot => ("the bot", l.pending_sessions_per_bot, "per_bot"),
+        QuotaScope::User => ("this user", l.pending_sessions_per_user, "per_user"),
+    };
+    let wait = (until - now).whole_seconds().clamp(1, 60) as u64;
+    // Counted, and logged only at debug: a flood would otherwise write a line per refusal.
+    metrics::counter!("authlink_session_quota_refusals_total", "scope" => match scope {
+        QuotaScope::Bot => "bot",
+        QuotaScope::User => "user",
+    })
+    .increment(1);
+    tracing::debug!(
+        ?scope,
+        quota,
+        "auth session refused: open-session quota reached"
+    );
+    ApiError::OverQuota {
+        detail: format!(
+            "{whose} already has {quota} open auth sessions, the most allowed \
+             (limits.pending_sessions_{setting}); retry when one completes, is cancelled or expires"
+        ),
+        retry_after: wait,
+    }
 }
 
 /// The `Idempotency-Key` header as sent; `idempotency` checks it.
@@ -1117,7 +1168,7 @@ pub async fn pre_authorize(
         binding: None,
         updated_at: now,
     };
-    state
+    let outcome = state
         .store
         .create_session(NewSession {
             session: &session,
@@ -1125,8 +1176,12 @@ pub async fn pre_authorize(
             retention: state.config.retention,
             unless_authorized_by: None,
             delivery: None,
+            quota: Some(open_quota(&state)),
         })
         .await?;
+    if let CreateOutcome::OverQuota { scope, until } = outcome {
+        return Err(over_quota(&state, scope, until, now));
+    }
     tracing::info!(session_id = %session.spec.id, bot = %bot.id, integration = %integration.name, "pre-authorization link issued");
     Ok((
         StatusCode::CREATED,
@@ -1166,135 +1221,161 @@ pub async fn verify(
         )));
     }
     let spec = &session.spec;
+    // Counted before it is compared, in one store step: a flood of concurrent tries gets no more
+    // comparisons than the allowed number. A malformed code is a wrong one (and counts).
+    let check = state
+        .store
+        .check_code(
+            (&spec.bot, &spec.integration, &spec.subject),
+            spec.id,
+            &PendingCode::hash(&spec.id.to_string(), body.code.trim()),
+            PendingCode::MAX_FAILURES,
+            spec.expires_at,
+        )
+        .await?;
+    match check {
+        CodeCheck::NoCode => Err(ApiError::Conflict(
+            "no grant is waiting for this code".into(),
+        )),
+        CodeCheck::Confirmed => Err(ApiError::Conflict(
+            "the code was confirmed already; the auth session is completing".into(),
+        )),
+        CodeCheck::Wrong { left } if left > 0 => Err(ApiError::Invalid(format!(
+            "wrong code; {left} attempt(s) left"
+        ))),
+        CodeCheck::Wrong { .. } => {
+            fail_verification(&state, &session, now).await?;
+            Err(ApiError::Invalid(
+                "wrong code; too many wrong codes, the auth session has failed".into(),
+            ))
+        }
+        CodeCheck::Exhausted => {
+            // Normally the try that used the last attempt failed the session already; this
+            // finishes the job if that request died on the way.
+            fail_verification(&state, &session, now).await?;
+            Err(ApiError::Conflict(
+                "no verification attempts are left; the auth session has failed".into(),
+            ))
+        }
+        CodeCheck::Right => {
+            let grant = state
+                .store
+                .get_grant(&spec.bot, &spec.integration, &spec.subject)
+                .await?
+                .filter(|g| g.status == GrantStatus::AwaitingCode)
+                .ok_or_else(|| ApiError::Conflict("no grant is waiting for this code".into()))?;
+            let aad =
+                crate::domain::grant::Grant::aad(&grant.bot, &grant.integration, &grant.subject);
+            let refreshable = crate::domain::grant::Tokens::open(
+                &state.config.encryption,
+                &aad,
+                &grant.sealed_tokens,
+            )
+            .is_ok_and(|t| t.refresh_token.is_some());
+            let mut active = crate::domain::grant::Grant {
+                status: GrantStatus::Active,
+                pending_code: None,
+                ..grant
+            };
+            active.schedule_refresh(refreshable, &state.config.refresh);
+            let mut completed = session.clone();
+            completed.status = Status::Completed;
+            let event = Event::for_session(&completed, Some(&active.identity), now);
+            let channel_event = Event::channel_update(&completed, now);
+            let updated = state
+                .store
+                .transition(Transition {
+                    id: spec.id,
+                    to: Status::Completed,
+                    error: None,
+                    binding: None,
+                    write: SideWrite::Grant(&active),
+                    event: Some(&event),
+                    channel_event: channel_event.as_ref(),
+                    now,
+                })
+                .await?;
+            tracing::info!(session_id = %spec.id, "verification code confirmed");
+            respond(&state, &updated, now, false).await
+        }
+    }
+}
+
+/// Out of verification tries: the session fails `verification_failed`, and the tokens someone
+/// obtained through it are not kept, here or at the provider. Only the request whose transition
+/// fails the session does the rest (a session another request settled first is left alone).
+async fn fail_verification(
+    state: &AppState,
+    session: &Session,
+    now: OffsetDateTime,
+) -> Result<(), ApiError> {
+    use crate::domain::grant::GrantStatus;
+    let spec = &session.spec;
     let grant = state
         .store
         .get_grant(&spec.bot, &spec.integration, &spec.subject)
         .await?
-        .filter(|g| g.status == GrantStatus::AwaitingCode)
-        .ok_or_else(|| ApiError::Conflict("no grant is waiting for this code".into()))?;
-    let Some(pending) = grant.pending_code.clone() else {
-        return Err(ApiError::Conflict(
-            "no grant is waiting for this code".into(),
-        ));
+        .filter(|g| g.status == GrantStatus::AwaitingCode);
+    let error = crate::domain::session::SessionError {
+        code: crate::domain::session::FailureCode::VerificationFailed,
+        description: "too many wrong verification codes".into(),
     };
-    let typed = body.code.trim();
-    let right = typed.len() == 6
-        && typed.bytes().all(|b| b.is_ascii_digit())
-        && crate::crypto::ct_eq(
-            &PendingCode::hash(&spec.id.to_string(), typed),
-            &pending.hash,
-        );
-    if right {
-        let aad = crate::domain::grant::Grant::aad(&grant.bot, &grant.integration, &grant.subject);
-        let refreshable = crate::domain::grant::Tokens::open(
-            &state.config.encryption,
-            &aad,
-            &grant.sealed_tokens,
-        )
-        .is_ok_and(|t| t.refresh_token.is_some());
-        let mut active = crate::domain::grant::Grant {
-            status: GrantStatus::Active,
-            pending_code: None,
-            ..grant
-        };
-        active.schedule_refresh(refreshable, &state.config.refresh);
-        let mut completed = session.clone();
-        completed.status = Status::Completed;
-        let event = Event::for_session(&completed, Some(&active.identity), now);
-        let channel_event = Event::channel_update(&completed, now);
-        let updated = state
-            .store
-            .transition(Transition {
-                id: spec.id,
-                to: Status::Completed,
-                error: None,
-                binding: None,
-                write: SideWrite::Grant(&active),
-                event: Some(&event),
-                channel_event: channel_event.as_ref(),
-                now,
-            })
-            .await?;
-        tracing::info!(session_id = %spec.id, "verification code confirmed");
-        return respond(&state, &updated, now, false).await;
-    }
-    let failures = pending.failures + 1;
-    if failures >= PendingCode::MAX_FAILURES {
-        let error = crate::domain::session::SessionError {
-            code: crate::domain::session::FailureCode::VerificationFailed,
-            description: "too many wrong verification codes".into(),
-        };
-        let mut failed = session.clone();
-        failed.status = Status::Failed;
-        failed.error = Some(error.clone());
-        let event = Event::for_session(&failed, None, now);
-        let channel_event = Event::channel_update(&failed, now);
-        state
-            .store
-            .transition(Transition {
-                id: spec.id,
-                to: Status::Failed,
-                error: Some(&error),
-                binding: None,
-                write: SideWrite::None,
-                event: Some(&event),
-                channel_event: channel_event.as_ref(),
-                now,
-            })
-            .await?;
-        // The tokens someone obtained through this session are not kept, here or at the provider.
-        if let Ok(provider) = crate::flow::provider::provider_for(
-            &state,
-            &*state
-                .store
-                .get_integration(&spec.bot, &spec.integration)
-                .await?
-                .ok_or(ApiError::NotFound("integration"))?,
-        )
+    let mut failed = session.clone();
+    failed.status = Status::Failed;
+    failed.error = Some(error.clone());
+    let event = Event::for_session(&failed, None, now);
+    let channel_event = Event::channel_update(&failed, now);
+    match state
+        .store
+        .transition(Transition {
+            id: spec.id,
+            to: Status::Failed,
+            error: Some(&error),
+            binding: None,
+            write: SideWrite::None,
+            event: Some(&event),
+            channel_event: channel_event.as_ref(),
+            now,
+        })
         .await
+    {
+        Ok(_) => {}
+        Err(crate::store::TransitionError::Conflict(_)) => return Ok(()),
+        Err(e) => return Err(e.into()),
+    }
+    tracing::warn!(session_id = %spec.id, "verification failed: too many wrong codes");
+    let Some(grant) = grant else {
+        return Ok(());
+    };
+    if let Ok(provider) = crate::flow::provider::provider_for(
+        state,
+        &*state
+            .store
+            .get_integration(&spec.bot, &spec.integration)
+            .await?
+            .ok_or(ApiError::NotFound("integration"))?,
+    )
+    .await
+    {
+        let aad = crate::domain::grant::Grant::aad(&grant.bot, &grant.integration, &grant.subject);
+        if let Ok(tokens) =
+            crate::domain::grant::Tokens::open(&state.config.encryption, &aad, &grant.sealed_tokens)
         {
-            let aad =
-                crate::domain::grant::Grant::aad(&grant.bot, &grant.integration, &grant.subject);
-            if let Ok(tokens) = crate::domain::grant::Tokens::open(
-                &state.config.encryption,
-                &aad,
-                &grant.sealed_tokens,
-            ) {
-                let token = tokens
-                    .refresh_token
-                    .as_ref()
-                    .unwrap_or(&tokens.access_token);
-                if let Err(e) = provider
-                    .revoke(&state.http, token, tokens.refresh_token.is_some())
-                    .await
-                {
-                    tracing::warn!(error = %e, "could not revoke the unverified tokens");
-                }
+            let token = tokens
+                .refresh_token
+                .as_ref()
+                .unwrap_or(&tokens.access_token);
+            if let Err(e) = provider
+                .revoke(&state.http, token, tokens.refresh_token.is_some())
+                .await
+            {
+                tracing::warn!(error = %e, "could not revoke the unverified tokens");
             }
         }
-        state
-            .store
-            .delete_grant(&spec.bot, &spec.integration, &spec.subject, None)
-            .await?;
-        tracing::warn!(session_id = %spec.id, "verification failed: too many wrong codes");
-        return Err(ApiError::Invalid(
-            "wrong code; too many wrong codes, the auth session has failed".into(),
-        ));
     }
-    let counted = crate::domain::grant::Grant {
-        pending_code: Some(PendingCode {
-            failures,
-            ..pending
-        }),
-        ..grant
-    };
-    if !state.store.update_grant(&counted, None).await? {
-        return Err(ApiError::Conflict(
-            "another verification is in progress; retry".into(),
-        ));
-    }
-    Err(ApiError::Invalid(format!(
-        "wrong code; {} attempt(s) left",
-        PendingCode::MAX_FAILURES - failures
-    )))
+    state
+        .store
+        .delete_grant(&spec.bot, &spec.integration, &spec.subject, None)
+        .await?;
+    Ok(())
 }

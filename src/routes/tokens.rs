@@ -471,12 +471,18 @@ async fn pending_session(
             )
             .await?;
         let Some(existing) = claimed else {
-            let (outcome, _) = super::sessions::store_session(state, &session, None, false).await?;
-            if let CreateOutcome::AlreadyAuthorized(_) = outcome {
+            let stored = super::sessions::store_session(state, &session, None, false).await;
+            // Not created (already authorized, or over a quota of open sessions): not pending.
+            if matches!(
+                stored,
+                Ok((CreateOutcome::AlreadyAuthorized(_), _)) | Err(ApiError::OverQuota { .. })
+            ) {
                 state
                     .store
                     .release_pending(&bot.id, &integration.name, subject, &slot, spec.id)
                     .await?;
+            }
+            if let CreateOutcome::AlreadyAuthorized(_) = stored?.0 {
                 return Ok(None);
             }
             return Ok(Some(session));

@@ -2,7 +2,7 @@
 //! Redis is configured, for local runs and single-process trials. Semantics match the Redis store
 //! (same conformance suite); TTLs are enforced on read.
 
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
@@ -12,9 +12,9 @@ use time::OffsetDateTime;
 use super::lease::lease_end;
 use super::notify::{Hub, Listener};
 use super::{
-    CreateOutcome, DEAD_LETTER_TTL, Delivery, DeliveryOutcome, Held, Lease, NewSession,
-    RECENT_SESSIONS_PER_PARTITION, SideWrite, Store, StoreError, Transition, TransitionError,
-    record_ttl,
+    CodeCheck, CreateOutcome, DEAD_LETTER_TTL, Delivery, DeliveryOutcome, Held, Lease, NewSession,
+    OpenQuota, QuotaScope, RECENT_SESSIONS_PER_PARTITION, SideWrite, Store, StoreError, Transition,
+    TransitionError, record_ttl,
 };
 use crate::clock;
 use crate::domain::bot::{ApiKey, AuthProfile, Bot, Integration, WebhookSecret};
@@ -82,7 +82,81 @@ struct Data {
     console: HashMap<String, ConsoleSession>,
     /// Rate limits: key → arrival time µs (GCRA).
     rates: HashMap<String, u64>,
+    /// Counted tries at a session's verification code (`None`: one had the right code), living
+    /// as long as the session.
+    code_tries: HashMap<SessionId, Timed<Option<u32>>>,
+    /// Open sessions counted against the per-bot quota, by expiry (the expired ones are
+    /// dropped from the front when a create looks).
+    open_per_bot: HashMap<BotId, Open>,
+    /// … and against the per-user quota.
+    open_per_user: HashMap<(BotId, Subject), Open>,
     writes: u64,
+}
+
+/// The open sessions counted against one quota: (expiry, id), soonest first.
+type Open = BTreeSet<(OffsetDateTime, SessionId)>;
+
+/// Drop the entries of `open` that expired by `now`; how many are left.
+fn prune(open: &mut Open, now: OffsetDateTime) -> usize {
+    while open.first().is_some_and(|(until, _)| *until <= now) {
+        open.pop_first();
+    }
+    open.len()
+}
+
+impl Data {
+    /// Refuse a create when the bot or the user is at its quota of open sessions, else count
+    /// the session against both.
+    fn reserve_open(
+        &mut self,
+        s: &Session,
+        quota: OpenQuota,
+        now: OffsetDateTime,
+    ) -> Option<CreateOutcome> {
+        let spec = &s.spec;
+        let user = self
+            .open_per_user
+            .entry((spec.bot.clone(), spec.subject.clone()))
+            .or_default();
+        let over = |open: &Open, scope| CreateOutcome::OverQuota {
+            scope,
+            until: open.first().map_or(now, |(until, _)| *until),
+        };
+        if prune(user, now) >= quota.per_user as usize {
+            return Some(over(user, QuotaScope::User));
+        }
+        let bot = self.open_per_bot.entry(spec.bot.clone()).or_default();
+        if prune(bot, now) >= quota.per_bot as usize {
+            return Some(over(bot, QuotaScope::Bot));
+        }
+        bot.insert((spec.expires_at, spec.id));
+        if let Some(user) = self
+            .open_per_user
+            .get_mut(&(spec.bot.clone(), spec.subject.clone()))
+        {
+            user.insert((spec.expires_at, spec.id));
+        }
+        None
+    }
+
+    /// A settled session gives its places back.
+    fn release_open(&mut self, s: &Session) {
+        let spec = &s.spec;
+        let entry = (spec.expires_at, spec.id);
+        if let Some(open) = self.open_per_bot.get_mut(&spec.bot) {
+            open.remove(&entry);
+            if open.is_empty() {
+                self.open_per_bot.remove(&spec.bot);
+            }
+        }
+        let user = (spec.bot.clone(), spec.subject.clone());
+        if let Some(open) = self.open_per_user.get_mut(&user) {
+            open.remove(&entry);
+            if open.is_empty() {
+                self.open_per_user.remove(&user);
+            }
+        }
+    }
 }
 
 impl Data {
@@ -115,6 +189,9 @@ impl Data {
             self.attempts.retain(|_, v| v.live(now));
             self.idempotency.retain(|_, v| v.live(now));
             self.delivery_states.retain(|_, v| v.live(now));
+            self.code_tries.retain(|_, v| v.live(now));
+            self.open_per_bot.retain(|_, open| prune(open, now) > 0);
+            self.open_per_user.retain(|_, open| prune(open, now) > 0);
         }
     }
 }
@@ -306,6 +383,11 @@ impl Store for MemoryStore {
                 return Ok(CreateOutcome::AlreadyAuthorized(Box::new(g.clone())));
             }
         }
+        if let Some(quota) = new.quota
+            && let Some(refused) = d.reserve_open(session, quota, now)
+        {
+            return Ok(refused);
+        }
         let ttl = record_ttl(session, now, new.retention);
         d.sessions
             .insert(spec.id, Timed::new(session.clone(), Some(ttl), now));
@@ -414,6 +496,7 @@ impl Store for MemoryStore {
             }
             if t.to.is_final() {
                 d.deadlines.remove(&t.id);
+                d.release_open(&updated);
             }
             for e in [t.event, t.channel_event].into_iter().flatten() {
                 d.queue(e, t.now);
@@ -436,6 +519,51 @@ impl Store for MemoryStore {
             .remove(&(session, attempt.to_owned()))
             .filter(|t| t.live(now))
             .map(|t| t.value))
+    }
+
+    async fn check_code(
+        &self,
+        (bot, integration, subject): (&BotId, &IntegrationName, &Subject),
+        session: SessionId,
+        digest: &str,
+        max: u32,
+        until: OffsetDateTime,
+    ) -> Result<CodeCheck, StoreError> {
+        let now = clock::now();
+        let mut d = self.data();
+        let key = (bot.clone(), integration.clone(), subject.clone());
+        let Some(expected) = d
+            .grants
+            .get(&key)
+            .filter(|g| g.status == crate::domain::grant::GrantStatus::AwaitingCode)
+            .and_then(|g| g.pending_code.as_ref())
+            .map(|p| p.hash.clone())
+        else {
+            return Ok(CodeCheck::NoCode);
+        };
+        // Counted under the same lock as the comparison: no try is compared uncounted.
+        let ttl = (until - now).try_into().unwrap_or(Duration::ZERO);
+        let tries = d
+            .code_tries
+            .entry(session)
+            .and_modify(|t| {
+                if !t.live(now) {
+                    *t = Timed::new(Some(0), Some(ttl), now);
+                }
+            })
+            .or_insert_with(|| Timed::new(Some(0), Some(ttl), now));
+        let Some(n) = tries.value else {
+            return Ok(CodeCheck::Confirmed);
+        };
+        if n >= max {
+            return Ok(CodeCheck::Exhausted);
+        }
+        if crate::crypto::ct_eq(digest, &expected) {
+            tries.value = None;
+            return Ok(CodeCheck::Right);
+        }
+        tries.value = Some(n + 1);
+        Ok(CodeCheck::Wrong { left: max - n - 1 })
     }
 
     async fn get_grant(

@@ -107,6 +107,16 @@ pub struct NewSession<'a> {
     /// The session's link goes to a chat channel: its delivery record (`queued`) and the outbox
     /// item that posts it, written in the same atomic step as the session.
     pub delivery: Option<(&'a ChannelDelivery, &'a Event)>,
+    /// Refuse the create (`OverQuota`) when the bot or the user already has this many open
+    /// sessions; the session holds its place until it settles or expires. `None`: not counted.
+    pub quota: Option<OpenQuota>,
+}
+
+/// Whose open sessions are at their quota.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum QuotaScope {
+    Bot,
+    User,
 }
 
 #[derive(Debug)]
@@ -122,6 +132,36 @@ pub enum CreateOutcome {
         fingerprint: String,
     },
     AlreadyAuthorized(Box<Grant>),
+    /// Nothing was created: `scope` has as many open sessions as its quota allows. The first of
+    /// them expires at `until` (one may settle sooner).
+    OverQuota {
+        scope: QuotaScope,
+        until: OffsetDateTime,
+    },
+}
+
+/// What one counted try at a verification code found (`Store::check_code`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum CodeCheck {
+    /// The code is right, and the try was within the allowed number.
+    Right,
+    /// The code is wrong; this many tries are left (0: this was the last one).
+    Wrong { left: u32 },
+    /// Every allowed try was used before this one: nothing was compared.
+    Exhausted,
+    /// An earlier try had the right code: nothing was compared (and the tries before the
+    /// maximum cannot fail a session that is being completed).
+    Confirmed,
+    /// The grant waits for no code (gone, active, or issued without one): nothing was counted.
+    NoCode,
+}
+
+/// How many sessions may be open at once (pending, in progress or awaiting a code, and not
+/// expired), per bot and per (bot, user). Checked and reserved in the step that creates one.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct OpenQuota {
+    pub per_bot: u32,
+    pub per_user: u32,
 }
 
 /// What a transition writes besides the new status, all in the same atomic step.
@@ -220,6 +260,20 @@ pub trait Store: Send + Sync + 'static {
         session: SessionId,
         attempt: &str,
     ) -> Result<Option<Attempt>, StoreError>;
+
+    /// Count one try at the verification code that `session`'s grant (bot, integration,
+    /// subject) waits for and, only if it is within `max`, compare `digest`
+    /// (`PendingCode::hash` of the typed code) with the grant's, in one atomic step: concurrent
+    /// tries cannot be compared before they are counted, so at most `max` codes are ever
+    /// compared. The count lives until `until` (the session's end).
+    async fn check_code(
+        &self,
+        grant: (&BotId, &IntegrationName, &Subject),
+        session: SessionId,
+        digest: &str,
+        max: u32,
+        until: OffsetDateTime,
+    ) -> Result<CodeCheck, StoreError>;
 
     async fn get_grant(
         &self,

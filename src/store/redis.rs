@@ -8,6 +8,7 @@
 //! | `P:{pNN}:ps:<bot>:<integration>:<subject>` | string session id, PX until it expires | an agent's pending session |
 //! | `P:{pNN}:psb:<bot>:<integration>:<issuer subject digest>:<subject>` | the same | … of a bound session |
 //! | `P:{pNN}:a:<session>:<attempt>` | string, PX | pending attempt (sealed PKCE verifier) |
+//! | `P:{pNN}:vc:<session>` | string: tries counted (`right` once one was), PX until the session ends | tries at the session's verification code (next to its grant) |
 //! | `P:{pNN}:g:<bot>:<integration>:<subject>` | hash `j` JSON, `st`, `cfg`, `gen` | grant |
 //! | `P:{pNN}:ev:<event>` | hash `e` event JSON, `b` bot, `n` failures, `err`, `c` claim, `st` | a delivery (webhook event or channel item) |
 //! | `P:{pNN}:due` | zset event → next attempt ms (a claim pushes it to the lease's end) | delivery queue |
@@ -20,6 +21,7 @@
 //! | `P:{pNN}:rn:<bot>` | list of sessions, newest first; the newest `RECENT_SESSIONS_PER_PARTITION` are read | the bot's recent sessions in this partition (`LPUSH`, and `LTRIM` on one create in 16: the ids are UUIDv7s, ordered by creation) |
 //! | `P:i:<bot>:<sha256(key)>` | string, PX | idempotency key → `<session or "-"> <fingerprint>` |
 //! | `P:{b:<bot>}:bot`, `:ints`, `:profiles`, `:channels`, `:whsec` (hashes), `:keys` (hash id → key hash) | | tenancy |
+//! | `P:{b:<bot>}:open`, `P:{b:<bot>}:open:<subject>` | zset session → expiry ms, PX until the last expires | the bot's and the user's open sessions (quotas) |
 //! | `P:k:<sha256(key)>` | string | API key lookup |
 //! | `P:rl:<class>:<id>` | string: arrival time µs (GCRA), PX until the quota is whole | a rate limit |
 //! | `P:cs:<sha256(cookie id)>` | string: console session JSON, PX | a signed-in console browser |
@@ -34,6 +36,16 @@
 //! `{pNN}` is the partition (see `Partition`): the Cluster hash tag that keeps every key one
 //! atomic step touches in one slot. Atomic steps are Lua scripts. Changes are published on
 //! `P:changes` so long-polls on other replicas wake up.
+//!
+//! The open-session sets are the one thing a create writes outside its session's partition: a
+//! bot's sessions are spread over all partitions, and a quota must see them all. They share the
+//! bot's tag, so checking both quotas and taking a place in both is one script in one slot, and
+//! two creates can never both take the last place. The session itself is written in its own
+//! slot, just before (taken back if refused) or, when its link goes to a chat channel, just
+//! after; a settled session gives its places back after its transition. None of this is
+//! atomic with the session: a crash in a gap can leave a place counted for a session that is
+//! gone (or, between a write and its place, one session uncounted), never many; and each place
+//! is dropped by score when its session would have expired anyway, so nothing leaks for longer.
 //!
 //! Why sorted sets and not a stream with a consumer group for deliveries: every delivery needs
 //! its own next-attempt time (backoff, `Retry-After`), which a stream cannot express; a due-time
@@ -52,7 +64,7 @@ use super::cache::ConfigCache;
 use super::notify::{Hub, Listener};
 use super::topology::{self, Conn, Subscriber};
 use super::{
-    CreateOutcome, Delivery, DeliveryOutcome, Held, Lease, NewSession,
+    CodeCheck, CreateOutcome, Delivery, DeliveryOutcome, Held, Lease, NewSession, QuotaScope,
     RECENT_SESSIONS_PER_PARTITION, SideWrite, Store, StoreError, Transition, TransitionError,
     record_ttl,
 };
@@ -261,6 +273,48 @@ end
 return n
 "#;
 
+/// One counted try at a verification code. KEYS: grant, tries. ARGV: digest, max tries, session
+/// end ms. The count is taken before the comparison, in the same step, and nothing is compared
+/// once it reaches the maximum. (What is compared is a digest of the code bound to the session,
+/// never the code; Lua compares interned strings, so the time taken says nothing about them.)
+const CHECK_CODE: &str = r#"
+if redis.call('HGET', KEYS[1], 'st') ~= 'awaiting_code' then return {'none'} end
+local ok, g = pcall(cjson.decode, redis.call('HGET', KEYS[1], 'j') or '')
+if not ok or type(g) ~= 'table' or type(g.pending_code) ~= 'table'
+  or type(g.pending_code.hash) ~= 'string' then return {'none'} end
+local max, seen = tonumber(ARGV[2]), redis.call('GET', KEYS[2]) or '0'
+if seen == 'right' then return {'confirmed'} end
+if tonumber(seen) >= max then return {'exhausted'} end
+local n = redis.call('INCR', KEYS[2])
+if n == 1 then redis.call('PEXPIREAT', KEYS[2], ARGV[3]) end
+if g.pending_code.hash == ARGV[1] then
+  redis.call('SET', KEYS[2], 'right', 'KEEPTTL')
+  return {'right'}
+end
+return {'wrong', tostring(max - n)}
+"#;
+
+/// Check the quotas of open sessions and take a place in both. KEYS: the bot's set, the user's
+/// set. ARGV: now ms, session end ms, session id, per-bot quota, per-user quota. → {'ok'}, or
+/// {'user'|'bot', end ms of the first open session there}.
+const RESERVE_OPEN: &str = r#"
+local function full(key, quota)
+  redis.call('ZREMRANGEBYSCORE', key, '-inf', ARGV[1])
+  if redis.call('ZCARD', key) >= tonumber(quota) then
+    return redis.call('ZRANGE', key, 0, 0, 'WITHSCORES')[2] or ARGV[1]
+  end
+end
+local first = full(KEYS[2], ARGV[5])
+if first then return {'user', first} end
+first = full(KEYS[1], ARGV[4])
+if first then return {'bot', first} end
+for _, key in ipairs(KEYS) do
+  redis.call('ZADD', key, ARGV[2], ARGV[3])
+  redis.call('PEXPIREAT', key, redis.call('ZRANGE', key, -1, -1, 'WITHSCORES')[2])
+end
+return {'ok'}
+"#;
+
 #[derive(Clone)]
 pub struct RedisStore {
     conn: Conn,
@@ -281,6 +335,8 @@ pub struct RedisStore {
     renew: Arc<Script>,
     record_delivery: Arc<Script>,
     rate: Arc<Script>,
+    check_code: Arc<Script>,
+    reserve_open: Arc<Script>,
     /// Whether this replica knows the bots and grants indexes to be complete (`backfilled`).
     indexed: Arc<[std::sync::atomic::AtomicBool; 2]>,
     /// Per partition, the deadline second this replica last added to `dls:` (a new session whose
@@ -337,6 +393,8 @@ impl RedisStore {
             renew: Arc::new(Script::new(RENEW)),
             record_delivery: Arc::new(Script::new(RECORD_DELIVERY)),
             rate: Arc::new(Script::new(RATE)),
+            check_code: Arc::new(Script::new(CHECK_CODE)),
+            reserve_open: Arc::new(Script::new(RESERVE_OPEN)),
             indexed: Arc::default(),
         };
         tokio::spawn(subscribe(
@@ -395,6 +453,17 @@ impl RedisStore {
                 subject.as_str(),
             ],
         )
+    }
+    /// The tries counted at `id`'s verification code (in its partition, with its grant).
+    fn code_tries_key(&self, id: SessionId) -> String {
+        self.key_in(id.partition(), &[":vc:", id.encode().as_str()])
+    }
+    /// The bot's open sessions, and (with a subject) the user's: both in the bot's slot.
+    fn open_key(&self, bot: &BotId, subject: Option<&Subject>) -> String {
+        match subject {
+            None => self.bot_key(bot, "open"),
+            Some(s) => format!("{}:{{b:{bot}}}:open:{}", self.prefix, s.as_str()),
+        }
     }
     fn delivery_key(&self, id: SessionId) -> String {
         self.key_in(id.partition(), &[":s:", id.encode().as_str(), ":d"])
@@ -758,16 +827,7 @@ impl RedisStore {
         let (Some(grant), true) = (grant, issued_by.as_deref() == Some(cfg)) else {
             return Ok(CreateOutcome::Created);
         };
-        redis::pipe()
-            .del(&key)
-            .ignore()
-            .lrem(&deadline_list, 1, id.as_str())
-            .ignore()
-            .lrem(&recent, 1, id.as_str())
-            .ignore()
-            .query_async::<()>(&mut conn)
-            .await
-            .map_err(unavailable)?;
+        self.take_back(session).await?;
         Ok(CreateOutcome::AlreadyAuthorized(Box::new(from_json(
             "grant", &grant,
         )?)))
@@ -811,6 +871,114 @@ impl ParsedGrants {
 const RECENT_TRIM_EVERY: u32 = 16;
 
 impl RedisStore {
+    /// A create within the quotas of open sessions (if it has any). A session whose link is
+    /// posted to a chat channel takes its place first (the post cannot be taken back). Any
+    /// other is written first and takes its place right after, so that the write comes as soon
+    /// as without a quota (an agent's concurrent retries wait for exactly that write:
+    /// `claim_pending`); over a quota it is taken back at once, like an `already_authorized`
+    /// one. A place is given back if the session turned out not to be needed; a create that
+    /// failed keeps its place (the session may have been written): it runs out with the session.
+    async fn create_counted(&self, new: &NewSession<'_>) -> Result<CreateOutcome, StoreError> {
+        let Some(quota) = new.quota else {
+            return self.create_unless_authorized(new).await;
+        };
+        let session = new.session;
+        if new.delivery.is_some() {
+            if let Some(refused) = self.reserve_open(session, quota).await? {
+                return Ok(refused);
+            }
+            let outcome = self.create_unless_authorized(new).await;
+            if let Ok(CreateOutcome::AlreadyAuthorized(_)) = outcome {
+                self.release_open(&session.spec).await;
+            }
+            return outcome;
+        }
+        let outcome = self.create_unless_authorized(new).await?;
+        if !matches!(outcome, CreateOutcome::Created) {
+            return Ok(outcome);
+        }
+        match self.reserve_open(session, quota).await {
+            Ok(None) => Ok(outcome),
+            Ok(Some(refused)) => {
+                self.take_back(session).await?;
+                Ok(refused)
+            }
+            Err(e) => {
+                // Not counted, so not kept either (a retry creates it afresh).
+                let _ = self.take_back(session).await;
+                Err(e)
+            }
+        }
+    }
+
+    /// Check the quotas of open sessions and take a place for `session`; `Some`: refused.
+    async fn reserve_open(
+        &self,
+        session: &Session,
+        quota: super::OpenQuota,
+    ) -> Result<Option<CreateOutcome>, StoreError> {
+        let spec = &session.spec;
+        let reply: Vec<String> = self
+            .reserve_open
+            .key(self.open_key(&spec.bot, None))
+            .key(self.open_key(&spec.bot, Some(&spec.subject)))
+            .arg(unix_ms(session.updated_at))
+            .arg(unix_ms(spec.expires_at))
+            .arg(spec.id.to_string())
+            .arg(quota.per_bot)
+            .arg(quota.per_user)
+            .invoke_async(&mut self.conn())
+            .await
+            .map_err(unavailable)?;
+        let scope = match reply.first().map(String::as_str) {
+            Some("ok") => return Ok(None),
+            Some("bot") => QuotaScope::Bot,
+            Some("user") => QuotaScope::User,
+            _ => return Err(corrupt("quota reply", format!("{reply:?}"))),
+        };
+        let until = reply
+            .get(1)
+            .and_then(|ms| ms.parse::<f64>().ok())
+            .map_or(session.updated_at, |ms| from_unix_ms(ms as i64));
+        Ok(Some(CreateOutcome::OverQuota { scope, until }))
+    }
+
+    /// Remove a session written a moment ago by `create_unless_authorized` (no event was sent
+    /// for it), with its deadline and its entry in the recent-session index.
+    async fn take_back(&self, session: &Session) -> Result<(), StoreError> {
+        let spec = &session.spec;
+        let p = spec.id.partition();
+        let id = spec.id.encode();
+        let second = spec.expires_at.unix_timestamp().to_string();
+        redis::pipe()
+            .del(self.session_key(spec.id))
+            .ignore()
+            .lrem(self.deadline_second_key(p, &second), 1, id.as_str())
+            .ignore()
+            .lrem(self.recent_key(p, &spec.bot), 1, id.as_str())
+            .ignore()
+            .query_async::<()>(&mut self.conn())
+            .await
+            .map_err(unavailable)
+    }
+
+    /// A session that settled (or was never needed) gives its places in the quotas back. Best
+    /// effort: what it follows has happened already, and a place not given back is dropped
+    /// when the session would have expired.
+    async fn release_open(&self, spec: &SessionSpec) {
+        let id = spec.id.to_string();
+        let released = redis::pipe()
+            .zrem(self.open_key(&spec.bot, None), &id)
+            .ignore()
+            .zrem(self.open_key(&spec.bot, Some(&spec.subject)), &id)
+            .ignore()
+            .query_async::<()>(&mut self.conn())
+            .await;
+        if let Err(e) = released {
+            tracing::warn!(session_id = %spec.id, error = %e, "could not release the session's place in the open-session quotas; it is freed when the session would have expired");
+        }
+    }
+
     /// The session's entry in its bot's recent-session index (`key`, its partition's part), and
     /// on one create in `RECENT_TRIM_EVERY` the trim that keeps the list near
     /// `RECENT_SESSIONS_PER_PARTITION`. Both O(1).
@@ -1162,6 +1330,7 @@ impl Store for RedisStore {
                 self.bot_key(id, "whsec"),
                 self.bot_key(id, "profiles"),
                 self.bot_key(id, "channels"),
+                self.open_key(id, None),
             ])
             .await
             .map_err(unavailable)?;
@@ -1307,7 +1476,7 @@ impl Store for RedisStore {
 
     async fn create_session(&self, new: NewSession<'_>) -> Result<CreateOutcome, StoreError> {
         let Some(idem) = new.idempotency else {
-            return self.create_unless_authorized(&new).await;
+            return self.create_counted(&new).await;
         };
         // Reserve the key (SET NX GET: one round trip tells us who was first).
         let spec = &new.session.spec;
@@ -1340,7 +1509,7 @@ impl Store for RedisStore {
                 },
             });
         }
-        let outcome = self.create_unless_authorized(&new).await;
+        let outcome = self.create_counted(&new).await;
         let mut conn = self.conn();
         match &outcome {
             Ok(CreateOutcome::Created) => conn
@@ -1527,10 +1696,16 @@ impl Store for RedisStore {
             .await
             .map_err(unavailable)?;
         match reply.first().map(String::as_str) {
-            Some("ok") => self
-                .get_session(t.id)
-                .await?
-                .ok_or(TransitionError::NotFound),
+            Some("ok") => {
+                let session = self
+                    .get_session(t.id)
+                    .await?
+                    .ok_or(TransitionError::NotFound)?;
+                if t.to.is_final() {
+                    self.release_open(&session.spec).await;
+                }
+                Ok(session)
+            }
             Some("missing") => Err(TransitionError::NotFound),
             Some("expired") => Err(TransitionError::Expired),
             Some("conflict") => {
@@ -1554,6 +1729,36 @@ impl Store for RedisStore {
             .await
             .map_err(unavailable)?;
         raw.map(|r| from_json("attempt", &r)).transpose()
+    }
+
+    async fn check_code(
+        &self,
+        (bot, integration, subject): (&BotId, &IntegrationName, &Subject),
+        session: SessionId,
+        digest: &str,
+        max: u32,
+        until: OffsetDateTime,
+    ) -> Result<CodeCheck, StoreError> {
+        let reply: Vec<String> = self
+            .check_code
+            .key(self.grant_key_in(session.partition(), bot, integration, subject))
+            .key(self.code_tries_key(session))
+            .arg(digest)
+            .arg(max)
+            .arg(unix_ms(until))
+            .invoke_async(&mut self.conn())
+            .await
+            .map_err(unavailable)?;
+        match (reply.first().map(String::as_str), reply.get(1)) {
+            (Some("right"), _) => Ok(CodeCheck::Right),
+            (Some("exhausted"), _) => Ok(CodeCheck::Exhausted),
+            (Some("confirmed"), _) => Ok(CodeCheck::Confirmed),
+            (Some("none"), _) => Ok(CodeCheck::NoCode),
+            (Some("wrong"), Some(left)) => Ok(CodeCheck::Wrong {
+                left: left.parse().map_err(|e| corrupt("code check reply", e))?,
+            }),
+            _ => Err(corrupt("code check reply", format!("{reply:?}"))),
+        }
     }
 
     async fn get_grant(

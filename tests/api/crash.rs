@@ -432,6 +432,7 @@ async fn enqueue_backlog() {
                         retention: Duration::from_secs(600),
                         unless_authorized_by: None,
                         delivery: None,
+                        quota: None,
                     })
                     .await
                     .unwrap();

@@ -78,6 +78,8 @@ pub struct Options {
     /// Rate limits (off unless a test turns them on: most tests make many calls from one
     /// address with one key).
     pub rate_limits: Option<authlink::config::RateLimits>,
+    /// Bounds on what one caller can make the daemon hold (the defaults unless given).
+    pub limits: Option<authlink::config::LimitSettings>,
 }
 
 #[derive(Clone, Copy)]
@@ -102,6 +104,7 @@ impl Default for Options {
             salesforce_introspect: false,
             lease_seconds: 5,
             rate_limits: None,
+            limits: None,
         }
     }
 }
@@ -133,6 +136,9 @@ pub async fn spawn_with(opts: Options) -> TestApp {
         enabled: false,
         ..Default::default()
     });
+    if let Some(limits) = opts.limits {
+        settings.limits = limits;
+    }
     // Webhooks on a compressed schedule: three quick retries, then a dead letter.
     settings.webhooks.retry_schedule_seconds = vec![0.05, 0.1, 0.1];
     settings.webhooks.poll_interval_ms = 20;

@@ -32,6 +32,7 @@ mod parked;
 mod profiles;
 mod provider;
 mod provider_fixture;
+mod quotas;
 mod receiver;
 mod rotation;
 mod schemathesis;

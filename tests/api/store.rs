@@ -8,7 +8,7 @@ use authlink::clock::Clock;
 use authlink::config::RedisTopology;
 use authlink::domain::bot::{ApiKey, Bot, Integration, KeyRole, Mode, ProfileRef, ProviderKind};
 use authlink::domain::event::Event;
-use authlink::domain::grant::{Grant, GrantStatus, Identity};
+use authlink::domain::grant::{Grant, GrantStatus, Identity, PendingCode};
 use authlink::domain::session::{
     Attempt, FailureCode, Session, SessionError, SessionSpec, Status, Verification,
 };
@@ -16,8 +16,8 @@ use authlink::domain::{BotId, IntegrationName, Partition, SessionId, Subject};
 use authlink::store::memory::MemoryStore;
 use authlink::store::redis::RedisStore;
 use authlink::store::{
-    CreateOutcome, DeliveryOutcome, Held, Idempotency, Lease, NewSession, SideWrite, Store,
-    Transition, TransitionError,
+    CodeCheck, CreateOutcome, DeliveryOutcome, Held, Idempotency, Lease, NewSession, OpenQuota,
+    QuotaScope, SideWrite, Store, Transition, TransitionError,
 };
 use time::OffsetDateTime;
 
@@ -167,6 +167,7 @@ async fn create(store: &dyn Store, s: &Session) -> CreateOutcome {
             retention: Duration::from_secs(60),
             unless_authorized_by: Some("salesforce"),
             delivery: None,
+            quota: None,
         })
         .await
         .unwrap()
@@ -267,6 +268,7 @@ async fn idempotency_replays_the_first_session(store: &dyn Store) {
         retention: Duration::from_secs(60),
         unless_authorized_by: None,
         delivery: None,
+        quota: None,
     };
     assert!(matches!(
         store.create_session(new(&first)).await.unwrap(),
@@ -525,6 +527,7 @@ async fn completion_writes_grant_status_and_event_together(store: &dyn Store) {
         retention: Duration::from_secs(60),
         unless_authorized_by: None,
         delivery: None,
+        quota: None,
     };
     assert!(matches!(
         store.create_session(force).await.unwrap(),
@@ -538,6 +541,7 @@ async fn completion_writes_grant_status_and_event_together(store: &dyn Store) {
         retention: Duration::from_secs(60),
         unless_authorized_by: Some("oauth2"),
         delivery: None,
+        quota: None,
     };
     assert!(matches!(
         store.create_session(other_app).await.unwrap(),
@@ -981,6 +985,7 @@ async fn channel_items_are_written_with_the_session_and_recorded_when_done(store
             retention: Duration::from_secs(60),
             unless_authorized_by: Some("salesforce"),
             delivery: Some((&fresh, &send)),
+            quota: None,
         })
         .await
         .unwrap();
@@ -1080,6 +1085,7 @@ async fn channel_items_are_written_with_the_session_and_recorded_when_done(store
             retention: Duration::from_secs(60),
             unless_authorized_by: Some("salesforce"),
             delivery: Some((&queued2, &send2)),
+            quota: None,
         })
         .await
         .unwrap();
@@ -1137,6 +1143,214 @@ async fn bots_are_listed_by_id_in_pages(store: &dyn Store) {
     assert_eq!(bot_ids(store, None, 10).await, ["acme", "beta-2", "gamma"]);
 }
 contract!(bots_are_listed_by_id_in_pages);
+
+/// A session of `user` awaiting the code `code`, its grant written as a callback writes it.
+async fn awaiting_code(store: &dyn Store, user: &str, code: &str, now: OffsetDateTime) -> Session {
+    let s = session(user, now);
+    create(store, &s).await;
+    let a = attempt(&s, "a1", now);
+    let until = now + time::Duration::minutes(5);
+    move_to(
+        store,
+        &s,
+        Status::InProgress,
+        SideWrite::Attempt(&a, until),
+        None,
+        now,
+    )
+    .await
+    .unwrap();
+    let g = Grant {
+        status: GrantStatus::AwaitingCode,
+        pending_code: Some(PendingCode {
+            hash: PendingCode::hash(&s.spec.id.to_string(), code),
+            failures: 0,
+        }),
+        ..grant(&s, now)
+    };
+    move_to(
+        store,
+        &s,
+        Status::AwaitingCode,
+        SideWrite::Grant(&g),
+        None,
+        now,
+    )
+    .await
+    .unwrap();
+    s
+}
+
+async fn try_code(store: &dyn Store, s: &Session, code: &str) -> CodeCheck {
+    let spec = &s.spec;
+    store
+        .check_code(
+            (&spec.bot, &spec.integration, &spec.subject),
+            spec.id,
+            &PendingCode::hash(&spec.id.to_string(), code),
+            PendingCode::MAX_FAILURES,
+            spec.expires_at,
+        )
+        .await
+        .unwrap()
+}
+
+/// Issue 24, finding 6: tries at a verification code are counted in the step that compares
+/// them, so a burst of concurrent tries gets exactly the allowed number of comparisons.
+async fn code_tries_are_counted_in_the_step_that_compares_them(store: &dyn Store) {
+    let now = now();
+    let none = session("nobody", now);
+    create(store, &none).await;
+    assert_eq!(try_code(store, &none, "123456").await, CodeCheck::NoCode);
+
+    let s = awaiting_code(store, "u1", "123456", now).await;
+    let tries =
+        futures_util::future::join_all((0..60).map(|_| try_code(store, &s, "000000"))).await;
+    let mut left: Vec<u32> = tries
+        .iter()
+        .filter_map(|t| match t {
+            CodeCheck::Wrong { left } => Some(*left),
+            _ => None,
+        })
+        .collect();
+    left.sort_unstable();
+    assert_eq!(left, [0, 1, 2, 3, 4], "{tries:?}");
+    assert_eq!(
+        tries.iter().filter(|t| **t == CodeCheck::Exhausted).count(),
+        55,
+        "{tries:?}"
+    );
+    assert_eq!(
+        try_code(store, &s, "123456").await,
+        CodeCheck::Exhausted,
+        "the right code after the last try is not compared"
+    );
+
+    let s = awaiting_code(store, "u2", "654321", now).await;
+    assert_eq!(
+        try_code(store, &s, "000000").await,
+        CodeCheck::Wrong { left: 4 }
+    );
+    assert_eq!(try_code(store, &s, "654321").await, CodeCheck::Right);
+    assert_eq!(
+        try_code(store, &s, "000000").await,
+        CodeCheck::Confirmed,
+        "after the right code no try is compared or can fail the session"
+    );
+}
+contract!(code_tries_are_counted_in_the_step_that_compares_them);
+
+async fn create_within(
+    store: &dyn Store,
+    s: &Session,
+    quota: OpenQuota,
+    unless_authorized: bool,
+) -> CreateOutcome {
+    store
+        .create_session(NewSession {
+            session: s,
+            idempotency: None,
+            retention: Duration::from_secs(60),
+            unless_authorized_by: unless_authorized.then_some("salesforce"),
+            delivery: None,
+            quota: Some(quota),
+        })
+        .await
+        .unwrap()
+}
+
+fn refused(outcome: &CreateOutcome) -> Option<(QuotaScope, OffsetDateTime)> {
+    match outcome {
+        CreateOutcome::OverQuota { scope, until } => Some((*scope, *until)),
+        _ => None,
+    }
+}
+
+/// Issue 24, finding 7: open sessions are held to a quota per bot and per user; a settled or
+/// expired session frees its place, a refused or already-authorized create takes none.
+async fn open_sessions_are_held_to_their_quotas(store: &dyn Store) {
+    let quota = OpenQuota {
+        per_bot: 3,
+        per_user: 2,
+    };
+    let now = now();
+    let ms = |t: OffsetDateTime| authlink::clock::unix_ms(t);
+    let a = session("u1", now);
+    let b = session("u1", now + time::Duration::seconds(1));
+    assert!(matches!(
+        create_within(store, &a, quota, true).await,
+        CreateOutcome::Created
+    ));
+    assert!(matches!(
+        create_within(store, &b, quota, true).await,
+        CreateOutcome::Created
+    ));
+    let c = session("u1", now + time::Duration::seconds(2));
+    let (scope, until) = refused(&create_within(store, &c, quota, true).await).unwrap();
+    assert_eq!(scope, QuotaScope::User);
+    assert_eq!(
+        ms(until),
+        ms(a.spec.expires_at),
+        "the first open session's end"
+    );
+    assert!(
+        store.get_session(c.spec.id).await.unwrap().is_none(),
+        "nothing written"
+    );
+
+    let d = session("u2", now);
+    assert!(matches!(
+        create_within(store, &d, quota, true).await,
+        CreateOutcome::Created
+    ));
+    let e = session("u3", now);
+    let (scope, _) = refused(&create_within(store, &e, quota, true).await).unwrap();
+    assert_eq!(scope, QuotaScope::Bot);
+
+    // A settled session gives its places back, to the user and to the bot.
+    move_to(store, &a, Status::Cancelled, SideWrite::None, None, now)
+        .await
+        .unwrap();
+    assert!(matches!(
+        create_within(store, &c, quota, true).await,
+        CreateOutcome::Created
+    ));
+    let (scope, _) = refused(&create_within(store, &e, quota, true).await).unwrap();
+    assert_eq!(scope, QuotaScope::Bot);
+
+    // A user who is connected already takes no place (`already_authorized`).
+    let other = OpenQuota {
+        per_bot: 1000,
+        per_user: 1,
+    };
+    let g = connect(store, "u9", now).await;
+    for _ in 0..3 {
+        let s = session("u9", now);
+        let outcome = create_within(store, &s, other, true).await;
+        assert!(
+            matches!(outcome, CreateOutcome::AlreadyAuthorized(ref found) if found.subject == g.subject),
+            "{outcome:?}"
+        );
+    }
+    assert!(matches!(
+        create_within(store, &session("u9", now), other, false).await,
+        CreateOutcome::Created
+    ));
+
+    // Expired sessions hold no place, settled or not.
+    let later = now + time::Duration::minutes(16);
+    let f = session("u1", later);
+    assert!(matches!(
+        create_within(store, &f, quota, true).await,
+        CreateOutcome::Created
+    ));
+    let g = session("u4", later);
+    assert!(matches!(
+        create_within(store, &g, quota, true).await,
+        CreateOutcome::Created
+    ));
+}
+contract!(open_sessions_are_held_to_their_quotas);
 
 /// A completed session for `user` of the test bot: its grant, written the way a callback writes
 /// it (in the session's transition).
@@ -1552,6 +1766,7 @@ async fn after_a_sentinel_failover_the_store_follows_the_new_master() {
                 retention: Duration::from_secs(60),
                 unless_authorized_by: None,
                 delivery: None,
+                quota: None,
             })
             .await
             .is_ok()

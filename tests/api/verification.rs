@@ -4,7 +4,7 @@
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 
-use crate::helpers::{Browser, TestApp, spawn_app};
+use crate::helpers::{Backend, Browser, Options, TestApp, spawn_app, spawn_with};
 
 /// A completed sign-in of a code session: (session id, the code shown on the page).
 async fn signed_in(app: &TestApp, key: &str) -> (String, String) {
@@ -118,6 +118,76 @@ async fn five_wrong_codes_fail_the_session_and_drop_the_tokens() {
         1,
         "the tokens were revoked at the provider"
     );
+}
+
+/// Issue 24, finding 6: a flood of wrong codes at once. Each try is counted before its code is
+/// compared, in one store step, so exactly five codes are ever compared (four answers say how many
+/// tries are left, one fails the session); every other request is refused without a comparison,
+/// and the right code sent afterwards finds the session failed.
+async fn a_flood_of_wrong_codes_is_counted_before_any_is_compared(backend: Backend) {
+    let app = spawn_with(Options {
+        backend,
+        ..Options::default()
+    })
+    .await;
+    let key = app.setup_bot("acme").await;
+    let (id, code) = signed_in(&app, &key).await;
+    let bad = wrong(&code);
+    let answers = futures_util::future::join_all((0..200).map(|_| async {
+        let r = verify(&app, &key, &id, &bad).await;
+        (r.status(), r.text().await.unwrap())
+    }))
+    .await;
+    let compared: Vec<&(StatusCode, String)> = answers
+        .iter()
+        .filter(|(_, text)| text.contains("wrong code"))
+        .collect();
+    assert_eq!(
+        compared.len(),
+        5,
+        "exactly the allowed tries were compared: {compared:?}"
+    );
+    for left in 1..=4 {
+        let told = format!("wrong code; {left} attempt(s) left");
+        assert_eq!(
+            compared.iter().filter(|(_, t)| t.contains(&told)).count(),
+            1,
+            "{told}: {compared:?}"
+        );
+    }
+    assert!(
+        compared
+            .iter()
+            .all(|(s, _)| *s == StatusCode::UNPROCESSABLE_ENTITY),
+        "{compared:?}"
+    );
+    // No try goes uncounted: the rest are told the session has failed (not "retry", which let
+    // every one of them be compared without being counted).
+    for (status, text) in answers.iter().filter(|(_, t)| !t.contains("wrong code")) {
+        assert_eq!(*status, StatusCode::CONFLICT, "{text}");
+        assert!(text.contains("failed"), "{text}");
+    }
+    let r = verify(&app, &key, &id, &code).await;
+    assert_eq!(
+        r.status(),
+        StatusCode::CONFLICT,
+        "the right code is too late"
+    );
+    let (_, s) = app.session(&key, "acme", &id, None).await;
+    assert_eq!(s["status"], "failed");
+    assert_eq!(s["error"]["code"], "verification_failed");
+    assert_eq!(token_status(&app, &key).await, StatusCode::NOT_FOUND);
+    assert_eq!(app.provider.revocations().len(), 1, "revoked once");
+}
+
+#[tokio::test]
+async fn a_flood_of_wrong_codes_is_counted_before_any_is_compared_on_redis() {
+    a_flood_of_wrong_codes_is_counted_before_any_is_compared(Backend::Redis).await;
+}
+
+#[tokio::test]
+async fn a_flood_of_wrong_codes_is_counted_before_any_is_compared_on_memory() {
+    a_flood_of_wrong_codes_is_counted_before_any_is_compared(Backend::Memory).await;
 }
 
 #[tokio::test]

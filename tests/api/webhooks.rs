@@ -219,6 +219,7 @@ async fn every_expired_session_yields_one_expired_event_across_replicas() {
                 retention: Duration::from_secs(60),
                 unless_authorized_by: None,
                 delivery: None,
+                quota: None,
             })
             .await
             .unwrap();
