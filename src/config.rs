@@ -34,6 +34,51 @@ pub struct Settings {
     pub tokens: TokenSettings,
     pub system_apps: SystemApps,
     pub rate_limits: RateLimits,
+    pub limits: LimitSettings,
+}
+
+/// Bounds on what callers may hold open at once (per replica: counted in this process, not
+/// shared through the store). Over a bound a caller gets `429` (its own waits) or `503` (the
+/// daemon's connections) with `Retry-After`, never a daemon out of descriptors.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LimitSettings {
+    /// Requests one API key may have waiting at once: long-polls (`?wait=`), event streams,
+    /// agent retries with `wait`. The operator key counts as one key.
+    pub waits_per_key: u32,
+    /// The same, for all keys of one bot together.
+    pub waits_per_bot: u32,
+    /// Open connections; lowered at start to fit the descriptor limit (`RLIMIT_NOFILE`, raised to
+    /// its hard limit first) with a reserve for the store, providers and webhooks. Connections
+    /// over it are answered `503` and closed, except `/healthz` and `/readyz` on a few reserved
+    /// slots.
+    pub max_connections: u32,
+    /// An event stream ends cleanly after this long (its first event carries an SSE `retry:`
+    /// hint); the client reconnects and gets the current status first.
+    pub event_stream_max_seconds: u32,
+    /// A connection whose response makes no write progress for this long (a client that does not
+    /// read) is closed.
+    pub write_timeout_seconds: u32,
+}
+
+impl Default for LimitSettings {
+    fn default() -> Self {
+        Self {
+            // A chatbot waits on the people mid-authorization at one time: a thousand per key and
+            // 2,500 per bot is far above one engine's need, and four bots at their bound still
+            // leave room in the default connection cap.
+            waits_per_key: 1_000,
+            waits_per_bot: 2_500,
+            // 10,000 parked requests are what benches/run measures (about 70 MiB).
+            max_connections: 10_000,
+            // Reconnecting costs one request; ten minutes keeps that rare while a stream does not
+            // pin a replica for a session's whole life (up to 24 h).
+            event_stream_max_seconds: 600,
+            // Answers are small: a reading client takes them in milliseconds. 30 s also spares
+            // a phone on a bad network.
+            write_timeout_seconds: 30,
+        }
+    }
 }
 
 /// Requests per minute (smooth: GCRA, bursts up to the limit), shared by every replica through
@@ -307,6 +352,7 @@ impl Default for Settings {
             tokens: TokenSettings::default(),
             system_apps: SystemApps::default(),
             rate_limits: RateLimits::default(),
+            limits: LimitSettings::default(),
         }
     }
 }
@@ -398,6 +444,18 @@ impl Settings {
         }
         if s.max_wait_seconds == 0 || s.max_wait_seconds > 300 {
             p.add("sessions.max_wait_seconds", "must be between 1 and 300");
+        }
+        let l = &self.limits;
+        for (setting, value) in [
+            ("limits.waits_per_key", l.waits_per_key),
+            ("limits.waits_per_bot", l.waits_per_bot),
+            ("limits.max_connections", l.max_connections),
+            ("limits.event_stream_max_seconds", l.event_stream_max_seconds),
+            ("limits.write_timeout_seconds", l.write_timeout_seconds),
+        ] {
+            if value == 0 {
+                p.add(setting, "must be positive");
+            }
         }
         let w = &self.webhooks;
         let webhooks = if w
@@ -519,6 +577,7 @@ impl Settings {
             salesforce,
             oauth2,
             rate_limits: self.rate_limits,
+            limits: self.limits,
         })
     }
 }
@@ -563,6 +622,7 @@ pub struct Config {
     pub salesforce: Option<AppConfig>,
     pub oauth2: Option<AppConfig>,
     pub rate_limits: RateLimits,
+    pub limits: LimitSettings,
 }
 
 impl Config {
