@@ -12,8 +12,11 @@
 //!    request of the server (user, system), its Redis and wrk (`/proc`), which share the cores:
 //!    the ratio follows their totals.
 //! 2. **Parked requests**: N concurrent long-polls (`?wait=`), then N open event streams, then N
-//!    agent retries waiting with `wait`, each on its own session: the daemon's RSS while they are
-//!    parked, and how long after its session changes each one answers (from sending the cancel).
+//!    agent retries waiting with `wait`, each on its own session, opened a thousand at a time: the
+//!    daemon's RSS while they are parked, and how long after its session changes each one
+//!    answers (from sending the cancel). Then N long-polls opened in one burst: the RSS once all
+//!    are parked and again `BURST_SETTLE` later, while they still wait — what the allocator
+//!    gives back after a burst (`src/main.rs`, `_RJEM_MALLOC_CONF` to compare settings).
 //! 3. **A thundering herd**: 1,000 concurrent access-token calls on one expired grant: the time
 //!    until all are answered, and how many refreshes the provider saw (it must be one).
 //!
@@ -232,6 +235,10 @@ proactive_refresh = false
 [rate_limits]
 runtime_per_minute = 100000000
 operator_per_minute = 100000000
+[limits]
+waits_per_key = 1000000
+waits_per_bot = 1000000
+max_connections = 1000000
 [system_apps.salesforce]
 client_id = "bench-client"
 client_secret = "bench-secret"
@@ -715,12 +722,19 @@ enum Parked {
     LongPoll,
     EventStream,
     AgentRetry,
+    /// Long-polls, all opened at once.
+    Burst,
 }
+
+/// How long the burst's long-polls are held before the RSS is read again: well past jemalloc's
+/// decay time (1 s as configured), well within their wait.
+const BURST_SETTLE: Duration = Duration::from_secs(20);
 
 impl Parked {
     fn name(self) -> &'static str {
         match self {
             Parked::LongPoll => "long-polls (GET …/auth-sessions/{id}?wait=110)",
+            Parked::Burst => "long-polls opened in one burst (GET …/auth-sessions/{id}?wait=110)",
             Parked::EventStream => "event streams (GET …/auth-sessions/{id}/events)",
             Parked::AgentRetry => {
                 "agent retries (POST …/access-token with session_id and wait: 50)"
@@ -762,7 +776,9 @@ async fn park(
     user: String,
 ) -> Instant {
     let req = match kind {
-        Parked::LongPoll => http.get(format!("{base}/v1/bots/{BOT}/auth-sessions/{id}?wait=110")),
+        Parked::LongPoll | Parked::Burst => {
+            http.get(format!("{base}/v1/bots/{BOT}/auth-sessions/{id}?wait=110"))
+        }
         Parked::EventStream => http.get(format!("{base}/v1/bots/{BOT}/auth-sessions/{id}/events")),
         Parked::AgentRetry => http
             .post(format!(
@@ -832,11 +848,16 @@ async fn parked(a: &Args, daemon: &Daemon, api: &Arc<Api>, kind: Parked) {
         .pool_max_idle_per_host(0)
         .build()
         .unwrap();
-    // Opened a thousand at a time (a burst of 10,000 connects overflows the listen backlog),
-    // each batch parked before the next.
+    // Opened a thousand at a time (a burst of 10,000 connects overflows the listen backlog:
+    // clients retry their SYN), each batch parked before the next; or all at once.
     let mut tasks = Vec::with_capacity(n);
     let t0 = Instant::now();
-    for batch in ids.chunks(1000) {
+    let batch = if matches!(kind, Parked::Burst) {
+        n
+    } else {
+        1000
+    };
+    for batch in ids.chunks(batch.max(1)) {
         for (id, user) in batch {
             tasks.push(tokio::spawn(park(
                 http.clone(),
@@ -858,6 +879,12 @@ async fn parked(a: &Args, daemon: &Daemon, api: &Arc<Api>, kind: Parked) {
         }
     }
     let held = rss_kib(pid);
+    let settled = if matches!(kind, Parked::Burst) {
+        tokio::time::sleep(BURST_SETTLE).await;
+        Some(rss_kib(pid))
+    } else {
+        None
+    };
     // The change: cancel every session (32 at a time), noting when each cancel was sent.
     let sent: Vec<Instant> = StreamExt::collect(StreamExt::buffered(
         futures_util::stream::iter(ids.iter().map(|(id, _)| {
@@ -893,6 +920,14 @@ async fn parked(a: &Args, daemon: &Daemon, api: &Arc<Api>, kind: Parked) {
         percentile(&wake, 0.99).as_secs_f64() * 1e3,
         wake.last().copied().unwrap_or_default().as_secs_f64() * 1e3,
     );
+    if let Some(settled) = settled {
+        println!(
+            "  RSS {:.1} MiB {} s later, still parked (_RJEM_MALLOC_CONF={:?})",
+            mib(settled),
+            BURST_SETTLE.as_secs(),
+            std::env::var("_RJEM_MALLOC_CONF").unwrap_or_default(),
+        );
+    }
 }
 
 // --- the herd ---
@@ -1042,7 +1077,12 @@ async fn main() {
     }
     herd(&a, &api, &generic).await;
     if a.park && a.parked > 0 {
-        for kind in [Parked::LongPoll, Parked::EventStream, Parked::AgentRetry] {
+        for kind in [
+            Parked::LongPoll,
+            Parked::EventStream,
+            Parked::AgentRetry,
+            Parked::Burst,
+        ] {
             daemon.restart().await;
             parked(&a, &daemon, &api, kind).await;
         }

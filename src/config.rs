@@ -450,7 +450,10 @@ impl Settings {
             ("limits.waits_per_key", l.waits_per_key),
             ("limits.waits_per_bot", l.waits_per_bot),
             ("limits.max_connections", l.max_connections),
-            ("limits.event_stream_max_seconds", l.event_stream_max_seconds),
+            (
+                "limits.event_stream_max_seconds",
+                l.event_stream_max_seconds,
+            ),
             ("limits.write_timeout_seconds", l.write_timeout_seconds),
         ] {
             if value == 0 {

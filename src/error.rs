@@ -39,6 +39,10 @@ pub enum ApiError {
     /// Over a rate limit; retry after this many seconds.
     #[error("too many requests; retry in {0} s")]
     TooManyRequests(u64),
+    /// The key or its bot has as many requests waiting (long-polls, event streams, agent
+    /// retries) as `[limits]` allows on this replica; retry after this many seconds.
+    #[error("too many requests of this key or bot are waiting; retry in {0} s")]
+    TooManyWaiting(u64),
     #[error("internal error")]
     Internal(#[source] anyhow::Error),
 }
@@ -62,6 +66,7 @@ impl ApiError {
                 (StatusCode::SERVICE_UNAVAILABLE, "provider_unavailable")
             }
             ApiError::TooManyRequests(_) => (StatusCode::TOO_MANY_REQUESTS, "rate_limited"),
+            ApiError::TooManyWaiting(_) => (StatusCode::TOO_MANY_REQUESTS, "too_many_waiting"),
             ApiError::Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, "internal"),
         }
     }
@@ -133,7 +138,12 @@ impl IntoResponse for ApiError {
         if let ApiError::Internal(cause) = &self {
             tracing::error!(error = ?cause, "internal error");
         }
-        problem_response(status, problem_body(status, code, &self.to_string()))
+        let mut resp = problem_response(status, problem_body(status, code, &self.to_string()));
+        if let ApiError::TooManyRequests(after) | ApiError::TooManyWaiting(after) = self {
+            resp.headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from(after));
+        }
+        resp
     }
 }
 

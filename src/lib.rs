@@ -20,6 +20,7 @@
 //! Redis), `startup` (the `Application`), `error` (the one HTTP error mapping), `demo` (the
 //! built-in demo provider of zero-configuration runs, set up through the API like any other).
 
+pub mod bounds;
 pub mod channel;
 pub mod clock;
 pub mod config;

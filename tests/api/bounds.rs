@@ -92,9 +92,14 @@ login_host = "http://127.0.0.1:9"
         };
         for (path, body) in [
             ("/v1/bots/acme", json!({"name": "acme"})),
-            ("/v1/bots/acme/integrations/crm", json!({"provider": "salesforce"})),
+            (
+                "/v1/bots/acme/integrations/crm",
+                json!({"provider": "salesforce"}),
+            ),
         ] {
-            let r = b.call(reqwest::Method::PUT, path, &b.operator, Some(body)).await;
+            let r = b
+                .call(reqwest::Method::PUT, path, &b.operator, Some(body))
+                .await;
             assert!(r.status().is_success(), "{path}: {}", r.status());
         }
         b
@@ -196,7 +201,11 @@ async fn exchange(conn: &mut TcpStream, request: &str) -> (u16, String, String) 
             .await
             .expect("an answer")
             .unwrap();
-        assert!(n > 0, "closed before the answer: {:?}", String::from_utf8_lossy(&got));
+        assert!(
+            n > 0,
+            "closed before the answer: {:?}",
+            String::from_utf8_lossy(&got)
+        );
         got.extend_from_slice(&buf[..n]);
     };
     let head = String::from_utf8_lossy(&got[..head_end]).to_lowercase();
@@ -292,8 +301,9 @@ async fn one_key_waiting_past_its_bound_gets_429_while_healthz_answers() {
 /// descriptors), while `/healthz` and `/readyz` still answer on a fresh connection.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_connection_flood_over_the_cap_gets_503_while_health_answers() {
-    let b = Bounded::start("[limits]\nmax_connections = 20\n[http]\nheader_read_timeout_ms = 60000")
-        .await;
+    let b =
+        Bounded::start("[limits]\nmax_connections = 20\n[http]\nheader_read_timeout_ms = 60000")
+            .await;
     let mut held = Vec::new();
     let mut refused = None;
     // Each connection is answered before the next opens, and stays open: the daemon holds it.
@@ -310,7 +320,10 @@ async fn a_connection_flood_over_the_cap_gets_503_while_health_answers() {
     let (_, head, body) = refused.expect("a connection over the cap was refused");
     assert!(held.len() <= 20, "{} connections served", held.len());
     assert!(head.contains("\r\nretry-after: "), "{head}");
-    assert!(head.contains("content-type: application/problem+json"), "{head}");
+    assert!(
+        head.contains("content-type: application/problem+json"),
+        "{head}"
+    );
     assert_eq!(
         serde_json::from_str::<Value>(&body).unwrap()["code"],
         "over_capacity"
