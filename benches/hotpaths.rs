@@ -21,7 +21,8 @@
 //!    until all are answered, and how many refreshes the provider saw (it must be one).
 //!
 //! Options (after `--`): `--rounds N` (3), `--seconds S` per wrk run (10), `--parked N` (10000),
-//! `--herd N` (1000), `--skip-wrk`, `--skip-parked`; `--serve` sets everything up, prints the
+//! `--herd N` (1000), `--skip-wrk`, `--skip-parked`, `--burst-only` (of the parked cases, only
+//! the burst; no herd); `--serve` sets everything up, prints the
 //! wrk commands and waits (for `perf record -p` by hand).
 //!
 //! Profiling: `AUTHLINK_BENCH_WRAP` runs the daemon under another program. For a breakdown by
@@ -58,6 +59,8 @@ struct Args {
     herd: usize,
     wrk: bool,
     park: bool,
+    /// Of the parked cases only the burst, and no herd (to compare allocator settings quickly).
+    burst_only: bool,
     /// Set everything up, print how to reach it, and wait (for profiling by hand).
     serve: bool,
 }
@@ -70,6 +73,7 @@ fn args() -> Args {
         herd: 1_000,
         wrk: true,
         park: true,
+        burst_only: false,
         serve: false,
     };
     let mut it = std::env::args().skip(1);
@@ -86,6 +90,7 @@ fn args() -> Args {
             "--herd" => a.herd = num("--herd"),
             "--skip-wrk" => a.wrk = false,
             "--skip-parked" => a.park = false,
+            "--burst-only" => a.burst_only = true,
             "--serve" => a.serve = true,
             "--bench" => {} // what `cargo bench` passes
             other => panic!("unknown option {other}"),
@@ -1075,14 +1080,13 @@ async fn main() {
         )
         .await;
     }
-    herd(&a, &api, &generic).await;
+    if !a.burst_only {
+        herd(&a, &api, &generic).await;
+    }
     if a.park && a.parked > 0 {
-        for kind in [
-            Parked::LongPoll,
-            Parked::EventStream,
-            Parked::AgentRetry,
-            Parked::Burst,
-        ] {
+        let batched = [Parked::LongPoll, Parked::EventStream, Parked::AgentRetry];
+        let kinds = if a.burst_only { &[][..] } else { &batched[..] };
+        for &kind in kinds.iter().chain([Parked::Burst].iter()) {
             daemon.restart().await;
             parked(&a, &daemon, &api, kind).await;
         }
