@@ -12,13 +12,17 @@
 //!    request of the server (user, system), its Redis and wrk (`/proc`), which share the cores:
 //!    the ratio follows their totals.
 //! 2. **Parked requests**: N concurrent long-polls (`?wait=`), then N open event streams, then N
-//!    agent retries waiting with `wait`, each on its own session: the daemon's RSS while they are
-//!    parked, and how long after its session changes each one answers (from sending the cancel).
+//!    agent retries waiting with `wait`, each on its own session, opened a thousand at a time: the
+//!    daemon's RSS while they are parked, and how long after its session changes each one
+//!    answers (from sending the cancel). Then N long-polls opened in one burst: the RSS once all
+//!    are parked and again `BURST_SETTLE` later, while they still wait — what the allocator
+//!    gives back after a burst (`src/main.rs`, `_RJEM_MALLOC_CONF` to compare settings).
 //! 3. **A thundering herd**: 1,000 concurrent access-token calls on one expired grant: the time
 //!    until all are answered, and how many refreshes the provider saw (it must be one).
 //!
 //! Options (after `--`): `--rounds N` (3), `--seconds S` per wrk run (10), `--parked N` (10000),
-//! `--herd N` (1000), `--skip-wrk`, `--skip-parked`; `--serve` sets everything up, prints the
+//! `--herd N` (1000), `--skip-wrk`, `--skip-parked`, `--burst-only` (of the parked cases, only
+//! the burst; no herd); `--serve` sets everything up, prints the
 //! wrk commands and waits (for `perf record -p` by hand).
 //!
 //! Profiling: `AUTHLINK_BENCH_WRAP` runs the daemon under another program. For a breakdown by
@@ -57,6 +61,8 @@ struct Args {
     herd: usize,
     wrk: bool,
     park: bool,
+    /// Of the parked cases only the burst, and no herd (to compare allocator settings quickly).
+    burst_only: bool,
     /// Set everything up, print how to reach it, and wait (for profiling by hand).
     serve: bool,
 }
@@ -69,6 +75,7 @@ fn args() -> Args {
         herd: 1_000,
         wrk: true,
         park: true,
+        burst_only: false,
         serve: false,
     };
     let mut it = std::env::args().skip(1);
@@ -85,6 +92,7 @@ fn args() -> Args {
             "--herd" => a.herd = num("--herd"),
             "--skip-wrk" => a.wrk = false,
             "--skip-parked" => a.park = false,
+            "--burst-only" => a.burst_only = true,
             "--serve" => a.serve = true,
             "--bench" => {} // what `cargo bench` passes
             other => panic!("unknown option {other}"),
@@ -234,6 +242,12 @@ proactive_refresh = false
 [rate_limits]
 runtime_per_minute = 100000000
 operator_per_minute = 100000000
+[limits]
+pending_sessions_per_bot = 1000000000
+pending_sessions_per_user = 1000000
+waits_per_key = 1000000
+waits_per_bot = 1000000
+max_connections = 1000000
 [system_apps.salesforce]
 client_id = "bench-client"
 client_secret = "bench-secret"
@@ -723,12 +737,19 @@ enum Parked {
     LongPoll,
     EventStream,
     AgentRetry,
+    /// Long-polls, all opened at once.
+    Burst,
 }
+
+/// How long the burst's long-polls are held before the RSS is read again: well past jemalloc's
+/// decay time (1 s as configured), well within their wait.
+const BURST_SETTLE: Duration = Duration::from_secs(20);
 
 impl Parked {
     fn name(self) -> &'static str {
         match self {
             Parked::LongPoll => "long-polls (GET …/auth-sessions/{id}?wait=110)",
+            Parked::Burst => "long-polls opened in one burst (GET …/auth-sessions/{id}?wait=110)",
             Parked::EventStream => "event streams (GET …/auth-sessions/{id}/events)",
             Parked::AgentRetry => {
                 "agent retries (POST …/access-token with session_id and wait: 50)"
@@ -770,7 +791,9 @@ async fn park(
     user: String,
 ) -> Instant {
     let req = match kind {
-        Parked::LongPoll => http.get(format!("{base}/v1/bots/{BOT}/auth-sessions/{id}?wait=110")),
+        Parked::LongPoll | Parked::Burst => {
+            http.get(format!("{base}/v1/bots/{BOT}/auth-sessions/{id}?wait=110"))
+        }
         Parked::EventStream => http.get(format!("{base}/v1/bots/{BOT}/auth-sessions/{id}/events")),
         Parked::AgentRetry => http
             .post(format!(
@@ -840,11 +863,16 @@ async fn parked(a: &Args, daemon: &Daemon, api: &Arc<Api>, kind: Parked) {
         .pool_max_idle_per_host(0)
         .build()
         .unwrap();
-    // Opened a thousand at a time (a burst of 10,000 connects overflows the listen backlog),
-    // each batch parked before the next.
+    // Opened a thousand at a time (a burst of 10,000 connects overflows the listen backlog:
+    // clients retry their SYN), each batch parked before the next; or all at once.
     let mut tasks = Vec::with_capacity(n);
     let t0 = Instant::now();
-    for batch in ids.chunks(1000) {
+    let batch = if matches!(kind, Parked::Burst) {
+        n
+    } else {
+        1000
+    };
+    for batch in ids.chunks(batch.max(1)) {
         for (id, user) in batch {
             tasks.push(tokio::spawn(park(
                 http.clone(),
@@ -866,6 +894,12 @@ async fn parked(a: &Args, daemon: &Daemon, api: &Arc<Api>, kind: Parked) {
         }
     }
     let held = rss_kib(pid);
+    let settled = if matches!(kind, Parked::Burst) {
+        tokio::time::sleep(BURST_SETTLE).await;
+        Some(rss_kib(pid))
+    } else {
+        None
+    };
     // The change: cancel every session (32 at a time), noting when each cancel was sent.
     let sent: Vec<Instant> = StreamExt::collect(StreamExt::buffered(
         futures_util::stream::iter(ids.iter().map(|(id, _)| {
@@ -901,6 +935,14 @@ async fn parked(a: &Args, daemon: &Daemon, api: &Arc<Api>, kind: Parked) {
         percentile(&wake, 0.99).as_secs_f64() * 1e3,
         wake.last().copied().unwrap_or_default().as_secs_f64() * 1e3,
     );
+    if let Some(settled) = settled {
+        println!(
+            "  RSS {:.1} MiB {} s later, still parked (_RJEM_MALLOC_CONF={:?})",
+            mib(settled),
+            BURST_SETTLE.as_secs(),
+            std::env::var("_RJEM_MALLOC_CONF").unwrap_or_default(),
+        );
+    }
 }
 
 // --- the herd ---
@@ -1048,9 +1090,13 @@ async fn main() {
         )
         .await;
     }
-    herd(&a, &api, &generic).await;
+    if !a.burst_only {
+        herd(&a, &api, &generic).await;
+    }
     if a.park && a.parked > 0 {
-        for kind in [Parked::LongPoll, Parked::EventStream, Parked::AgentRetry] {
+        let batched = [Parked::LongPoll, Parked::EventStream, Parked::AgentRetry];
+        let kinds = if a.burst_only { &[][..] } else { &batched[..] };
+        for &kind in kinds.iter().chain([Parked::Burst].iter()) {
             daemon.restart().await;
             parked(&a, &daemon, &api, kind).await;
         }

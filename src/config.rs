@@ -37,7 +37,10 @@ pub struct Settings {
     pub limits: LimitSettings,
 }
 
-/// Bounds on what one caller can make the daemon hold.
+/// Bounds on what callers may make the daemon hold. Open sessions are counted in the store (all
+/// replicas together); waits and connections per replica, in this process. Over a bound a
+/// caller gets `429` (its own share) or `503` (the daemon's connections) with `Retry-After`,
+/// never a daemon out of descriptors or memory.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct LimitSettings {
@@ -46,18 +49,47 @@ pub struct LimitSettings {
     pub pending_sessions_per_bot: u32,
     /// Open sessions per (bot, user) likewise.
     pub pending_sessions_per_user: u32,
+    /// Requests one API key may have waiting at once: long-polls (`?wait=`), event streams,
+    /// agent retries with `wait`. The operator key counts as one key.
+    pub waits_per_key: u32,
+    /// The same, for all keys of one bot together.
+    pub waits_per_bot: u32,
+    /// Open connections; lowered at start to fit the descriptor limit (`RLIMIT_NOFILE`, raised to
+    /// its hard limit first) with a reserve for the store, providers and webhooks. Connections
+    /// over it are answered `503` and closed, except `/healthz` and `/readyz` on a few reserved
+    /// slots.
+    pub max_connections: u32,
+    /// An event stream ends cleanly after this long (its first event carries an SSE `retry:`
+    /// hint); the client reconnects and gets the current status first.
+    pub event_stream_max_seconds: u32,
+    /// A connection whose response makes no write progress for this long (a client that does not
+    /// read) is closed.
+    pub write_timeout_seconds: u32,
 }
 
 impl Default for LimitSettings {
-    /// A person has one or a few sign-ins open at a time (agents reuse theirs), so 20 is far
-    /// above any real use and still stops a loop creating sessions for one user. 100,000 per bot
-    /// is over 100 new sign-ins a second held for the default 15-minute lifetime, far beyond any
-    /// one bot's real traffic, and bounds what one leaked key can park in the store (with 8 KiB
-    /// contexts, under 1 GiB), where the daemon had no bound at all.
     fn default() -> Self {
         Self {
+            // A person has one or a few sign-ins open at a time (agents reuse theirs), so 20 is
+            // far above any real use and still stops a loop creating sessions for one user.
+            // 100,000 per bot is over 100 new sign-ins a second held for the default 15-minute
+            // lifetime, far beyond any one bot's real traffic, and bounds what one leaked key can
+            // park in the store (with 8 KiB contexts, about 1 GiB), where there was no bound.
             pending_sessions_per_bot: 100_000,
             pending_sessions_per_user: 20,
+            // A chatbot waits on the people mid-authorization at one time: a thousand per key and
+            // 2,500 per bot is far above one engine's need, and four bots at their bound still
+            // leave room in the default connection cap.
+            waits_per_key: 1_000,
+            waits_per_bot: 2_500,
+            // 10,000 parked requests are what benches/run measures (about 70 MiB).
+            max_connections: 10_000,
+            // Reconnecting costs one request; ten minutes keeps that rare while a stream does not
+            // pin a replica for a session's whole life (up to 24 h).
+            event_stream_max_seconds: 600,
+            // Answers are small: a reading client takes them in milliseconds. 30 s also spares
+            // a phone on a bad network.
+            write_timeout_seconds: 30,
         }
     }
 }
@@ -431,6 +463,23 @@ impl Settings {
         if s.max_wait_seconds == 0 || s.max_wait_seconds > 300 {
             p.add("sessions.max_wait_seconds", "must be between 1 and 300");
         }
+        let l = &self.limits;
+        for (setting, value) in [
+            ("limits.pending_sessions_per_bot", l.pending_sessions_per_bot),
+            ("limits.pending_sessions_per_user", l.pending_sessions_per_user),
+            ("limits.waits_per_key", l.waits_per_key),
+            ("limits.waits_per_bot", l.waits_per_bot),
+            ("limits.max_connections", l.max_connections),
+            (
+                "limits.event_stream_max_seconds",
+                l.event_stream_max_seconds,
+            ),
+            ("limits.write_timeout_seconds", l.write_timeout_seconds),
+        ] {
+            if value == 0 {
+                p.add(setting, "must be positive");
+            }
+        }
         let w = &self.webhooks;
         let webhooks = if w
             .retry_schedule_seconds
@@ -508,20 +557,6 @@ impl Settings {
                     &format!("rate_limits.{name}"),
                     "must be at least 1 (set rate_limits.enabled = false to turn limits off)",
                 );
-            }
-        }
-        for (name, quota) in [
-            (
-                "pending_sessions_per_bot",
-                self.limits.pending_sessions_per_bot,
-            ),
-            (
-                "pending_sessions_per_user",
-                self.limits.pending_sessions_per_user,
-            ),
-        ] {
-            if quota == 0 {
-                p.add(&format!("limits.{name}"), "must be at least 1");
             }
         }
 

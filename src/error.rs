@@ -42,6 +42,10 @@ pub enum ApiError {
     /// At a quota of things held open (e.g. open sessions); retry after `retry_after` seconds.
     #[error("{detail}")]
     OverQuota { detail: String, retry_after: u64 },
+    /// The key or its bot has as many requests waiting (long-polls, event streams, agent
+    /// retries) as `[limits]` allows on this replica; retry after this many seconds.
+    #[error("too many requests of this key or bot are waiting; retry in {0} s")]
+    TooManyWaiting(u64),
     #[error("internal error")]
     Internal(#[source] anyhow::Error),
 }
@@ -66,6 +70,7 @@ impl ApiError {
             }
             ApiError::TooManyRequests(_) => (StatusCode::TOO_MANY_REQUESTS, "rate_limited"),
             ApiError::OverQuota { .. } => (StatusCode::TOO_MANY_REQUESTS, "quota_exceeded"),
+            ApiError::TooManyWaiting(_) => (StatusCode::TOO_MANY_REQUESTS, "too_many_waiting"),
             ApiError::Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, "internal"),
         }
     }
@@ -138,9 +143,14 @@ impl IntoResponse for ApiError {
             tracing::error!(error = ?cause, "internal error");
         }
         let mut resp = problem_response(status, problem_body(status, code, &self.to_string()));
-        if let ApiError::OverQuota { retry_after, .. } = &self {
+        if let ApiError::TooManyRequests(after)
+        | ApiError::TooManyWaiting(after)
+        | ApiError::OverQuota {
+            retry_after: after, ..
+        } = self
+        {
             resp.headers_mut()
-                .insert(header::RETRY_AFTER, HeaderValue::from(*retry_after));
+                .insert(header::RETRY_AFTER, HeaderValue::from(after));
         }
         resp
     }

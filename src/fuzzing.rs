@@ -99,3 +99,9 @@ pub fn teams_token_answer(status: StatusCode, body: &[u8]) -> Result<Duration, C
 pub fn parked_request(bytes: &[u8]) -> Option<(usize, String, String)> {
     crate::parked::take(bytes)
 }
+
+/// A first request on a connection over the cap, as `parked` decides whether it is a health
+/// probe it still answers: `Some((length, method, target))` when it is.
+pub fn health_probe(bytes: &[u8]) -> Option<(usize, String, String)> {
+    crate::parked::take_probe(bytes)
+}

@@ -21,6 +21,7 @@
 //! built-in demo provider of zero-configuration runs, set up through the API like any other),
 //! `outbound` (the HTTP client of every call to another server, and its capped body reader).
 
+pub mod bounds;
 pub mod channel;
 pub mod clock;
 pub mod config;

@@ -38,16 +38,24 @@ pub enum First {
     Closed,
 }
 
-/// Wait (at most `header_timeout`, and not past `closing`) for the connection's first bytes;
+/// How a connection is served here: the header read timeout before its first request, the
+/// write-progress timeout while answering it.
+#[derive(Clone, Copy)]
+pub struct Timeouts {
+    pub header: Duration,
+    pub write: Duration,
+}
+
+/// Wait (at most the header timeout, and not past `closing`) for the connection's first bytes;
 /// serve its first request here if it is one that waits.
 pub async fn first_request(
     io: TcpStream,
     peer: SocketAddr,
     app: axum::Router,
-    header_timeout: Duration,
+    timeouts: Timeouts,
     closing: tokio_util::sync::CancellationToken,
 ) -> First {
-    let first = tokio::time::timeout(header_timeout, waiting_request(&io));
+    let first = tokio::time::timeout(timeouts.header, peek_request(&io, waits));
     let taken = tokio::select! {
         first = first => match first {
             // Nothing within the header timeout: hyper would drop it too.
@@ -58,7 +66,49 @@ pub async fn first_request(
         // Shutting down: a connection that has sent nothing is closed, as hyper closes idle ones.
         () = closing.cancelled() => return First::Closed,
     };
-    serve(io, peer, app, taken).await
+    serve(io, peer, app, taken, timeouts.write).await
+}
+
+/// How long a connection over the cap may take to send its first request head before it is
+/// refused: probes send theirs at once, and the slots these connections use are few.
+const OVER_CAP_WAIT: Duration = Duration::from_secs(2);
+
+/// A connection beyond the daemon's connection cap (on one of the few health slots): its first
+/// request is answered if it is `GET /healthz` or `GET /readyz` (then the connection closes), and
+/// anything else gets `503` problem+json with `Retry-After`, and the connection closes. So a
+/// probe sees the truth about a full daemon, and a client is told to come back instead of
+/// waiting in the listen queue.
+pub async fn over_capacity(io: TcpStream, peer: SocketAddr, app: axum::Router, write: Duration) {
+    metrics::counter!("authlink_http_connections_over_cap_total").increment(1);
+    let probe = tokio::time::timeout(OVER_CAP_WAIT, peek_request(&io, health)).await;
+    if let Ok(Some(mut taken)) = probe {
+        taken.close = true;
+        serve(io, peer, app, taken, write).await;
+        return;
+    }
+    refuse(io, write).await;
+}
+
+/// `503` and close, having read what the client sent so far (closing with unread bytes would
+/// reset the connection, and the client might never see the answer).
+async fn refuse(mut io: TcpStream, write: Duration) {
+    let mut sink = [0u8; 1024];
+    for _ in 0..MAX_REQUEST / sink.len() {
+        match io.try_read(&mut sink) {
+            Ok(n) if n > 0 => {}
+            _ => break,
+        }
+    }
+    let response = crate::error::problem(
+        http::StatusCode::SERVICE_UNAVAILABLE,
+        "over_capacity",
+        "the server holds as many connections as it may; retry shortly",
+        serde_json::Map::new(),
+    );
+    let mut out = crate::bounds::WriteProgress::new(&mut io, write);
+    if write_response(&mut out, response, false).await.is_ok() {
+        let _ = out.shutdown().await;
+    }
 }
 
 /// A first request that waits, parsed from what has arrived, and how many bytes it is.
@@ -68,14 +118,18 @@ struct Taken {
     close: bool,
 }
 
-async fn waiting_request(io: &TcpStream) -> Option<Taken> {
+/// The first request, if it has arrived whole and `wanted` takes it.
+async fn peek_request(io: &TcpStream, wanted: Wanted) -> Option<Taken> {
     io.readable().await.ok()?;
     // Only once there is something to read, on the heap, and dropped before the request is
     // served: an idle or parked connection keeps none of it.
     let mut buf = vec![0u8; MAX_REQUEST];
     let n = io.peek(&mut buf).await.ok()?;
-    parse(&buf[..n])
+    parse_if(&buf[..n], wanted)
 }
+
+/// Which requests (method, target, body) are taken here.
+type Wanted = fn(&str, &str, &[u8]) -> bool;
 
 /// For the fuzz target: what `parse` takes of `buf`.
 pub(crate) fn take(buf: &[u8]) -> Option<(usize, String, String)> {
@@ -88,7 +142,22 @@ pub(crate) fn take(buf: &[u8]) -> Option<(usize, String, String)> {
     })
 }
 
+/// For the fuzz target: what an over-cap connection's probe parser takes of `buf`.
+pub(crate) fn take_probe(buf: &[u8]) -> Option<(usize, String, String)> {
+    parse_if(buf, health).map(|t| {
+        (
+            t.len,
+            t.request.method().to_string(),
+            t.request.uri().to_string(),
+        )
+    })
+}
+
 fn parse(buf: &[u8]) -> Option<Taken> {
+    parse_if(buf, waits)
+}
+
+fn parse_if(buf: &[u8], wanted: Wanted) -> Option<Taken> {
     let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
     let mut head = httparse::Request::new(&mut headers);
     let httparse::Status::Complete(head_len) = head.parse(buf).ok()? else {
@@ -126,7 +195,7 @@ fn parse(buf: &[u8]) -> Option<Taken> {
         }
     }
     let body = buf.get(head_len..head_len + length.unwrap_or(0))?;
-    if !waits(method, path, body) {
+    if !wanted(method, path, body) {
         return None;
     }
     let mut request = Request::builder()
@@ -150,6 +219,12 @@ fn parse(buf: &[u8]) -> Option<Taken> {
     })
 }
 
+/// The probes a full daemon still answers.
+fn health(method: &str, target: &str, _body: &[u8]) -> bool {
+    let path = target.split_once('?').map_or(target, |(path, _)| path);
+    method == "GET" && (path == "/healthz" || path == "/readyz")
+}
+
 /// Requests that may be held: a session's status with `wait=`, its event stream, an access-token
 /// call whose body mentions `wait`. (A request taken here that does not wait after all is
 /// answered all the same.)
@@ -167,7 +242,13 @@ fn waits(method: &str, target: &str, body: &[u8]) -> bool {
     }
 }
 
-async fn serve(mut io: TcpStream, peer: SocketAddr, app: axum::Router, taken: Taken) -> First {
+async fn serve(
+    mut io: TcpStream,
+    peer: SocketAddr,
+    app: axum::Router,
+    taken: Taken,
+    write_timeout: Duration,
+) -> First {
     let Taken {
         mut request,
         len,
@@ -184,7 +265,9 @@ async fn serve(mut io: TcpStream, peer: SocketAddr, app: axum::Router, taken: Ta
     request
         .extensions_mut()
         .insert(axum::extract::ConnectInfo(Peer(peer)));
-    let (mut read, mut write) = io.split();
+    let (mut read, write) = io.split();
+    // A client that does not take its answer is dropped after the write timeout.
+    let mut write = crate::bounds::WriteProgress::new(write, write_timeout);
     let response = tokio::select! {
         response = tower::ServiceExt::oneshot(app, request) => match response {
             Ok(response) => response,

@@ -140,7 +140,21 @@ impl Application {
             .demo
             .as_ref()
             .map(|d| d.router(self.state.clock.clone()));
-        let header_timeout = self.state.config.header_read_timeout;
+        let timeouts = crate::parked::Timeouts {
+            header: self.state.config.header_read_timeout,
+            write: Duration::from_secs(self.state.config.limits.write_timeout_seconds.into()),
+        };
+        let cap = crate::bounds::connection_cap(
+            self.state.config.limits.max_connections,
+            crate::bounds::descriptor_limit(),
+        );
+        if cap < self.state.config.limits.max_connections as usize {
+            tracing::warn!(
+                connections = cap,
+                configured = self.state.config.limits.max_connections,
+                "limits.max_connections lowered to fit the descriptor limit (RLIMIT_NOFILE)"
+            );
+        }
         let mut app = router(self.state, crate::console::router());
         if let Some(demo) = demo {
             app = app.merge(demo);
@@ -149,7 +163,7 @@ impl Application {
             listener: Some(self.listener),
             stop: cancel.clone(),
         };
-        serve(listener, app, shutdown, header_timeout).await;
+        serve(listener, app, shutdown, timeouts, cap).await;
         cancel.cancel();
         if tokio::time::timeout(Duration::from_secs(30), workers.wait())
             .await
@@ -165,36 +179,56 @@ impl Application {
 
 /// Serve every connection `listener` accepts until `shutdown` completes; then stop accepting,
 /// let open connections finish their requests (idle ones close), and return when all are
-/// done. Each request carries its connection's address (`ConnectInfo<Peer>`); a connection
-/// that has not sent a whole request head within `header_timeout` is closed.
+/// done. Each request carries its connection's address (`ConnectInfo<Peer>`). A connection
+/// that has not sent a whole request head within the header timeout is closed (also between
+/// requests: hyper restarts it when a connection goes idle), and one whose answer makes no
+/// write progress for the write timeout. At most `cap` connections are served; beyond it a few
+/// more are accepted to answer health probes and tell everybody else `503`.
 async fn serve(
     mut listener: Draining,
     app: axum::Router,
     shutdown: impl Future<Output = ()>,
-    header_timeout: Duration,
+    timeouts: crate::parked::Timeouts,
+    cap: usize,
 ) {
     use hyper_util::rt::TokioTimer;
     let graceful = hyper_util::server::graceful::GracefulShutdown::new();
     let mut http = hyper::server::conn::http1::Builder::new();
     http.timer(TokioTimer::new())
-        .header_read_timeout(header_timeout);
+        .header_read_timeout(timeouts.header);
     // Connections whose first request waits are served by `parked` until it is answered.
     let first_requests = TaskTracker::new();
     let closing = CancellationToken::new();
+    // One permit per connection served, held until it closes.
+    let slots = Arc::new(tokio::sync::Semaphore::new(cap));
+    let health_slots = Arc::new(tokio::sync::Semaphore::new(crate::bounds::HEALTH_SLOTS));
     tokio::pin!(shutdown);
     loop {
         let (io, addr) = tokio::select! {
             accepted = axum::serve::Listener::accept(&mut listener) => accepted,
             () = &mut shutdown => break,
         };
+        let Ok(slot) = slots.clone().try_acquire_owned() else {
+            // Over the cap: answered on a health slot, or (those taken too) closed at once.
+            if let Ok(health) = health_slots.clone().try_acquire_owned() {
+                let app = app.clone();
+                first_requests.spawn(async move {
+                    crate::parked::over_capacity(io, addr, app, timeouts.write).await;
+                    drop(health);
+                });
+            } else {
+                metrics::counter!("authlink_http_connections_dropped_total").increment(1);
+            }
+            continue;
+        };
         let (app, http, watcher) = (app.clone(), http.clone(), graceful.watcher());
         let closing = closing.clone();
         first_requests.spawn(async move {
-            let first =
-                crate::parked::first_request(io, addr, app.clone(), header_timeout, closing);
+            let first = crate::parked::first_request(io, addr, app.clone(), timeouts, closing);
             if let crate::parked::First::Hyper(io) = first.await {
                 // A task of its own: this one would hold the connection's state twice.
-                tokio::spawn(serve_with_hyper(&http, watcher, io, addr, app));
+                let conn = serve_with_hyper(&http, watcher, io, addr, app, timeouts.write);
+                tokio::spawn(futures_util::FutureExt::map(conn, move |()| drop(slot)));
             }
         });
     }
@@ -212,6 +246,7 @@ fn serve_with_hyper(
     io: tokio::net::TcpStream,
     addr: SocketAddr,
     app: axum::Router,
+    write_timeout: Duration,
 ) -> impl Future<Output = ()> + Send + 'static {
     let peer = axum::extract::ConnectInfo(Peer(addr));
     let svc = tower::ServiceExt::map_request(
@@ -222,7 +257,7 @@ fn serve_with_hyper(
         },
     );
     let conn = http.serve_connection(
-        hyper_util::rt::TokioIo::new(io),
+        hyper_util::rt::TokioIo::new(crate::bounds::WriteProgress::new(io, write_timeout)),
         hyper_util::service::TowerToHyperService::new(svc),
     );
     // A map, not an `async move` block awaiting `conn`: the block would hold the connection

@@ -2,12 +2,20 @@
 //! that waits, complete and plain) or leave it to hyper. Invariants: no panic; what it takes is a
 //! complete head that httparse also reads, plus exactly its `Content-Length` of body, within the
 //! bytes there; only GET and POST on `/v1/bots/…`; never a request with `Transfer-Encoding`.
+//! The same bytes as the first request of a connection over the cap: taken only as a `GET` of
+//! `/healthz` or `/readyz`.
 #![no_main]
 
-use authlink::fuzzing::parked_request;
+use authlink::fuzzing::{health_probe, parked_request};
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {
+    if let Some((len, method, target)) = health_probe(data) {
+        assert!(len <= data.len());
+        assert_eq!(method, "GET");
+        let path = target.split('?').next().unwrap();
+        assert!(path == "/healthz" || path == "/readyz", "{target}");
+    }
     let Some((len, method, target)) = parked_request(data) else {
         return;
     };

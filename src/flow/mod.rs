@@ -31,6 +31,8 @@ pub struct Shared {
     pub permits: crate::domain::rate::Permits,
     /// The tokens of the grants served last, opened (`domain::grant::OpenedTokens`).
     pub opened: crate::domain::grant::OpenedTokens,
+    /// Requests waiting now, per key and per bot (`[limits]`).
+    pub waits: crate::bounds::Waits,
 }
 
 impl AppState {
@@ -41,7 +43,6 @@ impl AppState {
         clock: crate::clock::Clock,
     ) -> Self {
         Self(Arc::new(Shared {
-            config,
             store,
             http,
             shutdown: tokio_util::sync::CancellationToken::new(),
@@ -49,6 +50,8 @@ impl AppState {
             issuers: Default::default(),
             permits: Default::default(),
             opened: Default::default(),
+            waits: crate::bounds::Waits::new(&config.limits),
+            config,
         }))
     }
 }

@@ -388,13 +388,13 @@ fn problems(op: &mut Operation) {
     let authenticated = op.security.as_ref().is_some_and(|s| !s.is_empty());
     let mut common = vec![(
         "503",
-        "the store is unavailable or the request outlived its deadline (Retry-After)",
+        "the store is unavailable, the request outlived its deadline, or the server holds as many connections as it may (over_capacity) (Retry-After)",
     )];
     if authenticated {
         common.push(("401", "no valid key (WWW-Authenticate: Bearer)"));
         common.push((
             "429",
-            "over the key's (or, without a valid key, the address's) rate limit: Retry-After, RateLimit, RateLimit-Policy",
+            "over the key's (or, without a valid key, the address's) rate limit: Retry-After, RateLimit, RateLimit-Policy; or, for a request that waits (long-poll, event stream, agent retry), as many requests of the key or its bot waiting as limits allow (too_many_waiting, Retry-After)",
         ));
     }
     for (status, description) in common {

@@ -829,8 +829,24 @@ pub async fn status(
         Opened::Answered(response) => return Ok(response),
         Opened::Open(id) => id,
     };
+    // Held for the wait only; given back however it ends (this future dropped included).
+    let slot = wait_slot(&state, &caller, &bot)?;
     let session = wait_until_settled(&state, id, wait).await?;
+    drop(slot);
     Box::pin(async move { respond(&state, &session, state.clock.now(), false).await }).await
+}
+
+/// A place among the requests `caller` and `bot` have waiting (`[limits]`), or 429.
+pub(crate) fn wait_slot(
+    state: &AppState,
+    caller: &Caller,
+    bot: &str,
+) -> Result<crate::bounds::WaitSlot, ApiError> {
+    let key = match caller {
+        Caller::Operator => "operator",
+        Caller::Bot(k) => k.id.as_str(),
+    };
+    state.waits.enter(key, bot)
 }
 
 /// A status request's first step: answered at once, or a session to wait for.
@@ -979,8 +995,9 @@ pub(crate) async fn cancel_session(
 
 #[utoipa::path(operation_id = "sessions_events", get, path = "/v1/bots/{bot}/auth-sessions/{id}/events", tag = "sessions", summary = "Server-sent events of status changes, until settled", params(super::contract::SessionPath), responses((status = 200, description = "text/event-stream of status events"), (status = 404, description = "no such bot (or another bot's), or no such resource")), security(("bearer" = [])))]
 /// Server-sent events for engines that cannot receive webhooks: one `status` event now, one per
-/// change (on any replica), and the stream ends once the session is settled. Comment lines keep
-/// idle connections alive through proxies.
+/// change (on any replica), and the stream ends once the session is settled — or after
+/// `limits.event_stream_max_seconds` (the first event's `retry:` tells the client to reconnect).
+/// Comment lines keep idle connections alive through proxies.
 pub async fn events(
     State(state): State<AppState>,
     caller: Caller,
@@ -988,6 +1005,8 @@ pub async fn events(
 ) -> Result<Response, ApiError> {
     use axum::response::sse::{KeepAlive, Sse};
     let session = load(&state, &caller, &bot, &id).await?;
+    // Held by the stream: given back when it ends or its connection goes.
+    let slot = wait_slot(&state, &caller, &bot)?;
     let listener = state.store.listen(session.spec.id);
     struct Cursor {
         state: AppState,
@@ -995,37 +1014,58 @@ pub async fn events(
         id: SessionId,
         last: Option<Status>,
         done: bool,
+        /// The stream's end at the latest (`limits.event_stream_max_seconds`).
+        until: tokio::time::Instant,
+        _slot: crate::bounds::WaitSlot,
     }
+    let lifetime = Duration::from_secs(state.config.limits.event_stream_max_seconds.into());
     let cursor = Cursor {
         id: session.spec.id,
         state,
         listener,
         last: None,
         done: false,
+        until: tokio::time::Instant::now() + lifetime,
+        _slot: slot,
     };
     let stream = futures_util::stream::unfold(cursor, |mut c| async move {
-        if c.done {
+        if c.done || tokio::time::Instant::now() >= c.until {
             return None;
         }
         loop {
             let changed = c.listener.next_change();
             let now = c.state.clock.now();
+            let first = c.last.is_none();
             // Boxed: reading the session and rendering its event is most of this future's
             // size, and a parked stream needs none of it.
             let next = Box::pin(next_event(&c.state, c.id, &mut c.last, now)).await;
             let until_expiry = match next {
-                Next::Event(event, done) => {
+                Next::Event(mut event, done) => {
                     drop(changed);
                     c.done = done;
+                    if first {
+                        // How soon to reconnect when the stream ends before the session
+                        // settles (at its maximum lifetime, or a replica stopping).
+                        event = event.retry(RECONNECT_AFTER);
+                    }
                     return Some((Ok::<_, std::convert::Infallible>(event), c));
                 }
                 Next::Unchanged { until_expiry } => until_expiry,
             };
             let shutdown = c.state.shutdown.clone();
+            let nap = (until_expiry + Duration::from_millis(5)).min(
+                c.until
+                    .saturating_duration_since(tokio::time::Instant::now()),
+            );
             tokio::select! {
-                _ = tokio::time::timeout(until_expiry + Duration::from_millis(5), changed) => {}
+                _ = tokio::time::timeout(nap, changed) => {}
                 // Stopping: end the stream; the client reconnects to another replica.
                 _ = shutdown.cancelled() => return None,
+            }
+            if tokio::time::Instant::now() >= c.until {
+                // Its lifetime is over: end cleanly; the client reconnects and is sent the
+                // current status first.
+                return None;
             }
         }
     });
@@ -1033,6 +1073,10 @@ pub async fn events(
         .keep_alive(KeepAlive::default())
         .into_response())
 }
+
+/// The SSE `retry:` hint of an event stream's first event: reconnect one second after the
+/// stream ends early.
+const RECONNECT_AFTER: Duration = Duration::from_secs(1);
 
 /// What an event stream does after reading its session: send an event (and end the stream when
 /// it is the last), or nap until the next change or the session's expiry.

@@ -167,7 +167,12 @@ pub async fn access_token(
     let retried = match retry {
         Retry::None => None,
         Retry::Settled(session) => Some(session),
-        Retry::Wait(id, wait) => Some(super::sessions::wait_until_settled(&state, id, wait).await?),
+        Retry::Wait(id, wait) => {
+            let slot = super::sessions::wait_slot(&state, &caller, &bot)?;
+            let session = super::sessions::wait_until_settled(&state, id, wait).await?;
+            drop(slot);
+            Some(session)
+        }
     };
     Box::pin(answer(&state, &caller, request, retried)).await
 }

@@ -9,6 +9,7 @@
 mod admin;
 mod agents;
 mod binding;
+mod bounds;
 mod browser;
 mod callback;
 mod channels;

@@ -13,6 +13,7 @@ async fn app_with(per_bot: u32, per_user: u32, backend: Backend) -> TestApp {
         limits: Some(authlink::config::LimitSettings {
             pending_sessions_per_bot: per_bot,
             pending_sessions_per_user: per_user,
+            ..Default::default()
         }),
         ..Options::default()
     })
