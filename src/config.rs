@@ -465,8 +465,14 @@ impl Settings {
         }
         let l = &self.limits;
         for (setting, value) in [
-            ("limits.pending_sessions_per_bot", l.pending_sessions_per_bot),
-            ("limits.pending_sessions_per_user", l.pending_sessions_per_user),
+            (
+                "limits.pending_sessions_per_bot",
+                l.pending_sessions_per_bot,
+            ),
+            (
+                "limits.pending_sessions_per_user",
+                l.pending_sessions_per_user,
+            ),
             ("limits.waits_per_key", l.waits_per_key),
             ("limits.waits_per_bot", l.waits_per_bot),
             ("limits.max_connections", l.max_connections),
