@@ -105,3 +105,15 @@ pub fn parked_request(bytes: &[u8]) -> Option<(usize, String, String)> {
 pub fn health_probe(bytes: &[u8]) -> Option<(usize, String, String)> {
     crate::parked::take_probe(bytes)
 }
+
+/// Who sent a Continue (`POST /l/{link}`), as the link page judges it by `Sec-Fetch-Site` and
+/// `Origin` for the daemon whose origin is `ours`: `"us"`, `"elsewhere"` (refused whatever the
+/// form carries) or `"unsure"` (the form token decides).
+pub fn continue_requester(ours: &str, headers: &HeaderMap) -> &'static str {
+    use crate::routes::link::{Requester, requester_for};
+    match requester_for(ours, headers) {
+        Requester::Us => "us",
+        Requester::Elsewhere => "elsewhere",
+        Requester::Unsure => "unsure",
+    }
+}

@@ -38,7 +38,7 @@ const FORM_TTL: Duration = Duration::hours(1);
 
 /// Where a Continue came from, as far as the browser tells.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Requester {
+pub(crate) enum Requester {
     /// A page of ours: `Sec-Fetch-Site: same-origin`, or (without that header) our own `Origin`.
     Us,
     /// Another site (`Sec-Fetch-Site: cross-site`, or an `Origin` that is not ours): refused
@@ -53,7 +53,14 @@ enum Requester {
 /// Judge a POST by its `Sec-Fetch-Site` and `Origin`, as the console does, but failing closed:
 /// a request that says nothing is [`Requester::Unsure`], never ours.
 fn requester(state: &AppState, headers: &HeaderMap) -> Requester {
-    let ours = state.config.public_url.origin().ascii_serialization();
+    requester_for(
+        &state.config.public_url.origin().ascii_serialization(),
+        headers,
+    )
+}
+
+/// [`requester`] for the daemon whose origin is `ours` (`https://auth.example.com`).
+pub(crate) fn requester_for(ours: &str, headers: &HeaderMap) -> Requester {
     // An unreadable header is treated as another site's.
     let origin = headers
         .get(header::ORIGIN)
@@ -70,7 +77,7 @@ fn requester(state: &AppState, headers: &HeaderMap) -> Requester {
         Some("same-origin") => Requester::Us,
         Some("cross-site") => Requester::Elsewhere,
         Some(_) => Requester::Unsure,
-        None if origin == Some(ours.as_str()) => Requester::Us,
+        None if origin == Some(ours) => Requester::Us,
         None => Requester::Unsure,
     }
 }
