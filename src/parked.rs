@@ -194,7 +194,8 @@ fn parse_if(buf: &[u8], wanted: Wanted) -> Option<Taken> {
                 .any(|t| t.trim().eq_ignore_ascii_case("close"));
         }
     }
-    let body = buf.get(head_len..head_len + length.unwrap_or(0))?;
+    // Checked: a Content-Length near `usize::MAX` would wrap (and panic with overflow checks).
+    let body = buf.get(head_len..head_len.checked_add(length.unwrap_or(0))?)?;
     if !wanted(method, path, body) {
         return None;
     }
@@ -408,6 +409,8 @@ mod tests {
             get(events, "upgrade: websocket\r\n"),
             get(events, "content-length: 0\r\ncontent-length: 0\r\n"),
             get(events, "content-length: +0\r\n"),
+            // Found by the fuzzer: a length that wraps the end of the body past the head.
+            get(events, "content-length: 18446744073709551608\r\n"),
             get(events, "").replace("HTTP/1.1", "HTTP/1.0"),
             get(events, "")[..40].to_owned(),
             get(events, &"x-a: b\r\n".repeat(MAX_HEADERS)),
